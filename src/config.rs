@@ -1,0 +1,315 @@
+//! Settings: defaults, overridden by the TOML config file, overridden by flags.
+//!
+//! Every setting is declared once in [`settings!`], which derives the resolved
+//! [`Config`], the optional [`Overrides`] that both clap and the TOML file fill, and the
+//! merge between them. Nothing here opens sockets or starts threads.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A duration written the human way: `250ms`, `25s`, `1m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(Dur)
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where results come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// `firehose:RATE`: exactly RATE synthetic results per second, for benchmarks.
+    Firehose {
+        /// Results per second.
+        rate: u32,
+    },
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "firehose" => {
+                let rate = arg.parse().map_err(|_| {
+                    format!("firehose:RATE needs RATE as a whole number of results per second, got `{arg}`")
+                })?;
+                Ok(SourceSpec::Firehose { rate })
+            }
+            _ => Err(format!("unknown source `{s}`; known: firehose:RATE")),
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::Firehose { rate } => write!(f, "firehose:{rate}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Declares every setting once: name, type, default and the help text.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr ; )*) => {
+        /// Every setting, resolved.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        /// Settings as given on the command line or in the config file; `None` is unset.
+        #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Overrides {
+            $( $(#[doc = $doc])* #[arg(long)] pub $name: Option<$ty>, )*
+        }
+
+        impl Overrides {
+            /// `self` where set, else `other`.
+            fn or(self, other: Overrides) -> Overrides {
+                Overrides { $( $name: self.$name.or(other.$name), )* }
+            }
+
+            fn resolve(self) -> Config {
+                Config { $( $name: self.$name.unwrap_or_else(|| $default), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    /// Result source: firehose:RATE [default: firehose:1000]
+    source: SourceSpec = SourceSpec::Firehose { rate: 1000 };
+    /// Log filter, as RUST_LOG takes it (RUST_LOG wins when set) [default: info]
+    log: String = "info".to_owned();
+    /// Open connections at most; past it new ones get HTTP 503 [default: 10000]
+    max_connections: usize = 10_000;
+    /// Bytes of an HTTP request head at most (431 past it) [default: 16384]
+    max_head_bytes: usize = 16 * 1024;
+    /// Bytes of an HTTP request body at most (413 past it) [default: 65536]
+    max_body_bytes: usize = 64 * 1024;
+    /// Time to send a complete request, and to send the next one on a kept-alive connection [default: 10s]
+    head_timeout: Dur = Dur(Duration::from_secs(10));
+    /// Bytes of the per-connection WebSocket read buffer [default: 4096]
+    ws_read_buffer: usize = 4096;
+    /// Bytes of an inbound WebSocket message at most (close 1009 past it) [default: 65536]
+    max_message_bytes: usize = 64 * 1024;
+    /// Unsent bytes per connection at most; past it: slow_consumer, close 4008 [default: 1048576]
+    out_buffer_cap: usize = 1024 * 1024;
+    /// WebSocket ping interval [default: 25s]
+    ping_interval: Dur = Dur(Duration::from_secs(25));
+    /// Close a WebSocket that sent nothing for this long [default: 60s]
+    idle_timeout: Dur = Dur(Duration::from_secs(60));
+    /// Time a closing connection gets to take its last bytes [default: 5s]
+    close_timeout: Dur = Dur(Duration::from_secs(5));
+    /// Time shutdown waits for close frames to flush [default: 3s]
+    shutdown_timeout: Dur = Dur(Duration::from_secs(3));
+    /// Period of the timer sweep over connections [default: 250ms]
+    sweep_interval: Dur = Dur(Duration::from_millis(250));
+    /// Results kept for resume [default: 100000]
+    history_size: usize = 100_000;
+    /// Subscriptions per connection at most, 1 to 64 [default: 64]
+    max_subscriptions: usize = 64;
+    /// Symbols per filter or scan request at most [default: 1024]
+    max_filter_symbols: usize = 1024;
+    /// Client messages per second per connection [default: 50]
+    message_rate: u32 = 50;
+    /// Client message burst per connection [default: 100]
+    message_burst: u32 = 100;
+    /// Scanner progress statuses at most this often [default: 250ms]
+    progress_interval: Dur = Dur(Duration::from_millis(250));
+    /// Ad-hoc scan requests waiting at most (queue_full past it) [default: 1000]
+    adhoc_queue: usize = 1000;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Overrides::default().resolve()
+    }
+}
+
+/// What can be wrong with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read; check the path.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or names an unknown setting; the message has the line.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// A value is out of its range.
+    #[error("setting `{name}`: {message}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is allowed.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Merges `flags` over the file at `path` (if any) over the defaults, and checks ranges.
+    pub fn load(path: Option<&Path>, flags: Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            None => Overrides::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Config::parse_file(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+        };
+        let config = flags.or(file).resolve();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses the text of a config file.
+    pub fn parse_file(text: &str) -> Result<Overrides, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_connections", self.max_connections),
+            ("max_head_bytes", self.max_head_bytes),
+            ("max_body_bytes", self.max_body_bytes),
+            ("ws_read_buffer", self.ws_read_buffer),
+            ("max_message_bytes", self.max_message_bytes),
+            ("out_buffer_cap", self.out_buffer_cap),
+            ("history_size", self.history_size),
+            ("max_filter_symbols", self.max_filter_symbols),
+            ("message_rate", self.message_rate as usize),
+            ("message_burst", self.message_burst as usize),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(invalid(name, "must be above 0"));
+            }
+        }
+        // A connection's matched subscriptions are a 64-bit mask on the hot path.
+        if !(1..=64).contains(&self.max_subscriptions) {
+            return Err(invalid("max_subscriptions", "must be 1 to 64"));
+        }
+        let durations = [
+            ("head_timeout", self.head_timeout),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("sweep_interval", self.sweep_interval),
+            ("progress_interval", self.progress_interval),
+        ];
+        for (name, value) in durations {
+            if value.0.is_zero() {
+                return Err(invalid(name, "must be above 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(name: &'static str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let file = Config::parse_file("listen = \"0.0.0.0:9000\"\nping_interval = \"5s\"\nhistory_size = 10\n")
+            .unwrap();
+        let flags = Overrides {
+            history_size: Some(20),
+            ..Overrides::default()
+        };
+        let config = flags.or(file).resolve();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.ping_interval, Dur(Duration::from_secs(5)));
+        assert_eq!(config.history_size, 20);
+        assert_eq!(config.idle_timeout, Dur(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let cases = [
+            ("listne = \"x\"", "unknown field `listne`"),
+            ("history_size = \"many\"", "invalid type"),
+            ("ping_interval = \"soon\"", "ping_interval"),
+            ("source = \"moon:1\"", "unknown source"),
+            ("source = \"firehose:fast\"", "whole number"),
+            ("listen = ", "line 1"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse_file(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for (flags, name) in [
+            (Overrides { max_subscriptions: Some(65), ..Default::default() }, "max_subscriptions"),
+            (Overrides { history_size: Some(0), ..Default::default() }, "history_size"),
+            (Overrides { ping_interval: Some(Dur(Duration::ZERO)), ..Default::default() }, "ping_interval"),
+        ] {
+            let err = Config::load(None, flags).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { name: n, .. } if n == name), "{err}");
+        }
+    }
+
+    #[test]
+    fn source_specs() {
+        assert_eq!("firehose:250".parse(), Ok(SourceSpec::Firehose { rate: 250 }));
+        assert!("firehose".parse::<SourceSpec>().is_err());
+        assert!("sim".parse::<SourceSpec>().is_err());
+    }
+}

@@ -1,0 +1,304 @@
+//! Scan result events: what the scanner found, and the published form the reactor fans out.
+//!
+//! A [`ScanEvent`] is serialised exactly once, on the scanner thread, into the bytes of a
+//! `result` message up to its per-connection tail. The reactor only ever copies those
+//! bytes; it must never serialise a result again.
+
+use std::fmt;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::timefmt::write_rfc3339;
+
+/// The scans a result can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scan {
+    /// `|change_pct|` past its threshold.
+    PriceChange,
+    /// Volume well above its recent average.
+    VolumeSpike,
+    /// RSI at or above the overbought line.
+    RsiOverbought,
+    /// RSI at or below the oversold line.
+    RsiOversold,
+    /// Close above the prior N-bar high.
+    NewHigh,
+    /// Close below the prior N-bar low.
+    NewLow,
+    /// Fast SMA crossed above the slow one.
+    SmaCrossUp,
+    /// Fast SMA crossed below the slow one.
+    SmaCrossDown,
+    /// The benchmark source's synthetic results.
+    Firehose,
+}
+
+impl Scan {
+    /// Every scan, in protocol order.
+    pub const ALL: [Scan; 9] = [
+        Scan::PriceChange,
+        Scan::VolumeSpike,
+        Scan::RsiOverbought,
+        Scan::RsiOversold,
+        Scan::NewHigh,
+        Scan::NewLow,
+        Scan::SmaCrossUp,
+        Scan::SmaCrossDown,
+        Scan::Firehose,
+    ];
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scan::PriceChange => "price_change",
+            Scan::VolumeSpike => "volume_spike",
+            Scan::RsiOverbought => "rsi_overbought",
+            Scan::RsiOversold => "rsi_oversold",
+            Scan::NewHigh => "new_high",
+            Scan::NewLow => "new_low",
+            Scan::SmaCrossUp => "sma_cross_up",
+            Scan::SmaCrossDown => "sma_cross_down",
+            Scan::Firehose => "firehose",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn from_name(name: &str) -> Option<Scan> {
+        Scan::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// This scan's bit in a [`ScanSet`].
+    pub fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+impl fmt::Display for Scan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Scan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// What happened to a (symbol, scan) condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The condition starts.
+    New,
+    /// It persists and changed materially.
+    Update,
+    /// It ended.
+    Clear,
+}
+
+/// A result as the scanner finds it, before it has a sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanResult {
+    /// Ticker as the source spells it.
+    pub symbol: String,
+    /// Which scan fired.
+    pub scan: Scan,
+    /// New, update or clear.
+    pub event: EventKind,
+    /// How far past its threshold, so `min_score` filters mean something.
+    pub score: f64,
+    /// Last price.
+    pub price: f64,
+    /// Change from the reference price, in percent.
+    pub change_pct: f64,
+    /// Volume of the update.
+    pub volume: u64,
+    /// Volume over its recent average.
+    pub volume_ratio: f64,
+    /// RSI(14), once there is enough data for it.
+    pub rsi: Option<f64>,
+    /// The source's own time of the update that caused the result.
+    pub source_ts: Option<SystemTime>,
+    /// Produced by an ad-hoc scan request rather than the paced cycle.
+    pub adhoc: bool,
+}
+
+/// A published result: the fields filters look at, and the message encoded once.
+#[derive(Debug)]
+pub struct ScanEvent {
+    /// Position in this run's result sequence; consecutive from 1.
+    pub seq: u64,
+    /// The symbol in upper case, for case-insensitive matching.
+    pub symbol_key: Box<str>,
+    /// Which scan fired.
+    pub scan: Scan,
+    /// New, update or clear.
+    pub kind: EventKind,
+    /// Score (see [`ScanResult::score`]).
+    pub score: f64,
+    /// Last price.
+    pub price: f64,
+    /// Change in percent.
+    pub change_pct: f64,
+    /// Volume ratio.
+    pub volume_ratio: f64,
+    /// From an ad-hoc request: replayed like any result, but never part of the active set.
+    pub adhoc: bool,
+    /// When the scanner published it, for the publish-to-flush histogram.
+    pub published: Instant,
+    /// `{"type":"result","timestamp":"…","data":{"seq":…,…,"adhoc":false,`: the shared
+    /// head of every delivery; the connection appends `"subscriptions":[…]}}`.
+    encoded: Box<[u8]>,
+    /// Offset of the `{` that opens `data` in `encoded`.
+    data_start: usize,
+}
+
+/// The serialised `data` object, in the field order of PROTOCOL.md.
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    event: EventKind,
+    symbol: &'a str,
+    scan: Scan,
+    score: f64,
+    price: f64,
+    change_pct: f64,
+    volume: u64,
+    volume_ratio: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rsi: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_ts: Option<Timestamp>,
+    adhoc: bool,
+}
+
+/// A `SystemTime` that serialises as an RFC 3339 string.
+struct Timestamp(SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = Vec::with_capacity(30);
+        write_rfc3339(&mut buf, self.0);
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+}
+
+impl ScanEvent {
+    /// Numbers `result` as `seq`, stamps it `at` and encodes it.
+    pub fn publish(result: &ScanResult, seq: u64, at: SystemTime) -> ScanEvent {
+        let mut encoded = Vec::with_capacity(320);
+        encoded.extend_from_slice(br#"{"type":"result","timestamp":""#);
+        write_rfc3339(&mut encoded, at);
+        encoded.extend_from_slice(br#"","data":"#);
+        let data_start = encoded.len();
+        let body = Body {
+            seq,
+            event: result.event,
+            symbol: &result.symbol,
+            scan: result.scan,
+            score: result.score,
+            price: result.price,
+            change_pct: result.change_pct,
+            volume: result.volume,
+            volume_ratio: result.volume_ratio,
+            rsi: result.rsi,
+            source_ts: result.source_ts.map(Timestamp),
+            adhoc: result.adhoc,
+        };
+        // Serialising plain numbers, strings and bools into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut encoded, &body);
+        // Turn the closing `}` into `,` so the per-connection tail can follow.
+        if let Some(last) = encoded.last_mut() {
+            *last = b',';
+        }
+        ScanEvent {
+            seq,
+            symbol_key: result.symbol.to_ascii_uppercase().into_boxed_str(),
+            scan: result.scan,
+            kind: result.event,
+            score: result.score,
+            price: result.price,
+            change_pct: result.change_pct,
+            volume_ratio: result.volume_ratio,
+            adhoc: result.adhoc,
+            published: Instant::now(),
+            encoded: encoded.into_boxed_slice(),
+            data_start,
+        }
+    }
+
+    /// The shared head of the `result` message (see the field's doc).
+    pub fn message_head(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Appends the `data` object alone, as `snapshot` lists it (no `subscriptions`).
+    pub fn write_data(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encoded[self.data_start..self.encoded.len() - 1]);
+        out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    pub(crate) fn sample() -> ScanResult {
+        ScanResult {
+            symbol: "aapl".into(),
+            scan: Scan::VolumeSpike,
+            event: EventKind::New,
+            score: 3.4,
+            price: 191.25,
+            change_pct: 2.1,
+            volume: 1_250_000,
+            volume_ratio: 3.4,
+            rsi: Some(64.2),
+            source_ts: Some(UNIX_EPOCH + Duration::new(1_795_858_199, 998_000_000)),
+            adhoc: false,
+        }
+    }
+
+    #[test]
+    fn head_plus_tail_is_the_protocol_message() {
+        let at = UNIX_EPOCH + Duration::new(1_795_858_200, 123_456_789);
+        let ev = ScanEvent::publish(&sample(), 1042, at);
+        let mut msg = ev.message_head().to_vec();
+        msg.extend_from_slice(br#""subscriptions":["main"]}}"#);
+        let v: serde_json::Value = serde_json::from_slice(&msg).unwrap();
+        assert_eq!(v["type"], "result");
+        assert_eq!(v["timestamp"], "2026-11-28T09:30:00.123456789Z");
+        let d = &v["data"];
+        assert_eq!(d["seq"], 1042);
+        assert_eq!(d["event"], "new");
+        assert_eq!(d["symbol"], "aapl");
+        assert_eq!(d["scan"], "volume_spike");
+        assert_eq!(d["volume"], 1_250_000);
+        assert_eq!(d["rsi"], 64.2);
+        assert_eq!(d["source_ts"], "2026-11-28T09:29:59.998000000Z");
+        assert_eq!(d["adhoc"], false);
+        assert_eq!(d["subscriptions"], serde_json::json!(["main"]));
+        assert_eq!(&*ev.symbol_key, "AAPL");
+    }
+
+    #[test]
+    fn data_alone_is_an_object_without_subscriptions() {
+        let ev = ScanEvent::publish(&sample(), 7, SystemTime::now());
+        let mut out = Vec::new();
+        ev.write_data(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert!(v.get("subscriptions").is_none());
+    }
+
+    #[test]
+    fn scan_names_round_trip() {
+        for scan in Scan::ALL {
+            assert_eq!(Scan::from_name(scan.name()), Some(scan));
+        }
+        assert_eq!(Scan::from_name("nope"), None);
+    }
+}

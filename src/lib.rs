@@ -1,0 +1,41 @@
+//! scanstream: a real-time market scanner that streams what it finds.
+//!
+//! ```text
+//!  source ──▶ scanner thread ──ScanEvent──▶ crossbeam channel ──▶ reactor thread ──▶ sockets
+//!             (numbers, stamps,             + mio::Waker          (slab of connections,
+//!              encodes once)      ◀──commands (start, stop, scan)── filters, history, HTTP)
+//! ```
+//!
+//! The scanner thread owns the data source and publishes each result once, already
+//! encoded as JSON. The reactor thread owns every socket: it parses HTTP/1.1 with
+//! httparse, runs WebSocket connections through tungstenite's state machine, and copies
+//! each result into the out buffer of every connection whose filters match, writing each
+//! buffer once per loop turn.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from defaults, the TOML file and flags.
+//! - [`event`]: scan results and their encode-once published form.
+//! - [`protocol`]: client messages, filters, error and close codes (sans-IO).
+//! - [`history`]: the resume ring and the active set.
+//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - `scanner`: the scanner thread, the `Source` trait and the firehose source.
+//! - `reactor`: the event loop: connections, HTTP, WebSocket, fan-out, timers.
+//! - `timefmt`: RFC 3339 timestamps.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod event;
+pub mod history;
+pub mod metrics;
+pub mod protocol;
+mod reactor;
+mod scanner;
+mod timefmt;
+
+pub use config::{Config, ConfigError, Overrides, SourceSpec};
+pub use event::{EventKind, Scan, ScanEvent, ScanResult};
+pub use reactor::{Reactor, ServerError, ShutdownHandle, StatusView};
+pub use scanner::{Firehose, Progress, Source};
+pub use timefmt::rfc3339;

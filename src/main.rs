@@ -1,0 +1,65 @@
+//! The `scanstream` binary: flags and config file in, server run, exit code out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use scanstream::{Config, Overrides, Reactor, ShutdownHandle};
+use tracing_subscriber::EnvFilter;
+
+/// A real-time market scanner that streams its results over WebSocket.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML config file; flags given here win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Overrides,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scanstream: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(cli.config.as_deref(), cli.settings)?;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log))
+        .map_err(|e| format!("log filter `{}`: {e}", config.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let reactor = Reactor::bind(config)?;
+    watch_signals(reactor.shutdown_handle())?;
+    reactor.run()?;
+    Ok(())
+}
+
+/// SIGINT and SIGTERM start a graceful shutdown; a second one ends the process at once.
+fn watch_signals(handle: ShutdownHandle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    std::process::exit(128 + signal);
+                }
+                tracing::info!(signal, "signal received");
+                handle.shutdown();
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The wire protocol of PROTOCOL.md as plain data: client messages, filters, error and
+//! close codes, and the JSON envelope of server messages.
+//!
+//! Sans-IO: everything here works on byte buffers and values. It knows nothing of sockets,
+//! frames or the reactor, so the client library and fuzzers can use it as it is.
+
+mod filter;
+mod message;
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use filter::{Filter, FilterError, FilterSpec};
+pub use message::{ClientMessage, Rejection, Request, Subscribe, check_symbols, parse_request};
+
+use crate::timefmt::write_rfc3339;
+
+/// The `code` of an `error` message (and of HTTP error bodies where it applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Not JSON, or not a JSON object.
+    BadJson,
+    /// A field is missing or has the wrong type.
+    BadRequest,
+    /// `type` names no message this server knows.
+    UnknownType,
+    /// The filters are invalid; the subscription was not changed.
+    BadFilter,
+    /// The named subscription, alert or path does not exist.
+    NotFound,
+    /// The ad-hoc scan queue is full; try again later.
+    QueueFull,
+    /// Missing or wrong token.
+    Unauthorized,
+    /// Over the per-connection message rate.
+    RateLimited,
+    /// Over a per-connection subscription or symbol limit; nothing changed.
+    LimitExceeded,
+    /// Unsent data passed the per-connection cap; the connection is closed with 4008.
+    SlowConsumer,
+}
+
+impl ErrorCode {
+    /// Every code, for metrics.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::BadFilter,
+        ErrorCode::NotFound,
+        ErrorCode::QueueFull,
+        ErrorCode::Unauthorized,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitExceeded,
+        ErrorCode::SlowConsumer,
+    ];
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadFilter => "bad_filter",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// WebSocket close codes. 4000-4499 mean "reconnect", 4500-4999 "do not".
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down: reconnect with jitter.
+    pub const GOING_AWAY: u16 = 1001;
+    /// RFC 6455 protocol violation.
+    pub const PROTOCOL: u16 = 1002;
+    /// A binary message, which this protocol does not take.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text message that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A message over the inbound limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The connection did not keep up; resume with `since`.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// The connection kept sending past its message rate.
+    pub const RATE_LIMIT: u16 = 4029;
+    /// No reconnect: the token is wrong.
+    pub const UNAUTHORIZED: u16 = 4500;
+    /// No reconnect: the server is full.
+    pub const SERVER_FULL: u16 = 4503;
+}
+
+/// Appends `{"type":…,"timestamp":…,"data":…,"id":…}`; `data` and `id` only when given.
+pub fn write_envelope<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    ty: &str,
+    data: Option<&T>,
+    id: Option<&Value>,
+) {
+    match data {
+        // Serialising strings, numbers and derived structs into a Vec cannot fail.
+        Some(data) => write_envelope_raw(out, ty, Some(|out: &mut Vec<u8>| {
+            let _ = serde_json::to_writer(out, data);
+        }), id),
+        None => write_envelope_raw(out, ty, None::<fn(&mut Vec<u8>)>, id),
+    }
+}
+
+/// Like [`write_envelope`], with `data` written by a function that appends raw JSON
+/// (for payloads made of already-encoded results).
+pub fn write_envelope_raw(
+    out: &mut Vec<u8>,
+    ty: &str,
+    data: Option<impl FnOnce(&mut Vec<u8>)>,
+    id: Option<&Value>,
+) {
+    out.extend_from_slice(br#"{"type":"#);
+    let _ = serde_json::to_writer(&mut *out, ty);
+    out.extend_from_slice(br#","timestamp":""#);
+    write_rfc3339(out, SystemTime::now());
+    out.push(b'"');
+    if let Some(data) = data {
+        out.extend_from_slice(br#","data":"#);
+        data(out);
+    }
+    if let Some(id) = id {
+        out.extend_from_slice(br#","id":"#);
+        let _ = serde_json::to_writer(&mut *out, id);
+    }
+    out.push(b'}');
+}
+
+/// The `data` of an `error` message and the body of an HTTP error.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    /// Machine-readable code.
+    pub code: &'a str,
+    /// What was wrong, for a person.
+    pub message: &'a str,
+}
+
+/// Appends an `error` message.
+pub fn write_error(out: &mut Vec<u8>, code: ErrorCode, message: &str, id: Option<&Value>) {
+    let body = ErrorBody {
+        code: code.as_str(),
+        message,
+    };
+    write_envelope(out, "error", Some(&body), id);
+}
+
+/// Appends `"name"` JSON-escaped, as the `subscriptions` list of a result holds it.
+pub fn json_string(s: &str) -> Box<str> {
+    serde_json::to_string(s).unwrap_or_default().into_boxed_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_type_timestamp_data_and_id() {
+        let mut out = Vec::new();
+        let id = Value::from("r1");
+        write_error(&mut out, ErrorCode::BadFilter, "bad \"x\"", Some(&id));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["data"]["code"], "bad_filter");
+        assert_eq!(v["data"]["message"], "bad \"x\"");
+        assert_eq!(v["id"], "r1");
+        assert_eq!(v["timestamp"].as_str().unwrap().len(), 30);
+    }
+
+    #[test]
+    fn envelope_without_data_or_id() {
+        let mut out = Vec::new();
+        write_envelope::<()>(&mut out, "pong", None, None);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,102 @@
+//! The HTTP control API: one function from a request to what to answer.
+//!
+//! It returns a value and never touches the connection: the reactor encodes the
+//! response, performs the upgrade or renders metrics.
+
+use serde::Deserialize;
+
+use super::http::{Request, Response};
+use super::session::StatusView;
+use super::websocket::check_upgrade;
+use crate::scanner::{Command, QueueError, RunState, ScannerHandle};
+
+/// What the reactor does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this response.
+    Respond(Response),
+    /// Switch to WebSocket with this `Sec-WebSocket-Accept`.
+    Upgrade(String),
+    /// Send the metrics page (the reactor has the gauges).
+    Metrics,
+}
+
+/// What routing needs from the reactor.
+pub struct ApiEnv<'a> {
+    /// Current status.
+    pub status: &'a mut StatusView,
+    /// The scanner's channels.
+    pub scanner: &'a ScannerHandle,
+    /// Symbols per scan request at most.
+    pub max_symbols: usize,
+}
+
+/// A page for people who open the server in a browser.
+const INDEX: &str = include_str!("index.html");
+
+#[derive(Deserialize)]
+struct ScanBody {
+    symbols: Vec<String>,
+}
+
+/// Routes one request.
+pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
+    let allowed = match req.path {
+        "/stream" => return upgrade(req),
+        "/" | "/healthz" | "/metrics" | "/stream/status" => "GET",
+        "/stream/start" | "/stream/stop" | "/scan" => "POST",
+        _ => {
+            let msg = format!("no endpoint at {}", req.path.chars().take(200).collect::<String>());
+            return Action::Respond(Response::error(404, "not_found", &msg));
+        }
+    };
+    if req.method != allowed {
+        let msg = format!("{} takes {allowed}", req.path);
+        return Action::Respond(Response::error(405, "method_not_allowed", &msg).with_header("Allow", allowed));
+    }
+    Action::Respond(match req.path {
+        "/" => Response::text(200, "text/html; charset=utf-8", INDEX),
+        "/healthz" => Response::text(200, "text/plain; charset=utf-8", "ok"),
+        "/metrics" => return Action::Metrics,
+        "/stream/status" => Response::json(200, env.status),
+        "/stream/start" => control(env, Command::Start, RunState::Running),
+        "/stream/stop" => control(env, Command::Stop, RunState::Stopped),
+        _ => scan(req, env),
+    })
+}
+
+fn upgrade(req: &Request<'_, '_>) -> Action {
+    match check_upgrade(req) {
+        Ok(accept) => Action::Upgrade(accept),
+        Err(response) => Action::Respond(response),
+    }
+}
+
+fn control(env: &mut ApiEnv<'_>, cmd: Command, state: RunState) -> Response {
+    if !env.scanner.command(cmd) {
+        return Response::error(503, "unavailable", "the scanner is not running");
+    }
+    // The scanner confirms with a status of its own; answer with the state it will have.
+    env.status.scanner.state = state;
+    Response::json(200, env.status)
+}
+
+fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
+    let body: ScanBody = match serde_json::from_slice(req.body) {
+        Ok(body) => body,
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return Response::error(400, "bad_json", &format!("body is not JSON: {e}"));
+        }
+        Err(e) => return Response::error(400, "bad_request", &format!("body: {e}")),
+    };
+    if let Err((code, msg)) = crate::protocol::check_symbols(&body.symbols, env.max_symbols) {
+        return Response::error(400, code.as_str(), &msg);
+    }
+    let n = body.symbols.len();
+    match env.scanner.queue_scan(body.symbols) {
+        Ok(_) => Response::json(202, &serde_json::json!({ "queued": n })),
+        Err(QueueError::Full) => Response::error(503, "queue_full", "the ad-hoc scan queue is full")
+            .with_header("Retry-After", "1"),
+        Err(QueueError::Gone) => Response::error(503, "unavailable", "the scanner is not running"),
+    }
+}

@@ -1,0 +1,130 @@
+//! Fan-out of one encoded result to one connection: which of its subscriptions match,
+//! and the frame spliced from the shared bytes and the per-connection tail.
+//!
+//! This is the hot path: it must not allocate or serialise. The result's JSON head is
+//! copied as it is; only the frame header and `"subscriptions":[…]}}` are written here.
+
+use super::session::Subscription;
+use super::websocket::text_frame_header;
+use crate::event::ScanEvent;
+
+const TAIL_OPEN: &[u8] = br#""subscriptions":["#;
+const TAIL_CLOSE: &[u8] = b"]}}";
+
+/// A bit per live subscription (not replaying) that `ev` matches.
+pub fn live_mask(subs: &[Subscription], ev: &ScanEvent) -> u64 {
+    let mut mask = 0;
+    for (i, sub) in subs.iter().enumerate() {
+        if sub.replay.is_none() && sub.filter.matches(ev) {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
+/// Appends one `result` frame naming the subscriptions whose bits are set in `mask`.
+pub fn write_result(out: &mut Vec<u8>, ev: &ScanEvent, subs: &[Subscription], mask: u64) {
+    let names = || {
+        subs.iter()
+            .enumerate()
+            .filter(move |(i, _)| mask & (1 << i) != 0)
+            .map(|(_, s)| s.name_json.as_bytes())
+    };
+    let (count, names_len) = names().fold((0, 0), |(n, len), name| (n + 1, len + name.len()));
+    let head = ev.message_head();
+    let len = head.len() + TAIL_OPEN.len() + names_len + count.max(1) - 1 + TAIL_CLOSE.len();
+    out.reserve(len + 10);
+    text_frame_header(out, len);
+    out.extend_from_slice(head);
+    out.extend_from_slice(TAIL_OPEN);
+    for (i, name) in names().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(name);
+    }
+    out.extend_from_slice(TAIL_CLOSE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Scan, ScanResult};
+    use crate::protocol::{Filter, json_string};
+    use serde_json::{Value, json};
+    use std::time::SystemTime;
+
+    fn sub(name: &str, filters: Value) -> Subscription {
+        Subscription {
+            name: name.into(),
+            name_json: json_string(name),
+            filter: Filter::from_json(Some(filters), 16).unwrap(),
+            replay: None,
+        }
+    }
+
+    fn event(symbol: &str) -> ScanEvent {
+        let r = ScanResult {
+            symbol: symbol.into(),
+            scan: Scan::NewHigh,
+            event: EventKind::New,
+            score: 2.0,
+            price: 10.0,
+            change_pct: 1.0,
+            volume: 5,
+            volume_ratio: 1.0,
+            rsi: None,
+            source_ts: None,
+            adhoc: false,
+        };
+        ScanEvent::publish(&r, 9, SystemTime::now())
+    }
+
+    /// Parses one unmasked frame written by `write_result`.
+    fn payload(frame: &[u8]) -> Value {
+        assert_eq!(frame[0], 0x81);
+        let (len, start) = match frame[1] {
+            126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+            127 => (u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize, 10),
+            n => (n as usize, 2),
+        };
+        assert_eq!(frame.len(), start + len, "declared length");
+        serde_json::from_slice(&frame[start..]).unwrap()
+    }
+
+    #[test]
+    fn one_frame_names_every_matching_subscription() {
+        let subs = vec![
+            sub("all", json!({})),
+            sub("msft", json!({"symbols": ["MSFT"]})),
+            sub("we\"ird", json!({"min_score": 1})),
+        ];
+        let ev = event("AAPL");
+        let mask = live_mask(&subs, &ev);
+        assert_eq!(mask, 0b101);
+        let mut out = Vec::new();
+        write_result(&mut out, &ev, &subs, mask);
+        let v = payload(&out);
+        assert_eq!(v["data"]["subscriptions"], json!(["all", "we\"ird"]));
+        assert_eq!(v["data"]["seq"], 9);
+    }
+
+    #[test]
+    fn replaying_subscriptions_are_not_live() {
+        let mut subs = vec![sub("a", json!({}))];
+        subs[0].replay = Some(3);
+        assert_eq!(live_mask(&subs, &event("X")), 0);
+    }
+
+    #[test]
+    fn no_allocation_once_the_buffer_has_room() {
+        let subs = vec![sub("main", json!({}))];
+        let ev = event("AAPL");
+        let mut out = Vec::with_capacity(4096);
+        let before = out.as_ptr();
+        for _ in 0..4 {
+            write_result(&mut out, &ev, &subs, 1);
+        }
+        assert_eq!(out.as_ptr(), before, "the buffer was reallocated");
+    }
+}

@@ -1,0 +1,330 @@
+//! HTTP/1.1 request heads and bodies parsed with httparse, and responses encoded into an
+//! out buffer.
+//!
+//! Sans-IO: functions over byte slices. Parsing never allocates; a request borrows the
+//! connection's buffer. Every limit breach maps to the status PROTOCOL.md gives it.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::protocol::ErrorBody;
+
+/// Headers per request at most (431 past it).
+pub const MAX_HEADERS: usize = 64;
+
+/// Size limits on one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of the head.
+    pub max_head: usize,
+    /// Bytes of the body.
+    pub max_body: usize,
+}
+
+/// A complete request, borrowing the connection's buffer.
+#[derive(Debug)]
+pub struct Request<'h, 'b> {
+    /// Method as sent.
+    pub method: &'b str,
+    /// Path without the query.
+    pub path: &'b str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Headers as sent.
+    pub headers: &'h [httparse::Header<'b>],
+    /// The body (empty without `Content-Length`).
+    pub body: &'b [u8],
+}
+
+impl Request<'_, '_> {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// Does a comma-separated header contain `token` (case-insensitive)?
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// Whether the connection stays open after the response (RFC 9112 section 9.3).
+    pub fn keep_alive(&self) -> bool {
+        if self.has_token("Connection", "close") {
+            return false;
+        }
+        self.minor_version >= 1 || self.has_token("Connection", "keep-alive")
+    }
+}
+
+/// The outcome of parsing the front of a buffer.
+#[derive(Debug)]
+pub enum Parsed<'h, 'b> {
+    /// More bytes are needed.
+    Partial,
+    /// A whole request, and how many bytes of the buffer it used.
+    Complete(Request<'h, 'b>, usize),
+    /// The request is refused: answer with this status and close.
+    Error(HttpError),
+}
+
+/// A request refused while parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpError {
+    /// The status to answer with.
+    pub status: u16,
+    /// Why, for the JSON body.
+    pub message: &'static str,
+}
+
+const fn fail(status: u16, message: &'static str) -> HttpError {
+    HttpError { status, message }
+}
+
+/// Parses one request from the front of `buf`.
+pub fn parse<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    limits: Limits,
+) -> Parsed<'h, 'b> {
+    let mut req = httparse::Request::new(headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head => {
+            return Parsed::Error(fail(431, "request head too large"));
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Error(fail(431, "too many request headers"));
+        }
+        Err(_) => return Parsed::Error(fail(400, "malformed HTTP request")),
+    };
+    if head_len > limits.max_head {
+        return Parsed::Error(fail(431, "request head too large"));
+    }
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Parsed::Error(fail(400, "malformed HTTP request"));
+    };
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+    if headers.iter().any(|h| h.name.eq_ignore_ascii_case("Transfer-Encoding")) {
+        return Parsed::Error(fail(400, "chunked request bodies are not supported; send Content-Length"));
+    }
+    let mut body_len: Option<usize> = None;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Content-Length")) {
+        let Some(n) = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse().ok()) else {
+            return Parsed::Error(fail(400, "invalid Content-Length"));
+        };
+        if body_len.is_some_and(|m| m != n) {
+            return Parsed::Error(fail(400, "conflicting Content-Length headers"));
+        }
+        body_len = Some(n);
+    }
+    let body_len = body_len.unwrap_or(0);
+    if body_len > limits.max_body {
+        return Parsed::Error(fail(413, "request body too large"));
+    }
+    let Some(body) = buf.get(head_len..head_len + body_len) else {
+        return Parsed::Partial;
+    };
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let request = Request {
+        method,
+        path,
+        minor_version,
+        headers,
+        body,
+    };
+    Parsed::Complete(request, head_len + body_len)
+}
+
+/// A response to encode.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
+    /// A JSON error body `{"code", "message"}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        Response::json(status, &ErrorBody { code, message })
+    }
+
+    /// A plain-text response.
+    pub fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Encodes status line, headers and body onto `out`.
+    pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// The error code word for an HTTP status, used in JSON error bodies.
+pub fn error_code(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        426 => "upgrade_required",
+        431 => "headers_too_large",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_head: 256,
+        max_body: 16,
+    };
+
+    fn outcome(buf: &[u8]) -> Result<Option<(String, usize)>, u16> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse(buf, &mut headers, LIMITS) {
+            Parsed::Partial => Ok(None),
+            Parsed::Complete(r, n) => Ok(Some((format!("{} {}", r.method, r.path), n))),
+            Parsed::Error(e) => Err(e.status),
+        }
+    }
+
+    #[test]
+    fn parse_table() {
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
+        let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let cases: Vec<(&[u8], Result<Option<(String, usize)>, u16>)> = vec![
+            (b"GET /a?b=1 HTTP/1.1\r\n\r\n", Ok(Some(("GET /a".into(), 23)))),
+            (b"GET /a HTTP/1.1\r\nHost: x\r\n", Ok(None)),
+            (b"POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", Ok(None)),
+            (b"POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET", Ok(Some(("POST /s".into(), 41)))),
+            (b"POST /s HTTP/1.1\r\nContent-Length: 17\r\n\r\n", Err(413)),
+            (b"POST /s HTTP/1.1\r\nContent-Length: x\r\n\r\n", Err(400)),
+            (b"POST /s HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", Err(400)),
+            (b"POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Err(400)),
+            (b"GARBAGE\r\n\r\n", Err(400)),
+            (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", Err(400)),
+            (long.as_bytes(), Err(431)),
+            (&long.as_bytes()[..280], Err(431)),
+            (many.as_bytes(), Err(431)),
+        ];
+        for (buf, want) in cases {
+            assert_eq!(outcome(buf), want, "{}", String::from_utf8_lossy(buf));
+        }
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let cases: [(&[u8], bool); 4] = [
+            (b"GET / HTTP/1.1\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+        ];
+        for (buf, want) in cases {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let Parsed::Complete(req, _) = parse(buf, &mut headers, LIMITS) else { panic!() };
+            assert_eq!(req.keep_alive(), want);
+        }
+    }
+
+    #[test]
+    fn tokens_in_lists() {
+        let buf = b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Parsed::Complete(req, _) = parse(buf, &mut headers, LIMITS) else { panic!() };
+        assert!(req.has_token("connection", "upgrade"));
+        assert!(!req.has_token("connection", "close"));
+    }
+
+    #[test]
+    fn response_encoding() {
+        let mut out = Vec::new();
+        Response::error(405, "method_not_allowed", "use GET")
+            .with_header("Allow", "GET")
+            .write(&mut out, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("\r\nAllow: GET\r\n"));
+        assert!(text.contains("\r\nConnection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}"));
+    }
+}

@@ -1,0 +1,628 @@
+//! The reactor: one thread, one `mio::Poll`, every socket.
+//!
+//! It owns the listener and every connection (in a slab, generation-stamped), the
+//! subscriber list, the history ring and all timers. Each loop turn it accepts, reads and
+//! answers, drains the scanner's channel and fans results out into out buffers, pumps
+//! replays, sweeps timers, then writes each dirty connection once. It must never block:
+//! no locks, no blocking I/O, nothing slow on behalf of one client.
+
+mod api;
+mod broadcast;
+mod conn;
+mod http;
+mod outbuf;
+mod read;
+mod session;
+mod timers;
+mod websocket;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TryRecvError;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+pub use session::StatusView;
+
+use crate::config::Config;
+use crate::event::ScanEvent;
+use crate::history::History;
+use crate::metrics::{Gauges, Metrics};
+use crate::protocol::{ErrorCode, close};
+use crate::scanner::{self, Output, ScannerHandle, ScannerOptions, ScannerStatus, Source};
+use broadcast::{live_mask, write_result};
+use conn::{Conn, Phase};
+use http::Response;
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// Connections past the limit that are still answered with 503 before closing; beyond
+/// these a new connection is dropped at once.
+const OVERFLOW: usize = 64;
+/// Results taken from the channel per turn at most, so sockets are served in between.
+const MAX_DRAIN: usize = 8192;
+/// How long accepting pauses after `accept` fails for lack of resources (EMFILE).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// What a handler wants done with its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Keep it open.
+    Keep,
+    /// Close it with this WebSocket close code and reason.
+    Close(u16, &'static str),
+}
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address is taken or not ours; pick another with `--listen`.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The poll, its waker or the scanner thread could not be set up or failed.
+    #[error("event loop: {0}")]
+    Poll(#[from] io::Error),
+}
+
+/// Asks a running server to shut down gracefully, from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Starts the graceful shutdown: close 1001 to every WebSocket, flush, return.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // If the wake fails the poll is already gone, which is the goal.
+        let _ = self.waker.wake();
+    }
+}
+
+/// The server: a bound listener, a scanner thread and the event loop.
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    shutdown_flag: Arc<AtomicBool>,
+    config: Config,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    history: History,
+    status: StatusView,
+    scanner: ScannerHandle,
+    metrics: Metrics,
+    /// Connections that may hold subscriptions, as (slab key, generation). Entries of
+    /// closed or unsubscribed connections are skipped, and purged when `subscribers_stale`.
+    subscribers: Vec<(usize, u32)>,
+    subscribers_stale: bool,
+    /// Connections to write this turn (their `dirty` flag is set).
+    dirty: Vec<usize>,
+    /// Connections with a subscription still replaying history.
+    replaying: Vec<(usize, u32)>,
+    /// Connections that hit the read budget and have more to read.
+    pending_reads: Vec<(usize, u32)>,
+    /// Publish instants of the results fanned out this turn.
+    turn_published: Vec<Instant>,
+    /// The channel held more than one turn's worth.
+    more_results: bool,
+    shutdown_deadline: Option<Instant>,
+    accept_paused_until: Option<Instant>,
+    next_sweep: Instant,
+    /// Reused scratch space for frames shared by every subscriber (status).
+    scratch: Vec<u8>,
+}
+
+fn token(key: usize, generation: u32) -> Token {
+    Token(key | ((generation as usize) << 32))
+}
+
+fn split(token: Token) -> (usize, u32) {
+    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
+}
+
+impl Reactor {
+    /// Binds the listener and starts the scanner over the configured source.
+    pub fn bind(config: Config) -> Result<Reactor, ServerError> {
+        let source = scanner::source_for(&config.source);
+        Reactor::bind_with(config, source)
+    }
+
+    /// Binds the listener and starts the scanner over `source`.
+    pub fn bind_with(config: Config, source: Box<dyn Source>) -> Result<Reactor, ServerError> {
+        const { assert!(usize::BITS == 64, "tokens pack a generation above the slab key") };
+        let poll = Poll::new()?;
+        let addr = config.listen;
+        let mut listener =
+            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let options = ScannerOptions {
+            progress_interval: config.progress_interval.0,
+            adhoc_queue: config.adhoc_queue,
+        };
+        let scanner = scanner::spawn(source, Arc::clone(&waker), options)?;
+        let epoch = new_epoch();
+        tracing::info!(%local_addr, source = %config.source, %epoch, "listening");
+        let now = Instant::now();
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            waker,
+            shutdown_flag: Arc::new(AtomicBool::new(false)),
+            history: History::new(config.history_size, epoch),
+            status: StatusView {
+                scanner: ScannerStatus::initial(),
+                subscribers: 0,
+            },
+            scanner,
+            metrics: Metrics::default(),
+            conns: Slab::new(),
+            next_generation: 0,
+            subscribers: Vec::new(),
+            subscribers_stale: false,
+            dirty: Vec::new(),
+            replaying: Vec::new(),
+            pending_reads: Vec::new(),
+            turn_published: Vec::new(),
+            more_results: false,
+            shutdown_deadline: None,
+            accept_paused_until: None,
+            next_sweep: now + config.sweep_interval.0,
+            scratch: Vec::new(),
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: Arc::clone(&self.shutdown_flag),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Runs until shut down. Only poll failures end it with an error.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    token => {
+                        let (key, generation) = split(token);
+                        if !self.conns.get(key).is_some_and(|c| c.generation == generation) {
+                            continue; // a stale event for an older occupant of the slot
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key, now);
+                        }
+                    }
+                }
+            }
+            if self.shutdown_flag.load(Ordering::SeqCst) && self.shutdown_deadline.is_none() {
+                self.begin_shutdown(now);
+            }
+            self.retry_reads(now);
+            self.drain_scanner(now);
+            self.pump_replays(now);
+            if now >= self.next_sweep {
+                self.sweep(now);
+                self.next_sweep = now + self.config.sweep_interval.0;
+            }
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            self.flush_dirty();
+            self.observe_latency();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    break;
+                }
+            }
+        }
+        tracing::info!(open = self.conns.len(), "shut down");
+        self.scanner.shutdown();
+        Ok(())
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        if self.more_results || !self.pending_reads.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut until = self.next_sweep;
+        if let Some(t) = self.accept_paused_until {
+            until = until.min(t);
+        }
+        until.saturating_duration_since(now)
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            if self.accept_paused_until.is_some() {
+                return;
+            }
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
+                Ok((socket, _)) => self.admit(socket, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: the pending connection stays in the
+                    // backlog, so pause instead of spinning on the same error.
+                    self.metrics.accept_errors += 1;
+                    tracing::warn!(error = %e, "accept failed; pausing accepts");
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut socket: TcpStream, now: Instant) {
+        self.metrics.accepted += 1;
+        let open = self.conns.len();
+        let full = open >= self.config.max_connections;
+        if full && open >= self.config.max_connections + OVERFLOW {
+            self.metrics.rejected_full += 1;
+            return; // dropping the socket closes it
+        }
+        let _ = socket.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            token(key, generation),
+            Interest::READABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot register a connection");
+            return;
+        }
+        let mut conn = Conn::new(socket, generation, now, self.config.head_timeout.0);
+        if full {
+            self.metrics.rejected_full += 1;
+            self.metrics.count_http(503);
+            Response::error(503, "server_full", "connection limit reached; try again later")
+                .with_header("Retry-After", "1")
+                .write(conn.out.vec(), false);
+            conn.phase = Phase::Closing {
+                deadline: now + self.config.close_timeout.0,
+            };
+        }
+        entry.insert(conn);
+        if full {
+            self.mark_dirty(key);
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Closes a connection's socket now and forgets it.
+    fn drop_conn(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        if conn.subscriber {
+            self.status.subscribers -= 1;
+        }
+        if conn.listed {
+            self.subscribers_stale = true;
+        }
+    }
+
+    /// Sends a close (frame or final response already queued) and lets the connection
+    /// drain; keeps the subscriber count right.
+    fn close_conn(&mut self, key: usize, code: u16, reason: &str, now: Instant) {
+        let linger = self.config.close_timeout.0;
+        if let Some(conn) = self.conns.get_mut(key) {
+            if matches!(conn.phase, Phase::WebSocket(_)) {
+                self.metrics.count_close(code);
+            }
+            conn.close(code, reason, now, linger);
+        }
+        self.sync_subscriber(key);
+        self.mark_dirty(key);
+    }
+
+    /// Brings the subscriber list, count and replay list in line with a connection.
+    fn sync_subscriber(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let has = conn.has_subscriptions();
+        if has && !conn.listed {
+            conn.listed = true;
+            self.subscribers.push((key, conn.generation));
+        }
+        if has != conn.subscriber {
+            conn.subscriber = has;
+            if has {
+                self.status.subscribers += 1;
+            } else {
+                self.status.subscribers -= 1;
+                self.subscribers_stale = true;
+            }
+        }
+        if conn.session().is_some_and(|s| s.is_replaying()) && !conn.replay_listed {
+            conn.replay_listed = true;
+            self.replaying.push((key, conn.generation));
+        }
+    }
+
+    fn purge_subscribers(&mut self) {
+        if !self.subscribers_stale {
+            return;
+        }
+        self.subscribers_stale = false;
+        let conns = &mut self.conns;
+        self.subscribers.retain(|&(key, generation)| match conns.get_mut(key) {
+            Some(c) if c.generation == generation => {
+                c.listed = c.has_subscriptions();
+                c.listed
+            }
+            _ => false,
+        });
+    }
+
+    fn drain_scanner(&mut self, now: Instant) {
+        self.purge_subscribers();
+        let mut results = 0;
+        self.more_results = false;
+        loop {
+            if results == MAX_DRAIN {
+                self.more_results = true;
+                break;
+            }
+            match self.scanner.events.try_recv() {
+                Ok(Output::Result(ev)) => {
+                    results += 1;
+                    self.publish(ev, now);
+                }
+                Ok(Output::Status(status)) => self.on_status(status),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        if results > 0 {
+            self.metrics.batch_sizes.observe(results as f64);
+        }
+    }
+
+    /// Records a result and appends it to every live subscription that matches.
+    fn publish(&mut self, ev: Arc<ScanEvent>, now: Instant) {
+        self.metrics.events_published += 1;
+        self.turn_published.push(ev.published);
+        self.history.push(Arc::clone(&ev));
+        let cap = self.config.out_buffer_cap;
+        for i in 0..self.subscribers.len() {
+            let (key, generation) = self.subscribers[i];
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if conn.generation != generation {
+                continue;
+            }
+            let Phase::WebSocket(session) = &conn.phase else { continue };
+            let mask = live_mask(&session.subs, &ev);
+            if mask == 0 {
+                continue;
+            }
+            write_result(conn.out.vec(), &ev, &session.subs, mask);
+            self.metrics.deliveries += 1;
+            self.metrics.frames_sent += 1;
+            if conn.out.pending() > cap {
+                self.slow_consumer(key, now);
+            }
+            self.mark_dirty(key);
+        }
+    }
+
+    fn slow_consumer(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let msg = "unsent data passed the per-connection limit; resume with since";
+        session::reply_error(conn.out.vec(), &mut self.metrics, ErrorCode::SlowConsumer, msg, None);
+        self.metrics.slow_consumer_closes += 1;
+        tracing::debug!(key, pending = conn.out.pending(), "slow consumer");
+        self.close_conn(key, close::SLOW_CONSUMER, "slow consumer", now);
+    }
+
+    /// Keeps the scanner's status and sends it, encoded once, to every subscriber.
+    fn on_status(&mut self, status: ScannerStatus) {
+        self.status.scanner = status;
+        self.scratch.clear();
+        session::reply(&mut self.scratch, "status", Some(&self.status), None);
+        for &(key, generation) in &self.subscribers {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            if conn.generation != generation || !conn.has_subscriptions() {
+                continue;
+            }
+            conn.out.extend(&self.scratch);
+            self.metrics.frames_sent += 1;
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn pump_replays(&mut self, now: Instant) {
+        if self.replaying.is_empty() {
+            return;
+        }
+        let budget = self.config.out_buffer_cap / 2;
+        let mut list = std::mem::take(&mut self.replaying);
+        let mut lost = Vec::new();
+        list.retain(|&(key, generation)| {
+            let Some(conn) = self.conns.get_mut(key) else { return false };
+            if conn.generation != generation {
+                return false;
+            }
+            let Phase::WebSocket(session) = &mut conn.phase else {
+                conn.replay_listed = false;
+                return false;
+            };
+            let before = conn.out.pending();
+            let next = session.pump_replay(&mut conn.out, &self.history, budget, &self.status, &mut self.metrics);
+            let still = session.is_replaying();
+            if conn.out.pending() != before && !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            if let Next::Close(code, reason) = next {
+                lost.push((key, code, reason));
+            }
+            conn.replay_listed = still && next == Next::Keep;
+            conn.replay_listed
+        });
+        self.replaying = list;
+        for (key, code, reason) in lost {
+            self.close_conn(key, code, reason, now);
+        }
+    }
+
+    /// Writes each dirty connection once.
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            self.flush(key);
+        }
+        self.dirty = dirty;
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if !conn.dirty {
+            return;
+        }
+        conn.dirty = false;
+        match conn.out.write_to(&mut conn.socket, &mut self.metrics.write_calls) {
+            Ok((written, flushed)) => {
+                self.metrics.bytes_sent += written as u64;
+                let wants_write = flushed == outbuf::Flushed::Blocked;
+                if wants_write != conn.wants_write {
+                    conn.wants_write = wants_write;
+                    let interest = if wants_write {
+                        Interest::READABLE | Interest::WRITABLE
+                    } else {
+                        Interest::READABLE
+                    };
+                    let t = token(key, conn.generation);
+                    if self.poll.registry().reregister(&mut conn.socket, t, interest).is_err() {
+                        self.drop_conn(key);
+                        return;
+                    }
+                }
+                conn.shut_write_when_flushed();
+            }
+            Err(_) => self.drop_conn(key),
+        }
+    }
+
+    fn observe_latency(&mut self) {
+        if self.turn_published.is_empty() {
+            return;
+        }
+        let flushed = Instant::now();
+        for published in self.turn_published.drain(..) {
+            self.metrics
+                .observe_latency(flushed.saturating_duration_since(published));
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        tracing::info!(open = self.conns.len(), "shutting down");
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout.0);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match &self.conns[key].phase {
+                Phase::WebSocket(_) => {
+                    self.close_conn(key, close::GOING_AWAY, "server shutting down", now);
+                }
+                Phase::Http { .. } if self.conns[key].out.is_empty() => self.drop_conn(key),
+                Phase::Http { .. } => {
+                    let linger = self.config.shutdown_timeout.0;
+                    self.conns[key].close(close::GOING_AWAY, "", now, linger);
+                    self.mark_dirty(key);
+                }
+                Phase::Closing { .. } => {}
+            }
+        }
+    }
+
+    /// The metrics page.
+    fn render_metrics(&self) -> String {
+        let mut g = Gauges {
+            connections: self.conns.len(),
+            subscribers: self.status.subscribers,
+            history_len: self.history.len(),
+            active: self.history.active_len(),
+            ..Gauges::default()
+        };
+        for (_, conn) in &self.conns {
+            g.pending_bytes += conn.out.pending();
+            if matches!(conn.phase, Phase::WebSocket(_)) {
+                g.websockets += 1;
+            }
+        }
+        self.metrics.render(&g)
+    }
+}
+
+/// A short random identifier for this run, so clients can tell a restart.
+fn new_epoch() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! The one out buffer of a connection: everything sent on it, in order.
+//!
+//! HTTP responses, tungstenite's pongs and closes, replies and ready-made broadcast
+//! frames are all appended here; the reactor writes it out once per loop turn. It never
+//! touches a socket by itself: `write_to` takes any `Write`.
+
+use std::io::{self, Write};
+
+/// Capacity kept after a flush empties the buffer; above it the memory is returned, so an
+/// idle connection that once took a burst does not hold it for ever.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Bytes queued for one connection, with a read offset so a partial write costs no move.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+}
+
+/// How a write attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything is written.
+    All,
+    /// The socket is full; wait for `WRITABLE`.
+    Blocked,
+}
+
+impl OutBuf {
+    /// Bytes still to write.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// The vector to append to. Moves the unwritten tail to the front first when the
+    /// written head is the larger part, so the buffer cannot creep.
+    pub fn vec(&mut self) -> &mut Vec<u8> {
+        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        &mut self.buf
+    }
+
+    /// Appends bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.vec().extend_from_slice(bytes);
+    }
+
+    /// Writes as much as `w` takes: one `write` call for everything queued, another only
+    /// after a partial write. Returns the bytes written and whether all went out.
+    pub fn write_to<W: Write>(&mut self, w: &mut W, calls: &mut u64) -> io::Result<(usize, Flushed)> {
+        let mut written = 0;
+        while self.pos < self.buf.len() {
+            *calls += 1;
+            match w.write(&self.buf[self.pos..]) {
+                // A zero-byte write on a non-empty buffer means the peer is gone.
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.pos += n;
+                    written += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((written, Flushed::Blocked));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.clear();
+        self.pos = 0;
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+        Ok((written, Flushed::All))
+    }
+}
+
+/// The stream tungstenite is given: reads come from the socket, writes land in the out
+/// buffer, so the reactor keeps the only write path.
+pub struct WsIo<'a, R> {
+    /// Where inbound bytes come from (the socket).
+    pub read: &'a mut R,
+    /// Where tungstenite's own frames (pong, close) go.
+    pub out: &'a mut OutBuf,
+}
+
+impl<R: io::Read> io::Read for WsIo<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.read(buf)
+    }
+}
+
+impl<R> io::Write for WsIo<'_, R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.extend(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `room` bytes, then blocks.
+    struct Tight {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Tight {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_order_and_rest() {
+        let mut out = OutBuf::default();
+        out.extend(b"hello ");
+        out.extend(b"world");
+        let mut w = Tight { room: 4, got: Vec::new() };
+        let mut calls = 0;
+        assert_eq!(out.write_to(&mut w, &mut calls).unwrap(), (4, Flushed::Blocked));
+        assert_eq!(out.pending(), 7);
+        out.extend(b"!");
+        w.room = 100;
+        assert_eq!(out.write_to(&mut w, &mut calls).unwrap(), (8, Flushed::All));
+        assert_eq!(w.got, b"hello world!");
+        assert!(out.is_empty());
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn one_write_call_for_many_frames() {
+        let mut out = OutBuf::default();
+        for _ in 0..100 {
+            out.extend(b"frame");
+        }
+        let mut w = Tight { room: usize::MAX, got: Vec::new() };
+        let mut calls = 0;
+        out.write_to(&mut w, &mut calls).unwrap();
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn zero_write_is_an_error() {
+        struct Zero;
+        impl Write for Zero {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Ok(0)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = OutBuf::default();
+        out.extend(b"x");
+        assert!(out.write_to(&mut Zero, &mut 0).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! The read side of the loop: bytes in, answers out, per phase.
+//!
+//! HTTP requests are parsed from the connection's buffer and answered in order
+//! (pipelining); an upgrade hands the bytes behind the head to tungstenite; WebSocket
+//! messages go to the session; a closing connection's input is read and discarded.
+
+use std::io::{self, Read};
+use std::time::Instant;
+
+use tungstenite::Message;
+
+use super::api::{self, Action, ApiEnv};
+use super::conn::Phase;
+use super::http::{self, Limits, MAX_HEADERS, Parsed};
+use super::outbuf::WsIo;
+use super::session::{self, Env, WsSession};
+use super::websocket::{self, ReadFault};
+use super::{Next, Reactor};
+use crate::protocol::close;
+
+/// Bytes read into an HTTP buffer per `read` call.
+const HTTP_CHUNK: usize = 4096;
+/// WebSocket messages handled per connection per readiness event at most; the rest wait
+/// for the next turn so one busy client cannot hold the loop.
+const READ_BUDGET: usize = 64;
+
+/// How reading an HTTP connection ended.
+enum Served {
+    /// Wait for more bytes.
+    More,
+    /// The phase changed (upgrade, close) or the connection is gone.
+    Done,
+}
+
+impl Reactor {
+    pub(super) fn on_readable(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get(key) else { return };
+        match conn.phase {
+            Phase::Http { .. } => self.read_http(key, now),
+            Phase::WebSocket(_) => self.read_ws(key, now),
+            Phase::Closing { .. } => self.read_closing(key),
+        }
+    }
+
+    /// Reads connections that stopped at the read budget last turn.
+    pub(super) fn retry_reads(&mut self, now: Instant) {
+        let pending = std::mem::take(&mut self.pending_reads);
+        for (key, generation) in pending {
+            if self.conns.get(key).is_some_and(|c| c.generation == generation) {
+                self.on_readable(key, now);
+            }
+        }
+    }
+
+    fn read_http(&mut self, key: usize, now: Instant) {
+        let limit = self.config.max_head_bytes + self.config.max_body_bytes;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Phase::Http { buf, .. } = &mut conn.phase else { return };
+            let start = buf.len();
+            // Past the limit nothing more is read: parsing below refuses the request.
+            let room = HTTP_CHUNK.min((limit + 1).saturating_sub(start));
+            let mut eof = false;
+            if room > 0 {
+                buf.resize(start + room, 0);
+                let read = conn.socket.read(&mut buf[start..]);
+                buf.truncate(start + *read.as_ref().unwrap_or(&0));
+                match read {
+                    Ok(0) => eof = true,
+                    Ok(_) => conn.last_recv = now,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return self.drop_conn(key),
+                }
+            }
+            if let Served::Done = self.serve_requests(key, now) {
+                return;
+            }
+            if eof {
+                // The client is done sending; answers already queued still go out.
+                return match self.conns.get(key) {
+                    Some(c) if !c.out.is_empty() => self.close_conn(key, close::NORMAL, "", now),
+                    _ => self.drop_conn(key),
+                };
+            }
+        }
+    }
+
+    /// Answers every complete request in the buffer, in order.
+    fn serve_requests(&mut self, key: usize, now: Instant) -> Served {
+        let limits = Limits {
+            max_head: self.config.max_head_bytes,
+            max_body: self.config.max_body_bytes,
+        };
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return Served::Done };
+            let Phase::Http { buf, deadline } = &mut conn.phase else { return Served::Done };
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let (action, keep_alive, used) = match http::parse(buf, &mut headers, limits) {
+                Parsed::Partial => return Served::More,
+                Parsed::Error(e) => {
+                    let response = websocket::http_error(e);
+                    self.metrics.count_http(response.status);
+                    response.write(conn.out.vec(), false);
+                    self.close_conn(key, close::NORMAL, "", now);
+                    return Served::Done;
+                }
+                Parsed::Complete(req, used) => {
+                    let mut env = ApiEnv {
+                        status: &mut self.status,
+                        scanner: &self.scanner,
+                        max_symbols: self.config.max_filter_symbols,
+                    };
+                    (api::route(&req, &mut env), req.keep_alive(), used)
+                }
+            };
+            *deadline = now + self.config.head_timeout.0;
+            let rest = buf.split_off(used);
+            let response = match action {
+                Action::Respond(response) => response,
+                Action::Metrics => {
+                    let body = self.render_metrics();
+                    http::Response::text(200, "text/plain; version=0.0.4; charset=utf-8", body)
+                }
+                Action::Upgrade(accept) => return self.upgrade(key, &accept, rest, now),
+            };
+            let Some(conn) = self.conns.get_mut(key) else { return Served::Done };
+            let Phase::Http { buf, .. } = &mut conn.phase else { return Served::Done };
+            *buf = rest;
+            self.metrics.count_http(response.status);
+            response.write(conn.out.vec(), keep_alive);
+            self.mark_dirty(key);
+            if !keep_alive {
+                self.close_conn(key, close::NORMAL, "", now);
+                return Served::Done;
+            }
+        }
+    }
+
+    fn upgrade(&mut self, key: usize, accept: &str, early: Vec<u8>, now: Instant) -> Served {
+        let Some(conn) = self.conns.get_mut(key) else { return Served::Done };
+        self.metrics.count_http(101);
+        self.metrics.upgrades += 1;
+        websocket::write_accept(conn.out.vec(), accept);
+        let ctx = websocket::context(early, self.config.ws_read_buffer, self.config.max_message_bytes);
+        conn.phase = Phase::WebSocket(Box::new(WsSession::new(ctx, now, self.config.message_burst)));
+        self.mark_dirty(key);
+        // Frames may already wait behind the head, or in the socket.
+        self.read_ws(key, now);
+        Served::Done
+    }
+
+    fn read_ws(&mut self, key: usize, now: Instant) {
+        let limits = session::Limits {
+            max_subscriptions: self.config.max_subscriptions,
+            max_symbols: self.config.max_filter_symbols,
+            rate: self.config.message_rate,
+            burst: self.config.message_burst,
+        };
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::WebSocket(session) = &mut conn.phase else { return };
+        let mut env = Env {
+            history: &self.history,
+            status: self.status,
+            scanner: &self.scanner,
+            metrics: &mut self.metrics,
+            limits,
+        };
+        let mut next = Next::Keep;
+        let mut fault = None;
+        let mut budget_left = true;
+        for _ in 0..READ_BUDGET {
+            let mut io = WsIo {
+                read: &mut conn.socket,
+                out: &mut conn.out,
+            };
+            match session.ctx.read(&mut io) {
+                Ok(Message::Text(text)) => {
+                    conn.last_recv = now;
+                    next = session.on_text(&text, conn.out.vec(), &mut env, now);
+                }
+                Ok(Message::Binary(_)) => {
+                    next = Next::Close(close::UNSUPPORTED_DATA, "binary messages are not supported");
+                }
+                Ok(Message::Close(_)) => {
+                    // tungstenite queued the reply; write it out, then close our side.
+                    conn.last_recv = now;
+                    let _ = session.ctx.flush(&mut io);
+                    fault = Some(ReadFault::Gone);
+                }
+                Ok(_) => conn.last_recv = now,
+                Err(e) => fault = Some(websocket::read_fault(&e)),
+            }
+            if next != Next::Keep || fault.is_some() {
+                budget_left = false;
+                break;
+            }
+        }
+        if budget_left {
+            self.pending_reads.push((key, conn.generation));
+        }
+        match (next, fault) {
+            (Next::Close(code, reason), _) | (_, Some(ReadFault::Close(code, reason))) => {
+                tracing::debug!(key, code, reason, "closing websocket");
+                self.close_conn(key, code, reason, now);
+            }
+            (_, Some(ReadFault::Gone)) => {
+                if conn.out.is_empty() {
+                    self.drop_conn(key);
+                } else {
+                    // Our close reply (or last frames) still go out before the socket closes.
+                    conn.phase = Phase::Closing {
+                        deadline: now + self.config.close_timeout.0,
+                    };
+                    self.sync_subscriber(key);
+                    self.mark_dirty(key);
+                }
+            }
+            _ => {
+                // Pongs tungstenite queued while reading.
+                let mut io = WsIo {
+                    read: &mut io::empty(),
+                    out: &mut conn.out,
+                };
+                let _ = session.ctx.flush(&mut io);
+                let has_output = !conn.out.is_empty();
+                self.sync_subscriber(key);
+                if has_output {
+                    self.mark_dirty(key);
+                }
+            }
+        }
+    }
+
+    /// Discards input of a closing connection until the peer finishes.
+    fn read_closing(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut sink = [0u8; 4096];
+        loop {
+            match conn.socket.read(&mut sink) {
+                Ok(0) => return self.drop_conn(key),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.drop_conn(key),
+            }
+        }
+    }
+}
