@@ -265,8 +265,10 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_over_defaults() {
-        let file = Config::parse_file("listen = \"0.0.0.0:9000\"\nping_interval = \"5s\"\nhistory_size = 10\n")
-            .unwrap();
+        let file = Config::parse_file(
+            "listen = \"0.0.0.0:9000\"\nping_interval = \"5s\"\nhistory_size = 10\n",
+        )
+        .unwrap();
         let flags = Overrides {
             history_size: Some(20),
             ..Overrides::default()
@@ -297,18 +299,42 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         for (flags, name) in [
-            (Overrides { max_subscriptions: Some(65), ..Default::default() }, "max_subscriptions"),
-            (Overrides { history_size: Some(0), ..Default::default() }, "history_size"),
-            (Overrides { ping_interval: Some(Dur(Duration::ZERO)), ..Default::default() }, "ping_interval"),
+            (
+                Overrides {
+                    max_subscriptions: Some(65),
+                    ..Default::default()
+                },
+                "max_subscriptions",
+            ),
+            (
+                Overrides {
+                    history_size: Some(0),
+                    ..Default::default()
+                },
+                "history_size",
+            ),
+            (
+                Overrides {
+                    ping_interval: Some(Dur(Duration::ZERO)),
+                    ..Default::default()
+                },
+                "ping_interval",
+            ),
         ] {
             let err = Config::load(None, flags).unwrap_err();
-            assert!(matches!(err, ConfigError::Invalid { name: n, .. } if n == name), "{err}");
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn source_specs() {
-        assert_eq!("firehose:250".parse(), Ok(SourceSpec::Firehose { rate: 250 }));
+        assert_eq!(
+            "firehose:250".parse(),
+            Ok(SourceSpec::Firehose { rate: 250 })
+        );
         assert!("firehose".parse::<SourceSpec>().is_err());
         assert!("sim".parse::<SourceSpec>().is_err());
     }

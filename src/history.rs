@@ -201,7 +201,11 @@ mod tests {
         ];
         for (since, epoch, from, recovered) in cases {
             let got = h.resume(since, epoch);
-            assert_eq!(got, Resume { from, recovered }, "since {since} epoch {epoch:?}");
+            assert_eq!(
+                got,
+                Resume { from, recovered },
+                "since {since} epoch {epoch:?}"
+            );
         }
     }
 

@@ -58,8 +58,8 @@ impl Histogram {
 
 /// Seconds from 10 µs to 1 s: publish-to-flush spans the fast path and a stalled loop.
 const LATENCY_BOUNDS: &[f64] = &[
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
 ];
 
 /// Results per channel drain.
@@ -173,28 +173,92 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let gauges = [
             ("connections_open", "Open connections.", g.connections),
-            ("websocket_connections_open", "Open WebSocket connections.", g.websockets),
-            ("subscribers", "Connections with at least one subscription.", g.subscribers),
-            ("history_results", "Results retained for resume.", g.history_len),
+            (
+                "websocket_connections_open",
+                "Open WebSocket connections.",
+                g.websockets,
+            ),
+            (
+                "subscribers",
+                "Connections with at least one subscription.",
+                g.subscribers,
+            ),
+            (
+                "history_results",
+                "Results retained for resume.",
+                g.history_len,
+            ),
             ("active_opportunities", "Opportunities open now.", g.active),
-            ("out_buffer_bytes", "Bytes waiting in out buffers.", g.pending_bytes),
+            (
+                "out_buffer_bytes",
+                "Bytes waiting in out buffers.",
+                g.pending_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, value as u64);
         }
         let counters = [
-            ("connections_accepted_total", "Connections accepted.", self.accepted),
-            ("connections_rejected_total", "Connections refused at the limit.", self.rejected_full),
-            ("accept_errors_total", "accept() failures.", self.accept_errors),
-            ("websocket_upgrades_total", "WebSocket handshakes completed.", self.upgrades),
-            ("frames_sent_total", "WebSocket frames queued for sending.", self.frames_sent),
-            ("bytes_sent_total", "Bytes written to sockets.", self.bytes_sent),
-            ("write_calls_total", "write() calls on sockets.", self.write_calls),
-            ("events_published_total", "Results received from the scanner.", self.events_published),
-            ("deliveries_total", "Result frames queued, one per connection per result.", self.deliveries),
-            ("replayed_total", "Results replayed from history.", self.replayed),
-            ("slow_consumer_closes_total", "Connections closed for not keeping up.", self.slow_consumer_closes),
-            ("messages_received_total", "Client messages received.", self.messages_received),
+            (
+                "connections_accepted_total",
+                "Connections accepted.",
+                self.accepted,
+            ),
+            (
+                "connections_rejected_total",
+                "Connections refused at the limit.",
+                self.rejected_full,
+            ),
+            (
+                "accept_errors_total",
+                "accept() failures.",
+                self.accept_errors,
+            ),
+            (
+                "websocket_upgrades_total",
+                "WebSocket handshakes completed.",
+                self.upgrades,
+            ),
+            (
+                "frames_sent_total",
+                "WebSocket frames queued for sending.",
+                self.frames_sent,
+            ),
+            (
+                "bytes_sent_total",
+                "Bytes written to sockets.",
+                self.bytes_sent,
+            ),
+            (
+                "write_calls_total",
+                "write() calls on sockets.",
+                self.write_calls,
+            ),
+            (
+                "events_published_total",
+                "Results received from the scanner.",
+                self.events_published,
+            ),
+            (
+                "deliveries_total",
+                "Result frames queued, one per connection per result.",
+                self.deliveries,
+            ),
+            (
+                "replayed_total",
+                "Results replayed from history.",
+                self.replayed,
+            ),
+            (
+                "slow_consumer_closes_total",
+                "Connections closed for not keeping up.",
+                self.slow_consumer_closes,
+            ),
+            (
+                "messages_received_total",
+                "Client messages received.",
+                self.messages_received,
+            ),
         ];
         for (name, help, value) in counters {
             metric(&mut out, name, "counter", help, value);
@@ -205,12 +269,19 @@ impl Metrics {
              # TYPE scanstream_protocol_errors_total counter"
         );
         for (code, n) in ErrorCode::ALL.iter().zip(self.errors) {
-            let _ = writeln!(out, "scanstream_protocol_errors_total{{code=\"{}\"}} {n}", code.as_str());
+            let _ = writeln!(
+                out,
+                "scanstream_protocol_errors_total{{code=\"{}\"}} {n}",
+                code.as_str()
+            );
         }
         let mut closes: Vec<_> = self.closes.iter().collect();
         closes.sort();
         for (code, n) in closes {
-            let _ = writeln!(out, "scanstream_protocol_errors_total{{code=\"{code}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "scanstream_protocol_errors_total{{code=\"{code}\"}} {n}"
+            );
         }
         let _ = writeln!(
             out,
@@ -220,7 +291,10 @@ impl Metrics {
         let mut statuses: Vec<_> = self.http_responses.iter().collect();
         statuses.sort();
         for (status, n) in statuses {
-            let _ = writeln!(out, "scanstream_http_responses_total{{status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "scanstream_http_responses_total{{status=\"{status}\"}} {n}"
+            );
         }
         self.batch_sizes.render(
             &mut out,

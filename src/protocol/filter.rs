@@ -79,7 +79,9 @@ impl Filter {
         let symbols = match &spec.symbols {
             None => None,
             Some(list) if list.is_empty() => {
-                return Err(invalid("symbols: empty list; omit the field to match every symbol"));
+                return Err(invalid(
+                    "symbols: empty list; omit the field to match every symbol",
+                ));
             }
             Some(list) if list.len() > max_symbols => {
                 return Err(FilterError::TooManySymbols {
@@ -97,7 +99,9 @@ impl Filter {
         let scans = match &spec.scans {
             None => None,
             Some(list) if list.is_empty() => {
-                return Err(invalid("scans: empty list; omit the field to match every scan"));
+                return Err(invalid(
+                    "scans: empty list; omit the field to match every scan",
+                ));
             }
             Some(list) => {
                 let mut bits = 0;
@@ -190,19 +194,71 @@ mod tests {
         let new = |sym, scan, score, price| event(sym, scan, EventKind::New, score, price);
         let cases = [
             (json!({}), new("AAPL", Scan::NewHigh, 1.0, 10.0), true),
-            (json!({"symbols": ["aapl"]}), new("AAPL", Scan::NewHigh, 1.0, 10.0), true),
-            (json!({"symbols": ["MSFT"]}), new("AAPL", Scan::NewHigh, 1.0, 10.0), false),
-            (json!({"scans": ["new_high"]}), new("X", Scan::NewHigh, 1.0, 10.0), true),
-            (json!({"scans": ["new_low"]}), new("X", Scan::NewHigh, 1.0, 10.0), false),
-            (json!({"min_score": 2}), new("X", Scan::NewHigh, 2.0, 10.0), true),
-            (json!({"min_score": 2.5}), new("X", Scan::NewHigh, 2.0, 10.0), false),
-            (json!({"min_price": 5, "max_price": 10}), new("X", Scan::NewLow, 1.0, 10.0), true),
-            (json!({"max_price": 9.99}), new("X", Scan::NewLow, 1.0, 10.0), false),
-            (json!({"min_price": 10.01}), new("X", Scan::NewLow, 1.0, 10.0), false),
-            (json!({"min_abs_change_pct": 4}), new("X", Scan::NewLow, 1.0, 1.0), true),
-            (json!({"min_abs_change_pct": 4.1}), new("X", Scan::NewLow, 1.0, 1.0), false),
-            (json!({"min_volume_ratio": 2.5}), new("X", Scan::NewLow, 1.0, 1.0), true),
-            (json!({"min_volume_ratio": 3}), new("X", Scan::NewLow, 1.0, 1.0), false),
+            (
+                json!({"symbols": ["aapl"]}),
+                new("AAPL", Scan::NewHigh, 1.0, 10.0),
+                true,
+            ),
+            (
+                json!({"symbols": ["MSFT"]}),
+                new("AAPL", Scan::NewHigh, 1.0, 10.0),
+                false,
+            ),
+            (
+                json!({"scans": ["new_high"]}),
+                new("X", Scan::NewHigh, 1.0, 10.0),
+                true,
+            ),
+            (
+                json!({"scans": ["new_low"]}),
+                new("X", Scan::NewHigh, 1.0, 10.0),
+                false,
+            ),
+            (
+                json!({"min_score": 2}),
+                new("X", Scan::NewHigh, 2.0, 10.0),
+                true,
+            ),
+            (
+                json!({"min_score": 2.5}),
+                new("X", Scan::NewHigh, 2.0, 10.0),
+                false,
+            ),
+            (
+                json!({"min_price": 5, "max_price": 10}),
+                new("X", Scan::NewLow, 1.0, 10.0),
+                true,
+            ),
+            (
+                json!({"max_price": 9.99}),
+                new("X", Scan::NewLow, 1.0, 10.0),
+                false,
+            ),
+            (
+                json!({"min_price": 10.01}),
+                new("X", Scan::NewLow, 1.0, 10.0),
+                false,
+            ),
+            (
+                json!({"min_abs_change_pct": 4}),
+                new("X", Scan::NewLow, 1.0, 1.0),
+                true,
+            ),
+            (
+                json!({"min_abs_change_pct": 4.1}),
+                new("X", Scan::NewLow, 1.0, 1.0),
+                false,
+            ),
+            (
+                json!({"min_volume_ratio": 2.5}),
+                new("X", Scan::NewLow, 1.0, 1.0),
+                true,
+            ),
+            (
+                json!({"min_volume_ratio": 3}),
+                new("X", Scan::NewLow, 1.0, 1.0),
+                false,
+            ),
         ];
         for (i, (spec, ev, want)) in cases.into_iter().enumerate() {
             assert_eq!(filter(spec.clone()).matches(&ev), want, "case {i}: {spec}");

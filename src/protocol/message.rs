@@ -108,14 +108,24 @@ fn default_subscription() -> String {
 pub fn parse_request(text: &str, max_symbols: usize) -> Result<Request, Rejection> {
     let mut object: Map<String, Value> = match serde_json::from_str(text) {
         Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(reject(ErrorCode::BadJson, "message is not a JSON object", None)),
+        Ok(_) => {
+            return Err(reject(
+                ErrorCode::BadJson,
+                "message is not a JSON object",
+                None,
+            ));
+        }
         Err(e) => return Err(reject(ErrorCode::BadJson, &format!("not JSON: {e}"), None)),
     };
     let id = match object.remove("id") {
         None | Some(Value::Null) => None,
         Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
         Some(_) => {
-            return Err(reject(ErrorCode::BadRequest, "id must be a string or a number", None));
+            return Err(reject(
+                ErrorCode::BadRequest,
+                "id must be a string or a number",
+                None,
+            ));
         }
     };
     let fail = |code, msg: &str| reject(code, msg, id.clone());
@@ -127,8 +137,10 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<Request, Rejectio
     let data = object.remove("data").filter(|d| !d.is_null());
     let message = match ty.as_str() {
         "subscribe" => {
-            let d: SubscribeData = data_of(data, &ty).map_err(|m| fail(ErrorCode::BadRequest, &m))?;
-            check_name("subscription", &d.subscription).map_err(|m| fail(ErrorCode::BadRequest, &m))?;
+            let d: SubscribeData =
+                data_of(data, &ty).map_err(|m| fail(ErrorCode::BadRequest, &m))?;
+            check_name("subscription", &d.subscription)
+                .map_err(|m| fail(ErrorCode::BadRequest, &m))?;
             let filter = Filter::from_json(d.filters, max_symbols).map_err(|e| match e {
                 FilterError::Invalid(m) => fail(ErrorCode::BadFilter, &m),
                 e @ FilterError::TooManySymbols { .. } => {
@@ -165,7 +177,10 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<Request, Rejectio
         }
         other => {
             let shown: String = other.chars().take(64).collect();
-            return Err(fail(ErrorCode::UnknownType, &format!("unknown message type `{shown}`")));
+            return Err(fail(
+                ErrorCode::UnknownType,
+                &format!("unknown message type `{shown}`"),
+            ));
         }
     };
     Ok(Request { id, message })
@@ -177,11 +192,20 @@ pub fn check_symbols(symbols: &[String], max: usize) -> Result<(), (ErrorCode, S
         return Err((ErrorCode::BadRequest, "symbols: empty list".into()));
     }
     if symbols.len() > max {
-        let msg = format!("{} symbols in one request, the limit is {max}", symbols.len());
+        let msg = format!(
+            "{} symbols in one request, the limit is {max}",
+            symbols.len()
+        );
         return Err((ErrorCode::LimitExceeded, msg));
     }
-    if symbols.iter().any(|s| s.is_empty() || s.len() > MAX_NAME_LEN) {
-        return Err((ErrorCode::BadRequest, "symbols: empty or overlong symbol".into()));
+    if symbols
+        .iter()
+        .any(|s| s.is_empty() || s.len() > MAX_NAME_LEN)
+    {
+        return Err((
+            ErrorCode::BadRequest,
+            "symbols: empty or overlong symbol".into(),
+        ));
     }
     Ok(())
 }
@@ -223,18 +247,36 @@ mod tests {
             ("\"subscribe\"", ErrorCode::BadJson),
             ("{}", ErrorCode::BadRequest),
             (r#"{"type": 5}"#, ErrorCode::BadRequest),
-            (r#"{"type": "subscribe", "id": {"a": 1}}"#, ErrorCode::BadRequest),
+            (
+                r#"{"type": "subscribe", "id": {"a": 1}}"#,
+                ErrorCode::BadRequest,
+            ),
             (r#"{"type": "dance"}"#, ErrorCode::UnknownType),
-            (r#"{"type": "subscribe", "data": {"since": "x"}}"#, ErrorCode::BadRequest),
-            (r#"{"type": "subscribe", "data": {"subscription": ""}}"#, ErrorCode::BadRequest),
-            (r#"{"type": "subscribe", "data": {"filters": {"x": 1}}}"#, ErrorCode::BadFilter),
+            (
+                r#"{"type": "subscribe", "data": {"since": "x"}}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type": "subscribe", "data": {"subscription": ""}}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type": "subscribe", "data": {"filters": {"x": 1}}}"#,
+                ErrorCode::BadFilter,
+            ),
             (
                 r#"{"type": "subscribe", "data": {"filters": {"symbols": ["A","B","C","D","E"]}}}"#,
                 ErrorCode::LimitExceeded,
             ),
             (r#"{"type": "scan"}"#, ErrorCode::BadRequest),
-            (r#"{"type": "scan", "data": {"symbols": []}}"#, ErrorCode::BadRequest),
-            (r#"{"type": "ack", "data": {"alert_id": 17}}"#, ErrorCode::BadRequest),
+            (
+                r#"{"type": "scan", "data": {"symbols": []}}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type": "ack", "data": {"alert_id": 17}}"#,
+                ErrorCode::BadRequest,
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(code_of(text), want, "{text}");
@@ -251,7 +293,9 @@ mod tests {
     fn subscribe_defaults_and_fields() {
         let req = parse_request(r#"{"type":"subscribe","id":3}"#, 4).unwrap();
         assert_eq!(req.id, Some(Value::from(3)));
-        let ClientMessage::Subscribe(s) = req.message else { panic!("not subscribe") };
+        let ClientMessage::Subscribe(s) = req.message else {
+            panic!("not subscribe")
+        };
         assert_eq!(s.subscription, "default");
         assert!(!s.snapshot && s.since.is_none() && s.epoch.is_none());
 
@@ -273,6 +317,8 @@ mod tests {
         let ack = parse_request(r#"{"type":"ack","data":{"alert_id":"a-1"}}"#, 4).unwrap();
         assert!(matches!(ack.message, ClientMessage::Ack { alert_id } if alert_id == "a-1"));
         let un = parse_request(r#"{"type":"unsubscribe","data":{"subscription":"m"}}"#, 4);
-        assert!(matches!(un.unwrap().message, ClientMessage::Unsubscribe { subscription } if subscription == "m"));
+        assert!(
+            matches!(un.unwrap().message, ClientMessage::Unsubscribe { subscription } if subscription == "m")
+        );
     }
 }

@@ -107,9 +107,14 @@ pub fn write_envelope<T: Serialize + ?Sized>(
 ) {
     match data {
         // Serialising strings, numbers and derived structs into a Vec cannot fail.
-        Some(data) => write_envelope_raw(out, ty, Some(|out: &mut Vec<u8>| {
-            let _ = serde_json::to_writer(out, data);
-        }), id),
+        Some(data) => write_envelope_raw(
+            out,
+            ty,
+            Some(|out: &mut Vec<u8>| {
+                let _ = serde_json::to_writer(out, data);
+            }),
+            id,
+        ),
         None => write_envelope_raw(out, ty, None::<fn(&mut Vec<u8>)>, id),
     }
 }
@@ -158,7 +163,9 @@ pub fn write_error(out: &mut Vec<u8>, code: ErrorCode, message: &str, id: Option
 
 /// Appends `"name"` JSON-escaped, as the `subscriptions` list of a result holds it.
 pub fn json_string(s: &str) -> Box<str> {
-    serde_json::to_string(s).unwrap_or_default().into_boxed_str()
+    serde_json::to_string(s)
+        .unwrap_or_default()
+        .into_boxed_str()
 }
 
 #[cfg(test)]

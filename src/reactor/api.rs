@@ -46,13 +46,18 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
         "/" | "/healthz" | "/metrics" | "/stream/status" => "GET",
         "/stream/start" | "/stream/stop" | "/scan" => "POST",
         _ => {
-            let msg = format!("no endpoint at {}", req.path.chars().take(200).collect::<String>());
+            let msg = format!(
+                "no endpoint at {}",
+                req.path.chars().take(200).collect::<String>()
+            );
             return Action::Respond(Response::error(404, "not_found", &msg));
         }
     };
     if req.method != allowed {
         let msg = format!("{} takes {allowed}", req.path);
-        return Action::Respond(Response::error(405, "method_not_allowed", &msg).with_header("Allow", allowed));
+        return Action::Respond(
+            Response::error(405, "method_not_allowed", &msg).with_header("Allow", allowed),
+        );
     }
     Action::Respond(match req.path {
         "/" => Response::text(200, "text/html; charset=utf-8", INDEX),
@@ -95,8 +100,10 @@ fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
     let n = body.symbols.len();
     match env.scanner.queue_scan(body.symbols) {
         Ok(_) => Response::json(202, &serde_json::json!({ "queued": n })),
-        Err(QueueError::Full) => Response::error(503, "queue_full", "the ad-hoc scan queue is full")
-            .with_header("Retry-After", "1"),
+        Err(QueueError::Full) => {
+            Response::error(503, "queue_full", "the ad-hoc scan queue is full")
+                .with_header("Retry-After", "1")
+        }
         Err(QueueError::Gone) => Response::error(503, "unavailable", "the scanner is not running"),
     }
 }

@@ -85,7 +85,10 @@ mod tests {
         assert_eq!(frame[0], 0x81);
         let (len, start) = match frame[1] {
             126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
-            127 => (u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize, 10),
+            127 => (
+                u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             n => (n as usize, 2),
         };
         assert_eq!(frame.len(), start + len, "declared length");

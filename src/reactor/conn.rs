@@ -98,7 +98,12 @@ impl Conn {
     /// Starts closing: a WebSocket gets a close frame with `code` first (RFC 6455 section
     /// 7.1.2), everything already queued is still sent.
     pub fn close(&mut self, code: u16, reason: &str, now: Instant, linger: Duration) {
-        let phase = std::mem::replace(&mut self.phase, Phase::Closing { deadline: now + linger });
+        let phase = std::mem::replace(
+            &mut self.phase,
+            Phase::Closing {
+                deadline: now + linger,
+            },
+        );
         if let Phase::WebSocket(mut session) = phase {
             let frame = CloseFrame {
                 code: CloseCode::from(code),

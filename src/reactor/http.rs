@@ -114,12 +114,24 @@ pub fn parse<'h, 'b>(
         return Parsed::Error(fail(400, "malformed HTTP request"));
     };
     let headers: &'h [httparse::Header<'b>] = req.headers;
-    if headers.iter().any(|h| h.name.eq_ignore_ascii_case("Transfer-Encoding")) {
-        return Parsed::Error(fail(400, "chunked request bodies are not supported; send Content-Length"));
+    if headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("Transfer-Encoding"))
+    {
+        return Parsed::Error(fail(
+            400,
+            "chunked request bodies are not supported; send Content-Length",
+        ));
     }
     let mut body_len: Option<usize> = None;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("Content-Length")) {
-        let Some(n) = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse().ok()) else {
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Content-Length"))
+    {
+        let Some(n) = std::str::from_utf8(h.value)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        else {
             return Parsed::Error(fail(400, "invalid Content-Length"));
         };
         if body_len.is_some_and(|m| m != n) {
@@ -272,14 +284,26 @@ mod tests {
         let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         let cases: Vec<(&[u8], Result<Option<(String, usize)>, u16>)> = vec![
-            (b"GET /a?b=1 HTTP/1.1\r\n\r\n", Ok(Some(("GET /a".into(), 23)))),
+            (
+                b"GET /a?b=1 HTTP/1.1\r\n\r\n",
+                Ok(Some(("GET /a".into(), 23))),
+            ),
             (b"GET /a HTTP/1.1\r\nHost: x\r\n", Ok(None)),
             (b"POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", Ok(None)),
-            (b"POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET", Ok(Some(("POST /s".into(), 41)))),
+            (
+                b"POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET",
+                Ok(Some(("POST /s".into(), 42))),
+            ),
             (b"POST /s HTTP/1.1\r\nContent-Length: 17\r\n\r\n", Err(413)),
             (b"POST /s HTTP/1.1\r\nContent-Length: x\r\n\r\n", Err(400)),
-            (b"POST /s HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", Err(400)),
-            (b"POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Err(400)),
+            (
+                b"POST /s HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                Err(400),
+            ),
+            (
+                b"POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(400),
+            ),
             (b"GARBAGE\r\n\r\n", Err(400)),
             (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", Err(400)),
             (long.as_bytes(), Err(431)),
@@ -301,7 +325,9 @@ mod tests {
         ];
         for (buf, want) in cases {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let Parsed::Complete(req, _) = parse(buf, &mut headers, LIMITS) else { panic!() };
+            let Parsed::Complete(req, _) = parse(buf, &mut headers, LIMITS) else {
+                panic!()
+            };
             assert_eq!(req.keep_alive(), want);
         }
     }
@@ -310,7 +336,9 @@ mod tests {
     fn tokens_in_lists() {
         let buf = b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let Parsed::Complete(req, _) = parse(buf, &mut headers, LIMITS) else { panic!() };
+        let Parsed::Complete(req, _) = parse(buf, &mut headers, LIMITS) else {
+            panic!()
+        };
         assert!(req.has_token("connection", "upgrade"));
         assert!(!req.has_token("connection", "close"));
     }
@@ -325,6 +353,8 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("\r\nAllow: GET\r\n"));
         assert!(text.contains("\r\nConnection: close\r\n"));
-        assert!(text.ends_with("\r\n\r\n{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}"));
+        assert!(
+            text.ends_with("\r\n\r\n{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}")
+        );
     }
 }

@@ -143,7 +143,12 @@ impl Reactor {
 
     /// Binds the listener and starts the scanner over `source`.
     pub fn bind_with(config: Config, source: Box<dyn Source>) -> Result<Reactor, ServerError> {
-        const { assert!(usize::BITS == 64, "tokens pack a generation above the slab key") };
+        const {
+            assert!(
+                usize::BITS == 64,
+                "tokens pack a generation above the slab key"
+            )
+        };
         let poll = Poll::new()?;
         let addr = config.listen;
         let mut listener =
@@ -220,7 +225,11 @@ impl Reactor {
                     WAKER => {}
                     token => {
                         let (key, generation) = split(token);
-                        if !self.conns.get(key).is_some_and(|c| c.generation == generation) {
+                        if !self
+                            .conns
+                            .get(key)
+                            .is_some_and(|c| c.generation == generation)
+                        {
                             continue; // a stale event for an older occupant of the slot
                         }
                         if event.is_writable() {
@@ -275,7 +284,9 @@ impl Reactor {
             if self.accept_paused_until.is_some() {
                 return;
             }
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((socket, _)) => self.admit(socket, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -311,11 +322,11 @@ impl Reactor {
         let key = entry.key();
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        if let Err(e) = self.poll.registry().register(
-            &mut socket,
-            token(key, generation),
-            Interest::READABLE,
-        ) {
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut socket, token(key, generation), Interest::READABLE)
+        {
             tracing::warn!(error = %e, "cannot register a connection");
             return;
         }
@@ -323,9 +334,13 @@ impl Reactor {
         if full {
             self.metrics.rejected_full += 1;
             self.metrics.count_http(503);
-            Response::error(503, "server_full", "connection limit reached; try again later")
-                .with_header("Retry-After", "1")
-                .write(conn.out.vec(), false);
+            Response::error(
+                503,
+                "server_full",
+                "connection limit reached; try again later",
+            )
+            .with_header("Retry-After", "1")
+            .write(conn.out.vec(), false);
             conn.phase = Phase::Closing {
                 deadline: now + self.config.close_timeout.0,
             };
@@ -376,7 +391,9 @@ impl Reactor {
 
     /// Brings the subscriber list, count and replay list in line with a connection.
     fn sync_subscriber(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let has = conn.has_subscriptions();
         if has && !conn.listed {
             conn.listed = true;
@@ -403,13 +420,14 @@ impl Reactor {
         }
         self.subscribers_stale = false;
         let conns = &mut self.conns;
-        self.subscribers.retain(|&(key, generation)| match conns.get_mut(key) {
-            Some(c) if c.generation == generation => {
-                c.listed = c.has_subscriptions();
-                c.listed
-            }
-            _ => false,
-        });
+        self.subscribers
+            .retain(|&(key, generation)| match conns.get_mut(key) {
+                Some(c) if c.generation == generation => {
+                    c.listed = c.has_subscriptions();
+                    c.listed
+                }
+                _ => false,
+            });
     }
 
     fn drain_scanner(&mut self, now: Instant) {
@@ -444,11 +462,15 @@ impl Reactor {
         let cap = self.config.out_buffer_cap;
         for i in 0..self.subscribers.len() {
             let (key, generation) = self.subscribers[i];
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             if conn.generation != generation {
                 continue;
             }
-            let Phase::WebSocket(session) = &conn.phase else { continue };
+            let Phase::WebSocket(session) = &conn.phase else {
+                continue;
+            };
             let mask = live_mask(&session.subs, &ev);
             if mask == 0 {
                 continue;
@@ -464,9 +486,17 @@ impl Reactor {
     }
 
     fn slow_consumer(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let msg = "unsent data passed the per-connection limit; resume with since";
-        session::reply_error(conn.out.vec(), &mut self.metrics, ErrorCode::SlowConsumer, msg, None);
+        session::reply_error(
+            conn.out.vec(),
+            &mut self.metrics,
+            ErrorCode::SlowConsumer,
+            msg,
+            None,
+        );
         self.metrics.slow_consumer_closes += 1;
         tracing::debug!(key, pending = conn.out.pending(), "slow consumer");
         self.close_conn(key, close::SLOW_CONSUMER, "slow consumer", now);
@@ -478,7 +508,9 @@ impl Reactor {
         self.scratch.clear();
         session::reply(&mut self.scratch, "status", Some(&self.status), None);
         for &(key, generation) in &self.subscribers {
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             if conn.generation != generation || !conn.has_subscriptions() {
                 continue;
             }
@@ -499,7 +531,9 @@ impl Reactor {
         let mut list = std::mem::take(&mut self.replaying);
         let mut lost = Vec::new();
         list.retain(|&(key, generation)| {
-            let Some(conn) = self.conns.get_mut(key) else { return false };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return false;
+            };
             if conn.generation != generation {
                 return false;
             }
@@ -508,7 +542,13 @@ impl Reactor {
                 return false;
             };
             let before = conn.out.pending();
-            let next = session.pump_replay(&mut conn.out, &self.history, budget, &self.status, &mut self.metrics);
+            let next = session.pump_replay(
+                &mut conn.out,
+                &self.history,
+                budget,
+                &self.status,
+                &mut self.metrics,
+            );
             let still = session.is_replaying();
             if conn.out.pending() != before && !conn.dirty {
                 conn.dirty = true;
@@ -536,12 +576,17 @@ impl Reactor {
     }
 
     fn flush(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if !conn.dirty {
             return;
         }
         conn.dirty = false;
-        match conn.out.write_to(&mut conn.socket, &mut self.metrics.write_calls) {
+        match conn
+            .out
+            .write_to(&mut conn.socket, &mut self.metrics.write_calls)
+        {
             Ok((written, flushed)) => {
                 self.metrics.bytes_sent += written as u64;
                 let wants_write = flushed == outbuf::Flushed::Blocked;
@@ -553,7 +598,12 @@ impl Reactor {
                         Interest::READABLE
                     };
                     let t = token(key, conn.generation);
-                    if self.poll.registry().reregister(&mut conn.socket, t, interest).is_err() {
+                    if self
+                        .poll
+                        .registry()
+                        .reregister(&mut conn.socket, t, interest)
+                        .is_err()
+                    {
                         self.drop_conn(key);
                         return;
                     }

@@ -55,7 +55,11 @@ impl OutBuf {
 
     /// Writes as much as `w` takes: one `write` call for everything queued, another only
     /// after a partial write. Returns the bytes written and whether all went out.
-    pub fn write_to<W: Write>(&mut self, w: &mut W, calls: &mut u64) -> io::Result<(usize, Flushed)> {
+    pub fn write_to<W: Write>(
+        &mut self,
+        w: &mut W,
+        calls: &mut u64,
+    ) -> io::Result<(usize, Flushed)> {
         let mut written = 0;
         while self.pos < self.buf.len() {
             *calls += 1;
@@ -138,9 +142,15 @@ mod tests {
         let mut out = OutBuf::default();
         out.extend(b"hello ");
         out.extend(b"world");
-        let mut w = Tight { room: 4, got: Vec::new() };
+        let mut w = Tight {
+            room: 4,
+            got: Vec::new(),
+        };
         let mut calls = 0;
-        assert_eq!(out.write_to(&mut w, &mut calls).unwrap(), (4, Flushed::Blocked));
+        assert_eq!(
+            out.write_to(&mut w, &mut calls).unwrap(),
+            (4, Flushed::Blocked)
+        );
         assert_eq!(out.pending(), 7);
         out.extend(b"!");
         w.room = 100;
@@ -156,7 +166,10 @@ mod tests {
         for _ in 0..100 {
             out.extend(b"frame");
         }
-        let mut w = Tight { room: usize::MAX, got: Vec::new() };
+        let mut w = Tight {
+            room: usize::MAX,
+            got: Vec::new(),
+        };
         let mut calls = 0;
         out.write_to(&mut w, &mut calls).unwrap();
         assert_eq!(calls, 1);

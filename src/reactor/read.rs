@@ -34,7 +34,9 @@ enum Served {
 
 impl Reactor {
     pub(super) fn on_readable(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get(key) else { return };
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
         match conn.phase {
             Phase::Http { .. } => self.read_http(key, now),
             Phase::WebSocket(_) => self.read_ws(key, now),
@@ -46,7 +48,11 @@ impl Reactor {
     pub(super) fn retry_reads(&mut self, now: Instant) {
         let pending = std::mem::take(&mut self.pending_reads);
         for (key, generation) in pending {
-            if self.conns.get(key).is_some_and(|c| c.generation == generation) {
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.generation == generation)
+            {
                 self.on_readable(key, now);
             }
         }
@@ -55,8 +61,12 @@ impl Reactor {
     fn read_http(&mut self, key: usize, now: Instant) {
         let limit = self.config.max_head_bytes + self.config.max_body_bytes;
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            let Phase::Http { buf, .. } = &mut conn.phase else { return };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let Phase::Http { buf, .. } = &mut conn.phase else {
+                return;
+            };
             let start = buf.len();
             // Past the limit nothing more is read: parsing below refuses the request.
             let room = HTTP_CHUNK.min((limit + 1).saturating_sub(start));
@@ -93,8 +103,12 @@ impl Reactor {
             max_body: self.config.max_body_bytes,
         };
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return Served::Done };
-            let Phase::Http { buf, deadline } = &mut conn.phase else { return Served::Done };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Served::Done;
+            };
+            let Phase::Http { buf, deadline } = &mut conn.phase else {
+                return Served::Done;
+            };
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let (action, keep_alive, used) = match http::parse(buf, &mut headers, limits) {
                 Parsed::Partial => return Served::More,
@@ -124,8 +138,12 @@ impl Reactor {
                 }
                 Action::Upgrade(accept) => return self.upgrade(key, &accept, rest, now),
             };
-            let Some(conn) = self.conns.get_mut(key) else { return Served::Done };
-            let Phase::Http { buf, .. } = &mut conn.phase else { return Served::Done };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Served::Done;
+            };
+            let Phase::Http { buf, .. } = &mut conn.phase else {
+                return Served::Done;
+            };
             *buf = rest;
             self.metrics.count_http(response.status);
             response.write(conn.out.vec(), keep_alive);
@@ -138,12 +156,22 @@ impl Reactor {
     }
 
     fn upgrade(&mut self, key: usize, accept: &str, early: Vec<u8>, now: Instant) -> Served {
-        let Some(conn) = self.conns.get_mut(key) else { return Served::Done };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Served::Done;
+        };
         self.metrics.count_http(101);
         self.metrics.upgrades += 1;
         websocket::write_accept(conn.out.vec(), accept);
-        let ctx = websocket::context(early, self.config.ws_read_buffer, self.config.max_message_bytes);
-        conn.phase = Phase::WebSocket(Box::new(WsSession::new(ctx, now, self.config.message_burst)));
+        let ctx = websocket::context(
+            early,
+            self.config.ws_read_buffer,
+            self.config.max_message_bytes,
+        );
+        conn.phase = Phase::WebSocket(Box::new(WsSession::new(
+            ctx,
+            now,
+            self.config.message_burst,
+        )));
         self.mark_dirty(key);
         // Frames may already wait behind the head, or in the socket.
         self.read_ws(key, now);
@@ -157,8 +185,12 @@ impl Reactor {
             rate: self.config.message_rate,
             burst: self.config.message_burst,
         };
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::WebSocket(session) = &mut conn.phase else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::WebSocket(session) = &mut conn.phase else {
+            return;
+        };
         let mut env = Env {
             history: &self.history,
             status: self.status,
@@ -180,7 +212,8 @@ impl Reactor {
                     next = session.on_text(&text, conn.out.vec(), &mut env, now);
                 }
                 Ok(Message::Binary(_)) => {
-                    next = Next::Close(close::UNSUPPORTED_DATA, "binary messages are not supported");
+                    next =
+                        Next::Close(close::UNSUPPORTED_DATA, "binary messages are not supported");
                 }
                 Ok(Message::Close(_)) => {
                     // tungstenite queued the reply; write it out, then close our side.
@@ -234,7 +267,9 @@ impl Reactor {
 
     /// Discards input of a closing connection until the peer finishes.
     fn read_closing(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut sink = [0u8; 4096];
         loop {
             match conn.socket.read(&mut sink) {

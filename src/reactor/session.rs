@@ -128,7 +128,13 @@ impl WsSession {
     }
 
     /// Answers one text message.
-    pub fn on_text(&mut self, text: &str, out: &mut Vec<u8>, env: &mut Env<'_>, now: Instant) -> Next {
+    pub fn on_text(
+        &mut self,
+        text: &str,
+        out: &mut Vec<u8>,
+        env: &mut Env<'_>,
+        now: Instant,
+    ) -> Next {
         env.metrics.messages_received += 1;
         if !self.rate.allow(now, env.limits.rate, env.limits.burst) {
             // A client that keeps on past another burst's worth of refusals is closed.
@@ -187,10 +193,19 @@ impl WsSession {
         Next::Keep
     }
 
-    fn subscribe(&mut self, req: Subscribe, out: &mut Vec<u8>, env: &mut Env<'_>, id: Option<&Value>) {
+    fn subscribe(
+        &mut self,
+        req: Subscribe,
+        out: &mut Vec<u8>,
+        env: &mut Env<'_>,
+        id: Option<&Value>,
+    ) {
         let existing = self.subs.iter().position(|s| *s.name == *req.subscription);
         if existing.is_none() && self.subs.len() >= env.limits.max_subscriptions {
-            let msg = format!("at most {} subscriptions per connection", env.limits.max_subscriptions);
+            let msg = format!(
+                "at most {} subscriptions per connection",
+                env.limits.max_subscriptions
+            );
             reply_error(out, env.metrics, ErrorCode::LimitExceeded, &msg, id);
             return;
         }
@@ -287,12 +302,23 @@ fn write_snapshot(out: &mut Vec<u8>, sub: &Subscription, history: &History, id: 
 }
 
 /// Appends a reply frame.
-pub fn reply<T: Serialize + ?Sized>(out: &mut Vec<u8>, ty: &str, data: Option<&T>, id: Option<&Value>) {
+pub fn reply<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    ty: &str,
+    data: Option<&T>,
+    id: Option<&Value>,
+) {
     text_frame(out, |out| write_envelope(out, ty, data, id));
 }
 
 /// Appends an `error` frame and counts it.
-pub fn reply_error(out: &mut Vec<u8>, metrics: &mut Metrics, code: ErrorCode, msg: &str, id: Option<&Value>) {
+pub fn reply_error(
+    out: &mut Vec<u8>,
+    metrics: &mut Metrics,
+    code: ErrorCode,
+    msg: &str,
+    id: Option<&Value>,
+) {
     metrics.count_error(code);
     text_frame(out, |out| write_error(out, code, msg, id));
 }
@@ -305,7 +331,11 @@ mod tests {
     #[test]
     fn rate_limit_allows_burst_then_rate() {
         let t0 = Instant::now();
-        let mut r = RateLimit { tokens: 3.0, last: t0, strikes: 0 };
+        let mut r = RateLimit {
+            tokens: 3.0,
+            last: t0,
+            strikes: 0,
+        };
         let allowed = (0..5).filter(|_| r.allow(t0, 2, 3)).count();
         assert_eq!((allowed, r.strikes), (3, 2));
         // Half a second at 2 per second earns one more.

@@ -79,15 +79,22 @@ impl Reactor {
                 Due::Nothing => {}
                 Due::Drop => self.drop_conn(key),
                 Due::RequestTimeout => {
-                    let Some(conn) = self.conns.get_mut(key) else { continue };
-                    let response = Response::error(408, "request_timeout", "request not completed in time");
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    let response =
+                        Response::error(408, "request_timeout", "request not completed in time");
                     self.metrics.count_http(408);
                     response.write(conn.out.vec(), false);
                     self.close_conn(key, close::NORMAL, "", now);
                 }
                 Due::Ping => {
-                    let Some(conn) = self.conns.get_mut(key) else { continue };
-                    let Phase::WebSocket(session) = &mut conn.phase else { continue };
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    let Phase::WebSocket(session) = &mut conn.phase else {
+                        continue;
+                    };
                     session.last_ping = now;
                     let mut io = WsIo {
                         read: &mut std::io::empty(),
@@ -111,7 +118,12 @@ mod tests {
     fn conn_with(phase: Phase, last_recv: Instant) -> Conn {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut conn = Conn::new(mio::net::TcpStream::from_std(stream), 0, last_recv, Duration::from_secs(1));
+        let mut conn = Conn::new(
+            mio::net::TcpStream::from_std(stream),
+            0,
+            last_recv,
+            Duration::from_secs(1),
+        );
         conn.phase = phase;
         conn
     }
@@ -120,9 +132,21 @@ mod tests {
     fn due_table() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let t = Timeouts { ping_interval: s(25), idle_timeout: s(60) };
-        let http = |buf: &[u8]| Phase::Http { buf: buf.to_vec(), deadline: t0 + s(10) };
-        let ws = || Phase::WebSocket(Box::new(WsSession::new(context(Vec::new(), 4096, 1024), t0, 10)));
+        let t = Timeouts {
+            ping_interval: s(25),
+            idle_timeout: s(60),
+        };
+        let http = |buf: &[u8]| Phase::Http {
+            buf: buf.to_vec(),
+            deadline: t0 + s(10),
+        };
+        let ws = || {
+            Phase::WebSocket(Box::new(WsSession::new(
+                context(Vec::new(), 4096, 1024),
+                t0,
+                10,
+            )))
+        };
         let cases = [
             (http(b""), t0, t0 + s(9), Due::Nothing),
             (http(b""), t0, t0 + s(10), Due::Drop),
@@ -130,8 +154,22 @@ mod tests {
             (ws(), t0, t0 + s(24), Due::Nothing),
             (ws(), t0 + s(20), t0 + s(25), Due::Ping),
             (ws(), t0, t0 + s(60), Due::Idle),
-            (Phase::Closing { deadline: t0 + s(5) }, t0, t0 + s(4), Due::Nothing),
-            (Phase::Closing { deadline: t0 + s(5) }, t0, t0 + s(5), Due::Drop),
+            (
+                Phase::Closing {
+                    deadline: t0 + s(5),
+                },
+                t0,
+                t0 + s(4),
+                Due::Nothing,
+            ),
+            (
+                Phase::Closing {
+                    deadline: t0 + s(5),
+                },
+                t0,
+                t0 + s(5),
+                Due::Drop,
+            ),
         ];
         for (i, (phase, last_recv, now, want)) in cases.into_iter().enumerate() {
             let conn = conn_with(phase, last_recv);

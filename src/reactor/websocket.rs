@@ -24,7 +24,9 @@ pub fn check_upgrade(req: &Request<'_, '_>) -> Result<String, Response> {
         return Err(upgrade_required("this endpoint speaks WebSocket only"));
     }
     if !req.has_token("Upgrade", "websocket") || !req.has_token("Connection", "upgrade") {
-        return Err(bad("Upgrade: websocket and Connection: Upgrade are required"));
+        return Err(bad(
+            "Upgrade: websocket and Connection: Upgrade are required",
+        ));
     }
     if req.minor_version < 1 {
         return Err(bad("WebSocket needs HTTP/1.1"));
@@ -150,7 +152,10 @@ mod tests {
 
     fn check(head: &str) -> Result<String, u16> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let limits = Limits { max_head: 4096, max_body: 0 };
+        let limits = Limits {
+            max_head: 4096,
+            max_body: 0,
+        };
         let Parsed::Complete(req, _) = parse(head.as_bytes(), &mut headers, limits) else {
             panic!("not a request: {head}")
         };
@@ -163,16 +168,30 @@ mod tests {
 
     #[test]
     fn handshake_table() {
-        let good = format!("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n");
+        let good = format!(
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n"
+        );
         // RFC 6455 section 1.3's worked example.
-        assert_eq!(check(&upgrade(&good)), Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()));
+        assert_eq!(
+            check(&upgrade(&good)),
+            Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())
+        );
         let cases = [
             (upgrade(""), 426),
             (upgrade(&good.replace("Version: 13", "Version: 8")), 426),
             (upgrade(&good.replace(KEY, "short")), 400),
-            (upgrade(&good.replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "")), 400),
-            (upgrade(&good.replace("Connection: Upgrade", "Connection: keep-alive")), 400),
-            (upgrade(&good.replace("Upgrade: websocket", "Upgrade: h2c")), 400),
+            (
+                upgrade(&good.replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "")),
+                400,
+            ),
+            (
+                upgrade(&good.replace("Connection: Upgrade", "Connection: keep-alive")),
+                400,
+            ),
+            (
+                upgrade(&good.replace("Upgrade: websocket", "Upgrade: h2c")),
+                400,
+            ),
             (upgrade(&good).replace("GET", "POST"), 405),
             (upgrade(&good).replace("HTTP/1.1", "HTTP/1.0"), 400),
         ];

@@ -87,7 +87,9 @@ impl Source for Firehose {
 
     fn scan(&mut self, symbols: &[String], out: &mut Vec<ScanResult>) {
         for symbol in symbols {
-            let seed = symbol.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+            let seed = symbol
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
             let mut r = self.result(mix(seed));
             r.symbol.clone_from(symbol);
             r.event = EventKind::New;
@@ -170,8 +172,20 @@ mod tests {
         let mut f = Firehose::new(1000, t0);
         let mut out = Vec::new();
         f.poll(t0 + Duration::from_secs(1), usize::MAX, &mut out);
-        let first: Vec<_> = out.iter().filter(|r| r.symbol == out[0].symbol).map(|r| r.event).collect();
-        assert_eq!(&first[..4], [EventKind::New, EventKind::Update, EventKind::Clear, EventKind::New]);
+        let first: Vec<_> = out
+            .iter()
+            .filter(|r| r.symbol == out[0].symbol)
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(
+            &first[..4],
+            [
+                EventKind::New,
+                EventKind::Update,
+                EventKind::Clear,
+                EventKind::New
+            ]
+        );
         let distinct: std::collections::HashSet<_> = out.iter().map(|r| &r.symbol).collect();
         assert_eq!(distinct.len(), SYMBOLS);
     }

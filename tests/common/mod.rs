@@ -1,0 +1,361 @@
+//! Shared vocabulary for the integration tests: a real server on 127.0.0.1:0, a
+//! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts.
+#![allow(dead_code)] // each test binary uses its own part of this
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use scanstream::{
+    Config, EventKind, Progress, Reactor, Scan, ScanResult, ServerError, ShutdownHandle, Source,
+    SourceSpec,
+};
+use serde_json::{Value, json};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// How long any read in a test may wait.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// A server running on its own thread; shut down gracefully when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+    /// Feeds the scripted source (when the server runs one).
+    pub feed: Option<Sender<ScanResult>>,
+}
+
+/// Defaults for tests: port 0 and a firehose that emits nothing.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.source = SourceSpec::Firehose { rate: 0 };
+    config
+}
+
+impl TestServer {
+    /// A server whose results come from `feed`.
+    pub fn scripted() -> TestServer {
+        TestServer::scripted_with(|_| {})
+    }
+
+    /// A scripted server with settings changed by `tweak`.
+    pub fn scripted_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config();
+        tweak(&mut config);
+        let (tx, rx) = unbounded();
+        let reactor = Reactor::bind_with(config, Box::new(Scripted { rx })).expect("bind");
+        let mut server = TestServer::run(reactor);
+        server.feed = Some(tx);
+        server
+    }
+
+    /// A server over the source its config names.
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config();
+        tweak(&mut config);
+        TestServer::run(Reactor::bind(config).expect("bind"))
+    }
+
+    /// A firehose server at `rate` results per second.
+    pub fn firehose(rate: u32) -> TestServer {
+        TestServer::with(|c| c.source = SourceSpec::Firehose { rate })
+    }
+
+    fn run(reactor: Reactor) -> TestServer {
+        let addr = reactor.local_addr();
+        let handle = reactor.shutdown_handle();
+        let thread = std::thread::spawn(move || reactor.run());
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+            feed: None,
+        }
+    }
+
+    /// Publishes a result through the scripted source.
+    pub fn push(&self, result: ScanResult) {
+        self.feed
+            .as_ref()
+            .expect("scripted server")
+            .send(result)
+            .unwrap();
+    }
+
+    /// `ws://…/stream`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/stream", self.addr)
+    }
+
+    /// Stops the server and waits for `run` to return.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.handle.shutdown();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.shutdown();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A source that publishes what the test sends it, as soon as it arrives.
+struct Scripted {
+    rx: Receiver<ScanResult>,
+}
+
+impl Source for Scripted {
+    fn poll(&mut self, now: Instant, max: usize, out: &mut Vec<ScanResult>) -> Instant {
+        out.extend(self.rx.try_iter().take(max));
+        now + Duration::from_millis(2)
+    }
+    fn scan(&mut self, symbols: &[String], out: &mut Vec<ScanResult>) {
+        for s in symbols {
+            let mut r = result(s, Scan::PriceChange, EventKind::New);
+            r.adhoc = true;
+            out.push(r);
+        }
+    }
+    fn progress(&self) -> Progress {
+        Progress::default()
+    }
+    fn restart(&mut self, _: Instant) {}
+}
+
+/// A plain result to push.
+pub fn result(symbol: &str, scan: Scan, event: EventKind) -> ScanResult {
+    ScanResult {
+        symbol: symbol.into(),
+        scan,
+        event,
+        score: 1.0,
+        price: 100.0,
+        change_pct: 1.0,
+        volume: 1000,
+        volume_ratio: 1.0,
+        rsi: Some(50.0),
+        source_ts: Some(SystemTime::now()),
+        adhoc: false,
+    }
+}
+
+/// Opens a WebSocket to the server, with read timeouts.
+#[track_caller]
+pub fn connect(server: &TestServer) -> Ws {
+    connect_url(&server.url(), server.addr)
+}
+
+#[track_caller]
+pub fn connect_url(url: &str, addr: SocketAddr) -> Ws {
+    let stream = TcpStream::connect(addr).expect("tcp connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let (ws, _) = tungstenite::client(url, stream).expect("websocket handshake");
+    ws
+}
+
+/// Sends a JSON message.
+#[track_caller]
+pub fn send(ws: &mut Ws, msg: Value) {
+    ws.send(Message::text(msg.to_string())).expect("send");
+}
+
+/// The next data message, skipping pings and pongs.
+#[track_caller]
+pub fn next_message(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("read a message") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// The next message, which must be of type `ty`; returns the whole message.
+#[track_caller]
+pub fn expect_message(ws: &mut Ws, ty: &str) -> Value {
+    let msg = next_message(ws);
+    assert_eq!(msg["type"], ty, "expected `{ty}`, got {msg}");
+    msg
+}
+
+/// The next message that is not a `status`.
+#[track_caller]
+pub fn next_non_status(ws: &mut Ws) -> Value {
+    loop {
+        let msg = next_message(ws);
+        if msg["type"] != "status" {
+            return msg;
+        }
+    }
+}
+
+/// Subscribes with `data` and returns the `subscribed` data. Leaves what follows unread.
+#[track_caller]
+pub fn subscribe(ws: &mut Ws, data: Value) -> Value {
+    send(ws, json!({"type": "subscribe", "data": data}));
+    expect_message(ws, "subscribed")["data"].clone()
+}
+
+/// An error reply with `code`.
+#[track_caller]
+pub fn expect_error(ws: &mut Ws, code: &str) -> Value {
+    let msg = expect_message(ws, "error");
+    assert_eq!(msg["data"]["code"], code, "{msg}");
+    msg
+}
+
+/// Reads until the server's close frame and checks its code.
+#[track_caller]
+pub fn assert_closed_with(ws: &mut Ws, code: u16) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(
+                    frame.code,
+                    CloseCode::from(code),
+                    "close reason: {}",
+                    frame.reason
+                );
+                return;
+            }
+            Ok(Message::Close(None)) => panic!("closed without a code, expected {code}"),
+            Ok(_) => {}
+            Err(e) => panic!("connection ended without close {code}: {e}"),
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// Opens a raw TCP connection with a read timeout.
+pub fn raw(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("tcp connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// Reads exactly one HTTP response (by Content-Length) from a stream.
+#[track_caller]
+pub fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> HttpResponse {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = res.parse(pending) {
+            let headers: Vec<(String, String)> = res
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let status = res.code.unwrap();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            if pending.len() >= head + len {
+                let body = pending[head..head + len].to_vec();
+                pending.drain(..head + len);
+                return HttpResponse {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+        }
+        let mut chunk = [0; 8192];
+        let n = stream.read(&mut chunk).expect("read response");
+        assert!(n > 0, "connection closed before a whole response");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+#[track_caller]
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    let mut s = raw(addr);
+    s.write_all(request).unwrap();
+    read_response(&mut s, &mut Vec::new())
+}
+
+/// `METHOD path` with an optional body, `Connection: close`.
+#[track_caller]
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(addr, req.as_bytes())
+}
+
+/// Reads until EOF (or reset): true when the server closed the connection.
+pub fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut sink = [0; 4096];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A metric's value from `/metrics` (the first line that starts with `name`).
+#[track_caller]
+pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = String::from_utf8(http(addr, "GET", "/metrics", None).body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .parse()
+        .unwrap()
+}
+
+/// Polls `cond` until true or the timeout.
+#[track_caller]
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + TIMEOUT;
+    while Instant::now() < until {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
