@@ -1,5 +1,6 @@
 //! The `scanstream` binary: flags and config file in, server run, exit code out.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,6 +38,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let reactor = Reactor::bind(config)?;
     watch_signals(reactor.shutdown_handle())?;

@@ -269,7 +269,10 @@ mod tests {
         max_body: 16,
     };
 
-    fn outcome(buf: &[u8]) -> Result<Option<(String, usize)>, u16> {
+    /// `Ok(None)` partial, `Ok(Some(("METHOD path", used)))` complete, `Err(status)`.
+    type Outcome = Result<Option<(String, usize)>, u16>;
+
+    fn outcome(buf: &[u8]) -> Outcome {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match parse(buf, &mut headers, LIMITS) {
             Parsed::Partial => Ok(None),
@@ -283,7 +286,7 @@ mod tests {
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
         let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        let cases: Vec<(&[u8], Result<Option<(String, usize)>, u16>)> = vec![
+        let cases: Vec<(&[u8], Outcome)> = vec![
             (
                 b"GET /a?b=1 HTTP/1.1\r\n\r\n",
                 Ok(Some(("GET /a".into(), 23))),

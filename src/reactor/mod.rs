@@ -225,10 +225,10 @@ impl Reactor {
                     WAKER => {}
                     token => {
                         let (key, generation) = split(token);
-                        if !self
+                        if self
                             .conns
                             .get(key)
-                            .is_some_and(|c| c.generation == generation)
+                            .is_none_or(|c| c.generation != generation)
                         {
                             continue; // a stale event for an older occupant of the slot
                         }

@@ -242,7 +242,12 @@ impl WsSession {
             None => self.subs.push(sub),
         }
         if !replaying {
-            reply(out, "status", Some(&env.status), None);
+            let mut status = env.status;
+            // The reactor counts this connection once the message is handled.
+            if existing.is_none() && self.subs.len() == 1 {
+                status.subscribers += 1;
+            }
+            reply(out, "status", Some(&status), None);
         }
     }
 

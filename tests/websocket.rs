@@ -1,0 +1,555 @@
+//! The WebSocket protocol of PROTOCOL.md over real sockets: subscriptions and filters,
+//! error replies, snapshots, close codes, framing edge cases and backpressure.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use scanstream::config::Dur;
+use scanstream::{EventKind, Scan, ScanResult};
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+fn valued(symbol: &str, scan: Scan, score: f64, price: f64, change: f64, ratio: f64) -> ScanResult {
+    let mut r = result(symbol, scan, EventKind::New);
+    r.score = score;
+    r.price = price;
+    r.change_pct = change;
+    r.volume_ratio = ratio;
+    r
+}
+
+/// Pushes `marker` after the rest and collects result symbols until it arrives.
+fn symbols_until_marker(server: &TestServer, ws: &mut Ws) -> Vec<String> {
+    server.push(valued("ZZMARK", Scan::Firehose, 99.0, 100.0, 50.0, 99.0));
+    let mut seen = Vec::new();
+    loop {
+        let msg = next_non_status(ws);
+        assert_eq!(msg["type"], "result", "{msg}");
+        let symbol = msg["data"]["symbol"].as_str().unwrap().to_owned();
+        if symbol == "ZZMARK" {
+            return seen;
+        }
+        seen.push(symbol);
+    }
+}
+
+#[test]
+fn every_filter_field_narrows_the_stream() {
+    let server = TestServer::scripted();
+    let cases = [
+        (json!({"symbols": ["aapl", "ZZMARK"]}), vec!["AAPL"]),
+        (json!({"scans": ["volume_spike", "firehose"]}), vec!["MSFT"]),
+        (json!({"min_score": 5}), vec!["TSLA"]),
+        (
+            json!({"min_price": 50, "max_price": 150}),
+            vec!["AAPL", "TSLA"],
+        ),
+        (json!({"min_abs_change_pct": 4}), vec!["MSFT"]),
+        (json!({"min_volume_ratio": 3}), vec!["MSFT"]),
+        (json!({}), vec!["AAPL", "MSFT", "TSLA", "NVDA"]),
+    ];
+    for (filters, want) in cases {
+        let mut ws = connect(&server);
+        let mut filters_with_marker = filters.clone();
+        if let Some(symbols) = filters_with_marker.get_mut("symbols") {
+            symbols.as_array_mut().unwrap().push(json!("ZZMARK"));
+        }
+        subscribe(&mut ws, json!({"subscription": "f", "filters": filters}));
+        expect_message(&mut ws, "status");
+        server.push(valued("AAPL", Scan::NewHigh, 1.0, 100.0, 1.0, 1.0));
+        server.push(valued("MSFT", Scan::VolumeSpike, 2.0, 400.0, -5.0, 4.0));
+        server.push(valued("TSLA", Scan::NewLow, 6.0, 120.0, 2.0, 1.5));
+        server.push(valued("NVDA", Scan::RsiOversold, 0.5, 900.0, 0.1, 0.5));
+        let mut got = symbols_until_marker(&server, &mut ws);
+        got.retain(|s| s != "ZZMARK");
+        assert_eq!(got, want, "filters {filters}");
+    }
+}
+
+#[test]
+fn unsubscribe_stops_delivery_and_unknown_names_are_not_found() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    subscribe(
+        &mut ws,
+        json!({"subscription": "a", "filters": {"symbols": ["AAPL"]}}),
+    );
+    subscribe(&mut ws, json!({"subscription": "b"}));
+    send(
+        &mut ws,
+        json!({"type": "unsubscribe", "data": {"subscription": "a"}, "id": "u1"}),
+    );
+    let msg = next_non_status(&mut ws);
+    assert_eq!(
+        (msg["type"].as_str(), msg["id"].as_str()),
+        (Some("unsubscribed"), Some("u1"))
+    );
+    assert_eq!(msg["data"]["subscription"], "a");
+    server.push(result("AAPL", Scan::NewHigh, EventKind::New));
+    let msg = next_non_status(&mut ws);
+    assert_eq!(msg["data"]["subscriptions"], json!(["b"]));
+    send(
+        &mut ws,
+        json!({"type": "unsubscribe", "data": {"subscription": "a"}}),
+    );
+    expect_error(&mut ws, "not_found");
+}
+
+#[test]
+fn a_result_arrives_once_naming_every_matching_subscription() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    subscribe(&mut ws, json!({"subscription": "all"}));
+    subscribe(
+        &mut ws,
+        json!({"subscription": "aapl", "filters": {"symbols": ["AAPL"]}}),
+    );
+    subscribe(
+        &mut ws,
+        json!({"subscription": "lows", "filters": {"scans": ["new_low"]}}),
+    );
+    server.push(result("AAPL", Scan::NewHigh, EventKind::New));
+    server.push(result("MSFT", Scan::NewHigh, EventKind::New));
+    let first = next_non_status(&mut ws);
+    assert_eq!(first["data"]["symbol"], "AAPL");
+    assert_eq!(first["data"]["subscriptions"], json!(["all", "aapl"]));
+    let second = next_non_status(&mut ws);
+    assert_eq!(second["data"]["symbol"], "MSFT", "AAPL was delivered twice");
+    assert_eq!(second["data"]["subscriptions"], json!(["all"]));
+    assert_eq!(
+        second["data"]["seq"],
+        first["data"]["seq"].as_u64().unwrap() + 1
+    );
+}
+
+#[test]
+fn resubscribing_with_the_same_name_replaces_its_filters() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    subscribe(
+        &mut ws,
+        json!({"subscription": "m", "filters": {"symbols": ["AAPL", "ZZMARK"]}}),
+    );
+    subscribe(
+        &mut ws,
+        json!({"subscription": "m", "filters": {"symbols": ["MSFT", "ZZMARK"]}}),
+    );
+    server.push(result("AAPL", Scan::NewHigh, EventKind::New));
+    server.push(result("MSFT", Scan::NewHigh, EventKind::New));
+    assert_eq!(symbols_until_marker(&server, &mut ws), ["MSFT"]);
+}
+
+#[test]
+fn bad_messages_get_errors_and_the_connection_stays() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    let cases = [
+        ("{not json", "bad_json", None),
+        ("[1,2,3]", "bad_json", None),
+        (
+            r#"{"type":"teleport","id":"t1"}"#,
+            "unknown_type",
+            Some("t1"),
+        ),
+        (r#"{"data":{}}"#, "bad_request", None),
+        (
+            r#"{"type":"subscribe","id":7,"data":{"since":"yesterday"}}"#,
+            "bad_request",
+            None,
+        ),
+        (
+            r#"{"type":"subscribe","id":"f1","data":{"filters":{"colour":"red"}}}"#,
+            "bad_filter",
+            Some("f1"),
+        ),
+        (
+            r#"{"type":"subscribe","data":{"filters":{"scans":["moonshot"]}}}"#,
+            "bad_filter",
+            None,
+        ),
+        (
+            r#"{"type":"subscribe","data":{"filters":{"min_score":"high"}}}"#,
+            "bad_filter",
+            None,
+        ),
+        (
+            r#"{"type":"ack","data":{"alert_id":"a-404"}}"#,
+            "not_found",
+            None,
+        ),
+    ];
+    for (text, code, id) in cases {
+        ws.send(Message::text(text)).unwrap();
+        let err = expect_error(&mut ws, code);
+        assert!(
+            err["data"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        if let Some(id) = id {
+            assert_eq!(err["id"], id, "{text}");
+        }
+    }
+    // A numeric id is echoed as a number.
+    ws.send(Message::text(r#"{"type":"ping","id":42}"#))
+        .unwrap();
+    let pong = expect_message(&mut ws, "pong");
+    assert_eq!(pong["id"], 42);
+    // Nothing was subscribed by the refused messages.
+    server.push(result("AAPL", Scan::NewHigh, EventKind::New));
+    send(&mut ws, json!({"type": "ping", "id": "after"}));
+    assert_eq!(expect_message(&mut ws, "pong")["id"], "after");
+    assert_eq!(
+        metric(
+            server.addr,
+            "scanstream_protocol_errors_total{code=\"bad_filter\"}"
+        ),
+        3.0
+    );
+}
+
+#[test]
+fn a_bad_filter_leaves_the_old_subscription_in_place() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    subscribe(
+        &mut ws,
+        json!({"subscription": "m", "filters": {"symbols": ["AAPL", "ZZMARK"]}}),
+    );
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"subscription": "m", "filters": {"symbols": ["MSFT"], "x": 1}}}),
+    );
+    expect_error(&mut ws, "bad_filter");
+    server.push(result("AAPL", Scan::NewHigh, EventKind::New));
+    server.push(result("MSFT", Scan::NewHigh, EventKind::New));
+    assert_eq!(symbols_until_marker(&server, &mut ws), ["AAPL"]);
+}
+
+#[test]
+fn subscription_and_symbol_limits() {
+    let server = TestServer::scripted_with(|c| {
+        c.max_subscriptions = 2;
+        c.max_filter_symbols = 3;
+    });
+    let mut ws = connect(&server);
+    subscribe(&mut ws, json!({"subscription": "a"}));
+    subscribe(&mut ws, json!({"subscription": "b"}));
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"subscription": "c"}}),
+    );
+    expect_error(&mut ws, "limit_exceeded");
+    // Replacing an existing one is not a new subscription.
+    subscribe(
+        &mut ws,
+        json!({"subscription": "b", "filters": {"symbols": ["A", "B", "C"]}}),
+    );
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"subscription": "b", "filters": {"symbols": ["A", "B", "C", "D"]}}}),
+    );
+    expect_error(&mut ws, "limit_exceeded");
+}
+
+#[test]
+fn snapshot_holds_exactly_the_open_opportunities_that_match() {
+    let server = TestServer::scripted();
+    let mut watcher = connect(&server);
+    subscribe(&mut watcher, json!({}));
+    server.push(result("AAPL", Scan::NewHigh, EventKind::New));
+    server.push(result("MSFT", Scan::NewHigh, EventKind::New));
+    server.push(result("TSLA", Scan::NewLow, EventKind::New));
+    server.push(result("MSFT", Scan::NewHigh, EventKind::Clear));
+    let mut update = result("AAPL", Scan::NewHigh, EventKind::Update);
+    update.price = 123.5;
+    server.push(update);
+    let mut adhoc = result("NVDA", Scan::NewHigh, EventKind::New);
+    adhoc.adhoc = true;
+    server.push(adhoc);
+    let mut last_seq = 0;
+    for _ in 0..6 {
+        last_seq = next_non_status(&mut watcher)["data"]["seq"]
+            .as_u64()
+            .unwrap();
+    }
+
+    let mut ws = connect(&server);
+    let sub = subscribe(
+        &mut ws,
+        json!({"subscription": "s", "snapshot": true, "filters": {"scans": ["new_high"]}}),
+    );
+    assert_eq!(sub["seq"], last_seq);
+    let snap = expect_message(&mut ws, "snapshot");
+    assert_eq!(snap["data"]["subscription"], "s");
+    assert_eq!(snap["data"]["seq"], last_seq);
+    let rows = snap["data"]["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{snap}");
+    assert_eq!(
+        (rows[0]["symbol"].as_str(), rows[0]["event"].as_str()),
+        (Some("AAPL"), Some("update"))
+    );
+    assert_eq!(rows[0]["price"], 123.5);
+    expect_message(&mut ws, "status");
+
+    // Live from seq + 1.
+    server.push(result("AAPL", Scan::NewHigh, EventKind::Clear));
+    let live = next_non_status(&mut ws);
+    assert_eq!(live["data"]["seq"], last_seq + 1);
+    assert_eq!(live["data"]["event"], "clear");
+}
+
+#[test]
+fn scan_requests_are_queued_and_answered_with_adhoc_results() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    subscribe(&mut ws, json!({}));
+    send(
+        &mut ws,
+        json!({"type": "scan", "id": "s1", "data": {"symbols": ["IBM"]}}),
+    );
+    let queued = next_non_status_or_queued(&mut ws);
+    assert_eq!(queued["data"]["phase"], "queued");
+    assert_eq!(queued["id"], "s1");
+    let res = next_non_status(&mut ws);
+    assert_eq!(
+        (
+            res["data"]["symbol"].as_str(),
+            res["data"]["adhoc"].as_bool()
+        ),
+        (Some("IBM"), Some(true))
+    );
+}
+
+/// The reply to a scan is a status; skip progress statuses without an id before it.
+fn next_non_status_or_queued(ws: &mut Ws) -> Value {
+    loop {
+        let msg = next_message(ws);
+        if msg["type"] != "status" || msg.get("id").is_some() {
+            return msg;
+        }
+    }
+}
+
+#[test]
+fn protocol_violations_close_with_their_codes() {
+    let server = TestServer::scripted_with(|c| c.max_message_bytes = 1024);
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        (
+            "unmasked frame",
+            client_frame(0x1, br#"{"type":"ping"}"#, false),
+            1002,
+        ),
+        ("binary message", client_frame(0x2, b"\x00\x01", true), 1003),
+        (
+            "invalid UTF-8",
+            client_frame(0x1, b"\xff\xfe{}", true),
+            1007,
+        ),
+        (
+            "message over the limit",
+            client_frame(0x1, &vec![b' '; 2000], true),
+            1009,
+        ),
+        ("reserved opcode", client_frame(0x3, b"", true), 1002),
+    ];
+    for (what, frame, code) in cases {
+        let mut s = raw_ws(server.addr);
+        s.write_all(&frame).unwrap();
+        assert_eq!(raw_close_code(&mut s), code, "{what}");
+        assert!(closed_by_server(&mut s), "{what}: socket left open");
+    }
+    assert_eq!(
+        metric(
+            server.addr,
+            "scanstream_protocol_errors_total{code=\"1002\"}"
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn a_frame_written_one_byte_at_a_time_is_understood() {
+    let server = TestServer::scripted();
+    let mut s = raw_ws(server.addr);
+    s.set_nodelay(true).unwrap();
+    for b in client_frame(0x1, br#"{"type":"ping","id":"slow"}"#, true) {
+        s.write_all(&[b]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(raw_expect(&mut s, "pong")["id"], "slow");
+}
+
+#[test]
+fn two_messages_in_one_write_get_two_replies_in_order() {
+    let server = TestServer::scripted();
+    let mut s = raw_ws(server.addr);
+    let mut bytes = client_frame(0x1, br#"{"type":"ping","id":1}"#, true);
+    bytes.extend(client_frame(0x1, br#"{"type":"ping","id":2}"#, true));
+    s.write_all(&bytes).unwrap();
+    assert_eq!(raw_expect(&mut s, "pong")["id"], 1);
+    assert_eq!(raw_expect(&mut s, "pong")["id"], 2);
+}
+
+#[test]
+fn frames_sent_with_the_handshake_are_not_lost() {
+    let server = TestServer::scripted();
+    let mut s = raw(server.addr);
+    let mut bytes =
+        b"GET /stream HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec();
+    bytes.extend(client_frame(0x1, br#"{"type":"ping","id":"early"}"#, true));
+    s.write_all(&bytes).unwrap();
+    let mut pending = Vec::new();
+    assert_eq!(read_response(&mut s, &mut pending).status, 101);
+    // The pong may have come in the same read as the 101.
+    while !String::from_utf8_lossy(&pending).contains(r#""id":"early""#) {
+        let mut chunk = [0; 4096];
+        let n = std::io::Read::read(&mut s, &mut chunk).unwrap();
+        assert!(n > 0, "closed before the pong");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(pending[0], 0x81, "a text frame");
+    let v: Value = serde_json::from_slice(&pending[2..2 + pending[1] as usize]).unwrap();
+    assert_eq!(v["type"], "pong");
+}
+
+#[test]
+fn client_pings_are_answered_and_close_is_echoed() {
+    let server = TestServer::scripted();
+    let mut s = raw_ws(server.addr);
+    s.write_all(&client_frame(0x9, b"hi", true)).unwrap();
+    assert_eq!(read_frame(&mut s), (0xA, b"hi".to_vec()));
+    s.write_all(&client_frame(0x8, &1000u16.to_be_bytes(), true))
+        .unwrap();
+    assert_eq!(raw_close_code(&mut s), 1000);
+    assert!(closed_by_server(&mut s));
+}
+
+#[test]
+fn server_pings_and_closes_a_silent_client() {
+    let server = TestServer::scripted_with(|c| {
+        c.ping_interval = Dur(Duration::from_millis(200));
+        c.idle_timeout = Dur(Duration::from_millis(700));
+        c.sweep_interval = Dur(Duration::from_millis(50));
+    });
+    let mut s = raw_ws(server.addr);
+    let (opcode, _) = read_frame(&mut s);
+    assert_eq!(opcode, 0x9, "expected a ping");
+    // Never answering: closed with 1001 once idle.
+    assert_eq!(raw_close_code(&mut s), 1001);
+}
+
+#[test]
+fn answering_pings_keeps_a_client_open() {
+    let server = TestServer::scripted_with(|c| {
+        c.ping_interval = Dur(Duration::from_millis(100));
+        c.idle_timeout = Dur(Duration::from_millis(400));
+        c.sweep_interval = Dur(Duration::from_millis(20));
+    });
+    let mut ws = connect(&server);
+    // tungstenite answers pings inside read(); reading for 1.2 s spans three idle timeouts.
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_millis(1200);
+    while std::time::Instant::now() < until {
+        match ws.read() {
+            Ok(Message::Close(c)) => panic!("closed: {c:?}"),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        let _ = ws.flush();
+    }
+    ws.get_mut().set_read_timeout(Some(TIMEOUT)).unwrap();
+    send(&mut ws, json!({"type": "ping", "id": "alive"}));
+    assert_eq!(expect_message(&mut ws, "pong")["id"], "alive");
+}
+
+#[test]
+fn message_rate_limit_then_close_4029() {
+    let server = TestServer::scripted_with(|c| {
+        c.message_rate = 1;
+        c.message_burst = 3;
+    });
+    let mut s = raw_ws(server.addr);
+    let mut bytes = Vec::new();
+    for i in 0..4 {
+        bytes.extend(client_frame(
+            0x1,
+            format!(r#"{{"type":"ping","id":{i}}}"#).as_bytes(),
+            true,
+        ));
+    }
+    s.write_all(&bytes).unwrap();
+    for i in 0..3 {
+        assert_eq!(raw_expect(&mut s, "pong")["id"], i);
+    }
+    assert_eq!(raw_expect(&mut s, "error")["data"]["code"], "rate_limited");
+    let mut flood = Vec::new();
+    for _ in 0..10 {
+        flood.extend(client_frame(0x1, br#"{"type":"ping"}"#, true));
+    }
+    s.write_all(&flood).unwrap();
+    assert_eq!(raw_close_code(&mut s), 4029);
+}
+
+#[test]
+fn a_reader_that_stalls_is_closed_4008_while_another_gets_everything() {
+    let server = TestServer::scripted_with(|c| {
+        c.out_buffer_cap = 256 * 1024;
+        c.close_timeout = Dur(Duration::from_secs(30));
+    });
+    let mut stalled = raw_ws(server.addr);
+    stalled
+        .write_all(&client_frame(0x1, br#"{"type":"subscribe"}"#, true))
+        .unwrap();
+    raw_skip_to(&mut stalled, "subscribed");
+    let mut healthy = connect(&server);
+    subscribe(&mut healthy, json!({}));
+    // About 18 MB in all: more than loopback's socket buffers hold for the stalled reader.
+    let total: u64 = 8000;
+    let padding = "X".repeat(2000);
+    let mut next_seq = None;
+    let mut received = 0;
+    let mut read_one = |healthy: &mut Ws| {
+        let msg = next_non_status(healthy);
+        let seq = msg["data"]["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{msg}"));
+        assert_eq!(next_seq.unwrap_or(seq), seq, "gap or duplicate");
+        next_seq = Some(seq + 1);
+    };
+    for i in 0..total {
+        let mut r = result(
+            &format!("S{}{padding}", i % 50),
+            Scan::Firehose,
+            EventKind::Update,
+        );
+        r.score = i as f64;
+        server.push(r);
+        // Keep the healthy reader close behind.
+        while received + 5 < i {
+            read_one(&mut healthy);
+            received += 1;
+        }
+    }
+    while received < total {
+        read_one(&mut healthy);
+        received += 1;
+    }
+    eventually("the slow consumer close", || {
+        metric(server.addr, "scanstream_slow_consumer_closes_total") == 1.0
+    });
+    // Reading now: everything queued before the cut, then slow_consumer, then 4008.
+    assert_eq!(
+        raw_skip_to(&mut stalled, "error")["data"]["code"],
+        "slow_consumer"
+    );
+    assert_eq!(raw_close_code(&mut stalled), 4008);
+}
