@@ -269,7 +269,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if self.more_results || !self.pending_reads.is_empty() {
+        if self.more_results || !self.pending_reads.is_empty() || self.can_replay() {
             return Duration::ZERO;
         }
         let mut until = self.next_sweep;
@@ -277,6 +277,17 @@ impl Reactor {
             until = until.min(t);
         }
         until.saturating_duration_since(now)
+    }
+
+    /// A replaying connection has room for more: pump again without waiting for an event
+    /// (a socket that took everything sends no `WRITABLE` edge).
+    fn can_replay(&self) -> bool {
+        let budget = self.config.out_buffer_cap / 2;
+        self.replaying.iter().any(|&(key, generation)| {
+            self.conns
+                .get(key)
+                .is_some_and(|c| c.generation == generation && c.out.pending() < budget)
+        })
     }
 
     fn accept(&mut self, now: Instant) {
@@ -457,6 +468,8 @@ impl Reactor {
     /// Records a result and appends it to every live subscription that matches.
     fn publish(&mut self, ev: Arc<ScanEvent>, now: Instant) {
         self.metrics.events_published += 1;
+        // Statuses come at the progress interval; the count is exact between them.
+        self.status.scanner.results_total = ev.seq;
         self.turn_published.push(ev.published);
         self.history.push(Arc::clone(&ev));
         let cap = self.config.out_buffer_cap;
@@ -505,6 +518,8 @@ impl Reactor {
     /// Keeps the scanner's status and sends it, encoded once, to every subscriber.
     fn on_status(&mut self, status: ScannerStatus) {
         self.status.scanner = status;
+        // Results sent before this status may still wait in the channel behind it.
+        self.status.scanner.results_total = status.results_total.max(self.history.head());
         self.scratch.clear();
         session::reply(&mut self.scratch, "status", Some(&self.status), None);
         for &(key, generation) in &self.subscribers {

@@ -86,6 +86,11 @@ impl Reactor {
             if let Served::Done = self.serve_requests(key, now) {
                 return;
             }
+            if room == 0 {
+                // Unreachable by the limits' arithmetic (a full buffer always parses to a
+                // request or a refusal), but never spin on a buffer that cannot grow.
+                return self.drop_conn(key);
+            }
             if eof {
                 // The client is done sending; answers already queued still go out.
                 return match self.conns.get(key) {
