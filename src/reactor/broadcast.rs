@@ -4,9 +4,22 @@
 //! This is the hot path: it must not allocate or serialise. The result's JSON head is
 //! copied as it is; only the frame header and `"subscriptions":[…]}}` are written here.
 
-use super::session::Subscription;
 use super::websocket::text_frame_header;
 use crate::event::ScanEvent;
+use crate::protocol::Filter;
+
+/// One named subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The client's name for it.
+    pub name: Box<str>,
+    /// The name as a JSON string literal, ready to splice into result frames.
+    pub name_json: Box<str>,
+    /// What it matches.
+    pub filter: Filter,
+    /// Next history sequence number to replay; `None` once it is live.
+    pub replay: Option<u64>,
+}
 
 const TAIL_OPEN: &[u8] = br#""subscriptions":["#;
 const TAIL_CLOSE: &[u8] = b"]}}";
@@ -50,7 +63,7 @@ pub fn write_result(out: &mut Vec<u8>, ev: &ScanEvent, subs: &[Subscription], ma
 mod tests {
     use super::*;
     use crate::event::{EventKind, Scan, ScanResult};
-    use crate::protocol::{Filter, json_string};
+    use crate::protocol::json_string;
     use serde_json::{Value, json};
     use std::time::SystemTime;
 

@@ -9,6 +9,7 @@
 mod api;
 mod broadcast;
 mod conn;
+mod fanout;
 mod http;
 mod outbuf;
 mod read;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::TryRecvError;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -30,12 +30,10 @@ use slab::Slab;
 pub use session::StatusView;
 
 use crate::config::Config;
-use crate::event::ScanEvent;
 use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
-use crate::protocol::{ErrorCode, close};
-use crate::scanner::{self, Output, ScannerHandle, ScannerOptions, ScannerStatus, Source};
-use broadcast::{live_mask, write_result};
+use crate::protocol::close;
+use crate::scanner::{self, ScannerHandle, ScannerOptions, ScannerStatus, Source};
 use conn::{Conn, Phase};
 use http::Response;
 
@@ -398,187 +396,6 @@ impl Reactor {
         }
         self.sync_subscriber(key);
         self.mark_dirty(key);
-    }
-
-    /// Brings the subscriber list, count and replay list in line with a connection.
-    fn sync_subscriber(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let has = conn.has_subscriptions();
-        if has && !conn.listed {
-            conn.listed = true;
-            self.subscribers.push((key, conn.generation));
-        }
-        if has != conn.subscriber {
-            conn.subscriber = has;
-            if has {
-                self.status.subscribers += 1;
-            } else {
-                self.status.subscribers -= 1;
-                self.subscribers_stale = true;
-            }
-        }
-        if conn.session().is_some_and(|s| s.is_replaying()) && !conn.replay_listed {
-            conn.replay_listed = true;
-            self.replaying.push((key, conn.generation));
-        }
-    }
-
-    fn purge_subscribers(&mut self) {
-        if !self.subscribers_stale {
-            return;
-        }
-        self.subscribers_stale = false;
-        let conns = &mut self.conns;
-        self.subscribers
-            .retain(|&(key, generation)| match conns.get_mut(key) {
-                Some(c) if c.generation == generation => {
-                    c.listed = c.has_subscriptions();
-                    c.listed
-                }
-                _ => false,
-            });
-    }
-
-    fn drain_scanner(&mut self, now: Instant) {
-        self.purge_subscribers();
-        let mut results = 0;
-        self.more_results = false;
-        loop {
-            if results == MAX_DRAIN {
-                self.more_results = true;
-                break;
-            }
-            match self.scanner.events.try_recv() {
-                Ok(Output::Result(ev)) => {
-                    results += 1;
-                    self.publish(ev, now);
-                }
-                Ok(Output::Status(status)) => self.on_status(status),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => break,
-            }
-        }
-        if results > 0 {
-            self.metrics.batch_sizes.observe(results as f64);
-        }
-    }
-
-    /// Records a result and appends it to every live subscription that matches.
-    fn publish(&mut self, ev: Arc<ScanEvent>, now: Instant) {
-        self.metrics.events_published += 1;
-        // Statuses come at the progress interval; the count is exact between them.
-        self.status.scanner.results_total = ev.seq;
-        self.turn_published.push(ev.published);
-        self.history.push(Arc::clone(&ev));
-        let cap = self.config.out_buffer_cap;
-        for i in 0..self.subscribers.len() {
-            let (key, generation) = self.subscribers[i];
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.generation != generation {
-                continue;
-            }
-            let Phase::WebSocket(session) = &conn.phase else {
-                continue;
-            };
-            let mask = live_mask(&session.subs, &ev);
-            if mask == 0 {
-                continue;
-            }
-            write_result(conn.out.vec(), &ev, &session.subs, mask);
-            self.metrics.deliveries += 1;
-            self.metrics.frames_sent += 1;
-            if conn.out.pending() > cap {
-                self.slow_consumer(key, now);
-            }
-            self.mark_dirty(key);
-        }
-    }
-
-    fn slow_consumer(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let msg = "unsent data passed the per-connection limit; resume with since";
-        session::reply_error(
-            conn.out.vec(),
-            &mut self.metrics,
-            ErrorCode::SlowConsumer,
-            msg,
-            None,
-        );
-        self.metrics.slow_consumer_closes += 1;
-        tracing::debug!(key, pending = conn.out.pending(), "slow consumer");
-        self.close_conn(key, close::SLOW_CONSUMER, "slow consumer", now);
-    }
-
-    /// Keeps the scanner's status and sends it, encoded once, to every subscriber.
-    fn on_status(&mut self, status: ScannerStatus) {
-        self.status.scanner = status;
-        // Results sent before this status may still wait in the channel behind it.
-        self.status.scanner.results_total = status.results_total.max(self.history.head());
-        self.scratch.clear();
-        session::reply(&mut self.scratch, "status", Some(&self.status), None);
-        for &(key, generation) in &self.subscribers {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.generation != generation || !conn.has_subscriptions() {
-                continue;
-            }
-            conn.out.extend(&self.scratch);
-            self.metrics.frames_sent += 1;
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    fn pump_replays(&mut self, now: Instant) {
-        if self.replaying.is_empty() {
-            return;
-        }
-        let budget = self.config.out_buffer_cap / 2;
-        let mut list = std::mem::take(&mut self.replaying);
-        let mut lost = Vec::new();
-        list.retain(|&(key, generation)| {
-            let Some(conn) = self.conns.get_mut(key) else {
-                return false;
-            };
-            if conn.generation != generation {
-                return false;
-            }
-            let Phase::WebSocket(session) = &mut conn.phase else {
-                conn.replay_listed = false;
-                return false;
-            };
-            let before = conn.out.pending();
-            let next = session.pump_replay(
-                &mut conn.out,
-                &self.history,
-                budget,
-                &self.status,
-                &mut self.metrics,
-            );
-            let still = session.is_replaying();
-            if conn.out.pending() != before && !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-            if let Next::Close(code, reason) = next {
-                lost.push((key, code, reason));
-            }
-            conn.replay_listed = still && next == Next::Keep;
-            conn.replay_listed
-        });
-        self.replaying = list;
-        for (key, code, reason) in lost {
-            self.close_conn(key, code, reason, now);
-        }
     }
 
     /// Writes each dirty connection once.

@@ -56,7 +56,11 @@ impl OutBuf {
     /// Writes what `w` takes with one `write` call for everything queued. A short write
     /// means the socket buffer is full: the rest waits for `WRITABLE`, which the kernel
     /// signals when room frees up. Returns the bytes written and whether all went out.
-    pub fn write_to<W: Write>(&mut self, w: &mut W, calls: &mut u64) -> io::Result<(usize, Flushed)> {
+    pub fn write_to<W: Write>(
+        &mut self,
+        w: &mut W,
+        calls: &mut u64,
+    ) -> io::Result<(usize, Flushed)> {
         if self.is_empty() {
             return Ok((0, Flushed::All));
         }
@@ -66,7 +70,9 @@ impl OutBuf {
                 // A zero-byte write on a non-empty buffer means the peer is gone.
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((0, Flushed::Blocked)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((0, Flushed::Blocked));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -11,12 +11,12 @@ use serde_json::Value;
 use tungstenite::protocol::WebSocketContext;
 
 use super::Next;
-use super::broadcast::write_result;
+use super::broadcast::{Subscription, write_result};
 use super::websocket::text_frame;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    ClientMessage, ErrorCode, Filter, Request, Subscribe, close, json_string, parse_request,
+    ClientMessage, ErrorCode, Request, Subscribe, close, json_string, parse_request,
     write_envelope, write_envelope_raw, write_error,
 };
 use crate::scanner::{Phase, QueueError, ScannerHandle, ScannerStatus};
@@ -29,19 +29,6 @@ pub struct StatusView {
     pub scanner: ScannerStatus,
     /// Connections holding at least one subscription.
     pub subscribers: usize,
-}
-
-/// One named subscription.
-#[derive(Debug)]
-pub struct Subscription {
-    /// The client's name for it.
-    pub name: Box<str>,
-    /// The name as a JSON string literal, ready to splice into result frames.
-    pub name_json: Box<str>,
-    /// What it matches.
-    pub filter: Filter,
-    /// Next history sequence number to replay; `None` once it is live.
-    pub replay: Option<u64>,
 }
 
 /// Per-connection limits.
