@@ -648,3 +648,29 @@ fn five_hundred_abrupt_disconnects_leave_the_server_healthy() {
     });
     assert!(metric(addr, "scanstream_connections_accepted_total") >= CLIENTS as f64);
 }
+
+#[test]
+fn pipelined_requests_past_the_out_cap_are_all_answered_after_a_half_close() {
+    let server = TestServer::scripted();
+    let mut s = raw(server.addr);
+    let n = 3000;
+    let requests = "GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(n);
+    s.write_all(requests.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let res = read_response(&mut s, &mut pending);
+        assert_eq!(res.status, 200, "response {i}");
+    }
+    assert!(closed_by_server(&mut s));
+}
+
+#[test]
+fn http_1_0_keep_alive_is_confirmed_in_the_response() {
+    let server = TestServer::scripted();
+    let mut s = raw(server.addr);
+    s.write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let res = read_response(&mut s, &mut Vec::new());
+    assert_eq!(res.header("Connection"), Some("keep-alive"));
+}

@@ -204,3 +204,29 @@ fn resume_across_disconnects_matches_a_client_that_stayed() {
         got.len()
     );
 }
+
+#[test]
+fn resuming_from_another_epoch_on_a_full_ring_is_not_cut_off() {
+    let server = TestServer::with(|c| {
+        c.source = SourceSpec::Firehose { rate: 5000 };
+        c.history_size = 200;
+    });
+    eventually("a full ring", || {
+        metric(server.addr, "scanstream_history_results") == 200.0
+    });
+    for _ in 0..10 {
+        let mut ws = connect(&server);
+        let sub = subscribe(&mut ws, json!({"since": 12345, "epoch": "an-earlier-run"}));
+        assert_eq!(sub["recovered"], false);
+        let mut last = 0;
+        for _ in 0..300 {
+            let s = seq(&next_result(&mut ws));
+            assert!(s > last, "out of order: {s} after {last}");
+            last = s;
+        }
+    }
+    assert_eq!(
+        metric(server.addr, "scanstream_slow_consumer_closes_total"),
+        0.0
+    );
+}

@@ -553,3 +553,103 @@ fn a_reader_that_stalls_is_closed_4008_while_another_gets_everything() {
     );
     assert_eq!(raw_close_code(&mut stalled), 4008);
 }
+
+#[test]
+fn pongs_to_a_client_that_never_reads_are_capped_with_4008() {
+    let server = TestServer::scripted_with(|c| {
+        c.out_buffer_cap = 64 * 1024;
+        c.message_rate = 1_000_000;
+    });
+    let mut s = raw_ws(server.addr);
+    let mut writer = s.try_clone().unwrap();
+    let pinger = std::thread::spawn(move || {
+        let ping = client_frame(0x9, &[b'p'; 125], true);
+        let batch: Vec<u8> = ping
+            .iter()
+            .copied()
+            .cycle()
+            .take(ping.len() * 256)
+            .collect();
+        // At most 40 MB, far past loopback's buffers plus the cap; stops when cut off.
+        for _ in 0..1200 {
+            if writer.write_all(&batch).is_err() {
+                return;
+            }
+        }
+    });
+    eventually("the slow consumer close", || {
+        metric(server.addr, "scanstream_slow_consumer_closes_total") == 1.0
+    });
+    assert!(metric(server.addr, "scanstream_out_buffer_bytes") < 1024.0 * 1024.0);
+    assert_eq!(raw_close_code(&mut s), 4008);
+    drop(s);
+    pinger.join().unwrap();
+}
+
+#[test]
+fn a_burst_of_results_does_not_cut_off_a_reader_that_keeps_up() {
+    let server = TestServer::scripted_with(|c| c.out_buffer_cap = 64 * 1024);
+    let mut ws = connect(&server);
+    subscribe(&mut ws, json!({}));
+    let n = 5000;
+    for i in 0..n {
+        server.push(result(
+            &format!("B{}", i % 40),
+            Scan::NewHigh,
+            EventKind::Update,
+        ));
+    }
+    for want in 1..=n {
+        let msg = next_non_status(&mut ws);
+        assert_eq!(msg["type"], "result", "{msg}");
+        assert_eq!(msg["data"]["seq"], want);
+    }
+    assert_eq!(
+        metric(server.addr, "scanstream_slow_consumer_closes_total"),
+        0.0
+    );
+}
+
+#[test]
+fn a_result_is_not_sent_twice_while_another_subscription_replays() {
+    // A small cap makes the replay take many turns, so live results arrive during it.
+    let server = TestServer::scripted_with(|c| c.out_buffer_cap = 64 * 1024);
+    let mut ws = connect(&server);
+    let epoch = subscribe(&mut ws, json!({"subscription": "a"}))["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = 2000;
+    for i in 0..before {
+        server.push(result(
+            &format!("R{}", i % 30),
+            Scan::NewHigh,
+            EventKind::Update,
+        ));
+    }
+    for want in 1..=before {
+        assert_eq!(next_non_status(&mut ws)["data"]["seq"], want);
+    }
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"subscription": "b", "since": 0, "epoch": epoch}}),
+    );
+    let during = 50;
+    for i in 0..during {
+        server.push(result(&format!("L{i}"), Scan::NewHigh, EventKind::New));
+    }
+    assert_eq!(
+        expect_message(&mut ws, "subscribed")["data"]["replayed"],
+        before
+    );
+    for want in 1..=before + during {
+        let msg = next_non_status(&mut ws);
+        assert_eq!(msg["data"]["seq"], want, "{msg}");
+        let subs = if want <= before {
+            json!(["b"])
+        } else {
+            json!(["a", "b"])
+        };
+        assert_eq!(msg["data"]["subscriptions"], subs, "{msg}");
+    }
+}

@@ -7,6 +7,9 @@ use serde_json::Value;
 
 use crate::event::{EventKind, Scan, ScanEvent};
 
+/// Longest symbol a filter may name, in bytes.
+pub const MAX_SYMBOL_LEN: usize = 128;
+
 /// The filter fields as they travel in a `subscribe` message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,8 +93,13 @@ impl Filter {
                 });
             }
             Some(list) => {
-                if list.iter().any(|s| s.is_empty()) {
-                    return Err(invalid("symbols: empty symbol name"));
+                if list
+                    .iter()
+                    .any(|s| s.is_empty() || s.len() > MAX_SYMBOL_LEN)
+                {
+                    return Err(invalid(&format!(
+                        "symbols: every symbol must be 1 to {MAX_SYMBOL_LEN} bytes"
+                    )));
                 }
                 Some(list.iter().map(|s| s.to_ascii_uppercase().into()).collect())
             }

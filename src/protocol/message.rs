@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::ErrorCode;
-use super::filter::{Filter, FilterError};
+use super::filter::{Filter, FilterError, MAX_SYMBOL_LEN};
 
 /// Longest subscription name or alert id accepted, in bytes.
 const MAX_NAME_LEN: usize = 128;
@@ -200,12 +200,10 @@ pub fn check_symbols(symbols: &[String], max: usize) -> Result<(), (ErrorCode, S
     }
     if symbols
         .iter()
-        .any(|s| s.is_empty() || s.len() > MAX_NAME_LEN)
+        .any(|s| s.is_empty() || s.len() > MAX_SYMBOL_LEN)
     {
-        return Err((
-            ErrorCode::BadRequest,
-            "symbols: empty or overlong symbol".into(),
-        ));
+        let msg = format!("symbols: every symbol must be 1 to {MAX_SYMBOL_LEN} bytes");
+        return Err((ErrorCode::BadRequest, msg));
     }
     Ok(())
 }

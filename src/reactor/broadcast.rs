@@ -17,18 +17,22 @@ pub struct Subscription {
     pub name_json: Box<str>,
     /// What it matches.
     pub filter: Filter,
-    /// Next history sequence number to replay; `None` once it is live.
-    pub replay: Option<u64>,
+    /// First sequence number it takes: results before it were sent (or replaced by a
+    /// snapshot) before it existed or while another subscription replayed.
+    pub start: u64,
+    /// Its `subscribed` reply said `recovered: false`, so results that leave the ring
+    /// before its replay reaches them are a loss already reported.
+    pub loss_reported: bool,
 }
 
 const TAIL_OPEN: &[u8] = br#""subscriptions":["#;
 const TAIL_CLOSE: &[u8] = b"]}}";
 
-/// A bit per live subscription (not replaying) that `ev` matches.
-pub fn live_mask(subs: &[Subscription], ev: &ScanEvent) -> u64 {
+/// A bit per subscription that takes `ev`: it starts at or before it and matches it.
+pub fn matching_mask(subs: &[Subscription], ev: &ScanEvent) -> u64 {
     let mut mask = 0;
     for (i, sub) in subs.iter().enumerate() {
-        if sub.replay.is_none() && sub.filter.matches(ev) {
+        if sub.start <= ev.seq && sub.filter.matches(ev) {
             mask |= 1 << i;
         }
     }
@@ -72,7 +76,8 @@ mod tests {
             name: name.into(),
             name_json: json_string(name),
             filter: Filter::from_json(Some(filters), 16).unwrap(),
-            replay: None,
+            start: 0,
+            loss_reported: false,
         }
     }
 
@@ -116,7 +121,7 @@ mod tests {
             sub("we\"ird", json!({"min_score": 1})),
         ];
         let ev = event("AAPL");
-        let mask = live_mask(&subs, &ev);
+        let mask = matching_mask(&subs, &ev);
         assert_eq!(mask, 0b101);
         let mut out = Vec::new();
         write_result(&mut out, &ev, &subs, mask);
@@ -126,10 +131,10 @@ mod tests {
     }
 
     #[test]
-    fn replaying_subscriptions_are_not_live() {
-        let mut subs = vec![sub("a", json!({}))];
-        subs[0].replay = Some(3);
-        assert_eq!(live_mask(&subs, &event("X")), 0);
+    fn subscriptions_take_results_from_their_start() {
+        let mut subs = vec![sub("a", json!({})), sub("b", json!({}))];
+        subs[0].start = 10; // the event is seq 9
+        assert_eq!(matching_mask(&subs, &event("X")), 0b10);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Conn {
     pub replay_listed: bool,
     /// Our side of the socket is shut down (FIN sent).
     pub write_shut: bool,
+    /// The peer has finished sending (EOF read).
+    pub peer_done: bool,
+    /// HTTP requests are not read until the responses queued so far drain.
+    pub read_paused: bool,
     /// Last time anything arrived.
     pub last_recv: Instant,
 }
@@ -78,6 +82,8 @@ impl Conn {
             subscriber: false,
             replay_listed: false,
             write_shut: false,
+            peer_done: false,
+            read_paused: false,
             last_recv: now,
         }
     }

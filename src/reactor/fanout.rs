@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use crossbeam_channel::TryRecvError;
 
-use super::broadcast::{live_mask, write_result};
+use super::broadcast::{matching_mask, write_result};
 use super::conn::Phase;
-use super::{MAX_DRAIN, Next, Reactor, session};
+use super::{MAX_DRAIN, Next, REPLAY_VISITS, Reactor, session};
 use crate::event::ScanEvent;
 use crate::protocol::{ErrorCode, close};
 use crate::scanner::{Output, ScannerStatus};
@@ -58,23 +58,33 @@ impl Reactor {
             });
     }
 
-    pub(super) fn drain_scanner(&mut self, now: Instant) {
+    pub(super) fn drain_scanner(&mut self) {
         self.purge_subscribers();
         let mut results = 0;
         self.more_results = false;
+        // One turn may add this many frames to a connection before writing: keep it well
+        // under the cap (about a kilobyte a frame at most), so a burst alone never makes a
+        // reader that keeps up look slow.
+        let limit = (self.config.out_buffer_cap / 1024).clamp(16, MAX_DRAIN);
         loop {
-            if results == MAX_DRAIN {
+            if results == limit {
                 self.more_results = true;
                 break;
             }
             match self.scanner.events.try_recv() {
                 Ok(Output::Result(ev)) => {
                     results += 1;
-                    self.publish(ev, now);
+                    self.publish(ev);
                 }
                 Ok(Output::Status(status)) => self.on_status(status),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if !self.scanner_gone {
+                        self.scanner_gone = true;
+                        tracing::error!("the scanner thread has stopped; serving history only");
+                    }
+                    break;
+                }
             }
         }
         if results > 0 {
@@ -82,14 +92,14 @@ impl Reactor {
         }
     }
 
-    /// Records a result and appends it to every live subscription that matches.
-    pub(super) fn publish(&mut self, ev: Arc<ScanEvent>, now: Instant) {
+    /// Records a result and appends it to every live connection whose subscriptions
+    /// match it. Replaying connections take it from the ring later, in order.
+    pub(super) fn publish(&mut self, ev: Arc<ScanEvent>) {
         self.metrics.events_published += 1;
         // Statuses come at the progress interval; the count is exact between them.
         self.status.scanner.results_total = ev.seq;
         self.turn_published.push(ev.published);
         self.history.push(Arc::clone(&ev));
-        let cap = self.config.out_buffer_cap;
         for i in 0..self.subscribers.len() {
             let (key, generation) = self.subscribers[i];
             let Some(conn) = self.conns.get_mut(key) else {
@@ -101,17 +111,20 @@ impl Reactor {
             let Phase::WebSocket(session) = &conn.phase else {
                 continue;
             };
-            let mask = live_mask(&session.subs, &ev);
+            if session.is_replaying() {
+                continue;
+            }
+            let mask = matching_mask(&session.subs, &ev);
             if mask == 0 {
                 continue;
             }
             write_result(conn.out.vec(), &ev, &session.subs, mask);
             self.metrics.deliveries += 1;
             self.metrics.frames_sent += 1;
-            if conn.out.pending() > cap {
-                self.slow_consumer(key, now);
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
             }
-            self.mark_dirty(key);
         }
     }
 
@@ -132,11 +145,23 @@ impl Reactor {
         self.close_conn(key, close::SLOW_CONSUMER, "slow consumer", now);
     }
 
-    /// Keeps the scanner's status and sends it, encoded once, to every subscriber.
+    /// Keeps the scanner's status; it goes out with the next status broadcast.
     pub(super) fn on_status(&mut self, status: ScannerStatus) {
         self.status.scanner = status;
         // Results sent before this status may still wait in the channel behind it.
         self.status.scanner.results_total = status.results_total.max(self.history.head());
+        self.status_changed = true;
+    }
+
+    /// Sends the latest status, encoded once, to every subscriber: at most once per
+    /// `progress_interval`, however often the scanner reports (ad-hoc requests and
+    /// start/stop each make it report).
+    pub(super) fn broadcast_status(&mut self, now: Instant) {
+        if !self.status_changed || now < self.next_status {
+            return;
+        }
+        self.status_changed = false;
+        self.next_status = now + self.config.progress_interval.0;
         self.scratch.clear();
         session::reply(&mut self.scratch, "status", Some(&self.status), None);
         for &(key, generation) in &self.subscribers {
@@ -178,6 +203,7 @@ impl Reactor {
                 &mut conn.out,
                 &self.history,
                 budget,
+                REPLAY_VISITS,
                 &self.status,
                 &mut self.metrics,
             );

@@ -202,8 +202,13 @@ impl Response {
         self
     }
 
-    /// Encodes status line, headers and body onto `out`.
+    /// Encodes status line, headers and body onto `out`, for an HTTP/1.1 client.
     pub fn write(&self, out: &mut Vec<u8>, keep_alive: bool) {
+        self.write_for(out, keep_alive, false);
+    }
+
+    /// Encodes the response for a client of HTTP/1.0 (`http10`) or 1.1.
+    pub fn write_for(&self, out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
         let _ = write!(
             out,
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
@@ -217,6 +222,9 @@ impl Response {
         }
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
+        } else if http10 {
+            // HTTP/1.0 closes by default; say that this one stays open.
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);

@@ -43,8 +43,15 @@ const WAKER: Token = Token(usize::MAX - 1);
 /// Connections past the limit that are still answered with 503 before closing; beyond
 /// these a new connection is dropped at once.
 const OVERFLOW: usize = 64;
-/// Results taken from the channel per turn at most, so sockets are served in between.
-const MAX_DRAIN: usize = 8192;
+/// Results taken from the channel per turn at most, so sockets are served in between
+/// and one turn adds at most this many frames to an out buffer before it is written.
+const MAX_DRAIN: usize = 1024;
+/// Unsent bytes an HTTP connection may have before its requests are no longer read:
+/// a client that pipelines without reading its responses waits for them.
+const HTTP_OUT_CAP: usize = 64 * 1024;
+/// History entries one replaying connection walks per turn at most, so a filter that
+/// matches little cannot make one turn walk the whole ring.
+const REPLAY_VISITS: usize = 4096;
 /// How long accepting pauses after `accept` fails for lack of resources (EMFILE).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -117,6 +124,12 @@ pub struct Reactor {
     turn_published: Vec<Instant>,
     /// The channel held more than one turn's worth.
     more_results: bool,
+    /// The scanner's status changed since it was last broadcast.
+    status_changed: bool,
+    /// No status broadcast before this.
+    next_status: Instant,
+    /// The scanner thread has ended (it panicked or could not run).
+    scanner_gone: bool,
     shutdown_deadline: Option<Instant>,
     accept_paused_until: Option<Instant>,
     next_sweep: Instant,
@@ -185,6 +198,9 @@ impl Reactor {
             pending_reads: Vec::new(),
             turn_published: Vec::new(),
             more_results: false,
+            status_changed: false,
+            next_status: now,
+            scanner_gone: false,
             shutdown_deadline: None,
             accept_paused_until: None,
             next_sweep: now + config.sweep_interval.0,
@@ -243,8 +259,11 @@ impl Reactor {
                 self.begin_shutdown(now);
             }
             self.retry_reads(now);
-            self.drain_scanner(now);
+            // Replays first: a fresh cursor starts before new results can push its first
+            // entries out of the ring.
             self.pump_replays(now);
+            self.drain_scanner();
+            self.broadcast_status(now);
             if now >= self.next_sweep {
                 self.sweep(now);
                 self.next_sweep = now + self.config.sweep_interval.0;
@@ -253,7 +272,7 @@ impl Reactor {
                 self.accept_paused_until = None;
                 self.accept(now);
             }
-            self.flush_dirty();
+            self.flush_dirty(now);
             self.observe_latency();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
@@ -273,6 +292,9 @@ impl Reactor {
         let mut until = self.next_sweep;
         if let Some(t) = self.accept_paused_until {
             until = until.min(t);
+        }
+        if self.status_changed {
+            until = until.min(self.next_status);
         }
         until.saturating_duration_since(now)
     }
@@ -399,15 +421,17 @@ impl Reactor {
     }
 
     /// Writes each dirty connection once.
-    fn flush_dirty(&mut self) {
+    fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
-            self.flush(key);
+            self.flush(key, now);
         }
+        // Keep the capacity, and what flushing queued (a slow consumer's close frame).
+        dirty.append(&mut self.dirty);
         self.dirty = dirty;
     }
 
-    fn flush(&mut self, key: usize) {
+    fn flush(&mut self, key: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -441,6 +465,18 @@ impl Reactor {
                     }
                 }
                 conn.shut_write_when_flushed();
+                let pending = conn.out.pending();
+                match conn.phase {
+                    Phase::WebSocket(_) if pending > self.config.out_buffer_cap => {
+                        self.slow_consumer(key, now);
+                    }
+                    Phase::Http { .. } if conn.read_paused && pending <= HTTP_OUT_CAP / 2 => {
+                        conn.read_paused = false;
+                        self.pending_reads.push((key, conn.generation));
+                    }
+                    Phase::Closing { .. } if conn.peer_done && pending == 0 => self.drop_conn(key),
+                    _ => {}
+                }
             }
             Err(_) => self.drop_conn(key),
         }

@@ -20,6 +20,9 @@ use crate::protocol::close;
 
 /// Bytes read into an HTTP buffer per `read` call.
 const HTTP_CHUNK: usize = 4096;
+/// `read` calls on one HTTP connection per readiness event at most; the rest wait for
+/// the next turn.
+const HTTP_READS: usize = 16;
 /// WebSocket messages handled per connection per readiness event at most; the rest wait
 /// for the next turn so one busy client cannot hold the loop.
 const READ_BUDGET: usize = 64;
@@ -28,6 +31,8 @@ const READ_BUDGET: usize = 64;
 enum Served {
     /// Wait for more bytes.
     More,
+    /// Too much unsent: stop until the flush drains it.
+    Paused,
     /// The phase changed (upgrade, close) or the connection is gone.
     Done,
 }
@@ -60,7 +65,12 @@ impl Reactor {
 
     fn read_http(&mut self, key: usize, now: Instant) {
         let limit = self.config.max_head_bytes + self.config.max_body_bytes;
-        loop {
+        for _ in 0..HTTP_READS {
+            // Requests already buffered first: after a pause they wait there.
+            match self.serve_requests(key, now) {
+                Served::More => {}
+                Served::Paused | Served::Done => return,
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -68,36 +78,33 @@ impl Reactor {
                 return;
             };
             let start = buf.len();
-            // Past the limit nothing more is read: parsing below refuses the request.
+            // A full buffer always parses to a request or a refusal, so there is room.
             let room = HTTP_CHUNK.min((limit + 1).saturating_sub(start));
-            let mut eof = false;
-            if room > 0 {
-                buf.resize(start + room, 0);
-                let read = conn.socket.read(&mut buf[start..]);
-                buf.truncate(start + *read.as_ref().unwrap_or(&0));
-                match read {
-                    Ok(0) => eof = true,
-                    Ok(_) => conn.last_recv = now,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return self.drop_conn(key),
-                }
-            }
-            if let Served::Done = self.serve_requests(key, now) {
-                return;
-            }
             if room == 0 {
-                // Unreachable by the limits' arithmetic (a full buffer always parses to a
-                // request or a refusal), but never spin on a buffer that cannot grow.
                 return self.drop_conn(key);
             }
-            if eof {
-                // The client is done sending; answers already queued still go out.
-                return match self.conns.get(key) {
-                    Some(c) if !c.out.is_empty() => self.close_conn(key, close::NORMAL, "", now),
-                    _ => self.drop_conn(key),
-                };
+            buf.resize(start + room, 0);
+            let read = conn.socket.read(&mut buf[start..]);
+            buf.truncate(start + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => {
+                    // The client is done sending; answers already queued still go out.
+                    conn.peer_done = true;
+                    return if conn.out.is_empty() {
+                        self.drop_conn(key)
+                    } else {
+                        self.close_conn(key, close::NORMAL, "", now)
+                    };
+                }
+                Ok(_) => conn.last_recv = now,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.drop_conn(key),
             }
+        }
+        // Budget spent with more perhaps waiting: go on next turn.
+        if let Some(conn) = self.conns.get(key) {
+            self.pending_reads.push((key, conn.generation));
         }
     }
 
@@ -111,11 +118,15 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(key) else {
                 return Served::Done;
             };
+            if conn.out.pending() > super::HTTP_OUT_CAP {
+                conn.read_paused = true;
+                return Served::Paused;
+            }
             let Phase::Http { buf, deadline } = &mut conn.phase else {
                 return Served::Done;
             };
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let (action, keep_alive, used) = match http::parse(buf, &mut headers, limits) {
+            let (action, keep_alive, http10, used) = match http::parse(buf, &mut headers, limits) {
                 Parsed::Partial => return Served::More,
                 Parsed::Error(e) => {
                     let response = websocket::http_error(e);
@@ -130,7 +141,8 @@ impl Reactor {
                         scanner: &self.scanner,
                         max_symbols: self.config.max_filter_symbols,
                     };
-                    (api::route(&req, &mut env), req.keep_alive(), used)
+                    let http10 = req.minor_version == 0;
+                    (api::route(&req, &mut env), req.keep_alive(), http10, used)
                 }
             };
             *deadline = now + self.config.head_timeout.0;
@@ -151,7 +163,7 @@ impl Reactor {
             };
             *buf = rest;
             self.metrics.count_http(response.status);
-            response.write(conn.out.vec(), keep_alive);
+            response.write_for(conn.out.vec(), keep_alive, http10);
             self.mark_dirty(key);
             if !keep_alive {
                 self.close_conn(key, close::NORMAL, "", now);
@@ -278,7 +290,12 @@ impl Reactor {
         let mut sink = [0u8; 4096];
         loop {
             match conn.socket.read(&mut sink) {
-                Ok(0) => return self.drop_conn(key),
+                Ok(0) if conn.out.is_empty() => return self.drop_conn(key),
+                Ok(0) => {
+                    // Our last bytes still go out; the flush that empties them closes.
+                    conn.peer_done = true;
+                    return;
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

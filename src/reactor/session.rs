@@ -11,7 +11,8 @@ use serde_json::Value;
 use tungstenite::protocol::WebSocketContext;
 
 use super::Next;
-use super::broadcast::{Subscription, write_result};
+use super::broadcast::{Subscription, matching_mask, write_result};
+use super::outbuf::OutBuf;
 use super::websocket::text_frame;
 use crate::history::History;
 use crate::metrics::Metrics;
@@ -58,28 +59,34 @@ pub struct Env<'a> {
     pub limits: Limits,
 }
 
-/// A token bucket over client messages, with a count of refusals in a row.
+/// A token bucket over client messages, and a count of refusals that decays at half
+/// the rate, so a client that keeps on past the limit (even at a steady pace) is closed.
 #[derive(Debug)]
 struct RateLimit {
     tokens: f64,
     last: Instant,
-    /// Messages refused since the last one allowed.
-    strikes: u32,
+    strikes: f64,
 }
 
 impl RateLimit {
     fn allow(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        let rate = f64::from(rate);
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(burst));
+        self.strikes = (self.strikes - elapsed * rate / 2.0).max(0.0);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.strikes = 0;
             true
         } else {
-            self.strikes += 1;
+            self.strikes += 1.0;
             false
         }
+    }
+
+    /// Charges work worth `messages` more messages (a long replay to count and send).
+    fn charge(&mut self, messages: f64) {
+        self.tokens -= messages;
     }
 }
 
@@ -92,6 +99,12 @@ pub struct WsSession {
     /// When the last ping was sent.
     pub last_ping: Instant,
     rate: RateLimit,
+    /// Next history sequence number to send while replaying. The whole connection
+    /// replays, not one subscription, so each result still goes out once, naming every
+    /// subscription that takes it.
+    cursor: Option<u64>,
+    /// A `status` is due once the replay is done.
+    status_owed: bool,
 }
 
 impl WsSession {
@@ -104,14 +117,16 @@ impl WsSession {
             rate: RateLimit {
                 tokens: f64::from(burst),
                 last: now,
-                strikes: 0,
+                strikes: 0.0,
             },
+            cursor: None,
+            status_owed: false,
         }
     }
 
-    /// Is any subscription still replaying history?
+    /// Is the connection replaying history (live results wait in the ring meanwhile)?
     pub fn is_replaying(&self) -> bool {
-        self.subs.iter().any(|s| s.replay.is_some())
+        self.cursor.is_some()
     }
 
     /// Answers one text message.
@@ -125,7 +140,7 @@ impl WsSession {
         env.metrics.messages_received += 1;
         if !self.rate.allow(now, env.limits.rate, env.limits.burst) {
             // A client that keeps on past another burst's worth of refusals is closed.
-            if self.rate.strikes > env.limits.burst {
+            if self.rate.strikes > f64::from(env.limits.burst) {
                 return Next::Close(close::RATE_LIMIT, "message rate exceeded");
             }
             let msg = format!("over {} messages per second", env.limits.rate);
@@ -198,18 +213,24 @@ impl WsSession {
         }
         let history = env.history;
         let head = history.head();
-        let (resume, replayed) = match req.since {
-            Some(since) => {
-                let r = history.resume(since, req.epoch.as_deref());
-                (Some(r), history.count_matching(r.from, head, &req.filter))
+        let resume = req
+            .since
+            .map(|since| history.resume(since, req.epoch.as_deref()));
+        let replayed = match resume {
+            Some(r) => {
+                // Counting and replaying walk the ring: charge a message per 10,000 results.
+                self.rate
+                    .charge(head.saturating_sub(r.from) as f64 / 10_000.0);
+                history.count_matching(r.from, head, &req.filter)
             }
-            None => (None, 0),
+            None => 0,
         };
         let sub = Subscription {
             name_json: json_string(&req.subscription),
             name: req.subscription.into_boxed_str(),
             filter: req.filter,
-            replay: resume.map(|r| r.from).filter(|&from| from <= head),
+            start: resume.map_or(head + 1, |r| r.from),
+            loss_reported: resume.is_some_and(|r| !r.recovered),
         };
         let data = serde_json::json!({
             "subscription": &*sub.name,
@@ -222,53 +243,81 @@ impl WsSession {
         if req.snapshot && req.since.is_none() {
             write_snapshot(out, &sub, history, id);
         }
-        // With a replay to do, the status follows it (see `pump_replay`).
-        let replaying = sub.replay.is_some();
-        match existing {
-            Some(i) => self.subs[i] = sub,
-            None => self.subs.push(sub),
+        if let Some(i) = existing {
+            self.subs.remove(i);
         }
-        if !replaying {
+        if sub.start <= head {
+            // Everyone else has had every result up to where the connection stands now;
+            // from there the replay carries all subscriptions together.
+            let at = self.cursor.unwrap_or(head + 1);
+            for other in &mut self.subs {
+                other.start = other.start.max(at);
+            }
+            self.cursor = Some(at.min(sub.start));
+            self.status_owed = true;
+        }
+        let first = self.subs.is_empty();
+        self.subs.push(sub);
+        if !self.status_owed {
             let mut status = env.status;
             // The reactor counts this connection once the message is handled.
-            if existing.is_none() && self.subs.len() == 1 {
+            if first {
                 status.subscribers += 1;
             }
             reply(out, "status", Some(&status), None);
         }
     }
 
-    /// Replays history for subscriptions still catching up, while `out` holds less than
-    /// `budget` bytes. A subscription whose next result has left the ring is lost: the
-    /// connection closes with 4008 so the client resumes and learns `recovered: false`.
+    /// Replays history from the cursor while `out` holds less than `budget` bytes,
+    /// visiting at most `visits` results. Results that left the ring before the cursor
+    /// reached them are skipped when every subscription that wanted them was told
+    /// `recovered: false`; otherwise the connection closes with 4008, so the client
+    /// resumes and learns of the loss.
     pub fn pump_replay(
         &mut self,
-        out: &mut super::outbuf::OutBuf,
+        out: &mut OutBuf,
         history: &History,
         budget: usize,
+        visits: usize,
         status: &StatusView,
         metrics: &mut Metrics,
     ) -> Next {
-        for sub in &mut self.subs {
-            while let Some(next) = sub.replay {
-                if out.pending() >= budget {
-                    return Next::Keep;
-                }
-                if next > history.head() {
-                    sub.replay = None;
-                    reply(out.vec(), "status", Some(status), None);
-                    break;
-                }
-                let Some(ev) = history.get(next) else {
-                    return Next::Close(close::SLOW_CONSUMER, "fell behind the history");
-                };
-                if sub.filter.matches(ev) {
-                    write_result(out.vec(), ev, std::slice::from_ref(sub), 1);
-                    metrics.replayed += 1;
-                    metrics.frames_sent += 1;
-                }
-                sub.replay = Some(next + 1);
+        let Some(mut next) = self.cursor else {
+            return Next::Keep;
+        };
+        if next < history.oldest() {
+            let oldest = history.oldest();
+            let unreported = self
+                .subs
+                .iter()
+                .any(|s| s.start < oldest && !s.loss_reported);
+            if unreported {
+                return Next::Close(close::SLOW_CONSUMER, "fell behind the history");
             }
+            for sub in &mut self.subs {
+                sub.start = sub.start.max(oldest);
+            }
+            next = oldest;
+        }
+        for ev in history.range(next, history.head()).take(visits) {
+            if out.pending() >= budget {
+                break;
+            }
+            let mask = matching_mask(&self.subs, ev);
+            if mask != 0 {
+                write_result(out.vec(), ev, &self.subs, mask);
+                metrics.replayed += 1;
+                metrics.frames_sent += 1;
+            }
+            next = ev.seq + 1;
+        }
+        if next > history.head() {
+            self.cursor = None;
+            if std::mem::take(&mut self.status_owed) {
+                reply(out.vec(), "status", Some(status), None);
+            }
+        } else {
+            self.cursor = Some(next);
         }
         Next::Keep
     }
@@ -326,13 +375,28 @@ mod tests {
         let mut r = RateLimit {
             tokens: 3.0,
             last: t0,
-            strikes: 0,
+            strikes: 0.0,
         };
         let allowed = (0..5).filter(|_| r.allow(t0, 2, 3)).count();
-        assert_eq!((allowed, r.strikes), (3, 2));
-        // Half a second at 2 per second earns one more.
+        assert_eq!((allowed, r.strikes), (3, 2.0));
+        // Half a second at 2 per second earns one more, and forgives half a refusal.
         assert!(r.allow(t0 + Duration::from_millis(500), 2, 3));
-        assert_eq!(r.strikes, 0);
+        assert_eq!(r.strikes, 1.5);
         assert!(!r.allow(t0 + Duration::from_millis(500), 2, 3));
+    }
+
+    #[test]
+    fn a_steady_offender_piles_up_strikes() {
+        // Twice the allowed rate, for ten seconds, after the burst is spent.
+        let t0 = Instant::now();
+        let mut r = RateLimit {
+            tokens: 0.0,
+            last: t0,
+            strikes: 0.0,
+        };
+        for i in 1..=200 {
+            r.allow(t0 + Duration::from_millis(50 * i), 10, 20);
+        }
+        assert!(r.strikes > 20.0, "strikes {}", r.strikes);
     }
 }

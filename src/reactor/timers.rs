@@ -32,6 +32,8 @@ pub enum Due {
     Drop,
     /// The request did not complete in time: 408, then close.
     RequestTimeout,
+    /// Close after what is queued (responses the client has not read yet).
+    Linger,
     /// Send a ping.
     Ping,
     /// The peer went silent: close 1001.
@@ -43,10 +45,10 @@ pub fn due(conn: &Conn, now: Instant, t: Timeouts) -> Due {
     match &conn.phase {
         Phase::Http { buf, deadline } if now >= *deadline => {
             // An idle kept-alive connection just ends; a slow request gets told why.
-            if buf.is_empty() && conn.out.is_empty() {
-                Due::Drop
-            } else {
-                Due::RequestTimeout
+            match (buf.is_empty(), conn.out.is_empty()) {
+                (false, _) => Due::RequestTimeout,
+                (true, true) => Due::Drop,
+                (true, false) => Due::Linger,
             }
         }
         Phase::Http { .. } => Due::Nothing,
@@ -104,6 +106,7 @@ impl Reactor {
                     self.mark_dirty(key);
                 }
                 Due::Idle => self.close_conn(key, close::GOING_AWAY, "idle timeout", now),
+                Due::Linger => self.close_conn(key, close::NORMAL, "", now),
             }
         }
     }
