@@ -39,28 +39,59 @@ pub fn matching_mask(subs: &[Subscription], ev: &ScanEvent) -> u64 {
     mask
 }
 
-/// Appends one `result` frame naming the subscriptions whose bits are set in `mask`.
-pub fn write_result(out: &mut Vec<u8>, ev: &ScanEvent, subs: &[Subscription], mask: u64) {
-    let names = || {
-        subs.iter()
-            .enumerate()
-            .filter(move |(i, _)| mask & (1 << i) != 0)
-            .map(|(_, s)| s.name_json.as_bytes())
-    };
-    let (count, names_len) = names().fold((0, 0), |(n, len), name| (n + 1, len + name.len()));
-    let head = ev.message_head();
-    let len = head.len() + TAIL_OPEN.len() + names_len + count.max(1) - 1 + TAIL_CLOSE.len();
-    out.reserve(len + 10);
-    text_frame_header(out, len);
-    out.extend_from_slice(head);
-    out.extend_from_slice(TAIL_OPEN);
-    for (i, name) in names().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(name);
+/// The per-connection tail of a result, `"subscriptions":[…]}}`, kept for the last set
+/// of subscriptions it was built for: most results name the same ones as the one before,
+/// so delivering one is a header and two copies.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// The subscription bits `bytes` names; 0 is "nothing built" (a delivery names one
+    /// subscription at least).
+    mask: u64,
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    /// Forgets the tail: the subscriptions changed.
+    pub fn reset(&mut self) {
+        self.mask = 0;
     }
-    out.extend_from_slice(TAIL_CLOSE);
+
+    fn get(&mut self, subs: &[Subscription], mask: u64) -> &[u8] {
+        if self.mask != mask {
+            self.mask = mask;
+            self.bytes.clear();
+            self.bytes.extend_from_slice(TAIL_OPEN);
+            let named = subs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0);
+            for (n, (_, sub)) in named.enumerate() {
+                if n > 0 {
+                    self.bytes.push(b',');
+                }
+                self.bytes.extend_from_slice(sub.name_json.as_bytes());
+            }
+            self.bytes.extend_from_slice(TAIL_CLOSE);
+        }
+        &self.bytes
+    }
+}
+
+/// Appends one `result` frame naming the subscriptions whose bits are set in `mask`.
+pub fn write_result(
+    out: &mut Vec<u8>,
+    ev: &ScanEvent,
+    subs: &[Subscription],
+    mask: u64,
+    tail: &mut Tail,
+) {
+    let tail = tail.get(subs, mask);
+    let head = ev.message_head();
+    let (header, used) = text_frame_header(head.len() + tail.len());
+    out.reserve(used + head.len() + tail.len());
+    out.extend_from_slice(&header[..used]);
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
 }
 
 #[cfg(test)]
@@ -124,10 +155,31 @@ mod tests {
         let mask = matching_mask(&subs, &ev);
         assert_eq!(mask, 0b101);
         let mut out = Vec::new();
-        write_result(&mut out, &ev, &subs, mask);
+        write_result(&mut out, &ev, &subs, mask, &mut Tail::default());
         let v = payload(&out);
         assert_eq!(v["data"]["subscriptions"], json!(["all", "we\"ird"]));
         assert_eq!(v["data"]["seq"], 9);
+    }
+
+    #[test]
+    fn the_tail_follows_the_mask() {
+        let subs = vec![sub("a", json!({})), sub("b", json!({}))];
+        let ev = event("X");
+        let mut tail = Tail::default();
+        for (mask, want) in [
+            (0b01, json!(["a"])),
+            (0b11, json!(["a", "b"])),
+            (0b10, json!(["b"])),
+            (0b10, json!(["b"])),
+        ] {
+            let mut out = Vec::new();
+            write_result(&mut out, &ev, &subs, mask, &mut tail);
+            assert_eq!(
+                payload(&out)["data"]["subscriptions"],
+                want,
+                "mask {mask:b}"
+            );
+        }
     }
 
     #[test]
@@ -142,9 +194,11 @@ mod tests {
         let subs = vec![sub("main", json!({}))];
         let ev = event("AAPL");
         let mut out = Vec::with_capacity(4096);
+        let mut tail = Tail::default();
+        write_result(&mut out, &ev, &subs, 1, &mut tail);
         let before = out.as_ptr();
         for _ in 0..4 {
-            write_result(&mut out, &ev, &subs, 1);
+            write_result(&mut out, &ev, &subs, 1, &mut tail);
         }
         assert_eq!(out.as_ptr(), before, "the buffer was reallocated");
     }

@@ -108,7 +108,7 @@ impl Reactor {
             if conn.generation != generation {
                 continue;
             }
-            let Phase::WebSocket(session) = &conn.phase else {
+            let Phase::WebSocket(session) = &mut conn.phase else {
                 continue;
             };
             if session.is_replaying() {
@@ -118,7 +118,7 @@ impl Reactor {
             if mask == 0 {
                 continue;
             }
-            write_result(conn.out.vec(), &ev, &session.subs, mask);
+            write_result(conn.out.vec(), &ev, &session.subs, mask, &mut session.tail);
             self.metrics.deliveries += 1;
             self.metrics.frames_sent += 1;
             if !conn.dirty {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tungstenite::protocol::WebSocketContext;
 
 use super::Next;
-use super::broadcast::{Subscription, matching_mask, write_result};
+use super::broadcast::{Subscription, Tail, matching_mask, write_result};
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
 use crate::history::History;
@@ -105,6 +105,8 @@ pub struct WsSession {
     cursor: Option<u64>,
     /// A `status` is due once the replay is done.
     status_owed: bool,
+    /// The `subscriptions` tail of the last result delivered.
+    pub tail: Tail,
 }
 
 impl WsSession {
@@ -121,6 +123,7 @@ impl WsSession {
             },
             cursor: None,
             status_owed: false,
+            tail: Tail::default(),
         }
     }
 
@@ -161,6 +164,7 @@ impl WsSession {
                 match self.subs.iter().position(|s| *s.name == *subscription) {
                     Some(i) => {
                         self.subs.remove(i);
+                        self.tail.reset();
                         let data = serde_json::json!({ "subscription": subscription });
                         reply(out, "unsubscribed", Some(&data), id);
                     }
@@ -258,6 +262,7 @@ impl WsSession {
         }
         let first = self.subs.is_empty();
         self.subs.push(sub);
+        self.tail.reset();
         if !self.status_owed {
             let mut status = env.status;
             // The reactor counts this connection once the message is handled.
@@ -305,7 +310,7 @@ impl WsSession {
             }
             let mask = matching_mask(&self.subs, ev);
             if mask != 0 {
-                write_result(out.vec(), ev, &self.subs, mask);
+                write_result(out.vec(), ev, &self.subs, mask, &mut self.tail);
                 metrics.replayed += 1;
                 metrics.frames_sent += 1;
             }

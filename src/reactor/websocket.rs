@@ -91,33 +91,40 @@ pub fn context(early: Vec<u8>, read_buffer: usize, max_message: usize) -> WebSoc
     WebSocketContext::from_partially_read(early, Role::Server, Some(config))
 }
 
-/// Appends the header of an unmasked, final text frame with a payload of `len` bytes.
-pub fn text_frame_header(out: &mut Vec<u8>, len: usize) {
-    out.push(0x81);
-    if len < 126 {
-        out.push(len as u8);
+/// Longest frame header: two bytes and a 64-bit length.
+pub const MAX_HEADER: usize = 10;
+
+/// The header of an unmasked, final text frame with a payload of `len` bytes, as a buffer
+/// and the length of the header in it.
+pub fn text_frame_header(len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut h = [0; MAX_HEADER];
+    h[0] = 0x81;
+    let used = if len < 126 {
+        h[1] = len as u8;
+        2
     } else if let Ok(len) = u16::try_from(len) {
-        out.push(126);
-        out.extend_from_slice(&len.to_be_bytes());
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        4
     } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, used)
 }
 
 /// Appends a text frame whose payload `body` writes, without knowing its length up front.
 pub fn text_frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     // Reserve the longest header, write the payload, then close the gap.
     let start = out.len();
-    out.extend_from_slice(&[0; 10]);
+    out.extend_from_slice(&[0; MAX_HEADER]);
     body(out);
-    let len = out.len() - start - 10;
-    let mut header = Vec::with_capacity(10);
-    text_frame_header(&mut header, len);
-    let gap = 10 - header.len();
-    out.copy_within(start + 10.., start + header.len());
-    out.truncate(out.len() - gap);
-    out[start..start + header.len()].copy_from_slice(&header);
+    let len = out.len() - start - MAX_HEADER;
+    let (header, used) = text_frame_header(len);
+    out.copy_within(start + MAX_HEADER.., start + used);
+    out.truncate(out.len() - (MAX_HEADER - used));
+    out[start..start + used].copy_from_slice(&header[..used]);
 }
 
 /// What to do after tungstenite reports an error on read.
@@ -207,9 +214,8 @@ mod tests {
             text_frame(&mut out, |b| b.extend(std::iter::repeat_n(b'x', len)));
             assert_eq!(out.len(), 1 + header_len + len, "len {len}");
             assert_eq!(out[1], 0x81);
-            let mut direct = Vec::new();
-            text_frame_header(&mut direct, len);
-            assert_eq!(&out[1..1 + header_len], &direct[..]);
+            let (direct, used) = text_frame_header(len);
+            assert_eq!(&out[1..1 + header_len], &direct[..used]);
         }
     }
 }
