@@ -121,8 +121,8 @@ settings! {
     max_body_bytes: usize = 64 * 1024;
     /// Time to send a complete request, and to send the next one on a kept-alive connection [default: 10s]
     head_timeout: Dur = Dur(Duration::from_secs(10));
-    /// Bytes of the per-connection WebSocket read buffer [default: 4096]
-    ws_read_buffer: usize = 4096;
+    /// Bytes of the per-connection WebSocket read buffer; it grows for a larger message [default: 1024]
+    ws_read_buffer: usize = 1024;
     /// Bytes of an inbound WebSocket message at most (close 1009 past it) [default: 65536]
     max_message_bytes: usize = 64 * 1024;
     /// Unsent bytes per connection at most; past it: slow_consumer, close 4008 [default: 1048576]

@@ -16,6 +16,8 @@ pub struct OutBuf {
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     pos: usize,
+    /// Something was written since the last [`OutBuf::release_if_idle`].
+    busy: bool,
 }
 
 /// How a write attempt ended.
@@ -78,6 +80,7 @@ impl OutBuf {
             }
         };
         self.pos += written;
+        self.busy = true;
         if self.pos < self.buf.len() {
             return Ok((written, Flushed::Blocked));
         }
@@ -87,6 +90,18 @@ impl OutBuf {
             self.buf = Vec::new();
         }
         Ok((written, Flushed::All))
+    }
+}
+
+impl OutBuf {
+    /// Returns the memory of an empty buffer that took nothing since the last call: a
+    /// streaming connection keeps its buffer (no allocation per frame), an idle one
+    /// holds none (thousands of idle subscribers cost little).
+    pub fn release_if_idle(&mut self) {
+        if self.is_empty() && !std::mem::take(&mut self.busy) && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
     }
 }
 
@@ -177,6 +192,17 @@ mod tests {
         let mut calls = 0;
         out.write_to(&mut w, &mut calls).unwrap();
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn idle_buffers_are_released_busy_ones_kept() {
+        let mut out = OutBuf::default();
+        out.extend(b"reply");
+        out.write_to(&mut Vec::new(), &mut 0).unwrap();
+        out.release_if_idle();
+        assert!(out.buf.capacity() > 0, "released right after use");
+        out.release_if_idle();
+        assert_eq!(out.buf.capacity(), 0, "kept while idle");
     }
 
     #[test]

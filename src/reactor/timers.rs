@@ -72,8 +72,11 @@ impl Reactor {
         };
         let due_now: Vec<(usize, Due)> = self
             .conns
-            .iter()
-            .map(|(key, conn)| (key, due(conn, now, t)))
+            .iter_mut()
+            .map(|(key, conn)| {
+                conn.out.release_if_idle();
+                (key, due(conn, now, t))
+            })
             .filter(|(_, d)| *d != Due::Nothing)
             .collect();
         for (key, due) in due_now {
