@@ -230,3 +230,53 @@ fn resuming_from_another_epoch_on_a_full_ring_is_not_cut_off() {
         0.0
     );
 }
+
+#[test]
+fn a_slow_reader_after_an_unrecovered_resume_is_closed_not_skipped() {
+    let server = TestServer::with(|c| {
+        // A ring larger than loopback's buffers hold, so the replay itself stalls on the
+        // slow reader and the ring overtakes it.
+        c.source = SourceSpec::Firehose { rate: 20_000 };
+        c.history_size = 50_000;
+        c.out_buffer_cap = 64 * 1024;
+        c.close_timeout = scanstream::config::Dur(Duration::from_secs(60));
+    });
+    eventually("a full ring", || {
+        metric(server.addr, "scanstream_history_results") == 50_000.0
+    });
+    let mut ws = connect(&server);
+    let sub = subscribe(&mut ws, json!({"since": 1, "epoch": "an-earlier-run"}));
+    assert_eq!(sub["recovered"], false);
+    let mut last = None;
+    let mut cut = false;
+    let mut read = 0u64;
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "result" {
+                    let s = seq(&v["data"]);
+                    assert!(
+                        last.is_none_or(|l| s == l + 1),
+                        "skipped from {last:?} to {s}"
+                    );
+                    last = Some(s);
+                }
+                // At most 200 a second against 20,000, until the server gives up on us;
+                // then read what it had queued, up to the close.
+                read += 1;
+                if !cut {
+                    std::thread::sleep(Duration::from_millis(5));
+                    cut = read % 50 == 0
+                        && metric(server.addr, "scanstream_slow_consumer_closes_total") == 1.0;
+                }
+            }
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 4008);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("ended without 4008: {e}"),
+        }
+    }
+}

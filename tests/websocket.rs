@@ -653,3 +653,73 @@ fn a_result_is_not_sent_twice_while_another_subscription_replays() {
         assert_eq!(msg["data"]["subscriptions"], subs, "{msg}");
     }
 }
+
+#[test]
+fn replacing_a_subscription_during_a_replay_keeps_its_held_back_results() {
+    let server = TestServer::scripted_with(|c| c.out_buffer_cap = 64 * 1024);
+    let mut ws = connect(&server);
+    let epoch = subscribe(&mut ws, json!({"subscription": "l"}))["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // About 11 MB: more than loopback's buffers take while the client does not read.
+    let before = 5000;
+    let padding = "X".repeat(2000);
+    for i in 0..before {
+        let symbol = format!("R{}{padding}", i % 30);
+        server.push(result(&symbol, Scan::NewHigh, EventKind::Update));
+    }
+    for want in 1..=before {
+        assert_eq!(next_non_status(&mut ws)["data"]["seq"], want);
+    }
+    // Not reading from here on stalls the replay, so everything below happens during it.
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"subscription": "a", "since": 0, "epoch": epoch}}),
+    );
+    let during = 50;
+    for i in 0..during {
+        server.push(result(&format!("L{i}"), Scan::NewHigh, EventKind::New));
+    }
+    eventually("the results published", || {
+        metric(server.addr, "scanstream_events_published_total") == (before + during) as f64
+    });
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"subscription": "l"}}),
+    );
+    let mut replies = Vec::new();
+    let mut want = 1;
+    while want <= before + during {
+        let msg = next_message(&mut ws);
+        if msg["type"] != "result" {
+            replies.push(msg["type"].as_str().unwrap().to_owned());
+            continue;
+        }
+        assert_eq!(msg["data"]["seq"], want, "{msg}");
+        let subs = if want <= before {
+            json!(["a"])
+        } else {
+            json!(["a", "l"])
+        };
+        assert_eq!(msg["data"]["subscriptions"], subs, "{msg}");
+        want += 1;
+    }
+    // The replacement's status came right after its reply, not after the replay.
+    let pos = replies.iter().rposition(|r| r == "subscribed").unwrap();
+    assert_eq!(
+        replies.get(pos + 1).map(String::as_str),
+        Some("status"),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn replacing_the_only_subscription_does_not_count_a_second_subscriber() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    for _ in 0..3 {
+        subscribe(&mut ws, json!({"subscription": "a"}));
+        assert_eq!(expect_message(&mut ws, "status")["data"]["subscribers"], 1);
+    }
+}

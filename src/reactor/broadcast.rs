@@ -20,9 +20,6 @@ pub struct Subscription {
     /// First sequence number it takes: results before it were sent (or replaced by a
     /// snapshot) before it existed or while another subscription replayed.
     pub start: u64,
-    /// Its `subscribed` reply said `recovered: false`, so results that leave the ring
-    /// before its replay reaches them are a loss already reported.
-    pub loss_reported: bool,
 }
 
 const TAIL_OPEN: &[u8] = br#""subscriptions":["#;
@@ -108,7 +105,6 @@ mod tests {
             name_json: json_string(name),
             filter: Filter::from_json(Some(filters), 16).unwrap(),
             start: 0,
-            loss_reported: false,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Conn {
     pub wants_write: bool,
     /// Listed for this turn's flush.
     pub dirty: bool,
+    /// Result bytes appended this turn, before the flush.
+    pub turn_bytes: usize,
     /// Listed in the reactor's subscriber list.
     pub listed: bool,
     /// Counted as a subscriber (has at least one subscription).
@@ -78,6 +80,7 @@ impl Conn {
             out: OutBuf::default(),
             wants_write: false,
             dirty: false,
+            turn_bytes: 0,
             listed: false,
             subscriber: false,
             replay_listed: false,

@@ -62,12 +62,11 @@ impl Reactor {
         self.purge_subscribers();
         let mut results = 0;
         self.more_results = false;
-        // One turn may add this many frames to a connection before writing: keep it well
-        // under the cap (about a kilobyte a frame at most), so a burst alone never makes a
-        // reader that keeps up look slow.
-        let limit = (self.config.out_buffer_cap / 1024).clamp(16, MAX_DRAIN);
+        self.turn_full = false;
         loop {
-            if results == limit {
+            // A burst stops short of what one turn may add to a connection (see
+            // `publish`), so it alone never makes a reader that keeps up look slow.
+            if results == MAX_DRAIN || self.turn_full {
                 self.more_results = true;
                 break;
             }
@@ -118,7 +117,11 @@ impl Reactor {
             if mask == 0 {
                 continue;
             }
+            let before = conn.out.pending();
             write_result(conn.out.vec(), &ev, &session.subs, mask, &mut session.tail);
+            conn.turn_bytes += conn.out.pending() - before;
+            // Past a quarter of the cap in one turn: write before taking more results.
+            self.turn_full |= conn.turn_bytes > self.config.out_buffer_cap / 4;
             self.metrics.deliveries += 1;
             self.metrics.frames_sent += 1;
             if !conn.dirty {
@@ -219,8 +222,9 @@ impl Reactor {
             conn.replay_listed
         });
         self.replaying = list;
-        for (key, code, reason) in lost {
-            self.close_conn(key, code, reason, now);
+        // The only close a replay asks for: the ring overtook it.
+        for (key, _, _) in lost {
+            self.slow_consumer(key, now);
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct Reactor {
     turn_published: Vec<Instant>,
     /// The channel held more than one turn's worth.
     more_results: bool,
+    /// A connection took a quarter of its cap this turn: drain no more until written.
+    turn_full: bool,
     /// The scanner's status changed since it was last broadcast.
     status_changed: bool,
     /// No status broadcast before this.
@@ -198,6 +200,7 @@ impl Reactor {
             pending_reads: Vec::new(),
             turn_published: Vec::new(),
             more_results: false,
+            turn_full: false,
             status_changed: false,
             next_status: now,
             scanner_gone: false,
@@ -439,6 +442,7 @@ impl Reactor {
             return;
         }
         conn.dirty = false;
+        conn.turn_bytes = 0;
         match conn
             .out
             .write_to(&mut conn.socket, &mut self.metrics.write_calls)

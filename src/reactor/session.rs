@@ -229,12 +229,22 @@ impl WsSession {
             }
             None => 0,
         };
+        let replaced = existing.map(|i| self.subs.remove(i));
+        // Where the connection stands: every result before it went to every subscription.
+        let at = self.cursor.unwrap_or(head + 1);
+        let start = match (resume, &replaced) {
+            (Some(r), _) => r.from,
+            // A replacement goes on where the old one stood, so results held back for its
+            // name while another subscription replays still reach it; unless it asked for
+            // a snapshot, which stands for everything up to `head`.
+            (None, Some(old)) if !req.snapshot => old.start.max(at),
+            (None, _) => head + 1,
+        };
         let sub = Subscription {
             name_json: json_string(&req.subscription),
             name: req.subscription.into_boxed_str(),
             filter: req.filter,
-            start: resume.map_or(head + 1, |r| r.from),
-            loss_reported: resume.is_some_and(|r| !r.recovered),
+            start,
         };
         let data = serde_json::json!({
             "subscription": &*sub.name,
@@ -247,23 +257,20 @@ impl WsSession {
         if req.snapshot && req.since.is_none() {
             write_snapshot(out, &sub, history, id);
         }
-        if let Some(i) = existing {
-            self.subs.remove(i);
-        }
-        if sub.start <= head {
-            // Everyone else has had every result up to where the connection stands now;
-            // from there the replay carries all subscriptions together.
-            let at = self.cursor.unwrap_or(head + 1);
+        if start <= head {
+            // From `at` on, the replay carries every subscription together.
             for other in &mut self.subs {
                 other.start = other.start.max(at);
             }
-            self.cursor = Some(at.min(sub.start));
-            self.status_owed = true;
+            self.cursor = Some(at.min(start));
         }
-        let first = self.subs.is_empty();
+        let first = self.subs.is_empty() && replaced.is_none();
         self.subs.push(sub);
         self.tail.reset();
-        if !self.status_owed {
+        if resume.is_some_and(|r| r.from <= head) {
+            // PROTOCOL.md: the status follows the replay.
+            self.status_owed = true;
+        } else {
             let mut status = env.status;
             // The reactor counts this connection once the message is handled.
             if first {
@@ -274,10 +281,10 @@ impl WsSession {
     }
 
     /// Replays history from the cursor while `out` holds less than `budget` bytes,
-    /// visiting at most `visits` results. Results that left the ring before the cursor
-    /// reached them are skipped when every subscription that wanted them was told
-    /// `recovered: false`; otherwise the connection closes with 4008, so the client
-    /// resumes and learns of the loss.
+    /// visiting at most `visits` results. The first pass runs in the turn of the
+    /// `subscribe`, before new results can push anything out of the ring; if the ring
+    /// later overtakes the cursor, the client did not keep up: the connection closes with
+    /// 4008, so it resumes and learns of the loss.
     pub fn pump_replay(
         &mut self,
         out: &mut OutBuf,
@@ -291,18 +298,7 @@ impl WsSession {
             return Next::Keep;
         };
         if next < history.oldest() {
-            let oldest = history.oldest();
-            let unreported = self
-                .subs
-                .iter()
-                .any(|s| s.start < oldest && !s.loss_reported);
-            if unreported {
-                return Next::Close(close::SLOW_CONSUMER, "fell behind the history");
-            }
-            for sub in &mut self.subs {
-                sub.start = sub.start.max(oldest);
-            }
-            next = oldest;
+            return Next::Close(close::SLOW_CONSUMER, "fell behind the history");
         }
         for ev in history.range(next, history.head()).take(visits) {
             if out.pending() >= budget {
