@@ -723,3 +723,72 @@ fn replacing_the_only_subscription_does_not_count_a_second_subscriber() {
         assert_eq!(expect_message(&mut ws, "status")["data"]["subscribers"], 1);
     }
 }
+
+/// xorshift64: reproducible noise without a dependency.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn random_frames_never_hurt_the_server() {
+    let server = TestServer::scripted_with(|c| c.max_message_bytes = 4096);
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let mut s = raw_ws(server.addr);
+        let mut bytes = Vec::new();
+        for _ in 0..(noise.next() % 6) {
+            let kind = noise.next() % 4;
+            let len = (noise.next() % 300) as usize;
+            match kind {
+                // A well-formed frame with a random opcode and payload.
+                0 => bytes.extend(client_frame(
+                    (noise.next() % 16) as u8,
+                    &noise.bytes(len),
+                    true,
+                )),
+                // A text frame holding random JSON-ish text.
+                1 => {
+                    let text: String = noise
+                        .bytes(len)
+                        .iter()
+                        .map(|b| char::from(b' ' + b % 95))
+                        .collect();
+                    bytes.extend(client_frame(
+                        0x1,
+                        format!("{{\"type\":\"{text}\"}}").as_bytes(),
+                        true,
+                    ));
+                }
+                // Raw noise.
+                2 => bytes.extend(noise.bytes(len)),
+                // A frame cut short.
+                _ => {
+                    let f = client_frame(0x1, &noise.bytes(len + 10), true);
+                    bytes.extend_from_slice(&f[..f.len() / 2]);
+                }
+            }
+        }
+        let _ = s.write_all(&bytes);
+        if round % 2 == 0 {
+            // Half of them linger to read what the server says; the rest vanish.
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let _ = std::io::Read::read(&mut s, &mut [0; 4096]);
+        }
+    }
+    assert_eq!(http(server.addr, "GET", "/healthz", None).status, 200);
+    let mut ws = connect(&server);
+    subscribe(&mut ws, json!({}));
+    server.push(result("AFTER", Scan::NewHigh, EventKind::New));
+    assert_eq!(next_non_status(&mut ws)["data"]["symbol"], "AFTER");
+}
