@@ -1,6 +1,6 @@
 //! Settings: defaults, overridden by the TOML config file, overridden by flags.
 //!
-//! Every setting is declared once in [`settings!`], which derives the resolved
+//! Every setting is declared once in `settings!`, which derives the resolved
 //! [`Config`], the optional [`Overrides`] that both clap and the TOML file fill, and the
 //! merge between them. Nothing here opens sockets or starts threads.
 

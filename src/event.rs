@@ -68,7 +68,7 @@ impl Scan {
         Scan::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// This scan's bit in a [`ScanSet`].
+    /// This scan's bit in a filter's scan set.
     pub fn bit(self) -> u16 {
         1 << self as u16
     }
