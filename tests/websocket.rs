@@ -792,3 +792,40 @@ fn random_frames_never_hurt_the_server() {
     server.push(result("AFTER", Scan::NewHigh, EventKind::New));
     assert_eq!(next_non_status(&mut ws)["data"]["symbol"], "AFTER");
 }
+
+#[test]
+fn subscribes_in_one_write_count_the_connection_once() {
+    let server = TestServer::scripted();
+    let mut s = raw_ws(server.addr);
+    let mut bytes = Vec::new();
+    for name in ["a", "a", "b"] {
+        let msg = format!(r#"{{"type":"subscribe","data":{{"subscription":"{name}"}}}}"#);
+        bytes.extend(client_frame(0x1, msg.as_bytes(), true));
+    }
+    bytes.extend(client_frame(
+        0x1,
+        br#"{"type":"unsubscribe","data":{"subscription":"a"}}"#,
+        true,
+    ));
+    bytes.extend(client_frame(
+        0x1,
+        br#"{"type":"unsubscribe","data":{"subscription":"b"}}"#,
+        true,
+    ));
+    bytes.extend(client_frame(
+        0x1,
+        br#"{"type":"subscribe","data":{"subscription":"c"}}"#,
+        true,
+    ));
+    s.write_all(&bytes).unwrap();
+    let mut counts = Vec::new();
+    while counts.len() < 4 {
+        let (opcode, payload) = read_frame(&mut s);
+        assert_eq!(opcode, 0x1);
+        let v: Value = serde_json::from_slice(&payload).unwrap();
+        if v["type"] == "status" {
+            counts.push(v["data"]["subscribers"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(counts, [1, 1, 1, 1]);
+}

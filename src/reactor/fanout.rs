@@ -131,11 +131,11 @@ impl Reactor {
         }
     }
 
-    pub(super) fn slow_consumer(&mut self, key: usize, now: Instant) {
+    /// Closes a connection that did not keep up, saying why (`msg`), with 4008.
+    pub(super) fn slow_consumer(&mut self, key: usize, msg: &str, now: Instant) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let msg = "unsent data passed the per-connection limit; resume with since";
         session::reply_error(
             conn.out.vec(),
             &mut self.metrics,
@@ -224,7 +224,8 @@ impl Reactor {
         self.replaying = list;
         // The only close a replay asks for: the ring overtook it.
         for (key, _, _) in lost {
-            self.slow_consumer(key, now);
+            let msg = "the replay fell behind the history; resume with since";
+            self.slow_consumer(key, msg, now);
         }
     }
 }

@@ -472,7 +472,8 @@ impl Reactor {
                 let pending = conn.out.pending();
                 match conn.phase {
                     Phase::WebSocket(_) if pending > self.config.out_buffer_cap => {
-                        self.slow_consumer(key, now);
+                        let msg = "unsent data passed the per-connection limit; resume with since";
+                        self.slow_consumer(key, msg, now);
                     }
                     Phase::Http { .. } if conn.read_paused && pending <= HTTP_OUT_CAP / 2 => {
                         conn.read_paused = false;

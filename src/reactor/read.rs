@@ -211,6 +211,7 @@ impl Reactor {
         let mut env = Env {
             history: &self.history,
             status: self.status,
+            counted: conn.subscriber,
             scanner: &self.scanner,
             metrics: &mut self.metrics,
             limits,

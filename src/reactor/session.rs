@@ -49,8 +49,11 @@ pub struct Limits {
 pub struct Env<'a> {
     /// The result history and active set.
     pub history: &'a History,
-    /// Current status.
+    /// Current status, with this connection counted as `counted` says.
     pub status: StatusView,
+    /// This connection is counted in `status.subscribers` (the reactor's own count
+    /// catches up after the messages read in this turn).
+    pub counted: bool,
     /// The scanner's channels.
     pub scanner: &'a ScannerHandle,
     /// Counters.
@@ -165,6 +168,14 @@ impl WsSession {
                     Some(i) => {
                         self.subs.remove(i);
                         self.tail.reset();
+                        if self.subs.is_empty() {
+                            // Nothing left to replay for, nor a status owed.
+                            self.cursor = None;
+                            self.status_owed = false;
+                            if std::mem::take(&mut env.counted) {
+                                env.status.subscribers -= 1;
+                            }
+                        }
                         let data = serde_json::json!({ "subscription": subscription });
                         reply(out, "unsubscribed", Some(&data), id);
                     }
@@ -264,19 +275,16 @@ impl WsSession {
             }
             self.cursor = Some(at.min(start));
         }
-        let first = self.subs.is_empty() && replaced.is_none();
         self.subs.push(sub);
+        if !std::mem::replace(&mut env.counted, true) {
+            env.status.subscribers += 1;
+        }
         self.tail.reset();
         if resume.is_some_and(|r| r.from <= head) {
             // PROTOCOL.md: the status follows the replay.
             self.status_owed = true;
         } else {
-            let mut status = env.status;
-            // The reactor counts this connection once the message is handled.
-            if first {
-                status.subscribers += 1;
-            }
-            reply(out, "status", Some(&status), None);
+            reply(out, "status", Some(&env.status), None);
         }
     }
 
