@@ -51,8 +51,9 @@ fn sigterm_sends_1001_to_every_websocket_and_exits_0() {
     let mut b = connect_url(&url, addr);
     subscribe(&mut a, json!({}));
     expect_message(&mut a, "result");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    // The shell's own `kill`: no dependency on a procps binary.
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(status.success());
