@@ -6,6 +6,7 @@
 //! replays, sweeps timers, then writes each dirty connection once. It must never block:
 //! no locks, no blocking I/O, nothing slow on behalf of one client.
 
+mod accept;
 mod api;
 mod broadcast;
 mod conn;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
@@ -35,14 +36,10 @@ use crate::metrics::{Gauges, Metrics};
 use crate::protocol::close;
 use crate::scanner::{self, ScannerHandle, ScannerOptions, ScannerStatus, Source};
 use conn::{Conn, Phase};
-use http::Response;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 
-/// Connections past the limit that are still answered with 503 before closing; beyond
-/// these a new connection is dropped at once.
-const OVERFLOW: usize = 64;
 /// Results taken from the channel per turn at most, so sockets are served in between
 /// and one turn adds at most this many frames to an out buffer before it is written.
 const MAX_DRAIN: usize = 1024;
@@ -52,8 +49,6 @@ const HTTP_OUT_CAP: usize = 64 * 1024;
 /// History entries one replaying connection walks per turn at most, so a filter that
 /// matches little cannot make one turn walk the whole ring.
 const REPLAY_VISITS: usize = 4096;
-/// How long accepting pauses after `accept` fails for lack of resources (EMFILE).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// What a handler wants done with its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,78 +306,6 @@ impl Reactor {
                 .get(key)
                 .is_some_and(|c| c.generation == generation && c.out.pending() < budget)
         })
-    }
-
-    fn accept(&mut self, now: Instant) {
-        loop {
-            if self.accept_paused_until.is_some() {
-                return;
-            }
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((socket, _)) => self.admit(socket, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                    ) => {}
-                Err(e) => {
-                    // Out of descriptors or memory: the pending connection stays in the
-                    // backlog, so pause instead of spinning on the same error.
-                    self.metrics.accept_errors += 1;
-                    tracing::warn!(error = %e, "accept failed; pausing accepts");
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn admit(&mut self, mut socket: TcpStream, now: Instant) {
-        self.metrics.accepted += 1;
-        let open = self.conns.len();
-        let full = open >= self.config.max_connections;
-        if full && open >= self.config.max_connections + OVERFLOW {
-            self.metrics.rejected_full += 1;
-            return; // dropping the socket closes it
-        }
-        let _ = socket.set_nodelay(true);
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut socket, token(key, generation), Interest::READABLE)
-        {
-            tracing::warn!(error = %e, "cannot register a connection");
-            return;
-        }
-        let mut conn = Conn::new(socket, generation, now, self.config.head_timeout.0);
-        if full {
-            self.metrics.rejected_full += 1;
-            self.metrics.count_http(503);
-            Response::error(
-                503,
-                "server_full",
-                "connection limit reached; try again later",
-            )
-            .with_header("Retry-After", "1")
-            .write(conn.out.vec(), false);
-            conn.phase = Phase::Closing {
-                deadline: now + self.config.close_timeout.0,
-            };
-        }
-        entry.insert(conn);
-        if full {
-            self.mark_dirty(key);
-        }
     }
 
     fn mark_dirty(&mut self, key: usize) {

@@ -1,0 +1,95 @@
+//! Accepting connections: the connection limit (503 for a few past it, then plain
+//! refusal) and a pause when `accept` fails for lack of descriptors.
+//!
+//! The listener is edge-triggered: connections left in the backlog are picked up by the
+//! retry after a pause, never by spinning on the failing call.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use super::conn::{Conn, Phase};
+use super::http::Response;
+use super::{Reactor, token};
+
+/// Connections past the limit that are still answered with 503 before closing; beyond
+/// these a new connection is dropped at once.
+const OVERFLOW: usize = 64;
+/// How long accepting pauses after `accept` fails for lack of resources (EMFILE).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+impl Reactor {
+    pub(super) fn accept(&mut self, now: Instant) {
+        loop {
+            if self.accept_paused_until.is_some() {
+                return;
+            }
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((socket, _)) => self.admit(socket, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: the pending connection stays in the
+                    // backlog, so pause instead of spinning on the same error.
+                    self.metrics.accept_errors += 1;
+                    tracing::warn!(error = %e, "accept failed; pausing accepts");
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn admit(&mut self, mut socket: TcpStream, now: Instant) {
+        self.metrics.accepted += 1;
+        let open = self.conns.len();
+        let full = open >= self.config.max_connections;
+        if full && open >= self.config.max_connections + OVERFLOW {
+            self.metrics.rejected_full += 1;
+            return; // dropping the socket closes it
+        }
+        let _ = socket.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut socket, token(key, generation), Interest::READABLE)
+        {
+            tracing::warn!(error = %e, "cannot register a connection");
+            return;
+        }
+        let mut conn = Conn::new(socket, generation, now, self.config.head_timeout.0);
+        if full {
+            self.metrics.rejected_full += 1;
+            self.metrics.count_http(503);
+            Response::error(
+                503,
+                "server_full",
+                "connection limit reached; try again later",
+            )
+            .with_header("Retry-After", "1")
+            .write(conn.out.vec(), false);
+            conn.phase = Phase::Closing {
+                deadline: now + self.config.close_timeout.0,
+            };
+        }
+        entry.insert(conn);
+        if full {
+            self.mark_dirty(key);
+        }
+    }
+}
