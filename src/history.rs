@@ -98,13 +98,6 @@ impl History {
         self.ring.push_back(ev);
     }
 
-    /// The retained result with sequence number `seq`.
-    pub fn get(&self, seq: u64) -> Option<&Arc<ScanEvent>> {
-        let first = self.ring.front()?.seq;
-        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
-        self.ring.get(index)
-    }
-
     /// Where to resume a client that saw everything up to `since` in run `epoch`.
     ///
     /// A different epoch means the server restarted: every result of this run is new to
@@ -213,9 +206,6 @@ mod tests {
     fn ring_keeps_the_newest_and_indexes_by_seq() {
         let h = filled(5, 10);
         assert_eq!((h.oldest(), h.head(), h.len()), (6, 10, 5));
-        assert_eq!(h.get(6).unwrap().seq, 6);
-        assert_eq!(h.get(10).unwrap().seq, 10);
-        assert!(h.get(5).is_none() && h.get(11).is_none());
         let seqs: Vec<u64> = h.range(8, 20).map(|e| e.seq).collect();
         assert_eq!(seqs, [8, 9, 10]);
         let seqs: Vec<u64> = h.range(1, 7).map(|e| e.seq).collect();

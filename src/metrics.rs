@@ -38,11 +38,6 @@ impl Histogram {
         self.count += 1;
     }
 
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;

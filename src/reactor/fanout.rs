@@ -11,7 +11,7 @@ use crossbeam_channel::TryRecvError;
 
 use super::broadcast::{matching_mask, write_result};
 use super::conn::Phase;
-use super::{MAX_DRAIN, Next, REPLAY_VISITS, Reactor, session};
+use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
 use crate::event::ScanEvent;
 use crate::protocol::{ErrorCode, close};
 use crate::scanner::{Output, ScannerStatus};
@@ -202,7 +202,7 @@ impl Reactor {
                 return false;
             };
             let before = conn.out.pending();
-            let next = session.pump_replay(
+            let pumped = session.pump_replay(
                 &mut conn.out,
                 &self.history,
                 budget,
@@ -215,15 +215,14 @@ impl Reactor {
                 conn.dirty = true;
                 self.dirty.push(key);
             }
-            if let Next::Close(code, reason) = next {
-                lost.push((key, code, reason));
+            if pumped.is_err() {
+                lost.push(key);
             }
-            conn.replay_listed = still && next == Next::Keep;
+            conn.replay_listed = still && pumped.is_ok();
             conn.replay_listed
         });
         self.replaying = list;
-        // The only close a replay asks for: the ring overtook it.
-        for (key, _, _) in lost {
+        for key in lost {
             let msg = "the replay fell behind the history; resume with since";
             self.slow_consumer(key, msg, now);
         }

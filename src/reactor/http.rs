@@ -231,6 +231,13 @@ impl Response {
     }
 }
 
+impl From<HttpError> for Response {
+    /// A refused request as a JSON error response.
+    fn from(e: HttpError) -> Response {
+        Response::error(e.status, error_code(e.status), e.message)
+    }
+}
+
 /// The error code word for an HTTP status, used in JSON error bodies.
 pub fn error_code(status: u16) -> &'static str {
     match status {

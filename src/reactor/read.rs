@@ -129,7 +129,7 @@ impl Reactor {
             let (action, keep_alive, http10, used) = match http::parse(buf, &mut headers, limits) {
                 Parsed::Partial => return Served::More,
                 Parsed::Error(e) => {
-                    let response = websocket::http_error(e);
+                    let response = http::Response::from(e);
                     self.metrics.count_http(response.status);
                     response.write(conn.out.vec(), false);
                     self.close_conn(key, close::NORMAL, "", now);

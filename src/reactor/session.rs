@@ -32,6 +32,10 @@ pub struct StatusView {
     pub subscribers: usize,
 }
 
+/// The history ring overtook a replay: the client did not keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FellBehind;
+
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -292,7 +296,7 @@ impl WsSession {
     /// visiting at most `visits` results. The first pass runs in the turn of the
     /// `subscribe`, before new results can push anything out of the ring; if the ring
     /// later overtakes the cursor, the client did not keep up: the connection closes with
-    /// 4008, so it resumes and learns of the loss.
+    /// 4008, so it resumes and learns of the loss (`Err(FellBehind)`).
     pub fn pump_replay(
         &mut self,
         out: &mut OutBuf,
@@ -301,12 +305,12 @@ impl WsSession {
         visits: usize,
         status: &StatusView,
         metrics: &mut Metrics,
-    ) -> Next {
+    ) -> Result<(), FellBehind> {
         let Some(mut next) = self.cursor else {
-            return Next::Keep;
+            return Ok(());
         };
         if next < history.oldest() {
-            return Next::Close(close::SLOW_CONSUMER, "fell behind the history");
+            return Err(FellBehind);
         }
         for ev in history.range(next, history.head()).take(visits) {
             if out.pending() >= budget {
@@ -328,7 +332,7 @@ impl WsSession {
         } else {
             self.cursor = Some(next);
         }
-        Next::Keep
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use tungstenite::error::ProtocolError;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
-use super::http::{HttpError, Request, Response};
+use super::http::{Request, Response};
 use crate::protocol::close;
 
 /// Checks an upgrade request; the `Sec-WebSocket-Accept` value when it is good.
@@ -72,11 +72,6 @@ fn upgrade_required(message: &'static str) -> Response {
     Response::error(426, "upgrade_required", message)
         .with_header("Upgrade", "websocket")
         .with_header("Sec-WebSocket-Version", "13")
-}
-
-/// A refused request as a response.
-pub fn http_error(e: HttpError) -> Response {
-    Response::error(e.status, super::http::error_code(e.status), e.message)
 }
 
 /// tungstenite's state machine for a freshly upgraded connection; `early` holds bytes
