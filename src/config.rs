@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::scanner::indicators::{IndicatorParams, Reference};
+use crate::scanner::market::ScanSettings;
+use crate::scanner::{Materiality, SimOptions, SourceSettings, Speed, Thresholds};
+
 /// A duration written the human way: `250ms`, `25s`, `1m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -36,9 +40,21 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Where results come from.
+/// Where market data (or results) come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
+    /// `sim`: the seeded synthetic market.
+    Sim,
+    /// `csv:PATH`: replay OHLCV bars from a file or a directory of files.
+    Csv {
+        /// File or directory.
+        path: PathBuf,
+    },
+    /// `jsonl:PATH` or `jsonl:-` (stdin): one tick per line.
+    Jsonl {
+        /// File, or `-`.
+        path: PathBuf,
+    },
     /// `firehose:RATE`: exactly RATE synthetic results per second, for benchmarks.
     Firehose {
         /// Results per second.
@@ -46,18 +62,30 @@ pub enum SourceSpec {
     },
 }
 
+const SOURCES: &str = "sim, csv:PATH, jsonl:PATH, jsonl:- or firehose:RATE";
+
 impl FromStr for SourceSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+        let path = || {
+            if arg.is_empty() {
+                Err(format!("{kind}:PATH needs a path, got `{s}`"))
+            } else {
+                Ok(PathBuf::from(arg))
+            }
+        };
         match kind {
+            "sim" if arg.is_empty() => Ok(SourceSpec::Sim),
+            "csv" => Ok(SourceSpec::Csv { path: path()? }),
+            "jsonl" => Ok(SourceSpec::Jsonl { path: path()? }),
             "firehose" => {
                 let rate = arg.parse().map_err(|_| {
                     format!("firehose:RATE needs RATE as a whole number of results per second, got `{arg}`")
                 })?;
                 Ok(SourceSpec::Firehose { rate })
             }
-            _ => Err(format!("unknown source `{s}`; known: firehose:RATE")),
+            _ => Err(format!("unknown source `{s}`; known: {SOURCES}")),
         }
     }
 }
@@ -65,6 +93,9 @@ impl FromStr for SourceSpec {
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            SourceSpec::Sim => f.write_str("sim"),
+            SourceSpec::Csv { path } => write!(f, "csv:{}", path.display()),
+            SourceSpec::Jsonl { path } => write!(f, "jsonl:{}", path.display()),
             SourceSpec::Firehose { rate } => write!(f, "firehose:{rate}"),
         }
     }
@@ -109,8 +140,8 @@ macro_rules! settings {
 settings! {
     /// Address to listen on [default: 127.0.0.1:8080]
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
-    /// Result source: firehose:RATE [default: firehose:1000]
-    source: SourceSpec = SourceSpec::Firehose { rate: 1000 };
+    /// Market data: sim, csv:PATH (file or directory), jsonl:PATH, jsonl:- (stdin), or firehose:RATE (benchmarks) [default: sim]
+    source: SourceSpec = SourceSpec::Sim;
     /// Log filter, as RUST_LOG takes it (RUST_LOG wins when set) [default: info]
     log: String = "info".to_owned();
     /// Open connections at most; past it new ones get HTTP 503 [default: 10000]
@@ -149,8 +180,50 @@ settings! {
     message_burst: u32 = 100;
     /// Scanner progress statuses at most this often [default: 250ms]
     progress_interval: Dur = Dur(Duration::from_millis(250));
-    /// Ad-hoc scan requests waiting at most (queue_full past it) [default: 1000]
+    /// Symbols in ad-hoc scan requests waiting at most (queue_full past it) [default: 1000]
     adhoc_queue: usize = 1000;
+    /// A scan cycle starts this often [default: 1s]
+    scan_interval: Dur = Dur(Duration::from_secs(1));
+    /// A symbol is evaluated at most this often, and only with new data [default: 1s]
+    min_scan_interval: Dur = Dur(Duration::from_secs(1));
+    /// Symbols the scanner tracks at most; bars for more are refused and counted [default: 100000]
+    max_symbols: usize = 100_000;
+    /// Simulator: symbols in the market [default: 500]
+    sim_symbols: usize = 500;
+    /// Simulator: updates per second over the whole market [default: 1000]
+    sim_rate: f64 = 1000.0;
+    /// Simulator: seed; the same seed gives the same market [default: 1]
+    sim_seed: u64 = 1;
+    /// Simulator: bars of history per symbol before live updates [default: 60]
+    sim_warmup: usize = 60;
+    /// CSV replay speed: bars per second over all symbols, or max [default: 1000]
+    replay_speed: Speed = Speed::PerSecond(1000.0);
+    /// Keep reading a jsonl:PATH file as it grows [default: true]
+    jsonl_follow: bool = true;
+    /// RSI period [default: 14]
+    rsi_period: usize = 14;
+    /// Fast SMA window, in bars [default: 20]
+    sma_fast: usize = 20;
+    /// Slow SMA window, in bars [default: 50]
+    sma_slow: usize = 50;
+    /// Bars in the prior high and low of new_high and new_low [default: 20]
+    range_bars: usize = 20;
+    /// Bars in the volume average [default: 20]
+    volume_bars: usize = 20;
+    /// price_change fires at this absolute change, percent [default: 3]
+    price_change_pct: f64 = 3.0;
+    /// volume_spike fires at this volume over its average [default: 3]
+    volume_spike_ratio: f64 = 3.0;
+    /// rsi_overbought fires at or above this RSI [default: 70]
+    rsi_overbought: f64 = 70.0;
+    /// rsi_oversold fires at or below this RSI [default: 30]
+    rsi_oversold: f64 = 30.0;
+    /// SMA crosses stay open for this many bars [default: 5]
+    cross_bars: u64 = 5;
+    /// An open condition is updated when its score moves into another band this wide (0: never) [default: 0.5]
+    update_score_step: f64 = 0.5;
+    /// An open condition is updated when its price moves into another band this many percent wide (0: never) [default: 1]
+    update_price_pct: f64 = 1.0;
 }
 
 impl Default for Config {
@@ -226,6 +299,14 @@ impl Config {
             ("max_filter_symbols", self.max_filter_symbols),
             ("message_rate", self.message_rate as usize),
             ("message_burst", self.message_burst as usize),
+            ("adhoc_queue", self.adhoc_queue),
+            ("max_symbols", self.max_symbols),
+            ("sim_symbols", self.sim_symbols),
+            ("rsi_period", self.rsi_period),
+            ("sma_fast", self.sma_fast),
+            ("range_bars", self.range_bars),
+            ("volume_bars", self.volume_bars),
+            ("cross_bars", self.cross_bars as usize),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -242,13 +323,73 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("sweep_interval", self.sweep_interval),
             ("progress_interval", self.progress_interval),
+            ("scan_interval", self.scan_interval),
         ];
         for (name, value) in durations {
             if value.0.is_zero() {
                 return Err(invalid(name, "must be above 0"));
             }
         }
+        if self.sma_slow <= self.sma_fast {
+            return Err(invalid("sma_slow", "must be longer than sma_fast"));
+        }
+        let positive = [
+            ("sim_rate", self.sim_rate),
+            ("price_change_pct", self.price_change_pct),
+            ("volume_spike_ratio", self.volume_spike_ratio),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(invalid(name, "must be a number above 0"));
+            }
+        }
+        for (name, value) in [("update_score_step", self.update_score_step), ("update_price_pct", self.update_price_pct)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(invalid(name, "must be 0 or more"));
+            }
+        }
+        if !(0.0 < self.rsi_oversold && self.rsi_oversold < self.rsi_overbought && self.rsi_overbought < 100.0) {
+            return Err(invalid("rsi_overbought", "needs 0 < rsi_oversold < rsi_overbought < 100"));
+        }
         Ok(())
+    }
+
+    /// What the scanner thread needs to build its source.
+    pub fn source_settings(&self) -> SourceSettings {
+        SourceSettings {
+            scan: ScanSettings {
+                indicators: IndicatorParams {
+                    rsi: self.rsi_period,
+                    sma_fast: self.sma_fast,
+                    sma_slow: self.sma_slow,
+                    range: self.range_bars,
+                    volume: self.volume_bars,
+                    reference: Reference::SessionOpen,
+                },
+                thresholds: Thresholds {
+                    price_change_pct: self.price_change_pct,
+                    volume_ratio: self.volume_spike_ratio,
+                    rsi_overbought: self.rsi_overbought,
+                    rsi_oversold: self.rsi_oversold,
+                    cross_bars: self.cross_bars,
+                },
+                materiality: Materiality {
+                    score_step: self.update_score_step,
+                    price_pct: self.update_price_pct,
+                },
+                scan_interval: self.scan_interval.0,
+                min_scan_interval: self.min_scan_interval.0,
+                max_symbols: self.max_symbols,
+            },
+            sim: SimOptions {
+                symbols: self.sim_symbols,
+                rate: self.sim_rate,
+                seed: self.sim_seed,
+                warmup: self.sim_warmup,
+            },
+            replay_speed: self.replay_speed,
+            jsonl_follow: self.jsonl_follow,
+        }
     }
 }
 
@@ -336,6 +477,11 @@ mod tests {
             Ok(SourceSpec::Firehose { rate: 250 })
         );
         assert!("firehose".parse::<SourceSpec>().is_err());
-        assert!("sim".parse::<SourceSpec>().is_err());
+        assert_eq!("sim".parse(), Ok(SourceSpec::Sim));
+        assert_eq!("csv:data/daily".parse(), Ok(SourceSpec::Csv { path: "data/daily".into() }));
+        assert_eq!("jsonl:-".parse(), Ok(SourceSpec::Jsonl { path: "-".into() }));
+        for bad in ["csv", "csv:", "jsonl", "sim:3", "moon"] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
     }
 }

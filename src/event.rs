@@ -87,7 +87,7 @@ impl Serialize for Scan {
 }
 
 /// What happened to a (symbol, scan) condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// The condition starts.

@@ -31,7 +31,7 @@ pub mod history;
 pub mod metrics;
 pub mod protocol;
 mod reactor;
-mod scanner;
+pub mod scanner;
 mod timefmt;
 
 pub use config::{Config, ConfigError, Overrides, SourceSpec};

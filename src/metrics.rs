@@ -60,6 +60,9 @@ const LATENCY_BOUNDS: &[f64] = &[
 /// Results per channel drain.
 const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
+/// Scan cycle durations, seconds.
+const CYCLE_BOUNDS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0];
+
 /// Everything `/metrics` reports that the reactor counts.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -97,6 +100,8 @@ pub struct Metrics {
     pub batch_sizes: Histogram,
     /// From the scanner's publish to the end of the flush that carried it.
     pub publish_to_flush: Histogram,
+    /// Scan cycle durations, as the scanner reports them.
+    pub cycle_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -119,6 +124,7 @@ impl Default for Metrics {
             http_responses: AHashMap::new(),
             batch_sizes: Histogram::new(BATCH_BOUNDS),
             publish_to_flush: Histogram::new(LATENCY_BOUNDS),
+            cycle_seconds: Histogram::new(CYCLE_BOUNDS),
         }
     }
 }
@@ -136,6 +142,20 @@ pub struct Gauges {
     pub history_len: usize,
     /// Open opportunities.
     pub active: usize,
+    /// Symbols the scanner tracks.
+    pub symbols: u64,
+    /// Symbols waiting in ad-hoc requests.
+    pub adhoc_queue: usize,
+    /// 1 while the scanner produces results, 0 when stopped.
+    pub scanner_running: bool,
+    /// What the scanner counted (cycles, updates, evaluations, bad input).
+    pub cycles: u64,
+    /// Bars or ticks the scanner took in.
+    pub updates: u64,
+    /// Symbol evaluations.
+    pub evaluated: u64,
+    /// Malformed input rows skipped.
+    pub bad_input: u64,
     /// Bytes waiting in out buffers.
     pub pending_bytes: usize,
 }
@@ -192,6 +212,23 @@ impl Metrics {
         ];
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, value as u64);
+        }
+        let scanner_gauges = [
+            ("scanner_symbols", "Symbols the scanner tracks.", g.symbols),
+            ("adhoc_queue_symbols", "Symbols waiting in ad-hoc scan requests.", g.adhoc_queue as u64),
+            ("scanner_running", "1 while the scanner produces results.", u64::from(g.scanner_running)),
+        ];
+        for (name, help, value) in scanner_gauges {
+            metric(&mut out, name, "gauge", help, value);
+        }
+        let scanner_counters = [
+            ("scanner_cycles_total", "Scan cycles completed.", g.cycles),
+            ("scanner_updates_total", "Bars or ticks taken in.", g.updates),
+            ("scanner_evaluations_total", "Symbol evaluations.", g.evaluated),
+            ("bad_input_total", "Malformed data rows or lines skipped.", g.bad_input),
+        ];
+        for (name, help, value) in scanner_counters {
+            metric(&mut out, name, "counter", help, value);
         }
         let counters = [
             (
@@ -300,6 +337,11 @@ impl Metrics {
             &mut out,
             "scanstream_publish_to_flush_seconds",
             "From the scanner publishing a result to the end of the flush that sent it.",
+        );
+        self.cycle_seconds.render(
+            &mut out,
+            "scanstream_scanner_cycle_seconds",
+            "Work time of each scan cycle.",
         );
         out
     }

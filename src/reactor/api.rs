@@ -8,7 +8,8 @@ use serde::Deserialize;
 use super::http::{Request, Response};
 use super::session::StatusView;
 use super::websocket::check_upgrade;
-use crate::scanner::{Command, QueueError, RunState, ScannerHandle};
+use super::adhoc::{Adhoc, Refusal};
+use crate::scanner::{Command, RunState, ScannerHandle};
 
 /// What the reactor does with a request.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct ApiEnv<'a> {
     pub status: &'a mut StatusView,
     /// The scanner's channels.
     pub scanner: &'a ScannerHandle,
+    /// Ad-hoc requests: known symbols and the queue bound.
+    pub adhoc: &'a mut Adhoc,
     /// Symbols per scan request at most.
     pub max_symbols: usize,
 }
@@ -98,12 +101,12 @@ fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
         return Response::error(400, code.as_str(), &msg);
     }
     let n = body.symbols.len();
-    match env.scanner.queue_scan(body.symbols) {
+    match env.adhoc.request(env.scanner, body.symbols, None) {
         Ok(_) => Response::json(202, &serde_json::json!({ "queued": n })),
-        Err(QueueError::Full) => {
-            Response::error(503, "queue_full", "the ad-hoc scan queue is full")
-                .with_header("Retry-After", "1")
+        Err(Refusal::Unknown(msg)) => Response::error(404, "not_found", &msg),
+        Err(Refusal::Full(msg)) => {
+            Response::error(503, "queue_full", &msg).with_header("Retry-After", "1")
         }
-        Err(QueueError::Gone) => Response::error(503, "unavailable", "the scanner is not running"),
+        Err(Refusal::Gone) => Response::error(503, "unavailable", "the scanner is not running"),
     }
 }

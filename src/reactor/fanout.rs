@@ -14,7 +14,8 @@ use super::conn::Phase;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
 use crate::event::ScanEvent;
 use crate::protocol::{ErrorCode, close};
-use crate::scanner::{Output, ScannerStatus};
+use super::session::AdhocDoneView;
+use crate::scanner::{self, Output, Requester, ScannerStatus};
 
 impl Reactor {
     /// Brings the subscriber list, count and replay list in line with a connection.
@@ -76,6 +77,12 @@ impl Reactor {
                     self.publish(ev);
                 }
                 Ok(Output::Status(status)) => self.on_status(status),
+                Ok(Output::Symbols(names)) => self.adhoc.learn(names),
+                Ok(Output::AdhocDone {
+                    requester,
+                    symbols,
+                    results,
+                }) => self.adhoc_done(requester, symbols, results),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !self.scanner_gone {
@@ -150,10 +157,41 @@ impl Reactor {
 
     /// Keeps the scanner's status; it goes out with the next status broadcast.
     pub(super) fn on_status(&mut self, status: ScannerStatus) {
+        if status.cycle > self.status.scanner.cycle {
+            self.metrics.cycle_seconds.observe(status.last_cycle_ms / 1000.0);
+        }
         self.status.scanner = status;
         // Results sent before this status may still wait in the channel behind it.
         self.status.scanner.results_total = status.results_total.max(self.history.head());
+        // The reactor bounds the queue, so it has the exact count in symbols.
+        self.status.scanner.adhoc_queue = self.adhoc.pending();
         self.status_changed = true;
+    }
+
+    /// An ad-hoc request is done: its results went out before this, so tell the requester
+    /// (if it is still there) with a status of phase `adhoc` carrying its request `id`.
+    fn adhoc_done(&mut self, requester: Option<Requester>, symbols: usize, results: usize) {
+        self.adhoc.done(symbols);
+        self.status.scanner.adhoc_queue = self.adhoc.pending();
+        let Some(requester) = requester else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(requester.conn) else {
+            return;
+        };
+        if conn.generation != requester.generation || conn.session().is_none() {
+            return;
+        }
+        let mut status = self.status;
+        status.scanner.phase = scanner::Phase::Adhoc;
+        let view = AdhocDoneView {
+            status,
+            symbols,
+            results,
+        };
+        session::reply(conn.out.vec(), "status", Some(&view), requester.id.as_ref());
+        self.metrics.frames_sent += 1;
+        self.mark_dirty(requester.conn);
     }
 
     /// Sends the latest status, encoded once, to every subscriber: at most once per

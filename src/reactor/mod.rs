@@ -7,6 +7,7 @@
 //! no locks, no blocking I/O, nothing slow on behalf of one client.
 
 mod accept;
+mod adhoc;
 mod api;
 mod broadcast;
 mod conn;
@@ -34,7 +35,7 @@ use crate::config::Config;
 use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
 use crate::protocol::close;
-use crate::scanner::{self, ScannerHandle, ScannerOptions, ScannerStatus, Source};
+use crate::scanner::{self, RunState, ScannerHandle, ScannerOptions, ScannerStatus, Source};
 use conn::{Conn, Phase};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -67,6 +68,14 @@ pub enum ServerError {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The configured source could not be opened (a missing file, a bad CSV header).
+    #[error("source {spec}: {source}")]
+    Source {
+        /// The source as configured.
+        spec: String,
         /// Why.
         source: io::Error,
     },
@@ -104,6 +113,7 @@ pub struct Reactor {
     history: History,
     status: StatusView,
     scanner: ScannerHandle,
+    adhoc: adhoc::Adhoc,
     metrics: Metrics,
     /// Connections that may hold subscriptions, as (slab key, generation). Entries of
     /// closed or unsubscribed connections are skipped, and purged when `subscribers_stale`.
@@ -145,7 +155,12 @@ fn split(token: Token) -> (usize, u32) {
 impl Reactor {
     /// Binds the listener and starts the scanner over the configured source.
     pub fn bind(config: Config) -> Result<Reactor, ServerError> {
-        let source = scanner::source_for(&config.source);
+        let source = scanner::source_for(&config.source, &config.source_settings()).map_err(
+            |source| ServerError::Source {
+                spec: config.source.to_string(),
+                source,
+            },
+        )?;
         Reactor::bind_with(config, source)
     }
 
@@ -185,6 +200,7 @@ impl Reactor {
                 subscribers: 0,
             },
             scanner,
+            adhoc: adhoc::Adhoc::new(config.adhoc_queue),
             metrics: Metrics::default(),
             conns: Slab::new(),
             next_generation: 0,
@@ -451,6 +467,13 @@ impl Reactor {
             subscribers: self.status.subscribers,
             history_len: self.history.len(),
             active: self.history.active_len(),
+            symbols: self.status.scanner.total,
+            adhoc_queue: self.adhoc.pending(),
+            scanner_running: self.status.scanner.state == RunState::Running && !self.scanner_gone,
+            cycles: self.status.scanner.cycle,
+            updates: self.status.scanner.counters.updates,
+            evaluated: self.status.scanner.counters.evaluated,
+            bad_input: self.status.scanner.counters.bad_input,
             ..Gauges::default()
         };
         for (_, conn) in &self.conns {

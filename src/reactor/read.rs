@@ -139,6 +139,7 @@ impl Reactor {
                     let mut env = ApiEnv {
                         status: &mut self.status,
                         scanner: &self.scanner,
+                        adhoc: &mut self.adhoc,
                         max_symbols: self.config.max_filter_symbols,
                     };
                     let http10 = req.minor_version == 0;
@@ -213,6 +214,8 @@ impl Reactor {
             status: self.status,
             counted: conn.subscriber,
             scanner: &self.scanner,
+            adhoc: &mut self.adhoc,
+            conn: (key, conn.generation),
             metrics: &mut self.metrics,
             limits,
         };

@@ -20,7 +20,21 @@ use crate::protocol::{
     ClientMessage, ErrorCode, Request, Subscribe, close, json_string, parse_request,
     write_envelope, write_envelope_raw, write_error,
 };
-use crate::scanner::{Phase, QueueError, ScannerHandle, ScannerStatus};
+use super::adhoc::{Adhoc, Refusal};
+use crate::scanner::{Phase, Requester, ScannerHandle, ScannerStatus};
+
+/// The `status` a requester gets when its ad-hoc scan is done: the status with phase
+/// `adhoc`, plus how many symbols were scanned and results published.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AdhocDoneView {
+    /// The status, phase `adhoc`.
+    #[serde(flatten)]
+    pub status: StatusView,
+    /// Symbols in the request.
+    pub symbols: usize,
+    /// Results the request published (conditions firing now).
+    pub results: usize,
+}
 
 /// The `data` of a `status` message and the body of `/stream/status`.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -60,6 +74,10 @@ pub struct Env<'a> {
     pub counted: bool,
     /// The scanner's channels.
     pub scanner: &'a ScannerHandle,
+    /// Ad-hoc requests: known symbols and the queue bound.
+    pub adhoc: &'a mut Adhoc,
+    /// This connection's slab key and generation, to be answered when a scan is done.
+    pub conn: (usize, u32),
     /// Counters.
     pub metrics: &'a mut Metrics,
     /// Limits.
@@ -190,22 +208,31 @@ impl WsSession {
                 }
             }
             ClientMessage::Ping => reply::<()>(out, "pong", None, id),
-            ClientMessage::Scan { symbols } => match env.scanner.queue_scan(symbols) {
-                Ok(queued) => {
-                    let mut status = env.status;
-                    status.scanner.phase = Phase::Queued;
-                    status.scanner.adhoc_queue = queued;
-                    reply(out, "status", Some(&status), id);
+            ClientMessage::Scan { symbols } => {
+                let requester = Requester {
+                    conn: env.conn.0,
+                    generation: env.conn.1,
+                    id: id.cloned(),
+                };
+                match env.adhoc.request(env.scanner, symbols, Some(requester)) {
+                    Ok(queued) => {
+                        let mut status = env.status;
+                        status.scanner.phase = Phase::Queued;
+                        status.scanner.adhoc_queue = queued;
+                        reply(out, "status", Some(&status), id);
+                    }
+                    Err(Refusal::Unknown(msg)) => {
+                        reply_error(out, env.metrics, ErrorCode::NotFound, &msg, id);
+                    }
+                    Err(Refusal::Full(msg)) => {
+                        reply_error(out, env.metrics, ErrorCode::QueueFull, &msg, id);
+                    }
+                    Err(Refusal::Gone) => {
+                        let msg = "the scanner is not running";
+                        reply_error(out, env.metrics, ErrorCode::QueueFull, msg, id);
+                    }
                 }
-                Err(QueueError::Full) => {
-                    let msg = "the ad-hoc scan queue is full; try again shortly";
-                    reply_error(out, env.metrics, ErrorCode::QueueFull, msg, id);
-                }
-                Err(QueueError::Gone) => {
-                    let msg = "the scanner is not running";
-                    reply_error(out, env.metrics, ErrorCode::QueueFull, msg, id);
-                }
-            },
+            }
             ClientMessage::Ack { alert_id } => {
                 let msg = format!("no alert `{alert_id}`");
                 reply_error(out, env.metrics, ErrorCode::NotFound, &msg, id);

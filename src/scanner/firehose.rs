@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Progress, Source};
+use super::sim::ticker;
+use super::{Counters, Progress, Source};
 use crate::event::{EventKind, Scan, ScanResult};
 
 /// Symbols in the rotation.
@@ -24,6 +25,8 @@ pub struct Firehose {
     emitted: u64,
     /// Results emitted over the whole run, for the values and the rotation.
     index: u64,
+    /// The symbols were handed to the reactor.
+    announced: bool,
 }
 
 impl Firehose {
@@ -35,6 +38,7 @@ impl Firehose {
             start: now,
             emitted: 0,
             index: 0,
+            announced: false,
         }
     }
 
@@ -99,12 +103,19 @@ impl Source for Firehose {
     }
 
     fn progress(&self) -> Progress {
-        let n = self.symbols.len() as u64;
+        // A cycle is one second's worth of results, so cycle-end statuses come once a second.
+        let per_cycle = u64::from(self.rate.max(1));
         Progress {
-            cycle: self.index / n,
-            scanned: self.index % n,
-            total: n,
-            last_cycle_ms: n as f64 * 1000.0 / f64::from(self.rate.max(1)),
+            cycle: self.index / per_cycle,
+            scanned: self.index % per_cycle,
+            total: per_cycle,
+            last_cycle_ms: 1000.0,
+            scanning: self.rate > 0,
+            counters: Counters {
+                updates: self.index,
+                evaluated: self.index,
+                bad_input: 0,
+            },
         }
     }
 
@@ -112,18 +123,13 @@ impl Source for Firehose {
         self.start = now;
         self.emitted = 0;
     }
-}
 
-/// A ticker-like name: three letters, distinct for every index below 26³.
-fn ticker(i: usize) -> String {
-    // 7919 is coprime with 26³, so this walks every three-letter name once.
-    let mut n = (i * 7919) % (26 * 26 * 26);
-    let mut name = [b'A'; 3];
-    for c in name.iter_mut().rev() {
-        *c = b'A' + (n % 26) as u8;
-        n /= 26;
+    fn new_symbols(&mut self, out: &mut Vec<Box<str>>) {
+        if !self.announced {
+            self.announced = true;
+            out.extend(self.symbols.iter().map(|s| s.as_str().into()));
+        }
     }
-    String::from_utf8_lossy(&name).into_owned()
 }
 
 /// SplitMix64: cheap, well-spread bits from an index.

@@ -4,18 +4,32 @@
 //! It must never touch a socket or block on the reactor: commands arrive on channels,
 //! results leave on a bounded channel, and one wake-up is sent per batch.
 
+mod dedup;
 mod firehose;
+pub mod indicators;
+mod jsonl;
+pub mod market;
+mod replay;
+mod scans;
+mod sim;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, select, unbounded};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never, unbounded};
 use mio::Waker;
 use serde::Serialize;
 
+pub use dedup::{Dedup, Materiality};
 pub use firehose::Firehose;
+pub use market::{Feed, MarketScanner, ScanSettings, Universe};
+pub use jsonl::{JsonlFeed, parse_line};
+pub use replay::{CsvReplay, Speed};
+pub use scans::{MARKET_SCANS, Thresholds, evaluate};
+pub use sim::{Sim, SimOptions};
 
 use crate::config::SourceSpec;
 use crate::event::{ScanEvent, ScanResult};
@@ -26,17 +40,69 @@ const EVENT_CHANNEL: usize = 65_536;
 /// Results published in one go at most, so a late scanner catches up in slices.
 const MAX_BATCH: usize = 4096;
 
-/// Something that yields scan results on a schedule.
+/// Something that yields scan results on a schedule: the market scanner over a feed,
+/// or the firehose.
 pub trait Source: Send {
-    /// Pushes every result due by `now` onto `out` (at most `max`), and says when the
-    /// next one is due.
+    /// Pushes every result due by `now` onto `out` (at most `max`), and says when to
+    /// call again.
     fn poll(&mut self, now: Instant, max: usize, out: &mut Vec<ScanResult>) -> Instant;
-    /// Answers an ad-hoc request: results for these symbols now, ignoring pacing.
+    /// Called instead of `poll` while stopped: take in data without producing results.
+    fn idle(&mut self, now: Instant) -> Instant {
+        now + Duration::from_secs(1)
+    }
+    /// Answers an ad-hoc request: results for these symbols now, ignoring pacing and
+    /// dedup. Unknown symbols are skipped (the reactor refuses them before queueing).
     fn scan(&mut self, symbols: &[String], out: &mut Vec<ScanResult>);
     /// Where the current cycle stands.
     fn progress(&self) -> Progress;
     /// Restarts the schedule at `now` after a stop, so there is no catch-up burst.
     fn restart(&mut self, now: Instant);
+    /// Appends the symbols that appeared since the last call (upper case).
+    fn new_symbols(&mut self, _out: &mut Vec<Box<str>>) {}
+    /// A channel that has a message whenever data is waiting; taken once, at start.
+    fn doorbell(&mut self) -> Option<Receiver<()>> {
+        None
+    }
+}
+
+/// Counts malformed input and logs it without flooding the log: the first 20 reports,
+/// then those whose count is a power of two.
+#[derive(Debug, Clone)]
+pub(crate) struct BadInput {
+    source: &'static str,
+    count: Arc<AtomicU64>,
+}
+
+impl BadInput {
+    pub(crate) fn new(source: &'static str) -> BadInput {
+        BadInput {
+            source,
+            count: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one bad row and maybe logs `what` (which names the file and line).
+    pub(crate) fn report(&self, what: std::fmt::Arguments<'_>) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 20 || n.is_power_of_two() {
+            tracing::warn!(source = self.source, bad_total = n, "skipped bad input: {what}");
+        }
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Running totals a source keeps, for /metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Bars or ticks taken in.
+    pub updates: u64,
+    /// Symbol evaluations.
+    pub evaluated: u64,
+    /// Malformed input rows skipped.
+    pub bad_input: u64,
 }
 
 /// Cycle progress, as a source reports it.
@@ -50,6 +116,10 @@ pub struct Progress {
     pub total: u64,
     /// Duration of the last complete cycle.
     pub last_cycle_ms: f64,
+    /// A cycle is under way.
+    pub scanning: bool,
+    /// Running totals.
+    pub counters: Counters,
 }
 
 /// Running or stopped.
@@ -93,8 +163,11 @@ pub struct ScannerStatus {
     pub last_cycle_ms: f64,
     /// Results published this run.
     pub results_total: u64,
-    /// Ad-hoc requests waiting.
+    /// Symbols in ad-hoc requests waiting.
     pub adhoc_queue: usize,
+    /// Running totals, for /metrics only.
+    #[serde(skip)]
+    pub counters: Counters,
 }
 
 impl ScannerStatus {
@@ -109,6 +182,7 @@ impl ScannerStatus {
             last_cycle_ms: 0.0,
             results_total: 0,
             adhoc_queue: 0,
+            counters: Counters::default(),
         }
     }
 }
@@ -122,6 +196,26 @@ pub enum Command {
     Stop,
 }
 
+/// Who asked for an ad-hoc scan; the scanner hands it back untouched when done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requester {
+    /// The requesting connection's slab key.
+    pub conn: usize,
+    /// Its generation, so a reused slot is not answered.
+    pub generation: u32,
+    /// The request's `id`.
+    pub id: Option<serde_json::Value>,
+}
+
+/// An ad-hoc scan request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdhocRequest {
+    /// Known symbols, upper case.
+    pub symbols: Vec<String>,
+    /// Whom to tell when done (`None` for `POST /scan`).
+    pub requester: Option<Requester>,
+}
+
 /// What the scanner sends the reactor.
 #[derive(Debug)]
 pub enum Output {
@@ -129,6 +223,17 @@ pub enum Output {
     Result(Arc<ScanEvent>),
     /// Progress or a state change.
     Status(ScannerStatus),
+    /// Symbols that joined the universe.
+    Symbols(Vec<Box<str>>),
+    /// An ad-hoc request is done; its results were published just before.
+    AdhocDone {
+        /// Who asked.
+        requester: Option<Requester>,
+        /// Symbols it held.
+        symbols: usize,
+        /// Results it published.
+        results: usize,
+    },
 }
 
 /// Why an ad-hoc request was not queued.
@@ -146,7 +251,7 @@ pub struct ScannerHandle {
     /// Published results and statuses.
     pub events: Receiver<Output>,
     commands: Sender<Command>,
-    adhoc: Sender<Vec<String>>,
+    adhoc: Sender<AdhocRequest>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -156,10 +261,10 @@ impl ScannerHandle {
         self.commands.send(cmd).is_ok()
     }
 
-    /// Queues an ad-hoc scan; returns the queue length after it.
-    pub fn queue_scan(&self, symbols: Vec<String>) -> Result<usize, QueueError> {
-        match self.adhoc.try_send(symbols) {
-            Ok(()) => Ok(self.adhoc.len()),
+    /// Queues an ad-hoc scan (the reactor bounds the symbols waiting).
+    pub fn queue_scan(&self, request: AdhocRequest) -> Result<(), QueueError> {
+        match self.adhoc.try_send(request) {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(QueueError::Full),
             Err(TrySendError::Disconnected(_)) => Err(QueueError::Gone),
         }
@@ -185,32 +290,60 @@ pub struct ScannerOptions {
     pub adhoc_queue: usize,
 }
 
-/// Builds the source a spec names.
-pub fn source_for(spec: &SourceSpec) -> Box<dyn Source> {
-    match spec {
-        SourceSpec::Firehose { rate } => Box::new(Firehose::new(*rate, Instant::now())),
-    }
+/// Builds the source a spec names, scanning as `settings` say.
+pub fn source_for(spec: &SourceSpec, settings: &SourceSettings) -> io::Result<Box<dyn Source>> {
+    let now = Instant::now();
+    let scan = settings.scan;
+    Ok(match spec {
+        SourceSpec::Firehose { rate } => Box::new(Firehose::new(*rate, now)),
+        SourceSpec::Sim => Box::new(MarketScanner::new(Sim::new(settings.sim, now), scan, now)),
+        SourceSpec::Csv { path } => {
+            let feed = CsvReplay::open(path, settings.replay_speed, now)?;
+            Box::new(MarketScanner::new(feed, scan, now))
+        }
+        SourceSpec::Jsonl { path } => {
+            let feed = JsonlFeed::open(path, settings.jsonl_follow)?;
+            Box::new(MarketScanner::new(feed, scan, now))
+        }
+    })
+}
+
+/// What building a source needs beyond its spec.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceSettings {
+    /// Indicators, thresholds, dedup and pacing.
+    pub scan: ScanSettings,
+    /// The simulator.
+    pub sim: SimOptions,
+    /// CSV replay speed.
+    pub replay_speed: Speed,
+    /// Keep reading a JSONL file as it grows.
+    pub jsonl_follow: bool,
 }
 
 /// Starts the scanner thread over `source`; it wakes the reactor through `waker`.
 pub fn spawn(
-    source: Box<dyn Source>,
+    mut source: Box<dyn Source>,
     waker: Arc<Waker>,
     options: ScannerOptions,
 ) -> io::Result<ScannerHandle> {
     let (events_tx, events) = bounded(EVENT_CHANNEL);
     let (commands, commands_rx) = unbounded();
+    // The reactor bounds the symbols waiting; every request holds at least one.
     let (adhoc, adhoc_rx) = bounded(options.adhoc_queue.max(1));
+    let doorbell = source.doorbell();
     let scanner = Scanner {
         source,
         waker,
         events: events_tx,
         commands: commands_rx,
         adhoc: adhoc_rx,
-        progress_interval: options.progress_interval,
+        doorbell,
+        throttle: StatusThrottle::new(options.progress_interval),
         seq: 0,
         state: RunState::Running,
         batch: Vec::new(),
+        names: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("scanner".into())
@@ -223,6 +356,50 @@ pub fn spawn(
     })
 }
 
+/// Decides when a progress status is due: at the end of every cycle, and during a cycle
+/// at most once per interval. Between cycles it says nothing.
+#[derive(Debug, Clone)]
+pub struct StatusThrottle {
+    interval: Duration,
+    next: Option<Instant>,
+    last_cycle: u64,
+}
+
+impl StatusThrottle {
+    /// A throttle that allows one mid-cycle status per `interval`.
+    pub fn new(interval: Duration) -> StatusThrottle {
+        StatusThrottle {
+            interval,
+            next: None,
+            last_cycle: 0,
+        }
+    }
+
+    /// The phase to report now, if a status is due.
+    pub fn check(&mut self, now: Instant, p: &Progress) -> Option<Phase> {
+        if p.cycle != self.last_cycle {
+            self.last_cycle = p.cycle;
+            self.next = Some(now + self.interval);
+            return Some(if p.scanning { Phase::Scanning } else { Phase::Idle });
+        }
+        if !p.scanning {
+            return None;
+        }
+        match self.next {
+            Some(next) if now < next => None,
+            _ => {
+                self.next = Some(now + self.interval);
+                Some(Phase::Scanning)
+            }
+        }
+    }
+
+    /// When `check` may next say something, during a cycle.
+    pub fn next_due(&self, p: &Progress) -> Option<Instant> {
+        if p.scanning { self.next } else { None }
+    }
+}
+
 /// The reactor has gone away; the scanner ends.
 struct Disconnected;
 
@@ -231,11 +408,13 @@ struct Scanner {
     waker: Arc<Waker>,
     events: Sender<Output>,
     commands: Receiver<Command>,
-    adhoc: Receiver<Vec<String>>,
-    progress_interval: Duration,
+    adhoc: Receiver<AdhocRequest>,
+    doorbell: Option<Receiver<()>>,
+    throttle: StatusThrottle,
     seq: u64,
     state: RunState,
     batch: Vec<ScanResult>,
+    names: Vec<Box<str>>,
 }
 
 impl Scanner {
@@ -245,41 +424,82 @@ impl Scanner {
     }
 
     fn run_loop(&mut self) -> Result<(), Disconnected> {
-        let mut next_status = Instant::now();
+        let doorbell = self.doorbell.take().unwrap_or_else(never);
         loop {
+            // Ad-hoc requests jump the queue: served before the next slice of a cycle.
+            loop {
+                match self.adhoc.try_recv() {
+                    Ok(request) => self.serve_adhoc(request)?,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Err(Disconnected),
+                }
+            }
             let now = Instant::now();
-            let mut due = now + Duration::from_secs(1);
-            if self.state == RunState::Running {
-                due = self.source.poll(now, MAX_BATCH, &mut self.batch);
-                self.publish()?;
-            }
-            if now >= next_status && self.state == RunState::Running {
-                self.send_status(Phase::Scanning)?;
-                next_status = now + self.progress_interval;
-            }
-            let wait = due.min(next_status).max(now);
-            select! {
-                recv(self.commands) -> cmd => {
-                    let cmd = cmd.map_err(|_| Disconnected)?;
-                    self.apply(cmd)?;
-                }
-                recv(self.adhoc) -> symbols => {
-                    let symbols = symbols.map_err(|_| Disconnected)?;
-                    // Ad-hoc requests jump the queue: answered before the next paced batch.
-                    self.send_status(Phase::Adhoc)?;
-                    self.source.scan(&symbols, &mut self.batch);
+            let due = match self.state {
+                RunState::Running => {
+                    let due = self.source.poll(now, MAX_BATCH, &mut self.batch);
                     self.publish()?;
-                    self.send_status(self.idle_phase())?;
+                    due
                 }
-                default(wait - now) => {}
+                RunState::Stopped => self.source.idle(now),
+            };
+            self.announce()?;
+            let progress = self.source.progress();
+            if self.state == RunState::Running {
+                if let Some(phase) = self.throttle.check(now, &progress) {
+                    self.send_status(phase)?;
+                }
+            }
+            let wake = self.throttle.next_due(&progress).map_or(due, |t| t.min(due));
+            let mut select = Select::new();
+            let commands = select.recv(&self.commands);
+            let adhoc = select.recv(&self.adhoc);
+            let bell = select.recv(&doorbell);
+            let Ok(op) = select.ready_timeout(wake.saturating_duration_since(now)) else {
+                continue;
+            };
+            if op == commands {
+                match self.commands.try_recv() {
+                    Ok(cmd) => self.apply(cmd)?,
+                    Err(TryRecvError::Disconnected) => return Err(Disconnected),
+                    Err(TryRecvError::Empty) => {}
+                }
+            } else if op == bell {
+                // Drain the ring: the data itself is read by the next poll.
+                while doorbell.try_recv().is_ok() {}
+            } else if op == adhoc && self.adhoc.is_empty() && self.adhoc.try_recv().is_err() {
+                return Err(Disconnected);
             }
         }
     }
 
+    fn serve_adhoc(&mut self, request: AdhocRequest) -> Result<(), Disconnected> {
+        self.send_status(Phase::Adhoc)?;
+        self.source.scan(&request.symbols, &mut self.batch);
+        let results = self.batch.len();
+        self.publish()?;
+        self.send(Output::AdhocDone {
+            requester: request.requester,
+            symbols: request.symbols.len(),
+            results,
+        })?;
+        self.wake()
+    }
+
+    fn announce(&mut self) -> Result<(), Disconnected> {
+        self.source.new_symbols(&mut self.names);
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        let names = std::mem::take(&mut self.names);
+        self.send(Output::Symbols(names))?;
+        self.wake()
+    }
+
     fn idle_phase(&self) -> Phase {
         match self.state {
-            RunState::Running => Phase::Scanning,
-            RunState::Stopped => Phase::Idle,
+            RunState::Running if self.source.progress().scanning => Phase::Scanning,
+            _ => Phase::Idle,
         }
     }
 
@@ -321,15 +541,55 @@ impl Scanner {
             last_cycle_ms: p.last_cycle_ms,
             results_total: self.seq,
             adhoc_queue: self.adhoc.len(),
+            counters: p.counters,
         };
-        self.events
-            .send(Output::Status(status))
-            .map_err(|_| Disconnected)?;
+        self.send(Output::Status(status))?;
         self.wake()
+    }
+
+    fn send(&self, output: Output) -> Result<(), Disconnected> {
+        self.events.send(output).map_err(|_| Disconnected)
     }
 
     fn wake(&self) -> Result<(), Disconnected> {
         // A failed wake means the reactor's poll is gone: the server is ending.
         self.waker.wake().map_err(|_| Disconnected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(cycle: u64, scanning: bool) -> Progress {
+        Progress {
+            cycle,
+            scanning,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn progress_is_throttled_during_a_cycle_and_always_sent_at_its_end() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut t = StatusThrottle::new(Duration::from_millis(250));
+        // Between cycles: nothing.
+        assert_eq!(t.check(ms(0), &progress(0, false)), None);
+        // A cycle starts: one status, then nothing until the interval has passed.
+        assert_eq!(t.check(ms(1), &progress(0, true)), Some(Phase::Scanning));
+        assert_eq!(t.check(ms(100), &progress(0, true)), None);
+        assert_eq!(t.check(ms(250), &progress(0, true)), None);
+        assert_eq!(t.next_due(&progress(0, true)), Some(ms(251)));
+        assert_eq!(t.check(ms(251), &progress(0, true)), Some(Phase::Scanning));
+        // The cycle ends 10 ms later: reported at once, whatever the interval says.
+        assert_eq!(t.check(ms(261), &progress(1, false)), Some(Phase::Idle));
+        assert_eq!(t.check(ms(262), &progress(1, false)), None);
+        assert_eq!(t.next_due(&progress(1, false)), None);
+        // Statuses over a long cycle, checked every millisecond: one per 250 ms.
+        let sent = (300..2300)
+            .filter(|&n| t.check(ms(n), &progress(1, true)).is_some())
+            .count();
+        assert_eq!(sent, 8);
     }
 }

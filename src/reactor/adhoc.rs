@@ -1,0 +1,95 @@
+//! Ad-hoc scan requests on the reactor's side: the symbols the scanner knows, and the
+//! bound on symbols waiting.
+//!
+//! Both the WebSocket `scan` message and `POST /scan` come through here, so both see the
+//! same checks: every symbol must be known (the error names the others, nothing is
+//! queued), and the symbols waiting stay within `adhoc_queue`.
+
+use ahash::AHashSet;
+
+use crate::scanner::{AdhocRequest, QueueError, Requester, ScannerHandle};
+
+/// Names listed in an unknown-symbols error at most.
+const NAMED: usize = 10;
+
+/// Why a request was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// These symbols are not in the universe.
+    Unknown(String),
+    /// Past the queue bound; the message says how far.
+    Full(String),
+    /// The scanner thread is gone.
+    Gone,
+}
+
+/// The universe as the scanner announced it, and the queue's fill.
+#[derive(Debug)]
+pub struct Adhoc {
+    universe: AHashSet<Box<str>>,
+    pending: usize,
+    cap: usize,
+}
+
+impl Adhoc {
+    /// No symbols known yet; at most `cap` symbols waiting.
+    pub fn new(cap: usize) -> Adhoc {
+        Adhoc {
+            universe: AHashSet::new(),
+            pending: 0,
+            cap,
+        }
+    }
+
+    /// Symbols that joined the universe.
+    pub fn learn(&mut self, names: Vec<Box<str>>) {
+        self.universe.extend(names);
+    }
+
+    /// Symbols waiting in the queue.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// A request of `symbols` symbols is done.
+    pub fn done(&mut self, symbols: usize) {
+        self.pending = self.pending.saturating_sub(symbols);
+    }
+
+    /// Checks and queues a request; returns the symbols waiting after it.
+    pub fn request(
+        &mut self,
+        scanner: &ScannerHandle,
+        symbols: Vec<String>,
+        requester: Option<Requester>,
+    ) -> Result<usize, Refusal> {
+        let symbols: Vec<String> = symbols.into_iter().map(|s| s.to_uppercase()).collect();
+        let unknown: Vec<&str> = symbols
+            .iter()
+            .filter(|s| !self.universe.contains(s.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let mut msg = format!("unknown symbols: {}", unknown[..unknown.len().min(NAMED)].join(", "));
+            if unknown.len() > NAMED {
+                msg += &format!(" and {} more", unknown.len() - NAMED);
+            }
+            return Err(Refusal::Unknown(msg));
+        }
+        let n = symbols.len();
+        if self.pending + n > self.cap {
+            return Err(Refusal::Full(format!(
+                "the ad-hoc queue holds {} of {} symbols; {n} more do not fit",
+                self.pending, self.cap
+            )));
+        }
+        match scanner.queue_scan(AdhocRequest { symbols, requester }) {
+            Ok(()) => {
+                self.pending += n;
+                Ok(self.pending)
+            }
+            Err(QueueError::Full) => Err(Refusal::Full("the ad-hoc queue is full".into())),
+            Err(QueueError::Gone) => Err(Refusal::Gone),
+        }
+    }
+}

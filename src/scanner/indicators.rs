@@ -1,0 +1,546 @@
+//! Incremental indicators over a symbol's bars: O(1) work per bar, fixed memory per
+//! symbol.
+//!
+//! Every update is a bar close. Definitions (the tests recompute each one naively):
+//!
+//! - `change_pct`: `(close - reference) / reference * 100`. The reference is the previous
+//!   bar's close for bar sources (the first bar's own open for the first bar), and the
+//!   first price of the run (the session open) for tick sources.
+//! - RSI(n), Wilder as TA-Lib defines it: the first value comes with the n-th change,
+//!   seeded by the plain averages of the first n gains and losses; after that
+//!   `avg = (avg * (n - 1) + x) / n`. `rsi = 100 * gain / (gain + loss)`; a series with
+//!   neither gains nor losses reads 50 (TA-Lib says 0, which would read as oversold).
+//! - SMA fast and slow: means of the last `fast` and `slow` closes, once there are that many.
+//! - Prior high and low: the highest high and lowest low of the `range` bars before this
+//!   one (monotonic deques), once there are that many.
+//! - Volume average: the mean volume of up to `volume` bars before this one;
+//!   `volume_ratio = volume / average` (1 for the first bar).
+//! - SMA cross: the bar on which `fast - slow` turns from `<= 0` to `> 0` (up) or from
+//!   `>= 0` to `< 0` (down); `cross_age` counts bars since then.
+
+use std::time::SystemTime;
+
+/// One bar (or one tick, with `open = high = low = close`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bar {
+    /// First price of the bar.
+    pub open: f64,
+    /// Highest price.
+    pub high: f64,
+    /// Lowest price.
+    pub low: f64,
+    /// Last price.
+    pub close: f64,
+    /// Volume traded in the bar.
+    pub volume: u64,
+    /// The source's own time for the bar, when it has one.
+    pub ts: Option<SystemTime>,
+}
+
+impl Bar {
+    /// A tick: one price and its volume.
+    pub fn tick(price: f64, volume: u64, ts: Option<SystemTime>) -> Bar {
+        Bar {
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume,
+            ts,
+        }
+    }
+}
+
+/// What `change_pct` is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// The previous bar's close (bar sources: csv).
+    PrevClose,
+    /// The first price of the run (tick sources: sim, jsonl).
+    SessionOpen,
+}
+
+/// Indicator windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndicatorParams {
+    /// RSI period.
+    pub rsi: usize,
+    /// Fast SMA window.
+    pub sma_fast: usize,
+    /// Slow SMA window (longer than the fast one).
+    pub sma_slow: usize,
+    /// Bars in the prior high and low.
+    pub range: usize,
+    /// Bars in the volume average.
+    pub volume: usize,
+    /// What `change_pct` is measured against.
+    pub reference: Reference,
+}
+
+impl Default for IndicatorParams {
+    fn default() -> Self {
+        IndicatorParams {
+            rsi: 14,
+            sma_fast: 20,
+            sma_slow: 50,
+            range: 20,
+            volume: 20,
+            reference: Reference::SessionOpen,
+        }
+    }
+}
+
+/// A fixed ring of the last `cap` values and their running sum, re-summed exactly at
+/// every wrap so rounding never drifts further than one window's worth.
+#[derive(Debug, Clone)]
+struct Window {
+    values: Box<[f64]>,
+    next: usize,
+    len: usize,
+    sum: f64,
+}
+
+impl Window {
+    fn new(cap: usize) -> Window {
+        Window {
+            values: vec![0.0; cap.max(1)].into_boxed_slice(),
+            next: 0,
+            len: 0,
+            sum: 0.0,
+        }
+    }
+
+    fn push(&mut self, x: f64) {
+        let cap = self.values.len();
+        if self.len == cap {
+            self.sum -= self.values[self.next];
+        } else {
+            self.len += 1;
+        }
+        self.values[self.next] = x;
+        self.sum += x;
+        self.next += 1;
+        if self.next == cap {
+            self.next = 0;
+            self.sum = self.values[..self.len].iter().sum();
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.len == self.values.len()
+    }
+
+    /// The mean of the last `n` values (`n` at most the capacity and the length).
+    fn mean_last(&self, n: usize) -> f64 {
+        let cap = self.values.len();
+        if n == self.len {
+            return self.sum / n as f64;
+        }
+        let mut sum = 0.0;
+        for k in 1..=n {
+            sum += self.values[(self.next + cap - k) % cap];
+        }
+        sum / n as f64
+    }
+}
+
+/// The extreme of the last `cap` pushed values, in O(1) amortised: a deque of
+/// candidates, each later and less extreme than the one before it.
+#[derive(Debug, Clone)]
+struct Extreme {
+    /// (bar index, value), oldest first, in a ring of `cap + 1`.
+    items: Box<[(u64, f64)]>,
+    head: usize,
+    len: usize,
+    window: u64,
+    max: bool,
+}
+
+impl Extreme {
+    fn new(window: usize, max: bool) -> Extreme {
+        Extreme {
+            items: vec![(0, 0.0); window + 1].into_boxed_slice(),
+            head: 0,
+            len: 0,
+            window: window as u64,
+            max,
+        }
+    }
+
+    fn slot(&self, i: usize) -> usize {
+        (self.head + i) % self.items.len()
+    }
+
+    /// Beats: `a` is at least as extreme as `b`, so `b` can never be the answer again.
+    fn beats(&self, a: f64, b: f64) -> bool {
+        if self.max { a >= b } else { a <= b }
+    }
+
+    /// The extreme over bars `index - window .. index`, if bar `index - window` exists.
+    fn prior(&mut self, index: u64) -> Option<f64> {
+        while self.len > 0 && self.items[self.head].0 + self.window < index {
+            self.head = (self.head + 1) % self.items.len();
+            self.len -= 1;
+        }
+        (index >= self.window && self.len > 0).then(|| self.items[self.head].1)
+    }
+
+    fn push(&mut self, index: u64, x: f64) {
+        while self.len > 0 && self.beats(x, self.items[self.slot(self.len - 1)].1) {
+            self.len -= 1;
+        }
+        if self.len == self.items.len() {
+            // Only reachable if `prior` was skipped; keep the newest window.
+            self.head = (self.head + 1) % self.items.len();
+            self.len -= 1;
+        }
+        let at = self.slot(self.len);
+        self.items[at] = (index, x);
+        self.len += 1;
+    }
+}
+
+/// Direction of the last SMA cross.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cross {
+    /// Fast went above slow.
+    Up,
+    /// Fast went below slow.
+    Down,
+}
+
+/// The incremental state of one symbol, and the values after its last bar.
+#[derive(Debug, Clone)]
+pub struct Indicators {
+    params: IndicatorParams,
+    /// Bars seen.
+    pub bars: u64,
+    /// The last bar.
+    pub last: Option<Bar>,
+    reference: f64,
+    /// Change from the reference price, percent.
+    pub change_pct: f64,
+    rsi_gain: f64,
+    rsi_loss: f64,
+    /// RSI, from the `rsi`-th change on.
+    pub rsi: Option<f64>,
+    closes: Window,
+    /// Fast SMA, once there are enough bars.
+    pub sma_fast: Option<f64>,
+    /// Slow SMA, once there are enough bars.
+    pub sma_slow: Option<f64>,
+    /// Last cross and the bars since it (0 on the crossing bar).
+    pub cross: Option<(Cross, u64)>,
+    highs: Extreme,
+    lows: Extreme,
+    /// Highest high of the `range` bars before the last one.
+    pub prior_high: Option<f64>,
+    /// Lowest low of the `range` bars before the last one.
+    pub prior_low: Option<f64>,
+    volumes: Window,
+    /// Mean volume of up to `volume` bars before the last one.
+    pub avg_volume: Option<f64>,
+    /// The average covers a full `volume` bars.
+    pub volume_full: bool,
+    /// Last volume over the average (1 for the first bar).
+    pub volume_ratio: f64,
+}
+
+impl Indicators {
+    /// Empty state for `params`.
+    pub fn new(params: IndicatorParams) -> Indicators {
+        Indicators {
+            params,
+            bars: 0,
+            last: None,
+            reference: f64::NAN,
+            change_pct: 0.0,
+            rsi_gain: 0.0,
+            rsi_loss: 0.0,
+            rsi: None,
+            closes: Window::new(params.sma_slow.max(params.sma_fast)),
+            sma_fast: None,
+            sma_slow: None,
+            cross: None,
+            highs: Extreme::new(params.range, true),
+            lows: Extreme::new(params.range, false),
+            prior_high: None,
+            prior_low: None,
+            volumes: Window::new(params.volume),
+            avg_volume: None,
+            volume_full: false,
+            volume_ratio: 1.0,
+        }
+    }
+
+    /// Takes one bar close.
+    pub fn update(&mut self, bar: &Bar) {
+        let index = self.bars;
+        let prev_close = self.last.map(|b| b.close);
+
+        self.reference = match (self.params.reference, prev_close) {
+            (Reference::PrevClose, Some(prev)) => prev,
+            (Reference::PrevClose, None) => bar.open,
+            (Reference::SessionOpen, _) if index == 0 => bar.close,
+            (Reference::SessionOpen, _) => self.reference,
+        };
+        self.change_pct = if self.reference != 0.0 {
+            (bar.close - self.reference) / self.reference * 100.0
+        } else {
+            0.0
+        };
+
+        if let Some(prev) = prev_close {
+            self.update_rsi(bar.close - prev, index);
+        }
+
+        let prev_diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
+        self.closes.push(bar.close);
+        let seen = self.closes.len;
+        self.sma_fast = (seen >= self.params.sma_fast).then(|| self.closes.mean_last(self.params.sma_fast));
+        self.sma_slow = self.closes.full().then(|| self.closes.mean_last(self.params.sma_slow));
+        let diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
+        self.cross = match (prev_diff, diff) {
+            (Some(p), Some(d)) if p <= 0.0 && d > 0.0 => Some((Cross::Up, 0)),
+            (Some(p), Some(d)) if p >= 0.0 && d < 0.0 => Some((Cross::Down, 0)),
+            _ => self.cross.map(|(c, age)| (c, age + 1)),
+        };
+
+        self.prior_high = self.highs.prior(index);
+        self.prior_low = self.lows.prior(index);
+        self.highs.push(index, bar.high);
+        self.lows.push(index, bar.low);
+
+        self.avg_volume = (self.volumes.len > 0).then(|| self.volumes.sum / self.volumes.len as f64);
+        self.volume_full = self.volumes.full();
+        self.volume_ratio = match self.avg_volume {
+            Some(avg) if avg > 0.0 => bar.volume as f64 / avg,
+            Some(_) if bar.volume > 0 => f64::INFINITY,
+            _ => 1.0,
+        };
+        self.volumes.push(bar.volume as f64);
+
+        self.last = Some(*bar);
+        self.bars += 1;
+    }
+
+    /// `change` is the close-to-close change ending at bar `index` (the `index`-th change).
+    fn update_rsi(&mut self, change: f64, index: u64) {
+        let n = self.params.rsi as f64;
+        let (gain, loss) = (change.max(0.0), (-change).max(0.0));
+        let period = self.params.rsi as u64;
+        if index <= period {
+            // Seeding: sums of the first n changes, averaged on the n-th.
+            self.rsi_gain += gain;
+            self.rsi_loss += loss;
+            if index < period {
+                return;
+            }
+            self.rsi_gain /= n;
+            self.rsi_loss /= n;
+        } else {
+            self.rsi_gain = (self.rsi_gain * (n - 1.0) + gain) / n;
+            self.rsi_loss = (self.rsi_loss * (n - 1.0) + loss) / n;
+        }
+        let total = self.rsi_gain + self.rsi_loss;
+        self.rsi = Some(if total > 0.0 {
+            100.0 * self.rsi_gain / total
+        } else {
+            50.0
+        });
+    }
+
+    /// The last close, if any bar came.
+    pub fn close(&self) -> Option<f64> {
+        self.last.map(|b| b.close)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// A random walk with flat stretches, gaps and zero volumes.
+    fn series(n: usize, seed: u64) -> Vec<Bar> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut price = 100.0;
+        (0..n)
+            .map(|_| {
+                let r: f64 = rng.random();
+                if r > 0.1 {
+                    price *= 1.0 + (rng.random::<f64>() - 0.5) * 0.04;
+                }
+                let open = price * (1.0 + (rng.random::<f64>() - 0.5) * 0.01);
+                let high = price.max(open) * (1.0 + rng.random::<f64>() * 0.01);
+                let low = price.min(open) * (1.0 - rng.random::<f64>() * 0.01);
+                let volume = if r < 0.05 { 0 } else { rng.random_range(0..1_000_000) };
+                Bar { open, high, low, close: price, volume, ts: None }
+            })
+            .collect()
+    }
+
+    /// Naive O(N) definitions, recomputed from the whole history at every bar.
+    struct Naive<'a> {
+        p: IndicatorParams,
+        bars: &'a [Bar],
+    }
+
+    impl Naive<'_> {
+        fn change_pct(&self, t: usize) -> f64 {
+            let reference = match self.p.reference {
+                Reference::PrevClose if t == 0 => self.bars[0].open,
+                Reference::PrevClose => self.bars[t - 1].close,
+                Reference::SessionOpen => self.bars[0].close,
+            };
+            (self.bars[t].close - reference) / reference * 100.0
+        }
+
+        fn rsi(&self, t: usize) -> Option<f64> {
+            let n = self.p.rsi;
+            if t < n {
+                return None;
+            }
+            let change = |i: usize| self.bars[i].close - self.bars[i - 1].close;
+            let mut gain = (1..=n).map(|i| change(i).max(0.0)).sum::<f64>() / n as f64;
+            let mut loss = (1..=n).map(|i| (-change(i)).max(0.0)).sum::<f64>() / n as f64;
+            for i in n + 1..=t {
+                gain = (gain * (n as f64 - 1.0) + change(i).max(0.0)) / n as f64;
+                loss = (loss * (n as f64 - 1.0) + (-change(i)).max(0.0)) / n as f64;
+            }
+            Some(if gain + loss > 0.0 { 100.0 * gain / (gain + loss) } else { 50.0 })
+        }
+
+        fn sma(&self, t: usize, w: usize) -> Option<f64> {
+            (t + 1 >= w).then(|| self.bars[t + 1 - w..=t].iter().map(|b| b.close).sum::<f64>() / w as f64)
+        }
+
+        fn prior(&self, t: usize, high: bool) -> Option<f64> {
+            let w = self.p.range;
+            (t >= w).then(|| {
+                let it = self.bars[t - w..t].iter();
+                if high {
+                    it.map(|b| b.high).fold(f64::MIN, f64::max)
+                } else {
+                    it.map(|b| b.low).fold(f64::MAX, f64::min)
+                }
+            })
+        }
+
+        fn avg_volume(&self, t: usize) -> Option<f64> {
+            let from = t.saturating_sub(self.p.volume);
+            (t > 0).then(|| self.bars[from..t].iter().map(|b| b.volume as f64).sum::<f64>() / (t - from) as f64)
+        }
+
+        fn cross(&self, t: usize) -> Option<(Cross, u64)> {
+            let diff = |i: usize| Some(self.sma(i, self.p.sma_fast)? - self.sma(i, self.p.sma_slow)?);
+            (1..=t).rev().find_map(|i| match (diff(i - 1), diff(i)) {
+                (Some(p), Some(d)) if p <= 0.0 && d > 0.0 => Some((Cross::Up, (t - i) as u64)),
+                (Some(p), Some(d)) if p >= 0.0 && d < 0.0 => Some((Cross::Down, (t - i) as u64)),
+                _ => None,
+            })
+        }
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>, what: &str, t: usize) {
+        match (a, b) {
+            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{what} at {t}: {a} vs {b}"),
+            (a, b) => assert_eq!(a.is_some(), b.is_some(), "{what} at {t}"),
+        }
+    }
+
+    fn check(params: IndicatorParams, bars: &[Bar]) {
+        let naive = Naive { p: params, bars };
+        let mut ind = Indicators::new(params);
+        for (t, bar) in bars.iter().enumerate() {
+            ind.update(bar);
+            close(Some(ind.change_pct), Some(naive.change_pct(t)), "change_pct", t);
+            close(ind.rsi, naive.rsi(t), "rsi", t);
+            close(ind.sma_fast, naive.sma(t, params.sma_fast), "sma_fast", t);
+            close(ind.sma_slow, naive.sma(t, params.sma_slow), "sma_slow", t);
+            close(ind.prior_high, naive.prior(t, true), "prior_high", t);
+            close(ind.prior_low, naive.prior(t, false), "prior_low", t);
+            close(ind.avg_volume, naive.avg_volume(t), "avg_volume", t);
+            assert_eq!(ind.volume_full, t >= params.volume, "volume_full at {t}");
+            if let Some(avg) = naive.avg_volume(t).filter(|a| *a > 0.0) {
+                close(Some(ind.volume_ratio), Some(bar.volume as f64 / avg), "volume_ratio", t);
+            }
+            // The cross scan only needs crosses within a few bars; check those exactly.
+            let naive_cross = naive.cross(t);
+            if naive_cross.is_some_and(|(_, age)| age < 200) || ind.cross.is_some_and(|(_, age)| age < 200) {
+                assert_eq!(ind.cross, naive_cross, "cross at {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn match_naive_recomputation_over_a_long_series() {
+        let bars = series(5_000, 7);
+        check(IndicatorParams::default(), &bars);
+        check(
+            IndicatorParams {
+                reference: Reference::PrevClose,
+                ..IndicatorParams::default()
+            },
+            &bars,
+        );
+    }
+
+    #[test]
+    fn match_naive_with_small_and_odd_windows() {
+        let params = IndicatorParams {
+            rsi: 3,
+            sma_fast: 1,
+            sma_slow: 7,
+            range: 1,
+            volume: 5,
+            reference: Reference::PrevClose,
+        };
+        check(params, &series(3_000, 11));
+    }
+
+    #[test]
+    fn running_sums_do_not_drift_over_a_million_bars() {
+        let bars = series(1_000_000, 3);
+        let params = IndicatorParams::default();
+        let mut ind = Indicators::new(params);
+        for bar in &bars {
+            ind.update(bar);
+        }
+        let naive = Naive { p: params, bars: &bars };
+        let t = bars.len() - 1;
+        close(ind.sma_slow, naive.sma(t, params.sma_slow), "sma_slow", t);
+        close(ind.sma_fast, naive.sma(t, params.sma_fast), "sma_fast", t);
+        close(ind.avg_volume, naive.avg_volume(t), "avg_volume", t);
+    }
+
+    #[test]
+    fn rsi_seed_follows_ta_lib() {
+        // Wilder's own example series, RSI(14): the first value uses plain averages.
+        let closes = [
+            44.34, 44.09, 44.15, 43.61, 44.33, 44.83, 45.10, 45.42, 45.84, 46.08, 45.89, 46.03,
+            45.61, 46.28, 46.28, 46.00,
+        ];
+        let mut ind = Indicators::new(IndicatorParams::default());
+        let mut values = Vec::new();
+        for c in closes {
+            ind.update(&Bar::tick(c, 1, None));
+            values.push(ind.rsi);
+        }
+        assert!(values[..14].iter().all(Option::is_none));
+        assert!((values[14].unwrap() - 70.46).abs() < 0.01, "{:?}", values[14]);
+        assert!((values[15].unwrap() - 66.25).abs() < 0.01, "{:?}", values[15]);
+    }
+
+    #[test]
+    fn a_flat_series_reads_neutral() {
+        let mut ind = Indicators::new(IndicatorParams::default());
+        for _ in 0..30 {
+            ind.update(&Bar::tick(10.0, 0, None));
+        }
+        assert_eq!(ind.rsi, Some(50.0));
+        assert_eq!(ind.volume_ratio, 1.0);
+        assert_eq!(ind.change_pct, 0.0);
+    }
+}

@@ -1,0 +1,416 @@
+//! The market scanner: a [`Feed`] of bars into per-symbol indicators, evaluated in paced
+//! cycles, deduplicated into `new`/`update`/`clear` results.
+//!
+//! Everything here takes `now` from its caller, so tests drive it with an injected clock.
+//! Pacing: a cycle starts every `scan_interval`; it visits every symbol in chunks (so
+//! ad-hoc requests and commands get in between) and evaluates those with new data whose
+//! last evaluation began at least `min_scan_interval` earlier. A replay at full speed has
+//! no wall-clock pacing: each step of bars is followed by a cycle over what it touched.
+
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use crossbeam_channel::Receiver;
+
+use super::dedup::{Dedup, Materiality};
+use super::indicators::{Bar, IndicatorParams, Indicators, Reference};
+use super::scans::{MARKET_SCANS, Thresholds, evaluate};
+use super::{Counters, Progress, Source};
+use crate::event::{EventKind, ScanResult};
+use crate::protocol::MAX_SYMBOL_LEN;
+
+/// Symbols visited per slice of a cycle.
+const CHUNK: usize = 4096;
+
+/// A source of bars.
+pub trait Feed: Send {
+    /// What `change_pct` is measured against for this kind of data.
+    fn reference(&self) -> Reference;
+    /// Hands every bar due by `now` to `universe`.
+    fn poll(&mut self, now: Instant, universe: &mut Universe);
+    /// Data keeps coming while the scanner is stopped (a live market); a replay pauses.
+    fn live(&self) -> bool {
+        true
+    }
+    /// False for a replay at full speed: each `poll` is one step, scanned at once.
+    fn paced(&self) -> bool {
+        true
+    }
+    /// Nothing more will come.
+    fn exhausted(&self) -> bool {
+        false
+    }
+    /// Picks the schedule up at `now` after a pause.
+    fn restart(&mut self, _now: Instant) {}
+    /// A channel that has a message whenever data is waiting (feeds read by a thread).
+    fn doorbell(&mut self) -> Option<Receiver<()>> {
+        None
+    }
+    /// Malformed rows or lines skipped so far.
+    fn bad_input(&self) -> u64 {
+        0
+    }
+}
+
+/// One symbol's state.
+#[derive(Debug)]
+struct Symbol {
+    name: Box<str>,
+    ind: Indicators,
+    /// Dedup keys per market scan; 0 while the condition is off.
+    conds: [u64; 8],
+    /// A bar came since the last evaluation.
+    dirty: bool,
+    /// Start of the cycle that last evaluated it.
+    last_eval: Option<Instant>,
+}
+
+/// Every symbol the feed has named, by id, with its indicators.
+#[derive(Debug)]
+pub struct Universe {
+    index: AHashMap<Box<str>, u32>,
+    symbols: Vec<Symbol>,
+    params: IndicatorParams,
+    max_symbols: usize,
+    /// Bars taken.
+    pub updates: u64,
+    /// Bars refused: a bad symbol name, a bad price, or the universe is full.
+    pub refused: u64,
+}
+
+impl Universe {
+    /// An empty universe of at most `max_symbols`.
+    pub fn new(params: IndicatorParams, max_symbols: usize) -> Universe {
+        Universe {
+            index: AHashMap::new(),
+            symbols: Vec::new(),
+            params,
+            max_symbols,
+            updates: 0,
+            refused: 0,
+        }
+    }
+
+    /// Symbols known.
+    pub fn len(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// No symbols yet.
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+
+    /// The id of `name` (upper-cased), added if new; `None` for a name that is empty,
+    /// too long or holds whitespace or control characters, or when the universe is full.
+    pub fn intern(&mut self, name: &str) -> Option<u32> {
+        if let Some(&id) = self.index.get(name) {
+            return Some(id);
+        }
+        let valid = !name.is_empty()
+            && name.len() <= MAX_SYMBOL_LEN
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !valid {
+            return None;
+        }
+        let upper = name.to_uppercase();
+        if let Some(&id) = self.index.get(upper.as_str()) {
+            return Some(id);
+        }
+        if self.symbols.len() >= self.max_symbols {
+            return None;
+        }
+        let id = u32::try_from(self.symbols.len()).ok()?;
+        let name: Box<str> = upper.into();
+        self.index.insert(name.clone(), id);
+        self.symbols.push(Symbol {
+            name,
+            ind: Indicators::new(self.params),
+            conds: [0; 8],
+            dirty: false,
+            last_eval: None,
+        });
+        Some(id)
+    }
+
+    /// The id of a known symbol.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        match self.index.get(name) {
+            Some(&id) => Some(id),
+            None => self.index.get(name.to_uppercase().as_str()).copied(),
+        }
+    }
+
+    /// The name of symbol `id`.
+    pub fn name(&self, id: u32) -> &str {
+        &self.symbols[id as usize].name
+    }
+
+    /// Takes a bar for symbol `id`. A bar with a price that is not finite and positive,
+    /// or a high below its low, is refused and counted.
+    pub fn update(&mut self, id: u32, bar: &Bar) -> bool {
+        let prices = [bar.open, bar.high, bar.low, bar.close];
+        let sane = prices.iter().all(|p| p.is_finite() && *p > 0.0) && bar.high >= bar.low;
+        let Some(sym) = self.symbols.get_mut(id as usize).filter(|_| sane) else {
+            self.refused += 1;
+            return false;
+        };
+        sym.ind.update(bar);
+        sym.dirty = true;
+        self.updates += 1;
+        true
+    }
+
+    /// Takes a bar for the symbol called `name`, adding it if new.
+    pub fn update_named(&mut self, name: &str, bar: &Bar) -> bool {
+        match self.intern(name) {
+            Some(id) => self.update(id, bar),
+            None => {
+                self.refused += 1;
+                false
+            }
+        }
+    }
+
+    /// The indicators of symbol `id`.
+    pub fn indicators(&self, id: u32) -> &Indicators {
+        &self.symbols[id as usize].ind
+    }
+}
+
+/// How the market scanner scans.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScanSettings {
+    /// Indicator windows (the reference comes from the feed).
+    pub indicators: IndicatorParams,
+    /// Scan thresholds.
+    pub thresholds: Thresholds,
+    /// What makes an `update`.
+    pub materiality: Materiality,
+    /// A cycle starts this often.
+    pub scan_interval: Duration,
+    /// A symbol is evaluated at most this often.
+    pub min_scan_interval: Duration,
+    /// Symbols at most.
+    pub max_symbols: usize,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        ScanSettings {
+            indicators: IndicatorParams::default(),
+            thresholds: Thresholds::default(),
+            materiality: Materiality::default(),
+            scan_interval: Duration::from_secs(1),
+            min_scan_interval: Duration::from_secs(1),
+            max_symbols: 100_000,
+        }
+    }
+}
+
+/// A cycle in progress.
+#[derive(Debug, Clone, Copy)]
+struct Cycle {
+    start: Instant,
+    pos: usize,
+    work: Duration,
+}
+
+/// The scanner over a feed; runs on the scanner thread as its [`Source`].
+#[derive(Debug)]
+pub struct MarketScanner<F> {
+    feed: F,
+    universe: Universe,
+    settings: ScanSettings,
+    dedup: Dedup,
+    next_cycle: Instant,
+    cycle: Option<Cycle>,
+    cycles: u64,
+    scanned: u64,
+    last_cycle_ms: f64,
+    evaluated: u64,
+    announced: usize,
+}
+
+impl<F: Feed> MarketScanner<F> {
+    /// A scanner over `feed` whose first cycle is due at `now`.
+    pub fn new(feed: F, mut settings: ScanSettings, now: Instant) -> MarketScanner<F> {
+        settings.indicators.reference = feed.reference();
+        MarketScanner {
+            universe: Universe::new(settings.indicators, settings.max_symbols),
+            dedup: Dedup::new(settings.materiality),
+            feed,
+            settings,
+            next_cycle: now,
+            cycle: None,
+            cycles: 0,
+            scanned: 0,
+            last_cycle_ms: 0.0,
+            evaluated: 0,
+            announced: 0,
+        }
+    }
+
+    /// The symbols and their indicators.
+    pub fn universe(&self) -> &Universe {
+        &self.universe
+    }
+
+    /// The feed.
+    pub fn feed(&self) -> &F {
+        &self.feed
+    }
+
+    /// Visits symbols from where the cycle stands until the cycle ends, a chunk is done,
+    /// or `out` holds `max` results. Returns true when the cycle is complete.
+    fn run_chunk(&mut self, max: usize, out: &mut Vec<ScanResult>) -> bool {
+        let Some(mut cycle) = self.cycle else {
+            return true;
+        };
+        let began = Instant::now();
+        let end = (cycle.pos + CHUNK).min(self.universe.symbols.len());
+        let min_gap = self.settings.min_scan_interval;
+        let paced = self.feed.paced();
+        while cycle.pos < end && out.len() + MARKET_SCANS.len() <= max {
+            let sym = &mut self.universe.symbols[cycle.pos];
+            cycle.pos += 1;
+            let rested = sym
+                .last_eval
+                .is_none_or(|t| cycle.start.saturating_duration_since(t) >= min_gap);
+            if !sym.dirty || (paced && !rested) {
+                continue;
+            }
+            sym.dirty = false;
+            sym.last_eval = Some(cycle.start);
+            self.evaluated += 1;
+            let scores = evaluate(&sym.ind, &self.settings.thresholds);
+            let price = sym.ind.close().unwrap_or(0.0);
+            for (i, scan) in MARKET_SCANS.into_iter().enumerate() {
+                if let Some(event) = self.dedup.step(&mut sym.conds[i], scan, scores[i], price) {
+                    out.push(result(&sym.name, &sym.ind, scan, event, scores[i], false));
+                }
+            }
+        }
+        cycle.work += began.elapsed();
+        self.scanned = cycle.pos as u64;
+        if cycle.pos < self.universe.symbols.len() {
+            self.cycle = Some(cycle);
+            return false;
+        }
+        self.cycle = None;
+        self.cycles += 1;
+        self.last_cycle_ms = cycle.work.as_secs_f64() * 1000.0;
+        true
+    }
+}
+
+/// A result for `scan` on the symbol's last bar.
+fn result(
+    name: &str,
+    ind: &Indicators,
+    scan: crate::event::Scan,
+    event: EventKind,
+    score: Option<f64>,
+    adhoc: bool,
+) -> ScanResult {
+    let bar = ind.last;
+    ScanResult {
+        symbol: name.to_owned(),
+        scan,
+        event,
+        score: score.unwrap_or(0.0),
+        price: bar.map_or(0.0, |b| b.close),
+        change_pct: ind.change_pct,
+        volume: bar.map_or(0, |b| b.volume),
+        volume_ratio: ind.volume_ratio,
+        rsi: ind.rsi,
+        source_ts: bar.and_then(|b| b.ts),
+        adhoc,
+    }
+}
+
+impl<F: Feed> Source for MarketScanner<F> {
+    fn poll(&mut self, now: Instant, max: usize, out: &mut Vec<ScanResult>) -> Instant {
+        let far = now + Duration::from_secs(3600);
+        if self.cycle.is_none() {
+            if self.feed.paced() {
+                self.feed.poll(now, &mut self.universe);
+                if now < self.next_cycle {
+                    return self.next_cycle;
+                }
+                let interval = self.settings.scan_interval;
+                self.next_cycle += interval;
+                if self.next_cycle <= now {
+                    // Behind by more than a cycle: skip the missed ones rather than burst.
+                    self.next_cycle = now + interval;
+                }
+            } else {
+                if self.feed.exhausted() {
+                    return far;
+                }
+                self.feed.poll(now, &mut self.universe);
+            }
+            self.cycle = Some(Cycle {
+                start: now,
+                pos: 0,
+                work: Duration::ZERO,
+            });
+        }
+        if !self.run_chunk(max, out) || !self.feed.paced() {
+            return now;
+        }
+        self.next_cycle
+    }
+
+    fn idle(&mut self, now: Instant) -> Instant {
+        if self.feed.live() {
+            self.feed.poll(now, &mut self.universe);
+        }
+        now + self.settings.scan_interval
+    }
+
+    fn scan(&mut self, symbols: &[String], out: &mut Vec<ScanResult>) {
+        for name in symbols {
+            let Some(id) = self.universe.get(name) else {
+                continue;
+            };
+            let sym = &self.universe.symbols[id as usize];
+            let scores = evaluate(&sym.ind, &self.settings.thresholds);
+            for (scan, score) in MARKET_SCANS.into_iter().zip(scores) {
+                if score.is_some() {
+                    out.push(result(&sym.name, &sym.ind, scan, EventKind::New, score, true));
+                }
+            }
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            cycle: self.cycles,
+            scanned: self.scanned,
+            total: self.universe.len() as u64,
+            last_cycle_ms: self.last_cycle_ms,
+            scanning: self.cycle.is_some(),
+            counters: Counters {
+                updates: self.universe.updates,
+                evaluated: self.evaluated,
+                bad_input: self.feed.bad_input() + self.universe.refused,
+            },
+        }
+    }
+
+    fn restart(&mut self, now: Instant) {
+        self.feed.restart(now);
+        self.next_cycle = self.next_cycle.min(now);
+    }
+
+    fn new_symbols(&mut self, out: &mut Vec<Box<str>>) {
+        let known = &self.universe.symbols[self.announced..];
+        out.extend(known.iter().map(|s| s.name.clone()));
+        self.announced = self.universe.symbols.len();
+    }
+
+    fn doorbell(&mut self) -> Option<Receiver<()>> {
+        self.feed.doorbell()
+    }
+}
