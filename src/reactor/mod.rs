@@ -184,6 +184,12 @@ impl Reactor {
             progress_interval: config.progress_interval.0,
             adhoc_queue: config.adhoc_queue,
         };
+        // Symbols known up front can be asked for from the first request on.
+        let mut adhoc = adhoc::Adhoc::new(config.adhoc_queue);
+        let mut names = Vec::new();
+        let mut source = source;
+        source.new_symbols(&mut names);
+        adhoc.learn(names);
         let scanner = scanner::spawn(source, Arc::clone(&waker), options)?;
         let epoch = new_epoch();
         tracing::info!(%local_addr, source = %config.source, %epoch, "listening");
@@ -200,7 +206,7 @@ impl Reactor {
                 subscribers: 0,
             },
             scanner,
-            adhoc: adhoc::Adhoc::new(config.adhoc_queue),
+            adhoc,
             metrics: Metrics::default(),
             conns: Slab::new(),
             next_generation: 0,

@@ -26,6 +26,9 @@ const CHUNK: usize = 4096;
 pub trait Feed: Send {
     /// What `change_pct` is measured against for this kind of data.
     fn reference(&self) -> Reference;
+    /// Names the symbols known up front (and any history) before the first poll, so
+    /// they can be asked for from the first moment.
+    fn begin(&mut self, _universe: &mut Universe) {}
     /// Hands every bar due by `now` to `universe`.
     fn poll(&mut self, now: Instant, universe: &mut Universe);
     /// Data keeps coming while the scanner is stopped (a live market); a replay pauses.
@@ -236,8 +239,11 @@ impl<F: Feed> MarketScanner<F> {
     /// A scanner over `feed` whose first cycle is due at `now`.
     pub fn new(feed: F, mut settings: ScanSettings, now: Instant) -> MarketScanner<F> {
         settings.indicators.reference = feed.reference();
+        let mut feed = feed;
+        let mut universe = Universe::new(settings.indicators, settings.max_symbols);
+        feed.begin(&mut universe);
         MarketScanner {
-            universe: Universe::new(settings.indicators, settings.max_symbols),
+            universe,
             dedup: Dedup::new(settings.materiality),
             feed,
             settings,

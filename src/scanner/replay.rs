@@ -317,6 +317,12 @@ impl Feed for CsvReplay {
         Reference::PrevClose
     }
 
+    fn begin(&mut self, universe: &mut Universe) {
+        for (slot, name) in self.ids.iter_mut().zip(&self.names) {
+            *slot = universe.intern(name);
+        }
+    }
+
     fn poll(&mut self, now: Instant, universe: &mut Universe) {
         match self.speed {
             Speed::Max => {

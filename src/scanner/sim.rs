@@ -101,7 +101,7 @@ impl Sim {
         self.options.symbols as f64 / self.options.rate.max(f64::MIN_POSITIVE)
     }
 
-    fn begin(&mut self, universe: &mut Universe) {
+    fn warm_up(&mut self, universe: &mut Universe) {
         self.started = true;
         let n = self.options.symbols;
         for i in 0..n {
@@ -179,9 +179,13 @@ impl Feed for Sim {
         Reference::SessionOpen
     }
 
+    fn begin(&mut self, universe: &mut Universe) {
+        self.warm_up(universe);
+    }
+
     fn poll(&mut self, now: Instant, universe: &mut Universe) {
         if !self.started {
-            self.begin(universe);
+            self.warm_up(universe);
         }
         if self.walks.is_empty() || self.options.rate <= 0.0 {
             return;

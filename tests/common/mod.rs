@@ -50,7 +50,7 @@ impl TestServer {
         let mut config = test_config();
         tweak(&mut config);
         let (tx, rx) = unbounded();
-        let reactor = Reactor::bind_with(config, Box::new(Scripted { rx })).expect("bind");
+        let reactor = Reactor::bind_with(config, Box::new(Scripted { rx, announced: false })).expect("bind");
         let mut server = TestServer::run(reactor);
         server.feed = Some(tx);
         server
@@ -110,9 +110,13 @@ impl Drop for TestServer {
     }
 }
 
+/// The symbols a scripted server knows, for ad-hoc requests.
+pub const KNOWN: [&str; 6] = ["AAPL", "MSFT", "IBM", "TSLA", "NVDA", "AMZN"];
+
 /// A source that publishes what the test sends it, as soon as it arrives.
 struct Scripted {
     rx: Receiver<ScanResult>,
+    announced: bool,
 }
 
 impl Source for Scripted {
@@ -131,6 +135,11 @@ impl Source for Scripted {
         Progress::default()
     }
     fn restart(&mut self, _: Instant) {}
+    fn new_symbols(&mut self, out: &mut Vec<Box<str>>) {
+        if !std::mem::replace(&mut self.announced, true) {
+            out.extend(KNOWN.iter().map(|s| Box::from(*s)));
+        }
+    }
 }
 
 /// A plain result to push.
