@@ -143,8 +143,8 @@ impl Sim {
         if rng.random::<f64>() < TREND_CHANCE {
             walk.drift = match rng.random_range(0..3) {
                 0 => 0.0,
-                1 => walk.sigma * rng.random_range(0.2..0.6),
-                _ => -walk.sigma * rng.random_range(0.2..0.6),
+                1 => walk.sigma * rng.random_range(0.05..0.15),
+                _ => -walk.sigma * rng.random_range(0.05..0.15),
             };
         }
         let z: f64 = rng.sample(StandardNormal);
