@@ -29,7 +29,7 @@ pub use market::{Feed, MarketScanner, ScanSettings, Universe};
 pub use jsonl::{JsonlFeed, parse_line};
 pub use replay::{CsvReplay, Speed};
 pub use scans::{MARKET_SCANS, Thresholds, evaluate};
-pub use sim::{Sim, SimOptions};
+pub use sim::{Sim, SimOptions, ticker};
 
 use crate::config::SourceSpec;
 use crate::event::{ScanEvent, ScanResult};
