@@ -343,13 +343,22 @@ impl Config {
                 return Err(invalid(name, "must be a number above 0"));
             }
         }
-        for (name, value) in [("update_score_step", self.update_score_step), ("update_price_pct", self.update_price_pct)] {
+        for (name, value) in [
+            ("update_score_step", self.update_score_step),
+            ("update_price_pct", self.update_price_pct),
+        ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(invalid(name, "must be 0 or more"));
             }
         }
-        if !(0.0 < self.rsi_oversold && self.rsi_oversold < self.rsi_overbought && self.rsi_overbought < 100.0) {
-            return Err(invalid("rsi_overbought", "needs 0 < rsi_oversold < rsi_overbought < 100"));
+        if !(0.0 < self.rsi_oversold
+            && self.rsi_oversold < self.rsi_overbought
+            && self.rsi_overbought < 100.0)
+        {
+            return Err(invalid(
+                "rsi_overbought",
+                "needs 0 < rsi_oversold < rsi_overbought < 100",
+            ));
         }
         Ok(())
     }
@@ -478,8 +487,16 @@ mod tests {
         );
         assert!("firehose".parse::<SourceSpec>().is_err());
         assert_eq!("sim".parse(), Ok(SourceSpec::Sim));
-        assert_eq!("csv:data/daily".parse(), Ok(SourceSpec::Csv { path: "data/daily".into() }));
-        assert_eq!("jsonl:-".parse(), Ok(SourceSpec::Jsonl { path: "-".into() }));
+        assert_eq!(
+            "csv:data/daily".parse(),
+            Ok(SourceSpec::Csv {
+                path: "data/daily".into()
+            })
+        );
+        assert_eq!(
+            "jsonl:-".parse(),
+            Ok(SourceSpec::Jsonl { path: "-".into() })
+        );
         for bad in ["csv", "csv:", "jsonl", "sim:3", "moon"] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }

@@ -215,17 +215,37 @@ impl Metrics {
         }
         let scanner_gauges = [
             ("scanner_symbols", "Symbols the scanner tracks.", g.symbols),
-            ("adhoc_queue_symbols", "Symbols waiting in ad-hoc scan requests.", g.adhoc_queue as u64),
-            ("scanner_running", "1 while the scanner produces results.", u64::from(g.scanner_running)),
+            (
+                "adhoc_queue_symbols",
+                "Symbols waiting in ad-hoc scan requests.",
+                g.adhoc_queue as u64,
+            ),
+            (
+                "scanner_running",
+                "1 while the scanner produces results.",
+                u64::from(g.scanner_running),
+            ),
         ];
         for (name, help, value) in scanner_gauges {
             metric(&mut out, name, "gauge", help, value);
         }
         let scanner_counters = [
             ("scanner_cycles_total", "Scan cycles completed.", g.cycles),
-            ("scanner_updates_total", "Bars or ticks taken in.", g.updates),
-            ("scanner_evaluations_total", "Symbol evaluations.", g.evaluated),
-            ("bad_input_total", "Malformed data rows or lines skipped.", g.bad_input),
+            (
+                "scanner_updates_total",
+                "Bars or ticks taken in.",
+                g.updates,
+            ),
+            (
+                "scanner_evaluations_total",
+                "Symbol evaluations.",
+                g.evaluated,
+            ),
+            (
+                "bad_input_total",
+                "Malformed data rows or lines skipped.",
+                g.bad_input,
+            ),
         ];
         for (name, help, value) in scanner_counters {
             metric(&mut out, name, "counter", help, value);

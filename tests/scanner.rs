@@ -47,7 +47,11 @@ fn results_until(ws: &mut Ws, mut done: impl FnMut(&[Value]) -> bool) -> Vec<Val
     while !done(&all) {
         let data = next_result(ws)["data"].clone();
         if let Some(last) = all.last() {
-            assert_eq!(data["seq"], last["seq"].as_u64().unwrap() + 1, "contiguous seq");
+            assert_eq!(
+                data["seq"],
+                last["seq"].as_u64().unwrap() + 1,
+                "contiguous seq"
+            );
         }
         all.push(data);
     }
@@ -62,7 +66,11 @@ fn the_sim_streams_opportunities_within_seconds() {
     assert_eq!(sub["recovered"], true);
     let start = Instant::now();
     let results = results_until(&mut ws, |all| {
-        all.iter().map(|r| r["scan"].as_str().unwrap()).collect::<BTreeSet<_>>().len() >= 4
+        all.iter()
+            .map(|r| r["scan"].as_str().unwrap())
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 4
     });
     assert!(start.elapsed() < TIMEOUT);
     let scans = [
@@ -77,14 +85,26 @@ fn the_sim_streams_opportunities_within_seconds() {
     ];
     for r in &results {
         assert!(scans.contains(&r["scan"].as_str().unwrap()), "{r}");
-        assert!(["new", "update", "clear"].contains(&r["event"].as_str().unwrap()), "{r}");
+        assert!(
+            ["new", "update", "clear"].contains(&r["event"].as_str().unwrap()),
+            "{r}"
+        );
         let symbol = r["symbol"].as_str().unwrap();
-        assert!(symbol.len() >= 3 && symbol.bytes().all(|b| b.is_ascii_uppercase()), "{r}");
+        assert!(
+            symbol.len() >= 3 && symbol.bytes().all(|b| b.is_ascii_uppercase()),
+            "{r}"
+        );
         assert!(r["price"].as_f64().unwrap() > 0.0, "{r}");
-        assert!(r["source_ts"].is_string(), "sim results carry the tick's time: {r}");
+        assert!(
+            r["source_ts"].is_string(),
+            "sim results carry the tick's time: {r}"
+        );
         assert_eq!(r["adhoc"], false);
         if r["event"] != "clear" {
-            assert!(r["score"].as_f64().unwrap() >= 1.0, "a firing scan scores 1 or more: {r}");
+            assert!(
+                r["score"].as_f64().unwrap() >= 1.0,
+                "a firing scan scores 1 or more: {r}"
+            );
         }
     }
     // The status says what the scanner does: cycles over the 50 symbols.
@@ -103,22 +123,43 @@ fn a_snapshot_plus_events_keeps_an_exact_table() {
         http(server.addr, "GET", "/stream/status", None).json()["results_total"].as_u64() > Some(20)
     });
     let mut ws = connect(&server);
-    send(&mut ws, json!({"type": "subscribe", "data": {"snapshot": true}}));
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"snapshot": true}}),
+    );
     expect_message(&mut ws, "subscribed");
     let snapshot = expect_message(&mut ws, "snapshot")["data"].clone();
     let mut table: HashMap<(String, String), Value> = HashMap::new();
     for r in snapshot["results"].as_array().unwrap() {
-        let key = (r["symbol"].as_str().unwrap().to_owned(), r["scan"].as_str().unwrap().to_owned());
-        assert!(table.insert(key, r.clone()).is_none(), "one row per symbol and scan");
+        let key = (
+            r["symbol"].as_str().unwrap().to_owned(),
+            r["scan"].as_str().unwrap().to_owned(),
+        );
+        assert!(
+            table.insert(key, r.clone()).is_none(),
+            "one row per symbol and scan"
+        );
     }
-    assert!(!table.is_empty(), "the sim has open opportunities after a few cycles");
+    assert!(
+        !table.is_empty(),
+        "the sim has open opportunities after a few cycles"
+    );
     // Every event applies cleanly to the table: no update or clear for an unknown row,
     // no new for a row already there.
     for r in results_until(&mut ws, |all| all.len() >= 150) {
-        let key = (r["symbol"].as_str().unwrap().to_owned(), r["scan"].as_str().unwrap().to_owned());
+        let key = (
+            r["symbol"].as_str().unwrap().to_owned(),
+            r["scan"].as_str().unwrap().to_owned(),
+        );
         match r["event"].as_str().unwrap() {
-            "new" => assert!(table.insert(key, r.clone()).is_none(), "new for an open row: {r}"),
-            "update" => assert!(table.insert(key, r.clone()).is_some(), "update for no row: {r}"),
+            "new" => assert!(
+                table.insert(key, r.clone()).is_none(),
+                "new for an open row: {r}"
+            ),
+            "update" => assert!(
+                table.insert(key, r.clone()).is_some(),
+                "update for no row: {r}"
+            ),
             _ => assert!(table.remove(&key).is_some(), "clear for no row: {r}"),
         }
     }
@@ -135,7 +176,10 @@ fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
         .map(|r| r["symbol"].as_str().unwrap().to_lowercase())
         .collect();
     let symbols: Vec<String> = symbols.into_iter().take(5).collect();
-    send(&mut ws, json!({"type": "scan", "id": "s1", "data": {"symbols": symbols}}));
+    send(
+        &mut ws,
+        json!({"type": "scan", "id": "s1", "data": {"symbols": symbols}}),
+    );
     let mut adhoc = Vec::new();
     let mut queued = false;
     let done = loop {
@@ -169,12 +213,23 @@ fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
 fn unknown_symbols_are_refused_by_name_and_nothing_is_queued() {
     let server = TestServer::with(sim);
     let mut ws = connect(&server);
-    send(&mut ws, json!({"type": "scan", "id": 7, "data": {"symbols": ["AAA", "NOPE1", "nope2"]}}));
+    send(
+        &mut ws,
+        json!({"type": "scan", "id": 7, "data": {"symbols": ["AAA", "NOPE1", "nope2"]}}),
+    );
     let err = expect_error(&mut ws, "not_found");
     assert_eq!(err["id"], 7);
     let msg = err["data"]["message"].as_str().unwrap();
-    assert!(msg.contains("NOPE1") && msg.contains("NOPE2") && !msg.contains("AAA"), "{msg}");
-    let resp = http(server.addr, "POST", "/scan", Some(r#"{"symbols":["ZZZZZZ"]}"#));
+    assert!(
+        msg.contains("NOPE1") && msg.contains("NOPE2") && !msg.contains("AAA"),
+        "{msg}"
+    );
+    let resp = http(
+        server.addr,
+        "POST",
+        "/scan",
+        Some(r#"{"symbols":["ZZZZZZ"]}"#),
+    );
     assert_eq!(resp.status, 404);
     assert_eq!(resp.json()["code"], "not_found");
     assert!(resp.json()["message"].as_str().unwrap().contains("ZZZZZZ"));
@@ -194,7 +249,10 @@ fn the_queue_is_bounded_in_symbols() {
     assert_eq!(resp.status, 503, "{:?}", resp.json());
     assert_eq!(resp.json()["code"], "queue_full");
     let mut ws = connect(&server);
-    send(&mut ws, json!({"type": "scan", "id": "big", "data": {"symbols": four}}));
+    send(
+        &mut ws,
+        json!({"type": "scan", "id": "big", "data": {"symbols": four}}),
+    );
     assert_eq!(expect_error(&mut ws, "queue_full")["id"], "big");
     let ok = http(server.addr, "POST", "/scan", Some(&body(3)));
     assert_eq!(ok.status, 202);
@@ -207,7 +265,10 @@ fn stop_halts_results_and_start_resumes_them() {
     let mut ws = connect(&server);
     subscribe(&mut ws, json!({}));
     next_result(&mut ws);
-    assert_eq!(http(server.addr, "POST", "/stream/stop", None).json()["state"], "stopped");
+    assert_eq!(
+        http(server.addr, "POST", "/stream/stop", None).json()["state"],
+        "stopped"
+    );
     // Connections stay and are told: a status saying stopped.
     loop {
         let msg = next_message(&mut ws);
@@ -215,9 +276,12 @@ fn stop_halts_results_and_start_resumes_them() {
             break;
         }
     }
-    let stopped_at = http(server.addr, "GET", "/stream/status", None).json()["results_total"].clone();
+    let stopped_at =
+        http(server.addr, "GET", "/stream/status", None).json()["results_total"].clone();
     // Several cycles' worth of time: nothing more comes.
-    ws.get_mut().set_read_timeout(Some(Duration::from_millis(1200))).unwrap();
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(1200)))
+        .unwrap();
     let mut late = Vec::new();
     while let Ok(msg) = ws.read() {
         if let tungstenite::Message::Text(t) = msg {
@@ -228,9 +292,15 @@ fn stop_halts_results_and_start_resumes_them() {
         }
     }
     assert!(late.is_empty(), "results while stopped: {late:?}");
-    assert_eq!(http(server.addr, "GET", "/stream/status", None).json()["results_total"], stopped_at);
+    assert_eq!(
+        http(server.addr, "GET", "/stream/status", None).json()["results_total"],
+        stopped_at
+    );
     ws.get_mut().set_read_timeout(Some(TIMEOUT)).unwrap();
-    assert_eq!(http(server.addr, "POST", "/stream/start", None).json()["state"], "running");
+    assert_eq!(
+        http(server.addr, "POST", "/stream/start", None).json()["state"],
+        "running"
+    );
     let next = next_result(&mut ws);
     assert_eq!(next["data"]["seq"], stopped_at.as_u64().unwrap() + 1);
 }
@@ -271,7 +341,10 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
     });
     let mut ws = connect(&server);
     // Everything since the start, from history: the replay may be over already.
-    let sub = subscribe(&mut ws, json!({"since": 0, "filters": {"symbols": ["ACME"]}}));
+    let sub = subscribe(
+        &mut ws,
+        json!({"since": 0, "filters": {"symbols": ["ACME"]}}),
+    );
     assert_eq!(sub["recovered"], true);
     let mut events = Vec::new();
     let has = |events: &[(String, String)], scan: &str, event: &str| {
@@ -280,10 +353,16 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
     while !(has(&events, "price_change", "new") && has(&events, "new_high", "clear")) {
         let r = next_result(&mut ws)["data"].clone();
         assert_eq!(r["symbol"], "ACME");
-        let pair = (r["scan"].as_str().unwrap().to_owned(), r["event"].as_str().unwrap().to_owned());
+        let pair = (
+            r["scan"].as_str().unwrap().to_owned(),
+            r["event"].as_str().unwrap().to_owned(),
+        );
         if pair.0 == "price_change" {
             // Only the drop moves 3% from a previous close.
-            assert!((r["change_pct"].as_f64().unwrap() + 6.0).abs() < 0.01, "{r}");
+            assert!(
+                (r["change_pct"].as_f64().unwrap() + 6.0).abs() < 0.01,
+                "{r}"
+            );
         }
         events.push(pair);
     }
@@ -292,8 +371,13 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
     assert!(has("new_high", "new"), "{events:?}");
     assert!(has("rsi_overbought", "new"), "{events:?}");
     assert!(has("sma_cross_up", "new"), "{events:?}");
-    eventually("the bad row counted", || metric(server.addr, "scanstream_bad_input_total") == 1.0);
-    assert_eq!(http(server.addr, "GET", "/stream/status", None).json()["total"], 2);
+    eventually("the bad row counted", || {
+        metric(server.addr, "scanstream_bad_input_total") == 1.0
+    });
+    assert_eq!(
+        http(server.addr, "GET", "/stream/status", None).json()["total"],
+        2
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -301,7 +385,9 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
 fn a_jsonl_file_is_followed_as_it_grows_and_bad_lines_are_counted() {
     let dir = scratch("jsonl");
     let path = dir.join("ticks.jsonl");
-    let tick = |symbol: &str, price: f64| format!("{{\"symbol\":\"{symbol}\",\"price\":{price},\"volume\":100}}\n");
+    let tick = |symbol: &str, price: f64| {
+        format!("{{\"symbol\":\"{symbol}\",\"price\":{price},\"volume\":100}}\n")
+    };
     let mut text = tick("ACME", 100.0) + "{\"symbol\":\"ACME\"}\nnot json\n";
     text += &tick("ACME", 100.5);
     std::fs::write(&path, &text).unwrap();
@@ -312,26 +398,60 @@ fn a_jsonl_file_is_followed_as_it_grows_and_bad_lines_are_counted() {
     });
     let mut ws = connect(&server);
     subscribe(&mut ws, json!({"filters": {"scans": ["price_change"]}}));
-    eventually("two bad lines counted", || metric(server.addr, "scanstream_bad_input_total") == 2.0);
-    eventually("ACME known", || http(server.addr, "GET", "/stream/status", None).json()["total"] == 1);
+    eventually("two bad lines counted", || {
+        metric(server.addr, "scanstream_bad_input_total") == 2.0
+    });
+    eventually("ACME known", || {
+        http(server.addr, "GET", "/stream/status", None).json()["total"] == 1
+    });
     // The feed goes on: ACME jumps 5% above its session open.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(tick("ACME", 105.0).as_bytes()).unwrap();
     let r = next_result(&mut ws)["data"].clone();
-    assert_eq!((r["symbol"].as_str(), r["scan"].as_str(), r["event"].as_str()), (Some("ACME"), Some("price_change"), Some("new")));
-    assert!((r["change_pct"].as_f64().unwrap() - 5.0).abs() < 1e-9, "{r}");
-    assert!((r["score"].as_f64().unwrap() - 5.0 / 3.0).abs() < 1e-9, "{r}");
+    assert_eq!(
+        (
+            r["symbol"].as_str(),
+            r["scan"].as_str(),
+            r["event"].as_str()
+        ),
+        (Some("ACME"), Some("price_change"), Some("new"))
+    );
+    assert!(
+        (r["change_pct"].as_f64().unwrap() - 5.0).abs() < 1e-9,
+        "{r}"
+    );
+    assert!(
+        (r["score"].as_f64().unwrap() - 5.0 / 3.0).abs() < 1e-9,
+        "{r}"
+    );
     // And back: the condition clears.
     f.write_all(tick("ACME", 100.2).as_bytes()).unwrap();
     let r = next_result(&mut ws)["data"].clone();
-    assert_eq!((r["scan"].as_str(), r["event"].as_str()), (Some("price_change"), Some("clear")));
+    assert_eq!(
+        (r["scan"].as_str(), r["event"].as_str()),
+        (Some("price_change"), Some("clear"))
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn the_binary_reads_jsonl_from_stdin() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_scanstream"))
-        .args(["--listen", "127.0.0.1:0", "--source", "jsonl:-", "--scan-interval", "100ms", "--min-scan-interval", "100ms", "--log", "info"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "jsonl:-",
+            "--scan-interval",
+            "100ms",
+            "--min-scan-interval",
+            "100ms",
+            "--log",
+            "info",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -341,23 +461,36 @@ fn the_binary_reads_jsonl_from_stdin() {
     let mut line = String::new();
     let addr = loop {
         line.clear();
-        assert!(log.read_line(&mut line).unwrap() > 0, "the server ended early");
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "the server ended early"
+        );
         if let Some(rest) = line.split("local_addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
     let stdin = child.stdin.as_mut().unwrap();
-    stdin.write_all(b"{\"symbol\":\"ACME\",\"price\":10,\"volume\":5}\n").unwrap();
-    stdin.write_all(b"{\"symbol\":\"ACME\",\"price\":-1,\"volume\":5}\n").unwrap();
+    stdin
+        .write_all(b"{\"symbol\":\"ACME\",\"price\":10,\"volume\":5}\n")
+        .unwrap();
+    stdin
+        .write_all(b"{\"symbol\":\"ACME\",\"price\":-1,\"volume\":5}\n")
+        .unwrap();
     stdin.flush().unwrap();
     eventually("ACME known", || {
         let r = http(addr, "POST", "/scan", Some(r#"{"symbols":["acme"]}"#));
         r.status == 202
     });
-    eventually("the bad line counted", || metric(addr, "scanstream_bad_input_total") == 1.0);
-    stdin.write_all(b"{\"symbol\":\"ACME\",\"price\":11,\"volume\":5}\n").unwrap();
+    eventually("the bad line counted", || {
+        metric(addr, "scanstream_bad_input_total") == 1.0
+    });
+    stdin
+        .write_all(b"{\"symbol\":\"ACME\",\"price\":11,\"volume\":5}\n")
+        .unwrap();
     stdin.flush().unwrap();
-    eventually("the 10% move found", || metric(addr, "scanstream_events_published_total") >= 1.0);
+    eventually("the 10% move found", || {
+        metric(addr, "scanstream_events_published_total") >= 1.0
+    });
     // Closing stdin ends the feed, not the server.
     drop(child.stdin.take());
     std::thread::sleep(Duration::from_millis(200));

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use filter::{MAX_SYMBOL_LEN, Filter, FilterError, FilterSpec};
+pub use filter::{Filter, FilterError, FilterSpec, MAX_SYMBOL_LEN};
 pub use message::{ClientMessage, Rejection, Request, Subscribe, check_symbols, parse_request};
 
 use crate::timefmt::write_rfc3339;

@@ -70,7 +70,10 @@ impl Adhoc {
             .map(String::as_str)
             .collect();
         if !unknown.is_empty() {
-            let mut msg = format!("unknown symbols: {}", unknown[..unknown.len().min(NAMED)].join(", "));
+            let mut msg = format!(
+                "unknown symbols: {}",
+                unknown[..unknown.len().min(NAMED)].join(", ")
+            );
             if unknown.len() > NAMED {
                 msg += &format!(" and {} more", unknown.len() - NAMED);
             }

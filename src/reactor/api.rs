@@ -5,10 +5,10 @@
 
 use serde::Deserialize;
 
+use super::adhoc::{Adhoc, Refusal};
 use super::http::{Request, Response};
 use super::session::StatusView;
 use super::websocket::check_upgrade;
-use super::adhoc::{Adhoc, Refusal};
 use crate::scanner::{Command, RunState, ScannerHandle};
 
 /// What the reactor does with a request.

@@ -11,10 +11,10 @@ use crossbeam_channel::TryRecvError;
 
 use super::broadcast::{matching_mask, write_result};
 use super::conn::Phase;
+use super::session::AdhocDoneView;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
 use crate::event::ScanEvent;
 use crate::protocol::{ErrorCode, close};
-use super::session::AdhocDoneView;
 use crate::scanner::{self, Output, Requester, ScannerStatus};
 
 impl Reactor {
@@ -158,7 +158,9 @@ impl Reactor {
     /// Keeps the scanner's status; it goes out with the next status broadcast.
     pub(super) fn on_status(&mut self, status: ScannerStatus) {
         if status.cycle > self.status.scanner.cycle {
-            self.metrics.cycle_seconds.observe(status.last_cycle_ms / 1000.0);
+            self.metrics
+                .cycle_seconds
+                .observe(status.last_cycle_ms / 1000.0);
         }
         self.status.scanner = status;
         // Results sent before this status may still wait in the channel behind it.

@@ -155,12 +155,13 @@ fn split(token: Token) -> (usize, u32) {
 impl Reactor {
     /// Binds the listener and starts the scanner over the configured source.
     pub fn bind(config: Config) -> Result<Reactor, ServerError> {
-        let source = scanner::source_for(&config.source, &config.source_settings()).map_err(
-            |source| ServerError::Source {
-                spec: config.source.to_string(),
-                source,
-            },
-        )?;
+        let source =
+            scanner::source_for(&config.source, &config.source_settings()).map_err(|source| {
+                ServerError::Source {
+                    spec: config.source.to_string(),
+                    source,
+                }
+            })?;
         Reactor::bind_with(config, source)
     }
 

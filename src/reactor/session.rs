@@ -11,6 +11,7 @@ use serde_json::Value;
 use tungstenite::protocol::WebSocketContext;
 
 use super::Next;
+use super::adhoc::{Adhoc, Refusal};
 use super::broadcast::{Subscription, Tail, matching_mask, write_result};
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
@@ -20,7 +21,6 @@ use crate::protocol::{
     ClientMessage, ErrorCode, Request, Subscribe, close, json_string, parse_request,
     write_envelope, write_envelope_raw, write_error,
 };
-use super::adhoc::{Adhoc, Refusal};
 use crate::scanner::{Phase, Requester, ScannerHandle, ScannerStatus};
 
 /// The `status` a requester gets when its ad-hoc scan is done: the status with phase

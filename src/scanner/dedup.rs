@@ -59,12 +59,20 @@ impl Dedup {
         } else {
             0
         };
-        self.hasher.hash_one((scan as u8, score_band, price_band)).max(1)
+        self.hasher
+            .hash_one((scan as u8, score_band, price_band))
+            .max(1)
     }
 
     /// Advances one condition's `slot` given whether it fires now (`score`), and says
     /// which event to publish, if any.
-    pub fn step(&self, slot: &mut u64, scan: Scan, score: Option<f64>, price: f64) -> Option<EventKind> {
+    pub fn step(
+        &self,
+        slot: &mut u64,
+        scan: Scan,
+        score: Option<f64>,
+        price: f64,
+    ) -> Option<EventKind> {
         match (score, *slot) {
             (Some(score), 0) => {
                 *slot = self.key(scan, score, price);
@@ -123,14 +131,23 @@ mod tests {
             price_pct: 0.0,
         });
         let mut slot = 0;
-        assert_eq!(d.step(&mut slot, Scan::NewHigh, Some(1.0), 10.0), Some(EventKind::New));
+        assert_eq!(
+            d.step(&mut slot, Scan::NewHigh, Some(1.0), 10.0),
+            Some(EventKind::New)
+        );
         assert_eq!(d.step(&mut slot, Scan::NewHigh, Some(9.0), 90.0), None);
-        assert_eq!(d.step(&mut slot, Scan::NewHigh, None, 90.0), Some(EventKind::Clear));
+        assert_eq!(
+            d.step(&mut slot, Scan::NewHigh, None, 90.0),
+            Some(EventKind::Clear)
+        );
     }
 
     #[test]
     fn keys_differ_between_scans() {
         let d = Dedup::new(Materiality::default());
-        assert_ne!(d.key(Scan::NewHigh, 1.0, 10.0), d.key(Scan::NewLow, 1.0, 10.0));
+        assert_ne!(
+            d.key(Scan::NewHigh, 1.0, 10.0),
+            d.key(Scan::NewLow, 1.0, 10.0)
+        );
     }
 }

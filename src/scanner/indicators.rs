@@ -297,8 +297,12 @@ impl Indicators {
         let prev_diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
         self.closes.push(bar.close);
         let seen = self.closes.len;
-        self.sma_fast = (seen >= self.params.sma_fast).then(|| self.closes.mean_last(self.params.sma_fast));
-        self.sma_slow = self.closes.full().then(|| self.closes.mean_last(self.params.sma_slow));
+        self.sma_fast =
+            (seen >= self.params.sma_fast).then(|| self.closes.mean_last(self.params.sma_fast));
+        self.sma_slow = self
+            .closes
+            .full()
+            .then(|| self.closes.mean_last(self.params.sma_slow));
         let diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
         self.cross = match (prev_diff, diff) {
             (Some(p), Some(d)) if p <= 0.0 && d > 0.0 => Some((Cross::Up, 0)),
@@ -311,7 +315,8 @@ impl Indicators {
         self.highs.push(index, bar.high);
         self.lows.push(index, bar.low);
 
-        self.avg_volume = (self.volumes.len > 0).then(|| self.volumes.sum / self.volumes.len as f64);
+        self.avg_volume =
+            (self.volumes.len > 0).then(|| self.volumes.sum / self.volumes.len as f64);
         self.volume_full = self.volumes.full();
         self.volume_ratio = match self.avg_volume {
             Some(avg) if avg > 0.0 => bar.volume as f64 / avg,
@@ -375,8 +380,19 @@ mod tests {
                 let open = price * (1.0 + (rng.random::<f64>() - 0.5) * 0.01);
                 let high = price.max(open) * (1.0 + rng.random::<f64>() * 0.01);
                 let low = price.min(open) * (1.0 - rng.random::<f64>() * 0.01);
-                let volume = if r < 0.05 { 0 } else { rng.random_range(0..1_000_000) };
-                Bar { open, high, low, close: price, volume, ts: None }
+                let volume = if r < 0.05 {
+                    0
+                } else {
+                    rng.random_range(0..1_000_000)
+                };
+                Bar {
+                    open,
+                    high,
+                    low,
+                    close: price,
+                    volume,
+                    ts: None,
+                }
             })
             .collect()
     }
@@ -409,11 +425,21 @@ mod tests {
                 gain = (gain * (n as f64 - 1.0) + change(i).max(0.0)) / n as f64;
                 loss = (loss * (n as f64 - 1.0) + (-change(i)).max(0.0)) / n as f64;
             }
-            Some(if gain + loss > 0.0 { 100.0 * gain / (gain + loss) } else { 50.0 })
+            Some(if gain + loss > 0.0 {
+                100.0 * gain / (gain + loss)
+            } else {
+                50.0
+            })
         }
 
         fn sma(&self, t: usize, w: usize) -> Option<f64> {
-            (t + 1 >= w).then(|| self.bars[t + 1 - w..=t].iter().map(|b| b.close).sum::<f64>() / w as f64)
+            (t + 1 >= w).then(|| {
+                self.bars[t + 1 - w..=t]
+                    .iter()
+                    .map(|b| b.close)
+                    .sum::<f64>()
+                    / w as f64
+            })
         }
 
         fn prior(&self, t: usize, high: bool) -> Option<f64> {
@@ -430,11 +456,18 @@ mod tests {
 
         fn avg_volume(&self, t: usize) -> Option<f64> {
             let from = t.saturating_sub(self.p.volume);
-            (t > 0).then(|| self.bars[from..t].iter().map(|b| b.volume as f64).sum::<f64>() / (t - from) as f64)
+            (t > 0).then(|| {
+                self.bars[from..t]
+                    .iter()
+                    .map(|b| b.volume as f64)
+                    .sum::<f64>()
+                    / (t - from) as f64
+            })
         }
 
         fn cross(&self, t: usize) -> Option<(Cross, u64)> {
-            let diff = |i: usize| Some(self.sma(i, self.p.sma_fast)? - self.sma(i, self.p.sma_slow)?);
+            let diff =
+                |i: usize| Some(self.sma(i, self.p.sma_fast)? - self.sma(i, self.p.sma_slow)?);
             (1..=t).rev().find_map(|i| match (diff(i - 1), diff(i)) {
                 (Some(p), Some(d)) if p <= 0.0 && d > 0.0 => Some((Cross::Up, (t - i) as u64)),
                 (Some(p), Some(d)) if p >= 0.0 && d < 0.0 => Some((Cross::Down, (t - i) as u64)),
@@ -445,7 +478,10 @@ mod tests {
 
     fn close(a: Option<f64>, b: Option<f64>, what: &str, t: usize) {
         match (a, b) {
-            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{what} at {t}: {a} vs {b}"),
+            (Some(a), Some(b)) => assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                "{what} at {t}: {a} vs {b}"
+            ),
             (a, b) => assert_eq!(a.is_some(), b.is_some(), "{what} at {t}"),
         }
     }
@@ -455,7 +491,12 @@ mod tests {
         let mut ind = Indicators::new(params);
         for (t, bar) in bars.iter().enumerate() {
             ind.update(bar);
-            close(Some(ind.change_pct), Some(naive.change_pct(t)), "change_pct", t);
+            close(
+                Some(ind.change_pct),
+                Some(naive.change_pct(t)),
+                "change_pct",
+                t,
+            );
             close(ind.rsi, naive.rsi(t), "rsi", t);
             close(ind.sma_fast, naive.sma(t, params.sma_fast), "sma_fast", t);
             close(ind.sma_slow, naive.sma(t, params.sma_slow), "sma_slow", t);
@@ -464,11 +505,18 @@ mod tests {
             close(ind.avg_volume, naive.avg_volume(t), "avg_volume", t);
             assert_eq!(ind.volume_full, t >= params.volume, "volume_full at {t}");
             if let Some(avg) = naive.avg_volume(t).filter(|a| *a > 0.0) {
-                close(Some(ind.volume_ratio), Some(bar.volume as f64 / avg), "volume_ratio", t);
+                close(
+                    Some(ind.volume_ratio),
+                    Some(bar.volume as f64 / avg),
+                    "volume_ratio",
+                    t,
+                );
             }
             // The cross scan only needs crosses within a few bars; check those exactly.
             let naive_cross = naive.cross(t);
-            if naive_cross.is_some_and(|(_, age)| age < 200) || ind.cross.is_some_and(|(_, age)| age < 200) {
+            if naive_cross.is_some_and(|(_, age)| age < 200)
+                || ind.cross.is_some_and(|(_, age)| age < 200)
+            {
                 assert_eq!(ind.cross, naive_cross, "cross at {t}");
             }
         }
@@ -508,7 +556,10 @@ mod tests {
         for bar in &bars {
             ind.update(bar);
         }
-        let naive = Naive { p: params, bars: &bars };
+        let naive = Naive {
+            p: params,
+            bars: &bars,
+        };
         let t = bars.len() - 1;
         close(ind.sma_slow, naive.sma(t, params.sma_slow), "sma_slow", t);
         close(ind.sma_fast, naive.sma(t, params.sma_fast), "sma_fast", t);
@@ -529,8 +580,16 @@ mod tests {
             values.push(ind.rsi);
         }
         assert!(values[..14].iter().all(Option::is_none));
-        assert!((values[14].unwrap() - 70.46).abs() < 0.01, "{:?}", values[14]);
-        assert!((values[15].unwrap() - 66.25).abs() < 0.01, "{:?}", values[15]);
+        assert!(
+            (values[14].unwrap() - 70.46).abs() < 0.01,
+            "{:?}",
+            values[14]
+        );
+        assert!(
+            (values[15].unwrap() - 66.25).abs() < 0.01,
+            "{:?}",
+            values[15]
+        );
     }
 
     #[test]

@@ -77,8 +77,12 @@ pub fn parse_line(line: &str) -> Result<Tick, String> {
     }
     let ts = match l.ts {
         None => None,
-        Some(Ts::Seconds(s)) => Some(from_unix_seconds(s).ok_or_else(|| format!("ts {s} is out of range"))?),
-        Some(Ts::Text(t)) => Some(parse_time(&t).ok_or_else(|| format!("ts `{t}` is not RFC 3339"))?),
+        Some(Ts::Seconds(s)) => {
+            Some(from_unix_seconds(s).ok_or_else(|| format!("ts {s} is out of range"))?)
+        }
+        Some(Ts::Text(t)) => {
+            Some(parse_time(&t).ok_or_else(|| format!("ts `{t}` is not RFC 3339"))?)
+        }
     };
     Ok(Tick {
         symbol: l.symbol.into_owned(),
@@ -111,7 +115,8 @@ impl JsonlFeed {
             Input::Stdin
         } else {
             // Fail at start on a missing file rather than in the reader thread.
-            File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            File::open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             Input::File {
                 path: path.to_owned(),
                 follow,
@@ -292,13 +297,17 @@ impl Reader {
 
     fn take(&mut self, raw: &[u8]) {
         if raw.len() > MAX_LINE {
-            self.bad.report(format_args!("line {}: longer than {MAX_LINE} bytes", self.line));
+            self.bad.report(format_args!(
+                "line {}: longer than {MAX_LINE} bytes",
+                self.line
+            ));
             return;
         }
         let text = match std::str::from_utf8(raw) {
             Ok(t) => t.trim(),
             Err(_) => {
-                self.bad.report(format_args!("line {}: not UTF-8", self.line));
+                self.bad
+                    .report(format_args!("line {}: not UTF-8", self.line));
                 return;
             }
         };
@@ -361,13 +370,27 @@ mod tests {
 
     #[test]
     fn parses_good_lines() {
-        let t = parse_line(r#"{"symbol":"AAPL","price":191.25,"volume":1200,"ts":"2024-01-02T09:30:00Z"}"#).unwrap();
-        assert_eq!((t.symbol.as_str(), t.price, t.volume), ("AAPL", 191.25, 1200));
+        let t = parse_line(
+            r#"{"symbol":"AAPL","price":191.25,"volume":1200,"ts":"2024-01-02T09:30:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.symbol.as_str(), t.price, t.volume),
+            ("AAPL", 191.25, 1200)
+        );
         assert_eq!(t.ts, parse_time("2024-01-02T09:30:00Z"));
-        let t = parse_line(r#"{"price":1.5,"symbol":"btc-usd","volume":0.4,"ts":1704187800.5,"venue":"x"}"#).unwrap();
+        let t = parse_line(
+            r#"{"price":1.5,"symbol":"btc-usd","volume":0.4,"ts":1704187800.5,"venue":"x"}"#,
+        )
+        .unwrap();
         assert_eq!(t.volume, 0);
         assert_eq!(t.ts, from_unix_seconds(1_704_187_800.5));
-        assert_eq!(parse_line(r#"{"symbol":"A","price":2,"volume":3}"#).unwrap().ts, None);
+        assert_eq!(
+            parse_line(r#"{"symbol":"A","price":2,"volume":3}"#)
+                .unwrap()
+                .ts,
+            None
+        );
     }
 
     #[test]
@@ -380,7 +403,10 @@ mod tests {
             (r#"{"symbol":"A","price":-1,"volume":1}"#, "positive"),
             (r#"{"symbol":"A","price":1,"volume":-1}"#, "shares"),
             (r#"{"symbol":"","price":1,"volume":1}"#, "empty"),
-            (r#"{"symbol":"A","price":1,"volume":1,"ts":"noon"}"#, "RFC 3339"),
+            (
+                r#"{"symbol":"A","price":1,"volume":1,"ts":"noon"}"#,
+                "RFC 3339",
+            ),
             (r#"[1,2]"#, "invalid type"),
         ];
         for (line, want) in cases {
@@ -404,12 +430,13 @@ mod tests {
 
     #[test]
     fn bad_lines_are_counted_and_never_fatal() {
-        let long = format!("{{\"symbol\":\"{}\",\"price\":1,\"volume\":1}}", "X".repeat(MAX_LINE));
+        let long = format!(
+            "{{\"symbol\":\"{}\",\"price\":1,\"volume\":1}}",
+            "X".repeat(MAX_LINE)
+        );
         let mut text = format!(
             "{}\n\n{}\n{}\n",
-            r#"{"symbol":"aapl","price":10,"volume":5}"#,
-            "garbage",
-            long,
+            r#"{"symbol":"aapl","price":10,"volume":5}"#, "garbage", long,
         )
         .into_bytes();
         text.extend_from_slice(b"\xff\xfe{}\n");
@@ -417,7 +444,10 @@ mod tests {
         text.extend_from_slice(b"\n");
         text.extend_from_slice(br#"{"symbol":"AAPL","price":11,"volume":5}"#);
         let (u, feed) = ingest(text);
-        assert_eq!(u.updates, 3, "two AAPL and one MSFT, the last without a newline");
+        assert_eq!(
+            u.updates, 3,
+            "two AAPL and one MSFT, the last without a newline"
+        );
         assert_eq!(u.len(), 2);
         assert_eq!(u.indicators(u.get("AAPL").unwrap()).close(), Some(11.0));
         assert_eq!(feed.bad_input(), 3, "garbage, the long line, the bad UTF-8");
@@ -440,7 +470,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("scanstream-jsonl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("feed.jsonl");
-        std::fs::write(&path, "{\"symbol\":\"A\",\"price\":1,\"volume\":1}\n{\"symbol\":\"A\",").unwrap();
+        std::fs::write(
+            &path,
+            "{\"symbol\":\"A\",\"price\":1,\"volume\":1}\n{\"symbol\":\"A\",",
+        )
+        .unwrap();
         let mut feed = JsonlFeed::open(&path, true).unwrap();
         let mut u = Universe::new(IndicatorParams::default(), 10);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -453,11 +487,18 @@ mod tests {
         };
         wait_for(&mut feed, &mut u, 1);
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"\"price\":2,\"volume\":1}\n").unwrap();
         wait_for(&mut feed, &mut u, 2);
         assert_eq!(u.indicators(0).close(), Some(2.0));
-        assert_eq!(feed.bad_input(), 0, "a line written in two parts is one line");
+        assert_eq!(
+            feed.bad_input(),
+            0,
+            "a line written in two parts is one line"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

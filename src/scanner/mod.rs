@@ -19,14 +19,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never, unbounded};
+use crossbeam_channel::{
+    Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never, unbounded,
+};
 use mio::Waker;
 use serde::Serialize;
 
 pub use dedup::{Dedup, Materiality};
 pub use firehose::Firehose;
-pub use market::{Feed, MarketScanner, ScanSettings, Universe};
 pub use jsonl::{JsonlFeed, parse_line};
+pub use market::{Feed, MarketScanner, ScanSettings, Universe};
 pub use replay::{CsvReplay, Speed};
 pub use scans::{MARKET_SCANS, Thresholds, evaluate};
 pub use sim::{Sim, SimOptions, ticker};
@@ -85,7 +87,11 @@ impl BadInput {
     pub(crate) fn report(&self, what: std::fmt::Arguments<'_>) {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= 20 || n.is_power_of_two() {
-            tracing::warn!(source = self.source, bad_total = n, "skipped bad input: {what}");
+            tracing::warn!(
+                source = self.source,
+                bad_total = n,
+                "skipped bad input: {what}"
+            );
         }
     }
 
@@ -380,7 +386,11 @@ impl StatusThrottle {
         if p.cycle != self.last_cycle {
             self.last_cycle = p.cycle;
             self.next = Some(now + self.interval);
-            return Some(if p.scanning { Phase::Scanning } else { Phase::Idle });
+            return Some(if p.scanning {
+                Phase::Scanning
+            } else {
+                Phase::Idle
+            });
         }
         if !p.scanning {
             return None;
@@ -450,7 +460,10 @@ impl Scanner {
                     self.send_status(phase)?;
                 }
             }
-            let wake = self.throttle.next_due(&progress).map_or(due, |t| t.min(due));
+            let wake = self
+                .throttle
+                .next_due(&progress)
+                .map_or(due, |t| t.min(due));
             let mut select = Select::new();
             let commands = select.recv(&self.commands);
             let adhoc = select.recv(&self.adhoc);

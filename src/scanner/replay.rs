@@ -39,7 +39,9 @@ impl FromStr for Speed {
         }
         match s.parse::<f64>() {
             Ok(r) if r.is_finite() && r > 0.0 => Ok(Speed::PerSecond(r)),
-            _ => Err(format!("replay speed is bars per second above 0, or `max`; got `{s}`")),
+            _ => Err(format!(
+                "replay speed is bars per second above 0, or `max`; got `{s}`"
+            )),
         }
     }
 }
@@ -147,7 +149,9 @@ fn parse_row(record: &csv::StringRecord, c: &Columns) -> Result<Bar, String> {
         price(c.close, "close")?,
     );
     if high < low || high < open.max(close) || low > open.min(close) {
-        return Err(format!("high {high} and low {low} do not bound open {open} and close {close}"));
+        return Err(format!(
+            "high {high} and low {low} do not bound open {open} and close {close}"
+        ));
     }
     let v = field(c.volume, "volume")?;
     let volume = match v.parse::<f64>() {
@@ -216,7 +220,13 @@ impl CsvReplay {
         // Stable: bars of one time keep their file order.
         replay.rows.sort_by_key(|r| r.bar.ts);
         replay.ids = vec![None; replay.names.len()];
-        tracing::info!(files = files.len(), bars = replay.rows.len(), symbols = replay.names.len(), bad = replay.bad.count(), "csv replay loaded");
+        tracing::info!(
+            files = files.len(),
+            bars = replay.rows.len(),
+            symbols = replay.names.len(),
+            bad = replay.bad.count(),
+            "csv replay loaded"
+        );
         Ok(replay)
     }
 
@@ -226,7 +236,10 @@ impl CsvReplay {
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(reader);
-        let headers = csv.headers().map_err(|e| annotate(path, io::Error::other(e)))?.clone();
+        let headers = csv
+            .headers()
+            .map_err(|e| annotate(path, io::Error::other(e)))?
+            .clone();
         let columns = Columns::find(&headers)
             .map_err(|msg| annotate(path, io::Error::new(io::ErrorKind::InvalidData, msg)))?;
         let stem = path
@@ -245,7 +258,8 @@ impl CsvReplay {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
-                    self.bad.report(format_args!("{}:{line}: {e}", path.display()));
+                    self.bad
+                        .report(format_args!("{}:{line}: {e}", path.display()));
                     if e.is_io_error() {
                         break;
                     }
@@ -256,13 +270,16 @@ impl CsvReplay {
                 (Some(id), _) => id,
                 (None, Some(name)) if !name.is_empty() => self.symbol_index(&name.to_uppercase()),
                 (None, _) => {
-                    self.bad.report(format_args!("{}:{line}: no symbol", path.display()));
+                    self.bad
+                        .report(format_args!("{}:{line}: no symbol", path.display()));
                     continue;
                 }
             };
             match parse_row(&record, &columns) {
                 Ok(bar) => self.rows.push(Row { symbol, bar }),
-                Err(msg) => self.bad.report(format_args!("{}:{line}: {msg}", path.display())),
+                Err(msg) => self
+                    .bad
+                    .report(format_args!("{}:{line}: {msg}", path.display())),
             }
         }
         Ok(())
@@ -387,7 +404,11 @@ mod tests {
         for (name, text) in files {
             std::fs::write(dir.join(name), text).unwrap();
         }
-        let path = if files.len() == 1 { dir.join(files[0].0) } else { dir.clone() };
+        let path = if files.len() == 1 {
+            dir.join(files[0].0)
+        } else {
+            dir.clone()
+        };
         let replay = CsvReplay::open(&path, Speed::Max, Instant::now()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         replay
@@ -406,7 +427,10 @@ Date,Open,High,Low,Close,Adj Close,Volume
         assert_eq!(r.names, ["AAPL"]);
         assert_eq!(r.len(), 3);
         let first = r.rows[0].bar;
-        assert_eq!((first.open, first.high, first.low, first.close, first.volume), (187.15, 188.44, 183.89, 185.64, 82_488_700));
+        assert_eq!(
+            (first.open, first.high, first.low, first.close, first.volume),
+            (187.15, 188.44, 183.89, 185.64, 82_488_700)
+        );
         assert_eq!(r.bad_input(), 0);
     }
 
@@ -478,14 +502,18 @@ not-a-date,10,11,9,10.5,100
 
     #[test]
     fn a_file_without_the_needed_columns_is_refused_by_name() {
-        let dir = std::env::temp_dir().join(format!("scanstream-csv-missing-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("scanstream-csv-missing-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.csv");
         std::fs::write(&path, "Date,Price\n2024-01-01,1\n").unwrap();
         let err = CsvReplay::open(&path, Speed::Max, Instant::now()).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         let msg = err.to_string();
-        assert!(msg.contains("bad.csv") && msg.contains("open") && msg.contains("volume"), "{msg}");
+        assert!(
+            msg.contains("bad.csv") && msg.contains("open") && msg.contains("volume"),
+            "{msg}"
+        );
     }
 
     #[test]

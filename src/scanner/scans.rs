@@ -131,7 +131,11 @@ mod tests {
     fn fired(closes: &[f64], last_volume: u64) -> Vec<(Scan, f64)> {
         let mut ind = Indicators::new(params());
         for (i, c) in closes.iter().enumerate() {
-            let volume = if i + 1 == closes.len() { last_volume } else { 100 };
+            let volume = if i + 1 == closes.len() {
+                last_volume
+            } else {
+                100
+            };
             ind.update(&Bar::tick(*c, volume, None));
         }
         MARKET_SCANS
@@ -146,27 +150,93 @@ mod tests {
     }
 
     fn score(hits: &[(Scan, f64)], scan: Scan) -> f64 {
-        hits.iter().find(|h| h.0 == scan).map(|h| h.1).unwrap_or(f64::NAN)
+        hits.iter()
+            .find(|h| h.0 == scan)
+            .map(|h| h.1)
+            .unwrap_or(f64::NAN)
     }
 
     #[test]
     fn each_scan_fires_when_it_should_and_not_otherwise() {
         use Scan::*;
         // (what, closes, last volume, must fire, must not fire)
-        let table: &[(&str, &[f64], u64, &[Scan], &[Scan])] = &[
+        type Case<'a> = (&'a str, &'a [f64], u64, &'a [Scan], &'a [Scan]);
+        let table: &[Case<'_>] = &[
             ("flat", &[100.0; 8], 100, &[], &MARKET_SCANS),
-            ("up 3% exactly", &[100.0, 100.0, 100.0, 100.0, 103.0], 100, &[PriceChange], &[]),
-            ("up 2.9%", &[100.0, 100.0, 100.0, 100.0, 102.9], 100, &[], &[PriceChange]),
-            ("down 4%", &[100.0, 100.0, 100.0, 100.0, 96.0], 100, &[PriceChange], &[]),
+            (
+                "up 3% exactly",
+                &[100.0, 100.0, 100.0, 100.0, 103.0],
+                100,
+                &[PriceChange],
+                &[],
+            ),
+            (
+                "up 2.9%",
+                &[100.0, 100.0, 100.0, 100.0, 102.9],
+                100,
+                &[],
+                &[PriceChange],
+            ),
+            (
+                "down 4%",
+                &[100.0, 100.0, 100.0, 100.0, 96.0],
+                100,
+                &[PriceChange],
+                &[],
+            ),
             ("volume x3", &[100.0; 5], 300, &[VolumeSpike], &[]),
             ("volume x2.9", &[100.0; 5], 290, &[], &[VolumeSpike]),
-            ("volume x5, window short", &[100.0, 100.0, 100.0], 500, &[], &[VolumeSpike]),
-            ("steady rise", &[100.0, 100.5, 101.0, 101.5, 102.0], 100, &[RsiOverbought, NewHigh], &[RsiOversold, NewLow]),
-            ("steady fall", &[100.0, 99.5, 99.0, 98.5, 98.0], 100, &[RsiOversold, NewLow], &[RsiOverbought, NewHigh]),
-            ("equal to the prior high", &[100.0, 101.0, 100.0, 100.5, 101.0], 100, &[], &[NewHigh]),
-            ("cross up", &[100.0, 100.0, 99.0, 99.0, 98.0, 101.0], 100, &[SmaCrossUp], &[SmaCrossDown]),
-            ("cross down", &[100.0, 100.0, 101.0, 101.0, 102.0, 99.0], 100, &[SmaCrossDown], &[SmaCrossUp]),
-            ("no cross while above", &[100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0, 107.0], 100, &[], &[SmaCrossUp, SmaCrossDown]),
+            (
+                "volume x5, window short",
+                &[100.0, 100.0, 100.0],
+                500,
+                &[],
+                &[VolumeSpike],
+            ),
+            (
+                "steady rise",
+                &[100.0, 100.5, 101.0, 101.5, 102.0],
+                100,
+                &[RsiOverbought, NewHigh],
+                &[RsiOversold, NewLow],
+            ),
+            (
+                "steady fall",
+                &[100.0, 99.5, 99.0, 98.5, 98.0],
+                100,
+                &[RsiOversold, NewLow],
+                &[RsiOverbought, NewHigh],
+            ),
+            (
+                "equal to the prior high",
+                &[100.0, 101.0, 100.0, 100.5, 101.0],
+                100,
+                &[],
+                &[NewHigh],
+            ),
+            (
+                "cross up",
+                &[100.0, 100.0, 99.0, 99.0, 98.0, 101.0],
+                100,
+                &[SmaCrossUp],
+                &[SmaCrossDown],
+            ),
+            (
+                "cross down",
+                &[100.0, 100.0, 101.0, 101.0, 102.0, 99.0],
+                100,
+                &[SmaCrossDown],
+                &[SmaCrossUp],
+            ),
+            (
+                "no cross while above",
+                &[
+                    100.0, 100.0, 100.0, 100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0, 107.0,
+                ],
+                100,
+                &[],
+                &[SmaCrossUp, SmaCrossDown],
+            ),
         ];
         for (what, closes, volume, yes, no) in table {
             let hits = fired(closes, *volume);

@@ -264,17 +264,33 @@ mod tests {
             first.entry(r.scan.name()).or_insert(*step);
         }
         for scan in crate::scanner::MARKET_SCANS {
-            assert!(first.contains_key(scan.name()), "{scan} never fired: {first:?}");
+            assert!(
+                first.contains_key(scan.name()),
+                "{scan} never fired: {first:?}"
+            );
         }
         let kinds: HashSet<_> = results.iter().map(|(_, r)| r.event).collect();
-        assert_eq!(kinds.len(), 3, "new, update and clear all happen: {kinds:?}");
+        assert_eq!(
+            kinds.len(),
+            3,
+            "new, update and clear all happen: {kinds:?}"
+        );
     }
 
     #[test]
     fn the_same_seed_gives_the_same_market() {
         let key = |v: Vec<(u64, ScanResult)>| {
             v.into_iter()
-                .map(|(step, r)| (step, r.symbol, r.scan, r.event, r.price.to_bits(), r.score.to_bits()))
+                .map(|(step, r)| {
+                    (
+                        step,
+                        r.symbol,
+                        r.scan,
+                        r.event,
+                        r.price.to_bits(),
+                        r.score.to_bits(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let a = key(run(7, 20));
@@ -301,6 +317,10 @@ mod tests {
     fn tickers_are_distinct_and_ticker_like() {
         let names: HashSet<String> = (0..100_000).map(ticker).collect();
         assert_eq!(names.len(), 100_000);
-        assert!(names.iter().all(|n| (3..=5).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_uppercase())));
+        assert!(
+            names
+                .iter()
+                .all(|n| (3..=5).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_uppercase()))
+        );
     }
 }

@@ -50,7 +50,14 @@ impl TestServer {
         let mut config = test_config();
         tweak(&mut config);
         let (tx, rx) = unbounded();
-        let reactor = Reactor::bind_with(config, Box::new(Scripted { rx, announced: false })).expect("bind");
+        let reactor = Reactor::bind_with(
+            config,
+            Box::new(Scripted {
+                rx,
+                announced: false,
+            }),
+        )
+        .expect("bind");
         let mut server = TestServer::run(reactor);
         server.feed = Some(tx);
         server
