@@ -14,7 +14,8 @@
 //! - Prior high and low: the highest high and lowest low of the `range` bars before this
 //!   one (monotonic deques), once there are that many.
 //! - Volume average: the mean volume of up to `volume` bars before this one;
-//!   `volume_ratio = volume / average` (1 for the first bar).
+//!   `volume_ratio = volume / max(average, 1)` (1 for the first bar; an average under one
+//!   share counts as one, so the ratio stays finite after silent bars).
 //! - SMA cross: the bar on which `fast - slow` turns from `<= 0` to `> 0` (up) or from
 //!   `>= 0` to `< 0` (down); `cross_age` counts bars since then.
 
@@ -319,9 +320,8 @@ impl Indicators {
             (self.volumes.len > 0).then(|| self.volumes.sum / self.volumes.len as f64);
         self.volume_full = self.volumes.full();
         self.volume_ratio = match self.avg_volume {
-            Some(avg) if avg > 0.0 => bar.volume as f64 / avg,
-            Some(_) if bar.volume > 0 => f64::INFINITY,
-            _ => 1.0,
+            Some(avg) => bar.volume as f64 / avg.max(1.0),
+            None => 1.0,
         };
         self.volumes.push(bar.volume as f64);
 
@@ -599,7 +599,7 @@ mod tests {
             ind.update(&Bar::tick(10.0, 0, None));
         }
         assert_eq!(ind.rsi, Some(50.0));
-        assert_eq!(ind.volume_ratio, 1.0);
+        assert_eq!(ind.volume_ratio, 0.0, "no volume over no volume is no spike");
         assert_eq!(ind.change_pct, 0.0);
     }
 }

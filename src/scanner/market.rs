@@ -305,7 +305,8 @@ impl<F: Feed> MarketScanner<F> {
         }
         self.cycle = None;
         self.cycles += 1;
-        self.last_cycle_ms = cycle.work.as_secs_f64() * 1000.0;
+        // Microseconds are all a status needs.
+        self.last_cycle_ms = (cycle.work.as_secs_f64() * 1e6).round() / 1000.0;
         true
     }
 }
@@ -324,15 +325,21 @@ fn result(
         symbol: name.to_owned(),
         scan,
         event,
-        score: score.unwrap_or(0.0),
+        score: round4(score.unwrap_or(0.0)),
         price: bar.map_or(0.0, |b| b.close),
-        change_pct: ind.change_pct,
+        change_pct: round4(ind.change_pct),
         volume: bar.map_or(0, |b| b.volume),
-        volume_ratio: ind.volume_ratio,
-        rsi: ind.rsi,
+        volume_ratio: round4(ind.volume_ratio),
+        rsi: ind.rsi.map(round4),
         source_ts: bar.and_then(|b| b.ts),
         adhoc,
     }
+}
+
+/// Four decimals: derived values carry no more meaning than that, and every digit is
+/// sent to every subscriber.
+fn round4(x: f64) -> f64 {
+    if x.is_finite() { (x * 1e4).round() / 1e4 } else { 0.0 }
 }
 
 impl<F: Feed> Source for MarketScanner<F> {
