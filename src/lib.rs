@@ -1,13 +1,14 @@
 //! scanstream: a real-time market scanner that streams what it finds.
 //!
 //! ```text
-//!  source ──▶ scanner thread ──ScanEvent──▶ crossbeam channel ──▶ reactor thread ──▶ sockets
-//!             (numbers, stamps,             + mio::Waker          (slab of connections,
-//!              encodes once)      ◀──commands (start, stop, scan)── filters, history, HTTP)
+//!  feed ──bars──▶ scanner thread ──ScanEvent──▶ crossbeam channel ──▶ reactor thread ──▶ sockets
+//!  (sim, csv,     (indicators, scans,          + mio::Waker          (slab of connections,
+//!   jsonl)         pacing, dedup)   ◀──commands (start, stop, scan)── filters, history, HTTP)
 //! ```
 //!
-//! The scanner thread owns the data source and publishes each result once, already
-//! encoded as JSON. The reactor thread owns every socket: it parses HTTP/1.1 with
+//! The scanner thread owns the market data: it keeps incremental indicators per symbol,
+//! evaluates the scans in paced cycles, turns them into `new`/`update`/`clear` events and
+//! publishes each result once, already encoded as JSON. The reactor thread owns every socket: it parses HTTP/1.1 with
 //! httparse, runs WebSocket connections through tungstenite's state machine, and copies
 //! each result into the out buffer of every connection whose filters match, writing each
 //! buffer once per loop turn.
@@ -19,7 +20,8 @@
 //! - [`protocol`]: client messages, filters, error and close codes (sans-IO).
 //! - [`history`]: the resume ring and the active set.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
-//! - `scanner`: the scanner thread, the `Source` trait and the firehose source.
+//! - [`scanner`]: the scanner thread; the `Source` trait it runs (the market scanner or
+//!   the benchmark firehose); feeds (`sim`, `csv`, `jsonl`), indicators, scans, dedup.
 //! - `reactor`: the event loop: connections, HTTP, WebSocket, fan-out, timers.
 //! - `timefmt`: RFC 3339 timestamps.
 
