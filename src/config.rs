@@ -12,10 +12,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::scanner::indicators::{IndicatorParams, Reference};
-use crate::scanner::market::ScanSettings;
-use crate::scanner::{Materiality, SimOptions, SourceSettings, Speed, Thresholds};
-
 /// A duration written the human way: `250ms`, `25s`, `1m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -105,6 +101,55 @@ impl<'de> Deserialize<'de> for SourceSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Replay speed: bars per second over all symbols, or as fast as the scanner goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// This many bars per second.
+    PerSecond(f64),
+    /// One time step after another, each scanned at once.
+    Max,
+}
+
+impl FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "max" {
+            return Ok(Speed::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(r) if r.is_finite() && r > 0.0 => Ok(Speed::PerSecond(r)),
+            _ => Err(format!(
+                "replay speed is bars per second above 0, or `max`; got `{s}`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Speed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Speed::PerSecond(r) => write!(f, "{r}"),
+            Speed::Max => f.write_str("max"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Speed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(r) => Speed::from_str(&r.to_string()),
+            Raw::Text(s) => s.parse(),
+        }
+        .map_err(serde::de::Error::custom)
     }
 }
 
@@ -361,44 +406,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-
-    /// What the scanner thread needs to build its source.
-    pub fn source_settings(&self) -> SourceSettings {
-        SourceSettings {
-            scan: ScanSettings {
-                indicators: IndicatorParams {
-                    rsi: self.rsi_period,
-                    sma_fast: self.sma_fast,
-                    sma_slow: self.sma_slow,
-                    range: self.range_bars,
-                    volume: self.volume_bars,
-                    reference: Reference::SessionOpen,
-                },
-                thresholds: Thresholds {
-                    price_change_pct: self.price_change_pct,
-                    volume_ratio: self.volume_spike_ratio,
-                    rsi_overbought: self.rsi_overbought,
-                    rsi_oversold: self.rsi_oversold,
-                    cross_bars: self.cross_bars,
-                },
-                materiality: Materiality {
-                    score_step: self.update_score_step,
-                    price_pct: self.update_price_pct,
-                },
-                scan_interval: self.scan_interval.0,
-                min_scan_interval: self.min_scan_interval.0,
-                max_symbols: self.max_symbols,
-            },
-            sim: SimOptions {
-                symbols: self.sim_symbols,
-                rate: self.sim_rate,
-                seed: self.sim_seed,
-                warmup: self.sim_warmup,
-            },
-            replay_speed: self.replay_speed,
-            jsonl_follow: self.jsonl_follow,
-        }
     }
 }
 

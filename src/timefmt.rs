@@ -57,7 +57,8 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
 
 /// Seconds since the Unix epoch (fractions allowed) as a time, if finite and positive.
 pub fn from_unix_seconds(secs: f64) -> Option<SystemTime> {
-    (0.0..1e11).contains(&secs)
+    (0.0..1e11)
+        .contains(&secs)
         .then(|| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
 }
 

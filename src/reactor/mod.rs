@@ -35,7 +35,9 @@ use crate::config::Config;
 use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
 use crate::protocol::close;
-use crate::scanner::{self, RunState, ScannerHandle, ScannerOptions, ScannerStatus, Source};
+use crate::scanner::{
+    self, RunState, ScannerHandle, ScannerOptions, ScannerStatus, Source, SourceSettings,
+};
 use conn::{Conn, Phase};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -155,12 +157,10 @@ fn split(token: Token) -> (usize, u32) {
 impl Reactor {
     /// Binds the listener and starts the scanner over the configured source.
     pub fn bind(config: Config) -> Result<Reactor, ServerError> {
-        let source =
-            scanner::source_for(&config.source, &config.source_settings()).map_err(|source| {
-                ServerError::Source {
-                    spec: config.source.to_string(),
-                    source,
-                }
+        let source = scanner::source_for(&config.source, &SourceSettings::from_config(&config))
+            .map_err(|source| ServerError::Source {
+                spec: config.source.to_string(),
+                source,
             })?;
         Reactor::bind_with(config, source)
     }

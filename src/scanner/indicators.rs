@@ -599,7 +599,10 @@ mod tests {
             ind.update(&Bar::tick(10.0, 0, None));
         }
         assert_eq!(ind.rsi, Some(50.0));
-        assert_eq!(ind.volume_ratio, 0.0, "no volume over no volume is no spike");
+        assert_eq!(
+            ind.volume_ratio, 0.0,
+            "no volume over no volume is no spike"
+        );
         assert_eq!(ind.change_pct, 0.0);
     }
 }

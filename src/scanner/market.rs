@@ -339,7 +339,11 @@ fn result(
 /// Four decimals: derived values carry no more meaning than that, and every digit is
 /// sent to every subscriber.
 fn round4(x: f64) -> f64 {
-    if x.is_finite() { (x * 1e4).round() / 1e4 } else { 0.0 }
+    if x.is_finite() {
+        (x * 1e4).round() / 1e4
+    } else {
+        0.0
+    }
 }
 
 impl<F: Feed> Source for MarketScanner<F> {

@@ -33,8 +33,9 @@ pub use replay::{CsvReplay, Speed};
 pub use scans::{MARKET_SCANS, Thresholds, evaluate};
 pub use sim::{Sim, SimOptions, ticker};
 
-use crate::config::SourceSpec;
+use crate::config::{Config, SourceSpec};
 use crate::event::{ScanEvent, ScanResult};
+use indicators::{IndicatorParams, Reference};
 
 /// Results waiting for the reactor at most; past it the scanner waits (backpressure).
 const EVENT_CHANNEL: usize = 65_536;
@@ -325,6 +326,46 @@ pub struct SourceSettings {
     pub replay_speed: Speed,
     /// Keep reading a JSONL file as it grows.
     pub jsonl_follow: bool,
+}
+
+impl SourceSettings {
+    /// The settings `config` gives.
+    pub fn from_config(config: &Config) -> SourceSettings {
+        SourceSettings {
+            scan: ScanSettings {
+                indicators: IndicatorParams {
+                    rsi: config.rsi_period,
+                    sma_fast: config.sma_fast,
+                    sma_slow: config.sma_slow,
+                    range: config.range_bars,
+                    volume: config.volume_bars,
+                    reference: Reference::SessionOpen,
+                },
+                thresholds: Thresholds {
+                    price_change_pct: config.price_change_pct,
+                    volume_ratio: config.volume_spike_ratio,
+                    rsi_overbought: config.rsi_overbought,
+                    rsi_oversold: config.rsi_oversold,
+                    cross_bars: config.cross_bars,
+                },
+                materiality: Materiality {
+                    score_step: config.update_score_step,
+                    price_pct: config.update_price_pct,
+                },
+                scan_interval: config.scan_interval.0,
+                min_scan_interval: config.min_scan_interval.0,
+                max_symbols: config.max_symbols,
+            },
+            sim: SimOptions {
+                symbols: config.sim_symbols,
+                rate: config.sim_rate,
+                seed: config.sim_seed,
+                warmup: config.sim_warmup,
+            },
+            replay_speed: config.replay_speed,
+            jsonl_follow: config.jsonl_follow,
+        }
+    }
 }
 
 /// Starts the scanner thread over `source`; it wakes the reactor through `waker`.

@@ -8,11 +8,9 @@
 //! name is the symbol (`aapl.csv` is `AAPL`). A malformed row is logged with its file and
 //! line, counted, and skipped. The files are read once at start.
 
-use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Instant;
 
 use ahash::AHashMap;
@@ -20,56 +18,8 @@ use ahash::AHashMap;
 use super::BadInput;
 use super::indicators::{Bar, Reference};
 use super::market::{Feed, Universe};
+pub use crate::config::Speed;
 use crate::timefmt::{from_unix_seconds, parse_time};
-
-/// Replay speed: bars per second over all symbols, or as fast as the scanner goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Speed {
-    /// This many bars per second.
-    PerSecond(f64),
-    /// One time step after another, each scanned at once.
-    Max,
-}
-
-impl FromStr for Speed {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "max" {
-            return Ok(Speed::Max);
-        }
-        match s.parse::<f64>() {
-            Ok(r) if r.is_finite() && r > 0.0 => Ok(Speed::PerSecond(r)),
-            _ => Err(format!(
-                "replay speed is bars per second above 0, or `max`; got `{s}`"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Speed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Speed::PerSecond(r) => write!(f, "{r}"),
-            Speed::Max => f.write_str("max"),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Speed {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(r) => Speed::from_str(&r.to_string()),
-            Raw::Text(s) => s.parse(),
-        }
-        .map_err(serde::de::Error::custom)
-    }
-}
 
 /// One row: which symbol (index into the names) and its bar.
 #[derive(Debug, Clone, Copy)]
