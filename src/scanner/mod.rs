@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{
-    Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never, unbounded,
+    Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never,
 };
 use mio::Waker;
 use serde::Serialize;
@@ -39,6 +39,9 @@ use indicators::{IndicatorParams, Reference};
 
 /// Results waiting for the reactor at most; past it the scanner waits (backpressure).
 const EVENT_CHANNEL: usize = 65_536;
+
+/// Start and stop commands waiting at most; past it the HTTP call is refused.
+const COMMANDS: usize = 16;
 
 /// Results published in one go at most, so a late scanner catches up in slices.
 const MAX_BATCH: usize = 4096;
@@ -117,7 +120,7 @@ pub struct Counters {
 pub struct Progress {
     /// Cycles completed.
     pub cycle: u64,
-    /// Symbols evaluated in the current cycle.
+    /// Symbols visited in the current cycle (all of them once it is over).
     pub scanned: u64,
     /// Symbols in the universe.
     pub total: u64,
@@ -160,7 +163,7 @@ pub struct ScannerStatus {
     pub state: RunState,
     /// Cycles completed.
     pub cycle: u64,
-    /// Symbols evaluated in this cycle.
+    /// Symbols visited in this cycle (all of them once it is over).
     pub scanned: u64,
     /// Symbols in the universe.
     pub total: u64,
@@ -263,9 +266,9 @@ pub struct ScannerHandle {
 }
 
 impl ScannerHandle {
-    /// Sends a control command; false when the scanner is gone.
+    /// Sends a control command; false when the scanner is gone or has 16 waiting.
     pub fn command(&self, cmd: Command) -> bool {
-        self.commands.send(cmd).is_ok()
+        self.commands.try_send(cmd).is_ok()
     }
 
     /// Queues an ad-hoc scan (the reactor bounds the symbols waiting).
@@ -375,7 +378,7 @@ pub fn spawn(
     options: ScannerOptions,
 ) -> io::Result<ScannerHandle> {
     let (events_tx, events) = bounded(EVENT_CHANNEL);
-    let (commands, commands_rx) = unbounded();
+    let (commands, commands_rx) = bounded(COMMANDS);
     // The reactor bounds the symbols waiting; every request holds at least one.
     let (adhoc, adhoc_rx) = bounded(options.adhoc_queue.max(1));
     let doorbell = source.doorbell();
@@ -475,7 +478,7 @@ impl Scanner {
     }
 
     fn run_loop(&mut self) -> Result<(), Disconnected> {
-        let doorbell = self.doorbell.take().unwrap_or_else(never);
+        let mut doorbell = self.doorbell.take().unwrap_or_else(never);
         loop {
             // Ad-hoc requests jump the queue: served before the next slice of a cycle.
             loop {
@@ -501,13 +504,16 @@ impl Scanner {
                     self.send_status(phase)?;
                 }
             }
-            let wake = self
-                .throttle
-                .next_due(&progress)
-                .map_or(due, |t| t.min(due));
+            // A stopped scanner sends no progress, so only a running one wakes for it.
+            let progress_due = match self.state {
+                RunState::Running => self.throttle.next_due(&progress),
+                RunState::Stopped => None,
+            };
+            let wake = progress_due.map_or(due, |t| t.min(due));
             let mut select = Select::new();
             let commands = select.recv(&self.commands);
-            let adhoc = select.recv(&self.adhoc);
+            // Ad-hoc requests are taken at the top of the loop; this only wakes for them.
+            select.recv(&self.adhoc);
             let bell = select.recv(&doorbell);
             let Ok(op) = select.ready_timeout(wake.saturating_duration_since(now)) else {
                 continue;
@@ -520,9 +526,17 @@ impl Scanner {
                 }
             } else if op == bell {
                 // Drain the ring: the data itself is read by the next poll.
-                while doorbell.try_recv().is_ok() {}
-            } else if op == adhoc && self.adhoc.is_empty() && self.adhoc.try_recv().is_err() {
-                return Err(Disconnected);
+                loop {
+                    match doorbell.try_recv() {
+                        Ok(()) => {}
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            // The feed ended; a disconnected channel is always ready.
+                            doorbell = never();
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
@@ -614,6 +628,80 @@ impl Scanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source that counts how often the thread calls it, to catch a spinning loop.
+    struct Counting {
+        calls: Arc<AtomicU64>,
+        bell: Option<Receiver<()>>,
+        scanning: bool,
+    }
+
+    impl Source for Counting {
+        fn poll(&mut self, now: Instant, _: usize, _: &mut Vec<ScanResult>) -> Instant {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            now + Duration::from_secs(3600)
+        }
+        fn idle(&mut self, now: Instant) -> Instant {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            now + Duration::from_secs(3600)
+        }
+        fn scan(&mut self, _: &[String], _: &mut Vec<ScanResult>) {}
+        fn progress(&self) -> Progress {
+            Progress {
+                scanning: self.scanning,
+                ..Progress::default()
+            }
+        }
+        fn restart(&mut self, _: Instant) {}
+        fn doorbell(&mut self) -> Option<Receiver<()>> {
+            self.bell.take()
+        }
+    }
+
+    /// Runs a counting source on a real scanner thread; returns its calls after `setup`
+    /// and a quiet 300 ms. A loop that waits as it should makes a handful, a spinning
+    /// one hundreds of thousands.
+    fn calls_while_quiet(source: Counting, setup: impl FnOnce(&ScannerHandle)) -> u64 {
+        let calls = Arc::clone(&source.calls);
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let options = ScannerOptions {
+            progress_interval: Duration::from_millis(250),
+            adhoc_queue: 10,
+        };
+        let handle = spawn(Box::new(source), waker, options).unwrap();
+        setup(&handle);
+        std::thread::sleep(Duration::from_millis(100));
+        let before = calls.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(300));
+        let quiet = calls.load(Ordering::Relaxed) - before;
+        handle.shutdown();
+        quiet
+    }
+
+    #[test]
+    fn a_feed_that_ended_does_not_make_the_thread_spin() {
+        let (bell_tx, bell) = bounded(1);
+        drop(bell_tx);
+        let source = Counting {
+            calls: Arc::default(),
+            bell: Some(bell),
+            scanning: false,
+        };
+        let calls = calls_while_quiet(source, |_| {});
+        assert!(calls <= 5, "{calls} polls in 300 ms of nothing");
+    }
+
+    #[test]
+    fn stopped_mid_cycle_the_thread_waits() {
+        let source = Counting {
+            calls: Arc::default(),
+            bell: None,
+            scanning: true,
+        };
+        let calls = calls_while_quiet(source, |h| assert!(h.command(Command::Stop)));
+        assert!(calls <= 5, "{calls} idle calls in 300 ms while stopped");
+    }
 
     fn progress(cycle: u64, scanning: bool) -> Progress {
         Progress {
