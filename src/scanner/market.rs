@@ -2,10 +2,10 @@
 //! cycles, deduplicated into `new`/`update`/`clear` results.
 //!
 //! Everything here takes `now` from its caller, so tests drive it with an injected clock.
-//! Pacing: a cycle starts every `scan_interval`; it visits every symbol in chunks (so
+//! Pacing: a cycle is due every `scan_interval`; it visits every symbol in chunks (so
 //! ad-hoc requests and commands get in between) and evaluates those with new data whose
-//! last evaluation began at least `min_scan_interval` earlier. A replay at full speed has
-//! no wall-clock pacing: each step of bars is followed by a cycle over what it touched.
+//! last evaluation was due at least `min_scan_interval` earlier. A replay is not paced by
+//! the wall clock: each step of bars it delivers is scanned at once, symbol by symbol.
 
 use std::time::{Duration, Instant};
 
@@ -35,9 +35,14 @@ pub trait Feed: Send {
     fn live(&self) -> bool {
         true
     }
-    /// False for a replay at full speed: each `poll` is one step, scanned at once.
+    /// False for a replay: every bar is scanned as it is delivered, and `poll` never
+    /// delivers two bars of one symbol before they are scanned.
     fn paced(&self) -> bool {
         true
+    }
+    /// When an unpaced feed's next bar is due (`None`: at once, if there is one).
+    fn next_due(&self) -> Option<Instant> {
+        None
     }
     /// Nothing more will come.
     fn exhausted(&self) -> bool {
@@ -79,6 +84,8 @@ pub struct Universe {
     pub updates: u64,
     /// Bars refused: a bad symbol name, a bad price, or the universe is full.
     pub refused: u64,
+    /// Symbols that became dirty since the last replay step was scanned.
+    touched: Vec<u32>,
 }
 
 impl Universe {
@@ -91,6 +98,7 @@ impl Universe {
             max_symbols,
             updates: 0,
             refused: 0,
+            touched: Vec::new(),
         }
     }
 
@@ -159,7 +167,10 @@ impl Universe {
             return false;
         };
         sym.ind.update(bar);
-        sym.dirty = true;
+        if !sym.dirty {
+            sym.dirty = true;
+            self.touched.push(id);
+        }
         self.updates += 1;
         true
     }
@@ -173,6 +184,20 @@ impl Universe {
                 false
             }
         }
+    }
+
+    /// Marks every bar scanned, as a cycle would (for feed tests).
+    #[cfg(test)]
+    pub(super) fn settle(&mut self) {
+        for sym in &mut self.symbols {
+            sym.dirty = false;
+        }
+        self.touched.clear();
+    }
+
+    /// Symbol `id` has a bar that was not scanned yet.
+    pub fn is_dirty(&self, id: u32) -> bool {
+        self.symbols.get(id as usize).is_some_and(|s| s.dirty)
     }
 
     /// The indicators of symbol `id`.
@@ -212,9 +237,12 @@ impl Default for ScanSettings {
 }
 
 /// A cycle in progress.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Cycle {
+    /// When the cycle was due (not when it ran), so pacing does not drift with wake-ups.
     start: Instant,
+    /// The symbols to visit: all of them (paced), or those the step touched (replay).
+    ids: Option<Vec<u32>>,
     pos: usize,
     work: Duration,
 }
@@ -270,20 +298,28 @@ impl<F: Feed> MarketScanner<F> {
     /// Visits symbols from where the cycle stands until the cycle ends, a chunk is done,
     /// or `out` holds `max` results. Returns true when the cycle is complete.
     fn run_chunk(&mut self, max: usize, out: &mut Vec<ScanResult>) -> bool {
-        let Some(mut cycle) = self.cycle else {
+        let Some(mut cycle) = self.cycle.take() else {
             return true;
         };
         let began = Instant::now();
-        let end = (cycle.pos + CHUNK).min(self.universe.symbols.len());
+        let len = cycle.ids.as_ref().map_or(self.universe.symbols.len(), Vec::len);
+        let end = (cycle.pos + CHUNK).min(len);
         let min_gap = self.settings.min_scan_interval;
-        let paced = self.feed.paced();
         while cycle.pos < end && out.len() + MARKET_SCANS.len() <= max {
-            let sym = &mut self.universe.symbols[cycle.pos];
+            let id = match &cycle.ids {
+                Some(ids) => ids[cycle.pos] as usize,
+                None => cycle.pos,
+            };
             cycle.pos += 1;
-            let rested = sym
-                .last_eval
-                .is_none_or(|t| cycle.start.saturating_duration_since(t) >= min_gap);
-            if !sym.dirty || (paced && !rested) {
+            let Some(sym) = self.universe.symbols.get_mut(id) else {
+                continue;
+            };
+            // A replay step scans every bar it delivered; a live cycle paces each symbol.
+            let rested = cycle.ids.is_some()
+                || sym
+                    .last_eval
+                    .is_none_or(|t| cycle.start.saturating_duration_since(t) >= min_gap);
+            if !sym.dirty || !rested {
                 continue;
             }
             sym.dirty = false;
@@ -299,11 +335,17 @@ impl<F: Feed> MarketScanner<F> {
         }
         cycle.work += began.elapsed();
         self.scanned = cycle.pos as u64;
-        if cycle.pos < self.universe.symbols.len() {
+        if cycle.pos < len {
             self.cycle = Some(cycle);
             return false;
         }
-        self.cycle = None;
+        if let Some(mut ids) = cycle.ids {
+            // Hand the list back so the next step reuses its allocation.
+            ids.clear();
+            if self.universe.touched.is_empty() {
+                self.universe.touched = ids;
+            }
+        }
         self.cycles += 1;
         // Microseconds are all a status needs.
         self.last_cycle_ms = (cycle.work.as_secs_f64() * 1e6).round() / 1000.0;
@@ -350,28 +392,42 @@ impl<F: Feed> Source for MarketScanner<F> {
     fn poll(&mut self, now: Instant, max: usize, out: &mut Vec<ScanResult>) -> Instant {
         let far = now + Duration::from_secs(3600);
         if self.cycle.is_none() {
+            self.feed.poll(now, &mut self.universe);
             if self.feed.paced() {
-                self.feed.poll(now, &mut self.universe);
+                // The full visit below finds the dirty symbols; the list is not needed.
+                self.universe.touched.clear();
                 if now < self.next_cycle {
                     return self.next_cycle;
                 }
+                let due = self.next_cycle;
                 let interval = self.settings.scan_interval;
                 self.next_cycle += interval;
                 if self.next_cycle <= now {
                     // Behind by more than a cycle: skip the missed ones rather than burst.
                     self.next_cycle = now + interval;
                 }
+                self.cycle = Some(Cycle {
+                    start: due,
+                    ids: None,
+                    pos: 0,
+                    work: Duration::ZERO,
+                });
             } else {
-                if self.feed.exhausted() {
-                    return far;
+                if self.universe.touched.is_empty() {
+                    // Nothing delivered: wait for the next bar, or for ever at the end.
+                    return match self.feed.next_due() {
+                        _ if self.feed.exhausted() => far,
+                        Some(due) => due.max(now),
+                        None => now,
+                    };
                 }
-                self.feed.poll(now, &mut self.universe);
+                self.cycle = Some(Cycle {
+                    start: now,
+                    ids: Some(std::mem::take(&mut self.universe.touched)),
+                    pos: 0,
+                    work: Duration::ZERO,
+                });
             }
-            self.cycle = Some(Cycle {
-                start: now,
-                pos: 0,
-                work: Duration::ZERO,
-            });
         }
         if !self.run_chunk(max, out) || !self.feed.paced() {
             return now;
@@ -506,6 +562,23 @@ mod tests {
             sc.poll(s(9) + Duration::from_millis(1), 1024, &mut out),
             s(10)
         );
+    }
+
+    #[test]
+    fn late_wake_ups_do_not_skip_evaluations() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let bars = (0..10).map(|n| (s(n), "A", 100.0 + n as f64)).collect();
+        let mut sc = scanner(bars, ScanSettings::default(), t0);
+        // The thread wakes 0 to 300 ms late, differently each time.
+        let late = [300, 0, 120, 5, 290, 10, 0, 250, 30, 200];
+        let mut evaluated = Vec::new();
+        for (n, ms) in late.into_iter().enumerate() {
+            let before = sc.progress().counters.evaluated;
+            run(&mut sc, s(n as u64) + Duration::from_millis(ms));
+            evaluated.push(sc.progress().counters.evaluated - before);
+        }
+        assert_eq!(evaluated, [1; 10], "new data every second, a cycle every second");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 
@@ -32,6 +32,8 @@ struct Row {
 #[derive(Debug, Clone, Copy)]
 struct Columns {
     date: usize,
+    /// A separate time of day beside `Date` (intraday exports).
+    time: Option<usize>,
     open: usize,
     high: usize,
     low: usize,
@@ -55,8 +57,14 @@ impl Columns {
                 0
             })
         };
+        let date = get(&["date", "datetime", "timestamp", "time"]);
+        let time = match names.get(date).map(String::as_str) {
+            Some("date") => find(&["time"]),
+            _ => None,
+        };
         let columns = Columns {
-            date: get(&["date", "datetime", "timestamp", "time"]),
+            date,
+            time,
             open: get(&["open"]),
             high: get(&["high"]),
             low: get(&["low"]),
@@ -88,7 +96,14 @@ fn parse_row(record: &csv::StringRecord, c: &Columns) -> Result<Bar, String> {
             _ => Err(format!("{name} `{v}` is not a positive number")),
         }
     };
-    let date = field(c.date, "date")?;
+    let joined;
+    let date = match c.time {
+        Some(t) => {
+            joined = format!("{} {}", field(c.date, "date")?, field(t, "time")?);
+            joined.as_str()
+        }
+        None => field(c.date, "date")?,
+    };
     let ts = parse_time(date)
         .or_else(|| date.parse::<f64>().ok().and_then(from_unix_seconds))
         .ok_or_else(|| format!("date `{date}` is not a date or time"))?;
@@ -255,23 +270,42 @@ impl CsvReplay {
         self.rows.is_empty()
     }
 
-    fn deliver(&mut self, universe: &mut Universe) {
-        let row = self.rows[self.pos];
-        self.pos += 1;
-        let slot = &mut self.ids[row.symbol as usize];
+    /// Delivers the next row, unless its symbol has a bar not scanned yet (every bar of
+    /// a replay is scanned). Returns false when it did not.
+    fn deliver(&mut self, universe: &mut Universe) -> bool {
+        let Some(row) = self.rows.get(self.pos).copied() else {
+            return false;
+        };
+        let Some(slot) = self.ids.get_mut(row.symbol as usize) else {
+            return false;
+        };
         let id = match *slot {
             Some(id) => Some(id),
             None => {
-                *slot = universe.intern(&self.names[row.symbol as usize]);
+                *slot = self
+                    .names
+                    .get(row.symbol as usize)
+                    .and_then(|name| universe.intern(name));
                 *slot
             }
         };
         match id {
+            Some(id) if universe.is_dirty(id) => return false,
             Some(id) => {
                 universe.update(id, &row.bar);
             }
             None => universe.refused += 1,
         }
+        self.pos += 1;
+        true
+    }
+
+    /// Rows due by `now` at this speed (an index into `rows`, at most its length).
+    fn due(&self, now: Instant, rate: f64) -> usize {
+        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
+        let due = self.from as f64 + (elapsed * rate).floor() + 1.0;
+        // In f64 first: a huge rate must not overflow the index.
+        due.min(self.rows.len() as f64) as usize
     }
 }
 
@@ -297,16 +331,13 @@ impl Feed for CsvReplay {
                 let Some(first) = self.rows.get(self.pos).map(|r| r.bar.ts) else {
                     return;
                 };
-                while self.rows.get(self.pos).is_some_and(|r| r.bar.ts == first) {
-                    self.deliver(universe);
-                }
+                while self.rows.get(self.pos).is_some_and(|r| r.bar.ts == first)
+                    && self.deliver(universe)
+                {}
             }
             Speed::PerSecond(rate) => {
-                let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
-                let due = self.from + (elapsed * rate).floor() as usize + 1;
-                while self.pos < due.min(self.rows.len()) {
-                    self.deliver(universe);
-                }
+                let due = self.due(now, rate);
+                while self.pos < due && self.deliver(universe) {}
             }
         }
     }
@@ -316,7 +347,18 @@ impl Feed for CsvReplay {
     }
 
     fn paced(&self) -> bool {
-        self.speed != Speed::Max
+        false
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        match self.speed {
+            Speed::Max => None,
+            // Row `from + k` is due `k / rate` seconds after `start`.
+            Speed::PerSecond(rate) => {
+                let k = (self.pos - self.from) as f64 / rate;
+                Duration::try_from_secs_f64(k).ok().map(|d| self.start + d)
+            }
+        }
     }
 
     fn exhausted(&self) -> bool {
@@ -343,7 +385,6 @@ fn times(replay: &CsvReplay) -> Vec<Option<std::time::SystemTime>> {
 mod tests {
     use super::*;
     use crate::scanner::indicators::IndicatorParams;
-    use std::time::Duration;
 
     fn load(files: &[(&str, &str)]) -> CsvReplay {
         static DIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -395,6 +436,15 @@ Date,Open,High,Low,Close,Adj Close,Volume
     }
 
     #[test]
+    fn a_separate_time_column_is_part_of_the_bar_time() {
+        let text = "Date,Time,Open,High,Low,Close,Volume\n2024-01-02,09:31,1,1,1,1,5\n2024-01-02,09:30,2,2,2,2,5\n";
+        let r = load(&[("m.csv", text)]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.rows[0].bar.close, 2.0, "09:30 comes first");
+        assert_eq!(r.rows[0].bar.ts, crate::timefmt::parse_time("2024-01-02T09:30:00Z"));
+    }
+
+    #[test]
     fn bad_rows_are_counted_and_skipped() {
         let text = "\
 Date,Open,High,Low,Close,Volume
@@ -420,10 +470,11 @@ not-a-date,10,11,9,10.5,100
         let mut u = Universe::new(IndicatorParams::default(), 100);
         let now = Instant::now();
         let mut steps = Vec::new();
-        while !r.exhausted() {
+        while !r.exhausted() && steps.len() < 10 {
             let before = u.updates;
             r.poll(now, &mut u);
             steps.push(u.updates - before);
+            u.settle();
         }
         assert_eq!(steps, [1, 2, 1]);
         assert_eq!(u.len(), 2);
@@ -442,11 +493,25 @@ not-a-date,10,11,9,10.5,100
         let mut u = Universe::new(IndicatorParams::default(), 100);
         r.poll(t0, &mut u);
         assert_eq!(u.updates, 1);
-        r.poll(t0 + Duration::from_millis(1_050), &mut u);
+        assert_eq!(r.next_due(), Some(t0 + Duration::from_millis(100)));
+        // Ten more are due, but one symbol takes one bar per step: each is scanned.
+        let later = t0 + Duration::from_millis(1_050);
+        r.poll(later, &mut u);
+        assert_eq!(u.updates, 1, "the first bar is not scanned yet");
+        for _ in 0..10 {
+            u.settle();
+            r.poll(later, &mut u);
+        }
         assert_eq!(u.updates, 11);
+        u.settle();
+        r.poll(later, &mut u);
+        assert_eq!(u.updates, 11, "the 12th is due at 1.1 s");
         // Paused for a minute, then restarted: no burst.
         r.restart(t0 + Duration::from_secs(60));
-        r.poll(t0 + Duration::from_secs(60), &mut u);
+        for _ in 0..3 {
+            r.poll(t0 + Duration::from_secs(60), &mut u);
+            u.settle();
+        }
         assert_eq!(u.updates, 12);
     }
 
