@@ -153,6 +153,9 @@ impl<'de> Deserialize<'de> for Speed {
     }
 }
 
+/// The longest duration any setting takes.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Declares every setting once: name, type, default and the help text.
 macro_rules! settings {
     ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr ; )*) => {
@@ -375,11 +378,40 @@ impl Config {
                 return Err(invalid(name, "must be above 0"));
             }
         }
+        // Deadlines are instants plus these; keep them far from overflow.
+        let all_durations = [
+            ("head_timeout", self.head_timeout),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("close_timeout", self.close_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("sweep_interval", self.sweep_interval),
+            ("progress_interval", self.progress_interval),
+            ("scan_interval", self.scan_interval),
+            ("min_scan_interval", self.min_scan_interval),
+        ];
+        for (name, value) in all_durations {
+            if value.0 > MAX_DURATION {
+                return Err(invalid(name, "must be at most 30 days"));
+            }
+        }
+        let capped = [
+            ("adhoc_queue", self.adhoc_queue, 1_000_000),
+            ("max_symbols", self.max_symbols, 10_000_000),
+            ("sim_symbols", self.sim_symbols, 10_000_000),
+        ];
+        for (name, value, max) in capped {
+            if value > max {
+                return Err(invalid(name, &format!("must be at most {max}")));
+            }
+        }
+        if !(0.001..=10_000_000.0).contains(&self.sim_rate) {
+            return Err(invalid("sim_rate", "must be 0.001 to 10000000 updates a second"));
+        }
         if self.sma_slow <= self.sma_fast {
             return Err(invalid("sma_slow", "must be longer than sma_fast"));
         }
         let positive = [
-            ("sim_rate", self.sim_rate),
             ("price_change_pct", self.price_change_pct),
             ("volume_spike_ratio", self.volume_spike_ratio),
         ];
@@ -456,6 +488,41 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         for (flags, name) in [
+            (
+                Overrides {
+                    sim_rate: Some(1e-17),
+                    ..Default::default()
+                },
+                "sim_rate",
+            ),
+            (
+                Overrides {
+                    scan_interval: Some(Dur(Duration::from_secs(600_000_000 * 31_557_600))),
+                    ..Default::default()
+                },
+                "scan_interval",
+            ),
+            (
+                Overrides {
+                    sma_fast: Some(50),
+                    ..Default::default()
+                },
+                "sma_slow",
+            ),
+            (
+                Overrides {
+                    rsi_oversold: Some(80.0),
+                    ..Default::default()
+                },
+                "rsi_overbought",
+            ),
+            (
+                Overrides {
+                    adhoc_queue: Some(usize::MAX),
+                    ..Default::default()
+                },
+                "adhoc_queue",
+            ),
             (
                 Overrides {
                     max_subscriptions: Some(65),

@@ -49,6 +49,8 @@ const REVERSION: f64 = 0.01;
 const JUMP_CHANCE: f64 = 0.002;
 /// Chance per update that a volume burst starts.
 const BURST_CHANCE: f64 = 0.004;
+/// Updates made in one poll at most.
+const MAX_STEPS: u32 = 1 << 20;
 /// Chance per update that the trend changes.
 const TREND_CHANCE: f64 = 0.01;
 
@@ -79,6 +81,8 @@ pub struct Sim {
     start_wall: SystemTime,
     /// Live updates made.
     made: u64,
+    /// `made` when the schedule last started over (after falling far behind).
+    base: u64,
 }
 
 impl Sim {
@@ -93,6 +97,7 @@ impl Sim {
             start: now,
             start_wall: SystemTime::now(),
             made: 0,
+            base: 0,
         }
     }
 
@@ -129,7 +134,9 @@ impl Sim {
         let period = self.bar_period();
         for bar in 0..self.options.warmup {
             let back = (self.options.warmup - bar) as f64 * period;
-            let ts = self.start_wall.checked_sub(Duration::from_secs_f64(back));
+            let ts = Duration::try_from_secs_f64(back)
+                .ok()
+                .and_then(|back| self.start_wall.checked_sub(back));
             for w in 0..self.walks.len() {
                 self.step(w, ts, universe);
             }
@@ -168,9 +175,10 @@ impl Sim {
         universe.update(walk.id, &bar);
     }
 
-    /// When live update `k` is due.
+    /// When live update `k` of the schedule is due.
     fn due(&self, k: u64) -> Duration {
-        Duration::from_secs_f64(k as f64 / self.options.rate.max(f64::MIN_POSITIVE))
+        let secs = k as f64 / self.options.rate.max(f64::MIN_POSITIVE);
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 }
 
@@ -191,11 +199,22 @@ impl Feed for Sim {
             return;
         }
         let elapsed = now.saturating_duration_since(self.start);
-        while self.due(self.made) <= elapsed {
+        let mut steps = 0;
+        while self.due(self.made - self.base) <= elapsed {
             let w = self.order[(self.made % self.walks.len() as u64) as usize] as usize;
-            let ts = self.start_wall.checked_add(self.due(self.made));
+            let ts = self.start_wall.checked_add(self.due(self.made - self.base));
             self.step(w, ts, universe);
             self.made += 1;
+            steps += 1;
+            if steps == MAX_STEPS {
+                // Far behind (a rate beyond this core, or a long stall): skip ahead
+                // rather than never return.
+                tracing::warn!(rate = self.options.rate, "the simulator cannot keep up; skipping ahead");
+                self.start_wall = self.start_wall.checked_add(elapsed).unwrap_or(self.start_wall);
+                self.start = now;
+                self.base = self.made;
+                break;
+            }
         }
     }
 
@@ -311,6 +330,23 @@ mod tests {
                 EventKind::Clear => assert!(open.remove(&key), "clear without new: {r:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_rate_beyond_the_machine_skips_ahead_instead_of_hanging() {
+        let t0 = Instant::now();
+        let options = SimOptions {
+            symbols: 10,
+            rate: 1e9,
+            warmup: 0,
+            ..SimOptions::default()
+        };
+        let mut sim = Sim::new(options, t0);
+        let mut u = Universe::new(crate::scanner::indicators::IndicatorParams::default(), 100);
+        sim.poll(t0 + Duration::from_secs(10), &mut u);
+        assert_eq!(u.updates, u64::from(MAX_STEPS));
+        sim.poll(t0 + Duration::from_secs(10), &mut u);
+        assert_eq!(u.updates, u64::from(MAX_STEPS) + 1, "the schedule starts over at the skip");
     }
 
     #[test]
