@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::BadInput;
 use super::indicators::{Bar, Reference};
-use super::market::{Feed, Universe};
+use super::market::{Feed, Universe, check_symbol};
 use crate::timefmt::{from_unix_seconds, parse_time};
 
 /// Longest line read; longer ones are bad input.
@@ -66,9 +66,7 @@ enum Ts<'a> {
 /// Parses one line; the error says what is wrong with it.
 pub fn parse_line(line: &str) -> Result<Tick, String> {
     let l: Line<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    if l.symbol.is_empty() {
-        return Err("empty symbol".into());
-    }
+    check_symbol(&l.symbol)?;
     if !(l.price.is_finite() && l.price > 0.0) {
         return Err(format!("price {} is not a positive number", l.price));
     }
@@ -81,7 +79,7 @@ pub fn parse_line(line: &str) -> Result<Tick, String> {
             Some(from_unix_seconds(s).ok_or_else(|| format!("ts {s} is out of range"))?)
         }
         Some(Ts::Text(t)) => {
-            Some(parse_time(&t).ok_or_else(|| format!("ts `{t}` is not RFC 3339"))?)
+            Some(parse_time(&t).ok_or_else(|| format!("ts `{t}` is not a time (RFC 3339, or a date and time)"))?)
         }
     };
     Ok(Tick {
@@ -106,6 +104,14 @@ pub struct JsonlFeed {
     doorbell: Option<Receiver<()>>,
     bad: BadInput,
     done: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for JsonlFeed {
+    fn drop(&mut self) {
+        // A reader following a quiet file has nothing to send, so it would never learn.
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl JsonlFeed {
@@ -139,12 +145,15 @@ impl JsonlFeed {
         let (bell_tx, doorbell) = bounded(1);
         let bad = BadInput::new("jsonl");
         let done = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(AtomicBool::new(false));
         let reader = Reader {
             tx,
             bell: bell_tx,
             bad: bad.clone(),
             done: Arc::clone(&done),
+            closed: Arc::clone(&closed),
             line: 0,
+            skipping: false,
             batch: Vec::with_capacity(BATCH),
         };
         let feed = JsonlFeed {
@@ -152,6 +161,7 @@ impl JsonlFeed {
             doorbell: Some(doorbell),
             bad,
             done,
+            closed,
         };
         (feed, reader)
     }
@@ -200,7 +210,11 @@ struct Reader {
     bell: Sender<()>,
     bad: BadInput,
     done: Arc<AtomicBool>,
+    /// The scanner's side is gone.
+    closed: Arc<AtomicBool>,
     line: u64,
+    /// Inside the rest of a line that was refused as too long.
+    skipping: bool,
     batch: Vec<Tick>,
 }
 
@@ -241,6 +255,9 @@ impl Reader {
                 self.finish(&buf);
                 return;
             }
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
             if !self.flush() {
                 return;
             }
@@ -254,6 +271,8 @@ impl Reader {
                     Err(_) => return,
                 }
                 buf.clear();
+                self.line = 0;
+                self.skipping = false;
             }
         }
     }
@@ -262,18 +281,28 @@ impl Reader {
     /// line without its newline stays in `buf` for the writer to finish.
     fn pump<R: Read>(&mut self, input: &mut BufReader<R>, buf: &mut Vec<u8>, hold: bool) -> Stop {
         loop {
-            match read_line(input, buf) {
-                Ok(0) => return Stop::End,
-                Ok(_) => {}
+            let ended = match read_line(input, buf) {
+                Ok(Got::End) => return Stop::End,
+                Ok(Got::Line) => true,
+                Ok(Got::Partial) => false,
                 Err(e) => {
                     tracing::error!("reading the jsonl feed: {e}");
                     return Stop::Quit;
                 }
+            };
+            if self.skipping {
+                // The rest of a line already refused as too long.
+                self.skipping = !ended;
+                buf.clear();
+                continue;
             }
-            if buf.last() != Some(&b'\n') && hold && buf.len() <= MAX_LINE {
+            if !ended && hold && buf.len() <= MAX_LINE {
+                // A line still being written: wait for the rest of it.
                 continue;
             }
             self.line += 1;
+            // Refused now, a long line's rest still to come is skipped, not counted again.
+            self.skipping = !ended;
             self.take(buf);
             buf.clear();
             // Hand over when full, or when the next read may wait for the writer.
@@ -336,9 +365,19 @@ impl Reader {
     }
 }
 
+/// What [`read_line`] found.
+enum Got {
+    /// A whole line, newline included.
+    Line,
+    /// The end of the input so far came before a newline.
+    Partial,
+    /// Nothing more to read.
+    End,
+}
+
 /// Reads up to and including the next `\n`, keeping at most `MAX_LINE + 1` bytes of a
-/// longer line (enough to refuse it). Returns the bytes consumed (0 at the end).
-fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// longer line (enough to refuse it).
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Got> {
     let mut consumed = 0;
     loop {
         let available = match input.fill_buf() {
@@ -347,7 +386,7 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(consumed);
+            return Ok(if consumed == 0 { Got::End } else { Got::Partial });
         }
         let (take, found) = match available.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
@@ -358,7 +397,7 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
         input.consume(take);
         consumed += take;
         if found {
-            return Ok(consumed);
+            return Ok(Got::Line);
         }
     }
 }
@@ -463,6 +502,89 @@ mod tests {
         assert_eq!(u.updates, 10_000);
         assert_eq!(feed.bad_input(), 0);
         assert_eq!(u.indicators(u.get("S6").unwrap()).close(), Some(9_995.0));
+    }
+
+    #[test]
+    fn symbols_a_scanner_would_refuse_are_bad_lines() {
+        for line in [
+            r#"{"symbol":"A B","price":1,"volume":1}"#,
+            r#"{"symbol":"A\u0007","price":1,"volume":1}"#,
+        ] {
+            assert!(parse_line(line).unwrap_err().contains("symbol"), "{line}");
+        }
+        let long = format!(r#"{{"symbol":"{}","price":1,"volume":1}}"#, "X".repeat(200));
+        assert!(parse_line(&long).unwrap_err().contains("longer"));
+    }
+
+    /// Appends to a file the reader follows.
+    fn append(path: &Path, bytes: &[u8]) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    /// Polls until the universe has taken `n` bars, or ten seconds pass.
+    fn wait_for(feed: &mut JsonlFeed, u: &mut Universe, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while u.updates < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            feed.poll(Instant::now(), u);
+        }
+        assert_eq!(u.updates, n);
+    }
+
+    #[test]
+    fn a_long_line_written_in_parts_is_one_bad_line() {
+        let dir = std::env::temp_dir().join(format!("scanstream-jsonl-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("feed.jsonl");
+        let mut head = br#"{"symbol":"A","note":""#.to_vec();
+        head.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        std::fs::write(&path, &head).unwrap();
+        let mut feed = JsonlFeed::open(&path, true).unwrap();
+        let mut u = Universe::new(IndicatorParams::default(), 10);
+        std::thread::sleep(Duration::from_millis(300));
+        append(&path, b"more\",\"price\":1,\"volume\":1}\n");
+        append(&path, b"{\"symbol\":\"B\",\"price\":2,\"volume\":1}\n");
+        wait_for(&mut feed, &mut u, 1);
+        assert_eq!(u.indicators(u.get("B").unwrap()).close(), Some(2.0));
+        assert_eq!(feed.bad_input(), 1, "one long line, counted once");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_reader_of_a_quiet_file_ends_with_its_feed() {
+        let dir = std::env::temp_dir().join(format!("scanstream-jsonl-quiet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("feed.jsonl");
+        std::fs::write(&path, b"").unwrap();
+        let (feed, reader) = JsonlFeed::channels();
+        let file = path.clone();
+        let thread = std::thread::spawn(move || reader.run_file(&file, true));
+        std::thread::sleep(Duration::from_millis(150));
+        drop(feed);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(thread.is_finished(), "the reader still runs after its feed is gone");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_truncated_file_is_read_again_from_the_start() {
+        let dir = std::env::temp_dir().join(format!("scanstream-jsonl-trunc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("feed.jsonl");
+        let line = |p: u32| format!("{{\"symbol\":\"A\",\"price\":{p},\"volume\":1}}\n");
+        std::fs::write(&path, line(1) + &line(2) + &line(3)).unwrap();
+        let mut feed = JsonlFeed::open(&path, true).unwrap();
+        let mut u = Universe::new(IndicatorParams::default(), 10);
+        wait_for(&mut feed, &mut u, 3);
+        std::fs::write(&path, line(7)).unwrap();
+        wait_for(&mut feed, &mut u, 4);
+        assert_eq!(u.indicators(0).close(), Some(7.0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

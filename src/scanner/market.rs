@@ -60,6 +60,21 @@ pub trait Feed: Send {
     }
 }
 
+/// Refuses a symbol name that is empty, longer than the protocol allows, or holds
+/// whitespace or control characters; the error says which.
+pub fn check_symbol(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty symbol".into());
+    }
+    if name.len() > MAX_SYMBOL_LEN {
+        return Err(format!("symbol longer than {MAX_SYMBOL_LEN} bytes"));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("symbol {name:?} holds whitespace or control characters"));
+    }
+    Ok(())
+}
+
 /// One symbol's state.
 #[derive(Debug)]
 struct Symbol {
@@ -118,12 +133,7 @@ impl Universe {
         if let Some(&id) = self.index.get(name) {
             return Some(id);
         }
-        let valid = !name.is_empty()
-            && name.len() <= MAX_SYMBOL_LEN
-            && !name.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !valid {
-            return None;
-        }
+        check_symbol(name).ok()?;
         let upper = name.to_uppercase();
         if let Some(&id) = self.index.get(upper.as_str()) {
             return Some(id);

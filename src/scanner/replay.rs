@@ -17,7 +17,7 @@ use ahash::AHashMap;
 
 use super::BadInput;
 use super::indicators::{Bar, Reference};
-use super::market::{Feed, Universe};
+use super::market::{Feed, Universe, check_symbol};
 pub use crate::config::Speed;
 use crate::timefmt::{from_unix_seconds, parse_time};
 
@@ -214,7 +214,13 @@ impl CsvReplay {
         // Without a Symbol column the file's name is the symbol.
         let file_symbol = match columns.symbol {
             Some(_) => None,
-            None => Some(self.symbol_index(&stem)),
+            None => {
+                check_symbol(&stem).map_err(|msg| {
+                    let msg = format!("the file name is the symbol, but: {msg}");
+                    annotate(path, io::Error::new(io::ErrorKind::InvalidData, msg))
+                })?;
+                Some(self.symbol_index(&stem))
+            }
         };
         let mut record = csv::StringRecord::new();
         loop {
@@ -233,10 +239,15 @@ impl CsvReplay {
             }
             let symbol = match (file_symbol, columns.symbol.and_then(|i| record.get(i))) {
                 (Some(id), _) => id,
-                (None, Some(name)) if !name.is_empty() => self.symbol_index(&name.to_uppercase()),
-                (None, _) => {
-                    self.bad
-                        .report(format_args!("{}:{line}: no symbol", path.display()));
+                (None, Some(name)) => match check_symbol(name) {
+                    Ok(()) => self.symbol_index(&name.to_uppercase()),
+                    Err(msg) => {
+                        self.bad.report(format_args!("{}:{line}: {msg}", path.display()));
+                        continue;
+                    }
+                },
+                (None, None) => {
+                    self.bad.report(format_args!("{}:{line}: no symbol", path.display()));
                     continue;
                 }
             };
@@ -459,6 +470,9 @@ not-a-date,10,11,9,10.5,100
         let r = load(&[("x.csv", text)]);
         assert_eq!(r.len(), 2);
         assert_eq!(r.bad_input(), 5);
+        let with_symbols = "Symbol,Date,Open,High,Low,Close,Volume\nA B,2024-01-02,1,1,1,1,1\n,2024-01-02,1,1,1,1,1\nOK,2024-01-02,1,1,1,1,1\n";
+        let r = load(&[("y.csv", with_symbols)]);
+        assert_eq!((r.len(), r.bad_input(), r.names.len()), (1, 2, 1));
     }
 
     #[test]
