@@ -168,10 +168,17 @@ fn a_snapshot_plus_events_keeps_an_exact_table() {
 #[test]
 fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
     let server = TestServer::with(sim);
+    eventually("open opportunities", || {
+        metric(server.addr, "scanstream_active_opportunities") >= 5.0
+    });
     let mut ws = connect(&server);
-    subscribe(&mut ws, json!({}));
-    // Learn some symbols from the stream.
-    let symbols: BTreeSet<String> = results_until(&mut ws, |all| all.len() >= 10)
+    // Symbols with conditions open now, from the snapshot: a scan of them finds some.
+    send(&mut ws, json!({"type": "subscribe", "data": {"snapshot": true}}));
+    expect_message(&mut ws, "subscribed");
+    let snapshot = expect_message(&mut ws, "snapshot")["data"]["results"].clone();
+    let symbols: BTreeSet<String> = snapshot
+        .as_array()
+        .unwrap()
         .iter()
         .map(|r| r["symbol"].as_str().unwrap().to_lowercase())
         .collect();
@@ -199,6 +206,7 @@ fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
         }
     };
     assert!(queued);
+    assert!(!adhoc.is_empty(), "open conditions fire on an ad-hoc scan too");
     assert_eq!(done["phase"], "adhoc");
     assert_eq!(done["symbols"], 5);
     assert_eq!(done["results"].as_u64().unwrap() as usize, adhoc.len());
@@ -245,18 +253,29 @@ fn the_queue_is_bounded_in_symbols() {
     let four: Vec<String> = (0..4).map(ticker).collect();
     let body = |n: usize| json!({"symbols": four[..n]}).to_string();
     let resp = http(server.addr, "POST", "/scan", Some(&body(4)));
-    // Four symbols never fit in a queue of three, whatever is waiting.
-    assert_eq!(resp.status, 503, "{:?}", resp.json());
-    assert_eq!(resp.json()["code"], "queue_full");
+    // Four symbols never fit in a queue of three, whatever is waiting: not a retry.
+    assert_eq!(resp.status, 400, "{:?}", resp.json());
+    assert_eq!(resp.json()["code"], "limit_exceeded");
     let mut ws = connect(&server);
     send(
         &mut ws,
         json!({"type": "scan", "id": "big", "data": {"symbols": four}}),
     );
-    assert_eq!(expect_error(&mut ws, "queue_full")["id"], "big");
+    assert_eq!(expect_error(&mut ws, "limit_exceeded")["id"], "big");
     let ok = http(server.addr, "POST", "/scan", Some(&body(3)));
     assert_eq!(ok.status, 202);
     assert_eq!(ok.json(), json!({"queued": 3}));
+    // Served: the queue is empty again, so another request of three fits.
+    eventually("the queue to drain", || {
+        metric(server.addr, "scanstream_adhoc_queue_symbols") == 0.0
+    });
+    for _ in 0..5 {
+        let again = http(server.addr, "POST", "/scan", Some(&body(3)));
+        assert_eq!(again.status, 202);
+        eventually("the queue to drain", || {
+            metric(server.addr, "scanstream_adhoc_queue_symbols") == 0.0
+        });
+    }
 }
 
 #[test]
@@ -467,6 +486,8 @@ fn the_binary_reads_jsonl_from_stdin() {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
+    // Keep reading the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
     let stdin = child.stdin.as_mut().unwrap();
     stdin
         .write_all(b"{\"symbol\":\"ACME\",\"price\":10,\"volume\":5}\n")
@@ -495,4 +516,37 @@ fn the_binary_reads_jsonl_from_stdin() {
     assert_eq!(http(addr, "GET", "/healthz", None).status, 200);
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_replaying_requester_hears_that_its_scan_is_done_after_its_results() {
+    let server = TestServer::scripted();
+    for i in 0..20_000 {
+        let symbol = KNOWN[i % KNOWN.len()];
+        server.push(result(symbol, scanstream::Scan::NewHigh, scanstream::EventKind::New));
+    }
+    eventually("the history to fill", || {
+        http(server.addr, "GET", "/stream/status", None).json()["results_total"] == 20_000
+    });
+    let mut ws = connect(&server);
+    // A long replay, and an ad-hoc request right behind the subscribe.
+    send(&mut ws, json!({"type": "subscribe", "data": {"since": 0}}));
+    send(&mut ws, json!({"type": "scan", "id": "q", "data": {"symbols": ["IBM"]}}));
+    let mut last_seq = 0;
+    let mut adhoc_seen = false;
+    loop {
+        let msg = next_message(&mut ws);
+        match msg["type"].as_str().unwrap() {
+            "result" => {
+                let seq = msg["data"]["seq"].as_u64().unwrap();
+                assert_eq!(seq, last_seq + 1, "in order, none skipped");
+                last_seq = seq;
+                adhoc_seen |= msg["data"]["adhoc"] == true;
+            }
+            "status" if msg["id"] == "q" && msg["data"]["phase"] == "adhoc" => break,
+            _ => {}
+        }
+    }
+    assert!(adhoc_seen, "the done status came before the ad-hoc result");
+    assert_eq!(last_seq, 20_001);
 }

@@ -17,8 +17,10 @@ const NAMED: usize = 10;
 pub enum Refusal {
     /// These symbols are not in the universe.
     Unknown(String),
-    /// Past the queue bound; the message says how far.
+    /// Past the queue bound for now; the message says how far.
     Full(String),
+    /// More symbols than the queue holds at all: it can never fit.
+    TooLarge(String),
     /// The scanner thread is gone.
     Gone,
 }
@@ -51,6 +53,11 @@ impl Adhoc {
         self.pending
     }
 
+    /// The scanner is gone: nothing queued will be answered.
+    pub fn clear(&mut self) {
+        self.pending = 0;
+    }
+
     /// A request of `symbols` symbols is done.
     pub fn done(&mut self, symbols: usize) {
         self.pending = self.pending.saturating_sub(symbols);
@@ -80,6 +87,12 @@ impl Adhoc {
             return Err(Refusal::Unknown(msg));
         }
         let n = symbols.len();
+        if n > self.cap {
+            return Err(Refusal::TooLarge(format!(
+                "{n} symbols; an ad-hoc request holds at most {}",
+                self.cap
+            )));
+        }
         if self.pending + n > self.cap {
             return Err(Refusal::Full(format!(
                 "the ad-hoc queue holds {} of {} symbols; {n} more do not fit",

@@ -104,6 +104,7 @@ fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
     match env.adhoc.request(env.scanner, body.symbols, None) {
         Ok(_) => Response::json(202, &serde_json::json!({ "queued": n })),
         Err(Refusal::Unknown(msg)) => Response::error(404, "not_found", &msg),
+        Err(Refusal::TooLarge(msg)) => Response::error(400, "limit_exceeded", &msg),
         Err(Refusal::Full(msg)) => {
             Response::error(503, "queue_full", &msg).with_header("Retry-After", "1")
         }

@@ -87,6 +87,7 @@ impl Reactor {
                 Err(TryRecvError::Disconnected) => {
                     if !self.scanner_gone {
                         self.scanner_gone = true;
+                        self.adhoc.clear();
                         tracing::error!("the scanner thread has stopped; serving history only");
                     }
                     break;
@@ -178,12 +179,6 @@ impl Reactor {
         let Some(requester) = requester else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(requester.conn) else {
-            return;
-        };
-        if conn.generation != requester.generation || conn.session().is_none() {
-            return;
-        }
         let mut status = self.status;
         status.scanner.phase = scanner::Phase::Adhoc;
         let view = AdhocDoneView {
@@ -191,7 +186,19 @@ impl Reactor {
             symbols,
             results,
         };
-        session::reply(conn.out.vec(), "status", Some(&view), requester.id.as_ref());
+        let Some(conn) = self.conns.get_mut(requester.conn) else {
+            return;
+        };
+        if conn.generation != requester.generation {
+            return;
+        }
+        let Phase::WebSocket(session) = &mut conn.phase else {
+            return;
+        };
+        self.scratch.clear();
+        session::reply(&mut self.scratch, "status", Some(&view), requester.id.as_ref());
+        // A replaying requester gets its results from the ring later: answer after them.
+        session.after_replay(conn.out.vec(), &self.scratch);
         self.metrics.frames_sent += 1;
         self.mark_dirty(requester.conn);
     }

@@ -132,6 +132,8 @@ pub struct WsSession {
     status_owed: bool,
     /// The `subscriptions` tail of the last result delivered.
     pub tail: Tail,
+    /// Frames held back until the replay is done (an ad-hoc scan's done status).
+    deferred: Vec<u8>,
 }
 
 impl WsSession {
@@ -149,6 +151,17 @@ impl WsSession {
             cursor: None,
             status_owed: false,
             tail: Tail::default(),
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Queues a frame after everything the replay still has to send, or now if there
+    /// is no replay.
+    pub fn after_replay(&mut self, out: &mut Vec<u8>, frame: &[u8]) {
+        if self.is_replaying() {
+            self.deferred.extend_from_slice(frame);
+        } else {
+            out.extend_from_slice(frame);
         }
     }
 
@@ -226,6 +239,9 @@ impl WsSession {
                     }
                     Err(Refusal::Full(msg)) => {
                         reply_error(out, env.metrics, ErrorCode::QueueFull, &msg, id);
+                    }
+                    Err(Refusal::TooLarge(msg)) => {
+                        reply_error(out, env.metrics, ErrorCode::LimitExceeded, &msg, id);
                     }
                     Err(Refusal::Gone) => {
                         let msg = "the scanner is not running";
@@ -356,6 +372,9 @@ impl WsSession {
             if std::mem::take(&mut self.status_owed) {
                 reply(out.vec(), "status", Some(status), None);
             }
+            // Answers that had to wait for results still in the replay.
+            out.extend(&self.deferred);
+            self.deferred = Vec::new();
         } else {
             self.cursor = Some(next);
         }
