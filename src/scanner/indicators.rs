@@ -99,20 +99,37 @@ struct Window {
     next: usize,
     len: usize,
     sum: f64,
+    /// A shorter window inside this one (the fast SMA's), with its own running sum.
+    short: usize,
+    short_sum: f64,
 }
 
 impl Window {
-    fn new(cap: usize) -> Window {
+    fn new(cap: usize, short: usize) -> Window {
+        let cap = cap.max(1);
         Window {
-            values: vec![0.0; cap.max(1)].into_boxed_slice(),
+            values: vec![0.0; cap].into_boxed_slice(),
             next: 0,
             len: 0,
             sum: 0.0,
+            short: short.clamp(1, cap),
+            short_sum: 0.0,
         }
+    }
+
+    /// The value `k` places back (1 is the newest), if there is one.
+    fn back(&self, k: usize) -> f64 {
+        let cap = self.values.len();
+        self.values[(self.next + cap - k) % cap]
     }
 
     fn push(&mut self, x: f64) {
         let cap = self.values.len();
+        // The value that leaves the short window when x comes in.
+        if self.len >= self.short {
+            self.short_sum -= self.back(self.short);
+        }
+        self.short_sum += x;
         if self.len == cap {
             self.sum -= self.values[self.next];
         } else {
@@ -123,7 +140,10 @@ impl Window {
         self.next += 1;
         if self.next == cap {
             self.next = 0;
+            // Once per wrap: exact sums again, O(1) amortised.
             self.sum = self.values[..self.len].iter().sum();
+            let short = self.short.min(self.len);
+            self.short_sum = (1..=short).map(|k| self.back(k)).sum();
         }
     }
 
@@ -131,17 +151,14 @@ impl Window {
         self.len == self.values.len()
     }
 
-    /// The mean of the last `n` values (`n` at most the capacity and the length).
-    fn mean_last(&self, n: usize) -> f64 {
-        let cap = self.values.len();
-        if n == self.len {
-            return self.sum / n as f64;
-        }
-        let mut sum = 0.0;
-        for k in 1..=n {
-            sum += self.values[(self.next + cap - k) % cap];
-        }
-        sum / n as f64
+    /// The mean of every value, once full.
+    fn mean(&self) -> Option<f64> {
+        self.full().then(|| self.sum / self.len as f64)
+    }
+
+    /// The mean of the last `short` values, once there are that many.
+    fn short_mean(&self) -> Option<f64> {
+        (self.len >= self.short).then(|| self.short_sum / self.short as f64)
     }
 }
 
@@ -259,7 +276,7 @@ impl Indicators {
             rsi_gain: 0.0,
             rsi_loss: 0.0,
             rsi: None,
-            closes: Window::new(params.sma_slow.max(params.sma_fast)),
+            closes: Window::new(params.sma_slow.max(params.sma_fast), params.sma_fast),
             sma_fast: None,
             sma_slow: None,
             cross: None,
@@ -267,7 +284,7 @@ impl Indicators {
             lows: Extreme::new(params.range, false),
             prior_high: None,
             prior_low: None,
-            volumes: Window::new(params.volume),
+            volumes: Window::new(params.volume, params.volume),
             avg_volume: None,
             volume_full: false,
             volume_ratio: 1.0,
@@ -297,13 +314,8 @@ impl Indicators {
 
         let prev_diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
         self.closes.push(bar.close);
-        let seen = self.closes.len;
-        self.sma_fast =
-            (seen >= self.params.sma_fast).then(|| self.closes.mean_last(self.params.sma_fast));
-        self.sma_slow = self
-            .closes
-            .full()
-            .then(|| self.closes.mean_last(self.params.sma_slow));
+        self.sma_fast = self.closes.short_mean();
+        self.sma_slow = self.closes.mean();
         let diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
         self.cross = match (prev_diff, diff) {
             (Some(p), Some(d)) if p <= 0.0 && d > 0.0 => Some((Cross::Up, 0)),
