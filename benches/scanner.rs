@@ -1,0 +1,412 @@
+//! Scanner micro-benchmarks: the per-update hot path, a full cycle over 100,000 symbols,
+//! and JSONL ingest. Run with `cargo bench --bench scanner`; figures and targets are in
+//! perf/RESULTS.md.
+//!
+//! Prices follow a seeded, mean-reverting random walk with trends, jumps and volume
+//! bursts (the simulator's model), so branches and scan hit rates are realistic rather
+//! than a flat or strictly periodic series.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use scanstream::ScanResult;
+use scanstream::scanner::indicators::{Bar, IndicatorParams, Indicators, Reference};
+use scanstream::scanner::{
+    Dedup, Feed, MARKET_SCANS, MarketScanner, Materiality, ScanSettings, Source, Thresholds,
+    Universe, evaluate, parse_line, ticker,
+};
+
+/// Steps in the shared price path; a power of two so indexing is a mask.
+const PATH: usize = 4096;
+/// Symbols in the cycle benchmark.
+const SYMBOLS: usize = 100_000;
+/// Bars of history each symbol gets before the cycle benchmark starts.
+const WARMUP: usize = 60;
+/// Lines in the JSONL buffer.
+const LINES: usize = 100_000;
+/// Distinct symbols in the JSONL buffer.
+const JSONL_SYMBOLS: usize = 500;
+
+/// One step of the path: a price and a volume, both relative to a symbol's own base.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    price: f64,
+    volume: f64,
+}
+
+/// A mean-reverting log-price walk of `n` steps around 1.0 with trends that come and go,
+/// rare 3-8 % jumps and 3-10x volume bursts (the simulator's parameters).
+fn path(n: usize, seed: u64) -> Vec<Step> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let sigma = 0.002;
+    let (mut x, mut drift) = (0.0f64, 0.0f64);
+    let (mut burst_left, mut burst) = (0u32, 1.0f64);
+    (0..n)
+        .map(|_| {
+            if rng.random::<f64>() < 0.01 {
+                drift = match rng.random_range(0..3) {
+                    0 => 0.0,
+                    1 => sigma * rng.random_range(0.05..0.15),
+                    _ => -sigma * rng.random_range(0.05..0.15),
+                };
+            }
+            let z: f64 = rng.sample(StandardNormal);
+            x += -0.01 * x + drift + sigma * z;
+            if rng.random::<f64>() < 0.002 {
+                let size = rng.random_range(0.03..0.08);
+                x += if rng.random::<bool>() { size } else { -size };
+            }
+            if burst_left == 0 && rng.random::<f64>() < 0.004 {
+                burst_left = rng.random_range(2..7);
+                burst = rng.random_range(3.0..10.0);
+            }
+            let mut volume = (0.3 * rng.sample::<f64, _>(StandardNormal)).exp();
+            if burst_left > 0 {
+                burst_left -= 1;
+                volume *= burst;
+            }
+            Step {
+                price: x.exp(),
+                volume,
+            }
+        })
+        .collect()
+}
+
+/// Cents, like a quote.
+fn cents(price: f64) -> f64 {
+    ((price * 100.0).round() / 100.0).max(0.01)
+}
+
+/// Symbol `i`'s base price (5 to 500) and base volume (1e3 to 1e6), seeded.
+fn bases(n: usize, seed: u64) -> Vec<(f64, f64, usize)> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let price = rng.random_range(5f64.ln()..500f64.ln()).exp();
+            let volume = rng.random_range(1e3f64.ln()..1e6f64.ln()).exp();
+            (price, volume, rng.random_range(0..PATH))
+        })
+        .collect()
+}
+
+/// A feed of `symbols` symbols that names them and gives each `warmup` bars in `begin`,
+/// then gives every symbol one bar per `poll`, whatever the time. Each symbol walks the
+/// shared path from its own offset, scaled to its own base, so making a bar costs a few
+/// loads and multiplies and the feed's own work is negligible next to the scanner's.
+struct BenchFeed {
+    path: Vec<Step>,
+    /// (id, base price, base volume, path offset).
+    symbols: Vec<(u32, f64, f64, usize)>,
+    bases: Vec<(f64, f64, usize)>,
+    warmup: usize,
+    /// Bars given to each symbol so far.
+    t: usize,
+}
+
+impl BenchFeed {
+    fn new(symbols: usize, warmup: usize) -> BenchFeed {
+        BenchFeed {
+            path: path(PATH, 1),
+            symbols: Vec::with_capacity(symbols),
+            bases: bases(symbols, 2),
+            warmup,
+            t: 0,
+        }
+    }
+
+    /// One bar for every symbol.
+    fn step_all(&mut self, universe: &mut Universe) {
+        let t = self.t;
+        for &(id, price, volume, offset) in &self.symbols {
+            let s = self.path[(t + offset) % PATH];
+            let bar = Bar::tick(cents(price * s.price), (volume * s.volume) as u64, None);
+            universe.update(id, &bar);
+        }
+        self.t += 1;
+    }
+}
+
+impl Feed for BenchFeed {
+    fn reference(&self) -> Reference {
+        Reference::SessionOpen
+    }
+
+    fn begin(&mut self, universe: &mut Universe) {
+        for (i, &(price, volume, offset)) in self.bases.iter().enumerate() {
+            let id = universe.intern(&ticker(i)).expect("the universe has room");
+            self.symbols.push((id, price, volume, offset));
+        }
+        for _ in 0..self.warmup {
+            self.step_all(universe);
+        }
+    }
+
+    fn poll(&mut self, _now: Instant, universe: &mut Universe) {
+        self.step_all(universe);
+    }
+}
+
+/// Polls until the cycle due at `now` is complete; returns the results it produced.
+fn run_cycle<S: Source>(scanner: &mut S, now: Instant, out: &mut Vec<ScanResult>) -> usize {
+    let mut results = 0;
+    loop {
+        let next = scanner.poll(now, usize::MAX, out);
+        results += out.len();
+        out.clear();
+        if next > now {
+            return results;
+        }
+    }
+}
+
+/// One symbol update on the hot path: indicators, the eight scans, dedup.
+fn bench_indicators(c: &mut Criterion) {
+    let p = path(PATH, 7);
+    let bars: Vec<Bar> = p
+        .iter()
+        .map(|s| Bar::tick(cents(120.0 * s.price), (10_000.0 * s.volume) as u64, None))
+        .collect();
+    let thresholds = Thresholds::default();
+    let dedup = Dedup::new(Materiality::default());
+
+    // Warm up the indicators over the whole series, and count what the scans do so the
+    // run says what it measured.
+    let mut ind = Indicators::new(IndicatorParams::default());
+    let mut slots = [0u64; 8];
+    let (mut fired, mut events) = (0usize, 0usize);
+    for bar in &bars {
+        ind.update(bar);
+        let scores = evaluate(&ind, &thresholds);
+        for (k, scan) in MARKET_SCANS.into_iter().enumerate() {
+            fired += scores[k].is_some() as usize;
+            events += dedup
+                .step(&mut slots[k], scan, scores[k], bar.close)
+                .is_some() as usize;
+        }
+    }
+    eprintln!(
+        "indicators: {PATH} bars; per bar {:.3} scans fire, {:.3} events",
+        fired as f64 / PATH as f64,
+        events as f64 / PATH as f64
+    );
+
+    let mut g = c.benchmark_group("indicators");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(4));
+    g.warm_up_time(Duration::from_secs(1));
+
+    let mut i = 0;
+    g.bench_function("update_and_scan", |b| {
+        b.iter(|| {
+            let bar = &bars[i];
+            i = (i + 1) % PATH;
+            ind.update(black_box(bar));
+            let scores = evaluate(&ind, &thresholds);
+            let mut events = 0u32;
+            for (k, scan) in MARKET_SCANS.into_iter().enumerate() {
+                events += dedup
+                    .step(&mut slots[k], scan, scores[k], bar.close)
+                    .is_some() as u32;
+            }
+            events
+        })
+    });
+
+    let mut ind = Indicators::new(IndicatorParams::default());
+    let mut i = 0;
+    g.bench_function("update_only", |b| {
+        b.iter(|| {
+            let bar = &bars[i];
+            i = (i + 1) % PATH;
+            ind.update(black_box(bar));
+            ind.bars
+        })
+    });
+    g.finish();
+}
+
+/// A full cycle over 100,000 symbols, and the feed's ingest of their 100,000 bars alone.
+fn bench_cycle(c: &mut Criterion) {
+    let t0 = Instant::now();
+    let mut scanner =
+        MarketScanner::new(BenchFeed::new(SYMBOLS, WARMUP), ScanSettings::default(), t0);
+    assert_eq!(scanner.universe().len(), SYMBOLS);
+    let mut out = Vec::new();
+    let mut now = t0;
+
+    // The first cycle, then one checked the hard way: every symbol evaluated once.
+    let first = run_cycle(&mut scanner, now, &mut out);
+    let before = scanner.progress();
+    now += Duration::from_secs(1);
+    let second = run_cycle(&mut scanner, now, &mut out);
+    let after = scanner.progress();
+    assert_eq!(after.cycle, before.cycle + 1, "one poll loop is one cycle");
+    assert_eq!(
+        after.counters.evaluated - before.counters.evaluated,
+        SYMBOLS as u64
+    );
+    assert!(!after.scanning);
+    eprintln!(
+        "cycle: {SYMBOLS} symbols; results: {first} in the first cycle, {second} in the next"
+    );
+
+    let mut g = c.benchmark_group("cycle");
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(8));
+    g.warm_up_time(Duration::from_secs(2));
+    g.throughput(Throughput::Elements(SYMBOLS as u64));
+
+    let (mut cycles, mut results) = (0u64, 0usize);
+    // The scanner's own figure for each cycle: its evaluation work, without the feed.
+    let mut scan_ms = Vec::new();
+    g.bench_function("100k_symbols", |b| {
+        b.iter(|| {
+            // A second on: every symbol has a new bar and has rested min_scan_interval.
+            now += Duration::from_secs(1);
+            results += run_cycle(&mut scanner, now, &mut out);
+            cycles += 1;
+            scan_ms.push(scanner.progress().last_cycle_ms);
+        })
+    });
+    let end = scanner.progress();
+    assert_eq!(
+        end.cycle - after.cycle,
+        cycles,
+        "every iteration ran exactly one cycle"
+    );
+    assert_eq!(
+        end.counters.evaluated - after.counters.evaluated,
+        cycles * SYMBOLS as u64,
+        "every cycle evaluated every symbol"
+    );
+    if cycles > 0 {
+        scan_ms.sort_by(f64::total_cmp);
+        eprintln!(
+            "cycle: {cycles} cycles run, {:.0} results per cycle; scanner's last_cycle_ms (evaluation only): \
+             median {:.2} ms, min {:.2} ms",
+            results as f64 / cycles as f64,
+            scan_ms[scan_ms.len() / 2],
+            scan_ms[0]
+        );
+    }
+    drop(scanner);
+
+    // The same feed into a bare universe: the ingest share of a cycle.
+    let mut feed = BenchFeed::new(SYMBOLS, WARMUP);
+    let mut universe = Universe::new(
+        IndicatorParams {
+            reference: Reference::SessionOpen,
+            ..IndicatorParams::default()
+        },
+        SYMBOLS,
+    );
+    feed.begin(&mut universe);
+    g.bench_function("100k_ingest_only", |b| {
+        b.iter(|| {
+            feed.poll(t0, &mut universe);
+            universe.updates
+        })
+    });
+    g.finish();
+}
+
+/// JSONL lines: ~500 symbols on their walks, one tick each, every tenth without `ts`
+/// (or none with it).
+fn jsonl_lines(with_ts: bool) -> Vec<String> {
+    let p = path(PATH, 11);
+    let bases = bases(JSONL_SYMBOLS, 12);
+    let names: Vec<String> = (0..JSONL_SYMBOLS).map(|i| ticker(i * 31 + 7)).collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(13);
+    let mut t = vec![0usize; JSONL_SYMBOLS];
+    (0..LINES)
+        .map(|i| {
+            let s = rng.random_range(0..JSONL_SYMBOLS);
+            let (price, volume, offset) = bases[s];
+            let step = p[(t[s] + offset) % PATH];
+            t[s] += 1;
+            let price = cents(price * step.price);
+            let volume = ((volume * step.volume) as u64 / 100).max(1) * 100;
+            let ms = 9 * 3_600_000 + 30 * 60_000 + i * 7;
+            let (h, m, sec, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+            let name = &names[s];
+            if with_ts && i % 10 != 0 {
+                format!(
+                    r#"{{"symbol":"{name}","price":{price},"volume":{volume},"ts":"2026-11-28T{h:02}:{m:02}:{sec:02}.{frac:03}Z"}}"#
+                )
+            } else {
+                format!(r#"{{"symbol":"{name}","price":{price},"volume":{volume}}}"#)
+            }
+        })
+        .collect()
+}
+
+/// Parses every line and applies it; returns the updates taken.
+fn ingest(lines: &[String], universe: &mut Universe) -> u64 {
+    for line in lines {
+        let t = parse_line(line).expect("a good line");
+        universe.update_named(&t.symbol, &Bar::tick(t.price, t.volume, t.ts));
+    }
+    universe.updates
+}
+
+/// JSONL ingest: parse a line and apply it to the universe.
+fn bench_jsonl(c: &mut Criterion) {
+    let mut g = c.benchmark_group("jsonl");
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(6));
+    g.warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(LINES as u64));
+
+    for (name, with_ts) in [("ingest", true), ("ingest_no_ts", false)] {
+        let lines = jsonl_lines(with_ts);
+        let mut universe = Universe::new(
+            IndicatorParams {
+                reference: Reference::SessionOpen,
+                ..IndicatorParams::default()
+            },
+            100_000,
+        );
+        // One pass first: every symbol interned, indicators warm, every line good.
+        assert_eq!(ingest(&lines, &mut universe), LINES as u64);
+        assert_eq!(universe.len(), JSONL_SYMBOLS);
+        assert_eq!(universe.refused, 0);
+        if with_ts {
+            let stamped = lines
+                .iter()
+                .filter(|l| parse_line(l).unwrap().ts.is_some())
+                .count();
+            let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+            eprintln!(
+                "jsonl: {LINES} lines, {stamped} with ts, {:.1} bytes per line; e.g. {}",
+                bytes as f64 / LINES as f64,
+                lines[1]
+            );
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| ingest(black_box(&lines), &mut universe))
+        });
+    }
+
+    // Parsing alone, for the split between parse and apply.
+    let lines = jsonl_lines(true);
+    g.bench_function("parse_only", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for line in &lines {
+                sum += parse_line(black_box(line)).expect("a good line").price;
+            }
+            sum
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_indicators, bench_cycle, bench_jsonl);
+criterion_main!(benches);
