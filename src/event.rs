@@ -5,6 +5,7 @@
 //! bytes; it must never serialise a result again.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
@@ -101,8 +102,8 @@ pub enum EventKind {
 /// A result as the scanner finds it, before it has a sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanResult {
-    /// Ticker as the source spells it.
-    pub symbol: String,
+    /// Ticker as the source spells it; shared with the scanner's own copy.
+    pub symbol: Arc<str>,
     /// Which scan fired.
     pub scan: Scan,
     /// New, update or clear.

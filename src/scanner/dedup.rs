@@ -6,6 +6,8 @@
 //! to a step of `price_pct` percent on a log scale. Each (symbol, scan) keeps one `u64`
 //! (0 while the condition is off), so memory is symbols × scans × 8 bytes.
 
+use std::cell::Cell;
+
 use ahash::RandomState;
 
 use crate::event::{EventKind, Scan};
@@ -35,6 +37,8 @@ pub struct Dedup {
     m: Materiality,
     /// `ln(1 + price_pct / 100)`, the width of a price band in log space.
     log_step: f64,
+    /// The last price's band: one symbol's scans ask for the same price eight times.
+    last_band: Cell<(u64, i64)>,
 }
 
 impl Dedup {
@@ -44,6 +48,7 @@ impl Dedup {
             hasher: RandomState::with_seeds(0x5ca4, 0x57e4, 0xd0d0, 0xbeef),
             m,
             log_step: (1.0 + m.price_pct / 100.0).ln(),
+            last_band: Cell::new((f64::NAN.to_bits(), 0)),
         }
     }
 
@@ -54,14 +59,24 @@ impl Dedup {
         } else {
             0
         };
-        let price_band = if self.m.price_pct > 0.0 && price > 0.0 {
+        let price_band = self.price_band(price);
+        self.hasher
+            .hash_one((scan as u8, score_band, price_band))
+            .max(1)
+    }
+
+    fn price_band(&self, price: f64) -> i64 {
+        let (bits, band) = self.last_band.get();
+        if bits == price.to_bits() {
+            return band;
+        }
+        let band = if self.m.price_pct > 0.0 && price > 0.0 {
             (price.ln() / self.log_step).floor() as i64
         } else {
             0
         };
-        self.hasher
-            .hash_one((scan as u8, score_band, price_band))
-            .max(1)
+        self.last_band.set((price.to_bits(), band));
+        band
     }
 
     /// Advances one condition's `slot` given whether it fires now (`score`), and says

@@ -5,6 +5,7 @@
 //! so the active set and snapshots are exercised. Values are derived from the result's
 //! index, so a run is reproducible; they must never depend on wall-clock time.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::sim::ticker;
@@ -18,7 +19,7 @@ const SYMBOLS: usize = 100;
 #[derive(Debug)]
 pub struct Firehose {
     rate: u32,
-    symbols: Vec<String>,
+    symbols: Vec<Arc<str>>,
     /// When result 0 of the current schedule was due.
     start: Instant,
     /// Results emitted since `start`.
@@ -34,7 +35,7 @@ impl Firehose {
     pub fn new(rate: u32, now: Instant) -> Firehose {
         Firehose {
             rate,
-            symbols: (0..SYMBOLS).map(ticker).collect(),
+            symbols: (0..SYMBOLS).map(|i| Arc::from(ticker(i))).collect(),
             start: now,
             emitted: 0,
             index: 0,
@@ -95,7 +96,7 @@ impl Source for Firehose {
                 .bytes()
                 .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
             let mut r = self.result(mix(seed));
-            r.symbol.clone_from(symbol);
+            r.symbol = Arc::from(symbol.as_str());
             r.event = EventKind::New;
             r.adhoc = true;
             out.push(r);
@@ -127,7 +128,7 @@ impl Source for Firehose {
     fn new_symbols(&mut self, out: &mut Vec<Box<str>>) {
         if !self.announced {
             self.announced = true;
-            out.extend(self.symbols.iter().map(|s| s.as_str().into()));
+            out.extend(self.symbols.iter().map(|s| Box::from(&**s)));
         }
     }
 }
@@ -213,6 +214,6 @@ mod tests {
         f.scan(&["AAPL".into(), "msft".into()], &mut out);
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|r| r.adhoc && r.event == EventKind::New));
-        assert_eq!(out[1].symbol, "msft");
+        assert_eq!(&*out[1].symbol, "msft");
     }
 }

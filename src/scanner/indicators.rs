@@ -102,6 +102,9 @@ struct Window {
     /// A shorter window inside this one (the fast SMA's), with its own running sum.
     short: usize,
     short_sum: f64,
+    /// `1 / capacity` and `1 / short`: a multiply is cheaper than a divide per bar.
+    inv_cap: f64,
+    inv_short: f64,
 }
 
 impl Window {
@@ -114,13 +117,15 @@ impl Window {
             sum: 0.0,
             short: short.clamp(1, cap),
             short_sum: 0.0,
+            inv_cap: 1.0 / cap as f64,
+            inv_short: 1.0 / short.clamp(1, cap) as f64,
         }
     }
 
-    /// The value `k` places back (1 is the newest), if there is one.
+    /// The value `k` places back (1 is the newest; `k` at most the capacity).
     fn back(&self, k: usize) -> f64 {
         let cap = self.values.len();
-        self.values[(self.next + cap - k) % cap]
+        self.values[wrap(self.next + cap - k, cap)]
     }
 
     fn push(&mut self, x: f64) {
@@ -153,63 +158,67 @@ impl Window {
 
     /// The mean of every value, once full.
     fn mean(&self) -> Option<f64> {
-        self.full().then(|| self.sum / self.len as f64)
+        self.full().then(|| self.sum * self.inv_cap)
     }
 
     /// The mean of the last `short` values, once there are that many.
     fn short_mean(&self) -> Option<f64> {
-        (self.len >= self.short).then(|| self.short_sum / self.short as f64)
+        (self.len >= self.short).then(|| self.short_sum * self.inv_short)
     }
 }
 
-/// The extreme of the last `cap` pushed values, in O(1) amortised: a deque of
-/// candidates, each later and less extreme than the one before it.
+/// The extreme (the highest with `MAX`, else the lowest) of the last `window` pushed
+/// values, in O(1) amortised: a deque of candidates, each later and less extreme than the
+/// one before it.
 #[derive(Debug, Clone)]
-struct Extreme {
-    /// (bar index, value), oldest first, in a ring of `cap + 1`.
+struct Extreme<const MAX: bool> {
+    /// (bar index, value), oldest first, in a ring of `window + 1`.
     items: Box<[(u64, f64)]>,
     head: usize,
     len: usize,
     window: u64,
-    max: bool,
 }
 
-impl Extreme {
-    fn new(window: usize, max: bool) -> Extreme {
+/// `i` (below twice `cap`) brought into `0..cap`; cheaper than `%` on the hot path.
+fn wrap(i: usize, cap: usize) -> usize {
+    if i >= cap { i - cap } else { i }
+}
+
+impl<const MAX: bool> Extreme<MAX> {
+    fn new(window: usize) -> Extreme<MAX> {
         Extreme {
             items: vec![(0, 0.0); window + 1].into_boxed_slice(),
             head: 0,
             len: 0,
             window: window as u64,
-            max,
         }
     }
 
     fn slot(&self, i: usize) -> usize {
-        (self.head + i) % self.items.len()
+        wrap(self.head + i, self.items.len())
     }
 
-    /// Beats: `a` is at least as extreme as `b`, so `b` can never be the answer again.
-    fn beats(&self, a: f64, b: f64) -> bool {
-        if self.max { a >= b } else { a <= b }
+    /// `a` is at least as extreme as `b`, so `b` can never be the answer again.
+    fn beats(a: f64, b: f64) -> bool {
+        if MAX { a >= b } else { a <= b }
     }
 
     /// The extreme over bars `index - window .. index`, if bar `index - window` exists.
     fn prior(&mut self, index: u64) -> Option<f64> {
         while self.len > 0 && self.items[self.head].0 + self.window < index {
-            self.head = (self.head + 1) % self.items.len();
+            self.head = wrap(self.head + 1, self.items.len());
             self.len -= 1;
         }
         (index >= self.window && self.len > 0).then(|| self.items[self.head].1)
     }
 
     fn push(&mut self, index: u64, x: f64) {
-        while self.len > 0 && self.beats(x, self.items[self.slot(self.len - 1)].1) {
+        while self.len > 0 && Self::beats(x, self.items[self.slot(self.len - 1)].1) {
             self.len -= 1;
         }
         if self.len == self.items.len() {
             // Only reachable if `prior` was skipped; keep the newest window.
-            self.head = (self.head + 1) % self.items.len();
+            self.head = wrap(self.head + 1, self.items.len());
             self.len -= 1;
         }
         let at = self.slot(self.len);
@@ -230,7 +239,11 @@ pub enum Cross {
 /// The incremental state of one symbol, and the values after its last bar.
 #[derive(Debug, Clone)]
 pub struct Indicators {
-    params: IndicatorParams,
+    /// RSI period (the other windows live in their rings).
+    rsi_period: u32,
+    /// `1 / rsi_period`, Wilder's smoothing weight.
+    rsi_add: f64,
+    reference_kind: Reference,
     /// Bars seen.
     pub bars: u64,
     /// The last bar.
@@ -249,8 +262,8 @@ pub struct Indicators {
     pub sma_slow: Option<f64>,
     /// Last cross and the bars since it (0 on the crossing bar).
     pub cross: Option<(Cross, u64)>,
-    highs: Extreme,
-    lows: Extreme,
+    highs: Extreme<true>,
+    lows: Extreme<false>,
     /// Highest high of the `range` bars before the last one.
     pub prior_high: Option<f64>,
     /// Lowest low of the `range` bars before the last one.
@@ -268,7 +281,9 @@ impl Indicators {
     /// Empty state for `params`.
     pub fn new(params: IndicatorParams) -> Indicators {
         Indicators {
-            params,
+            rsi_period: params.rsi.clamp(1, u32::MAX as usize) as u32,
+            rsi_add: 1.0 / params.rsi.max(1) as f64,
+            reference_kind: params.reference,
             bars: 0,
             last: None,
             reference: f64::NAN,
@@ -280,8 +295,8 @@ impl Indicators {
             sma_fast: None,
             sma_slow: None,
             cross: None,
-            highs: Extreme::new(params.range, true),
-            lows: Extreme::new(params.range, false),
+            highs: Extreme::new(params.range),
+            lows: Extreme::new(params.range),
             prior_high: None,
             prior_low: None,
             volumes: Window::new(params.volume, params.volume),
@@ -296,7 +311,7 @@ impl Indicators {
         let index = self.bars;
         let prev_close = self.last.map(|b| b.close);
 
-        self.reference = match (self.params.reference, prev_close) {
+        self.reference = match (self.reference_kind, prev_close) {
             (Reference::PrevClose, Some(prev)) => prev,
             (Reference::PrevClose, None) => bar.open,
             (Reference::SessionOpen, _) if index == 0 => bar.close,
@@ -329,7 +344,10 @@ impl Indicators {
         self.lows.push(index, bar.low);
 
         self.avg_volume =
-            (self.volumes.len > 0).then(|| self.volumes.sum / self.volumes.len as f64);
+            (self.volumes.len > 0).then(|| match self.volumes.mean() {
+                Some(mean) => mean,
+                None => self.volumes.sum / self.volumes.len as f64,
+            });
         self.volume_full = self.volumes.full();
         self.volume_ratio = match self.avg_volume {
             Some(avg) => bar.volume as f64 / avg.max(1.0),
@@ -343,9 +361,9 @@ impl Indicators {
 
     /// `change` is the close-to-close change ending at bar `index` (the `index`-th change).
     fn update_rsi(&mut self, change: f64, index: u64) {
-        let n = self.params.rsi as f64;
+        let n = f64::from(self.rsi_period);
         let (gain, loss) = (change.max(0.0), (-change).max(0.0));
-        let period = self.params.rsi as u64;
+        let period = u64::from(self.rsi_period);
         if index <= period {
             // Seeding: sums of the first n changes, averaged on the n-th.
             self.rsi_gain += gain;
@@ -356,8 +374,10 @@ impl Indicators {
             self.rsi_gain /= n;
             self.rsi_loss /= n;
         } else {
-            self.rsi_gain = (self.rsi_gain * (n - 1.0) + gain) / n;
-            self.rsi_loss = (self.rsi_loss * (n - 1.0) + loss) / n;
+            let add = self.rsi_add;
+            let keep = 1.0 - add;
+            self.rsi_gain = self.rsi_gain * keep + gain * add;
+            self.rsi_loss = self.rsi_loss * keep + loss * add;
         }
         let total = self.rsi_gain + self.rsi_loss;
         self.rsi = Some(if total > 0.0 {

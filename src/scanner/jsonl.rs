@@ -56,11 +56,39 @@ struct Line<'a> {
     ts: Option<Ts<'a>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `ts`: RFC 3339 text or seconds since the epoch. Read by hand rather than as an
+/// untagged enum, which buffers the value and builds an error for every text time.
 enum Ts<'a> {
     Seconds(f64),
-    Text(#[serde(borrow)] Cow<'a, str>),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Ts<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Ts<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 3339 time or seconds since the epoch")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Ts<'a>, E> {
+                Ok(Ts::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Ts<'a>, E> {
+                Ok(Ts::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Ts<'a>, E> {
+                Ok(Ts::Seconds(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Ts<'a>, E> {
+                Ok(Ts::Seconds(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Ts<'a>, E> {
+                Ok(Ts::Seconds(v as f64))
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
 }
 
 /// Parses one line; the error says what is wrong with it.

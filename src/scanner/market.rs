@@ -7,6 +7,7 @@
 //! last evaluation was due at least `min_scan_interval` earlier. A replay is not paced by
 //! the wall clock: each step of bars it delivers is scanned at once, symbol by symbol.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
@@ -78,7 +79,7 @@ pub fn check_symbol(name: &str) -> Result<(), String> {
 /// One symbol's state.
 #[derive(Debug)]
 struct Symbol {
-    name: Box<str>,
+    name: Arc<str>,
     ind: Indicators,
     /// Dedup keys per market scan; 0 while the condition is off.
     conds: [u64; 8],
@@ -142,8 +143,8 @@ impl Universe {
             return None;
         }
         let id = u32::try_from(self.symbols.len()).ok()?;
-        let name: Box<str> = upper.into();
-        self.index.insert(name.clone(), id);
+        let name: Arc<str> = upper.into();
+        self.index.insert(Box::from(&*name), id);
         self.symbols.push(Symbol {
             name,
             ind: Indicators::new(self.params),
@@ -365,7 +366,7 @@ impl<F: Feed> MarketScanner<F> {
 
 /// A result for `scan` on the symbol's last bar.
 fn result(
-    name: &str,
+    name: &Arc<str>,
     ind: &Indicators,
     scan: crate::event::Scan,
     event: EventKind,
@@ -374,7 +375,7 @@ fn result(
 ) -> ScanResult {
     let bar = ind.last;
     ScanResult {
-        symbol: name.to_owned(),
+        symbol: Arc::clone(name),
         scan,
         event,
         score: round4(score.unwrap_or(0.0)),
@@ -496,7 +497,7 @@ impl<F: Feed> Source for MarketScanner<F> {
 
     fn new_symbols(&mut self, out: &mut Vec<Box<str>>) {
         let known = &self.universe.symbols[self.announced..];
-        out.extend(known.iter().map(|s| s.name.clone()));
+        out.extend(known.iter().map(|s| Box::from(&*s.name)));
         self.announced = self.universe.symbols.len();
     }
 

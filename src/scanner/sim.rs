@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn results_follow_the_dedup_lifecycle() {
         let results = run(3, 60);
-        let mut open: HashSet<(String, Scan)> = HashSet::new();
+        let mut open: HashSet<(std::sync::Arc<str>, Scan)> = HashSet::new();
         for (_, r) in results {
             let key = (r.symbol.clone(), r.scan);
             match r.event {
