@@ -406,7 +406,10 @@ impl Config {
             }
         }
         if !(0.001..=10_000_000.0).contains(&self.sim_rate) {
-            return Err(invalid("sim_rate", "must be 0.001 to 10000000 updates a second"));
+            return Err(invalid(
+                "sim_rate",
+                "must be 0.001 to 10000000 updates a second",
+            ));
         }
         if self.sma_slow <= self.sma_fast {
             return Err(invalid("sma_slow", "must be longer than sma_fast"));

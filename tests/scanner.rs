@@ -173,7 +173,10 @@ fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
     });
     let mut ws = connect(&server);
     // Symbols with conditions open now, from the snapshot: a scan of them finds some.
-    send(&mut ws, json!({"type": "subscribe", "data": {"snapshot": true}}));
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "data": {"snapshot": true}}),
+    );
     expect_message(&mut ws, "subscribed");
     let snapshot = expect_message(&mut ws, "snapshot")["data"]["results"].clone();
     let symbols: BTreeSet<String> = snapshot
@@ -206,7 +209,10 @@ fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
         }
     };
     assert!(queued);
-    assert!(!adhoc.is_empty(), "open conditions fire on an ad-hoc scan too");
+    assert!(
+        !adhoc.is_empty(),
+        "open conditions fire on an ad-hoc scan too"
+    );
     assert_eq!(done["phase"], "adhoc");
     assert_eq!(done["symbols"], 5);
     assert_eq!(done["results"].as_u64().unwrap() as usize, adhoc.len());
@@ -523,7 +529,11 @@ fn a_replaying_requester_hears_that_its_scan_is_done_after_its_results() {
     let server = TestServer::scripted();
     for i in 0..20_000 {
         let symbol = KNOWN[i % KNOWN.len()];
-        server.push(result(symbol, scanstream::Scan::NewHigh, scanstream::EventKind::New));
+        server.push(result(
+            symbol,
+            scanstream::Scan::NewHigh,
+            scanstream::EventKind::New,
+        ));
     }
     eventually("the history to fill", || {
         http(server.addr, "GET", "/stream/status", None).json()["results_total"] == 20_000
@@ -531,7 +541,10 @@ fn a_replaying_requester_hears_that_its_scan_is_done_after_its_results() {
     let mut ws = connect(&server);
     // A long replay, and an ad-hoc request right behind the subscribe.
     send(&mut ws, json!({"type": "subscribe", "data": {"since": 0}}));
-    send(&mut ws, json!({"type": "scan", "id": "q", "data": {"symbols": ["IBM"]}}));
+    send(
+        &mut ws,
+        json!({"type": "scan", "id": "q", "data": {"symbols": ["IBM"]}}),
+    );
     let mut last_seq = 0;
     let mut adhoc_seen = false;
     loop {

@@ -196,7 +196,12 @@ impl Reactor {
             return;
         };
         self.scratch.clear();
-        session::reply(&mut self.scratch, "status", Some(&view), requester.id.as_ref());
+        session::reply(
+            &mut self.scratch,
+            "status",
+            Some(&view),
+            requester.id.as_ref(),
+        );
         // A replaying requester gets its results from the ring later: answer after them.
         session.after_replay(conn.out.vec(), &self.scratch);
         self.metrics.frames_sent += 1;

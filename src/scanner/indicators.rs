@@ -343,11 +343,10 @@ impl Indicators {
         self.highs.push(index, bar.high);
         self.lows.push(index, bar.low);
 
-        self.avg_volume =
-            (self.volumes.len > 0).then(|| match self.volumes.mean() {
-                Some(mean) => mean,
-                None => self.volumes.sum / self.volumes.len as f64,
-            });
+        self.avg_volume = (self.volumes.len > 0).then(|| match self.volumes.mean() {
+            Some(mean) => mean,
+            None => self.volumes.sum / self.volumes.len as f64,
+        });
         self.volume_full = self.volumes.full();
         self.volume_ratio = match self.avg_volume {
             Some(avg) => bar.volume as f64 / avg.max(1.0),

@@ -106,9 +106,10 @@ pub fn parse_line(line: &str) -> Result<Tick, String> {
         Some(Ts::Seconds(s)) => {
             Some(from_unix_seconds(s).ok_or_else(|| format!("ts {s} is out of range"))?)
         }
-        Some(Ts::Text(t)) => {
-            Some(parse_time(&t).ok_or_else(|| format!("ts `{t}` is not a time (RFC 3339, or a date and time)"))?)
-        }
+        Some(Ts::Text(t)) => Some(
+            parse_time(&t)
+                .ok_or_else(|| format!("ts `{t}` is not a time (RFC 3339, or a date and time)"))?,
+        ),
     };
     Ok(Tick {
         symbol: l.symbol.into_owned(),
@@ -414,7 +415,11 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Got> {
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(if consumed == 0 { Got::End } else { Got::Partial });
+            return Ok(if consumed == 0 {
+                Got::End
+            } else {
+                Got::Partial
+            });
         }
         let (take, found) = match available.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
@@ -563,7 +568,8 @@ mod tests {
 
     #[test]
     fn a_long_line_written_in_parts_is_one_bad_line() {
-        let dir = std::env::temp_dir().join(format!("scanstream-jsonl-long-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("scanstream-jsonl-long-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("feed.jsonl");
         let mut head = br#"{"symbol":"A","note":""#.to_vec();
@@ -582,7 +588,8 @@ mod tests {
 
     #[test]
     fn the_reader_of_a_quiet_file_ends_with_its_feed() {
-        let dir = std::env::temp_dir().join(format!("scanstream-jsonl-quiet-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("scanstream-jsonl-quiet-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("feed.jsonl");
         std::fs::write(&path, b"").unwrap();
@@ -595,13 +602,17 @@ mod tests {
         while !thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(thread.is_finished(), "the reader still runs after its feed is gone");
+        assert!(
+            thread.is_finished(),
+            "the reader still runs after its feed is gone"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_truncated_file_is_read_again_from_the_start() {
-        let dir = std::env::temp_dir().join(format!("scanstream-jsonl-trunc-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("scanstream-jsonl-trunc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("feed.jsonl");
         let line = |p: u32| format!("{{\"symbol\":\"A\",\"price\":{p},\"volume\":1}}\n");

@@ -71,7 +71,9 @@ pub fn check_symbol(name: &str) -> Result<(), String> {
         return Err(format!("symbol longer than {MAX_SYMBOL_LEN} bytes"));
     }
     if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("symbol {name:?} holds whitespace or control characters"));
+        return Err(format!(
+            "symbol {name:?} holds whitespace or control characters"
+        ));
     }
     Ok(())
 }
@@ -313,7 +315,10 @@ impl<F: Feed> MarketScanner<F> {
             return true;
         };
         let began = Instant::now();
-        let len = cycle.ids.as_ref().map_or(self.universe.symbols.len(), Vec::len);
+        let len = cycle
+            .ids
+            .as_ref()
+            .map_or(self.universe.symbols.len(), Vec::len);
         let end = (cycle.pos + CHUNK).min(len);
         let min_gap = self.settings.min_scan_interval;
         while cycle.pos < end && out.len() + MARKET_SCANS.len() <= max {
@@ -589,7 +594,10 @@ mod tests {
             run(&mut sc, s(n as u64) + Duration::from_millis(ms));
             evaluated.push(sc.progress().counters.evaluated - before);
         }
-        assert_eq!(evaluated, [1; 10], "new data every second, a cycle every second");
+        assert_eq!(
+            evaluated, [1; 10],
+            "new data every second, a cycle every second"
+        );
     }
 
     #[test]

@@ -19,9 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{
-    Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never,
-};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never};
 use mio::Waker;
 use serde::Serialize;
 

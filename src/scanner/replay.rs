@@ -242,12 +242,14 @@ impl CsvReplay {
                 (None, Some(name)) => match check_symbol(name) {
                     Ok(()) => self.symbol_index(&name.to_uppercase()),
                     Err(msg) => {
-                        self.bad.report(format_args!("{}:{line}: {msg}", path.display()));
+                        self.bad
+                            .report(format_args!("{}:{line}: {msg}", path.display()));
                         continue;
                     }
                 },
                 (None, None) => {
-                    self.bad.report(format_args!("{}:{line}: no symbol", path.display()));
+                    self.bad
+                        .report(format_args!("{}:{line}: no symbol", path.display()));
                     continue;
                 }
             };
@@ -452,7 +454,10 @@ Date,Open,High,Low,Close,Adj Close,Volume
         let r = load(&[("m.csv", text)]);
         assert_eq!(r.len(), 2);
         assert_eq!(r.rows[0].bar.close, 2.0, "09:30 comes first");
-        assert_eq!(r.rows[0].bar.ts, crate::timefmt::parse_time("2024-01-02T09:30:00Z"));
+        assert_eq!(
+            r.rows[0].bar.ts,
+            crate::timefmt::parse_time("2024-01-02T09:30:00Z")
+        );
     }
 
     #[test]

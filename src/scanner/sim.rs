@@ -209,8 +209,14 @@ impl Feed for Sim {
             if steps == MAX_STEPS {
                 // Far behind (a rate beyond this core, or a long stall): skip ahead
                 // rather than never return.
-                tracing::warn!(rate = self.options.rate, "the simulator cannot keep up; skipping ahead");
-                self.start_wall = self.start_wall.checked_add(elapsed).unwrap_or(self.start_wall);
+                tracing::warn!(
+                    rate = self.options.rate,
+                    "the simulator cannot keep up; skipping ahead"
+                );
+                self.start_wall = self
+                    .start_wall
+                    .checked_add(elapsed)
+                    .unwrap_or(self.start_wall);
                 self.start = now;
                 self.base = self.made;
                 break;
@@ -346,7 +352,11 @@ mod tests {
         sim.poll(t0 + Duration::from_secs(10), &mut u);
         assert_eq!(u.updates, u64::from(MAX_STEPS));
         sim.poll(t0 + Duration::from_secs(10), &mut u);
-        assert_eq!(u.updates, u64::from(MAX_STEPS) + 1, "the schedule starts over at the skip");
+        assert_eq!(
+            u.updates,
+            u64::from(MAX_STEPS) + 1,
+            "the schedule starts over at the skip"
+        );
     }
 
     #[test]
