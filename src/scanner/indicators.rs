@@ -158,12 +158,12 @@ impl Window {
 
     /// The mean of every value, once full.
     fn mean(&self) -> Option<f64> {
-        self.full().then(|| self.sum * self.inv_cap)
+        self.full().then_some(self.sum * self.inv_cap)
     }
 
     /// The mean of the last `short` values, once there are that many.
     fn short_mean(&self) -> Option<f64> {
-        (self.len >= self.short).then(|| self.short_sum * self.inv_short)
+        (self.len >= self.short).then_some(self.short_sum * self.inv_short)
     }
 }
 
