@@ -5,10 +5,10 @@
 //! bytes; it must never serialise a result again.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
+use smol_str::SmolStr;
 
 use crate::timefmt::write_rfc3339;
 
@@ -102,8 +102,9 @@ pub enum EventKind {
 /// A result as the scanner finds it, before it has a sequence number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanResult {
-    /// Ticker as the source spells it; shared with the scanner's own copy.
-    pub symbol: Arc<str>,
+    /// Ticker as the source spells it; inline when short, so a scan cycle copies it
+    /// without touching the heap.
+    pub symbol: SmolStr,
     /// Which scan fired.
     pub scan: Scan,
     /// New, update or clear.

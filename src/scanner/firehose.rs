@@ -5,8 +5,9 @@
 //! so the active set and snapshots are exercised. Values are derived from the result's
 //! index, so a run is reproducible; they must never depend on wall-clock time.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use smol_str::SmolStr;
 
 use super::sim::ticker;
 use super::{Counters, Progress, Source};
@@ -19,7 +20,7 @@ const SYMBOLS: usize = 100;
 #[derive(Debug)]
 pub struct Firehose {
     rate: u32,
-    symbols: Vec<Arc<str>>,
+    symbols: Vec<SmolStr>,
     /// When result 0 of the current schedule was due.
     start: Instant,
     /// Results emitted since `start`.
@@ -35,7 +36,7 @@ impl Firehose {
     pub fn new(rate: u32, now: Instant) -> Firehose {
         Firehose {
             rate,
-            symbols: (0..SYMBOLS).map(|i| Arc::from(ticker(i))).collect(),
+            symbols: (0..SYMBOLS).map(|i| SmolStr::from(ticker(i))).collect(),
             start: now,
             emitted: 0,
             index: 0,
@@ -96,7 +97,7 @@ impl Source for Firehose {
                 .bytes()
                 .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
             let mut r = self.result(mix(seed));
-            r.symbol = Arc::from(symbol.as_str());
+            r.symbol = SmolStr::from(symbol.as_str());
             r.event = EventKind::New;
             r.adhoc = true;
             out.push(r);

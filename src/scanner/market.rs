@@ -7,11 +7,11 @@
 //! last evaluation was due at least `min_scan_interval` earlier. A replay is not paced by
 //! the wall clock: each step of bars it delivers is scanned at once, symbol by symbol.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use crossbeam_channel::Receiver;
+use smol_str::SmolStr;
 
 use super::dedup::{Dedup, Materiality};
 use super::indicators::{Bar, IndicatorParams, Indicators, Reference};
@@ -81,7 +81,7 @@ pub fn check_symbol(name: &str) -> Result<(), String> {
 /// One symbol's state.
 #[derive(Debug)]
 struct Symbol {
-    name: Arc<str>,
+    name: SmolStr,
     ind: Indicators,
     /// Dedup keys per market scan; 0 while the condition is off.
     conds: [u64; 8],
@@ -145,7 +145,7 @@ impl Universe {
             return None;
         }
         let id = u32::try_from(self.symbols.len()).ok()?;
-        let name: Arc<str> = upper.into();
+        let name = SmolStr::from(upper);
         self.index.insert(Box::from(&*name), id);
         self.symbols.push(Symbol {
             name,
@@ -371,7 +371,7 @@ impl<F: Feed> MarketScanner<F> {
 
 /// A result for `scan` on the symbol's last bar.
 fn result(
-    name: &Arc<str>,
+    name: &SmolStr,
     ind: &Indicators,
     scan: crate::event::Scan,
     event: EventKind,
@@ -380,7 +380,7 @@ fn result(
 ) -> ScanResult {
     let bar = ind.last;
     ScanResult {
-        symbol: Arc::clone(name),
+        symbol: name.clone(),
         scan,
         event,
         score: round4(score.unwrap_or(0.0)),

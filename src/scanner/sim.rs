@@ -327,7 +327,7 @@ mod tests {
     #[test]
     fn results_follow_the_dedup_lifecycle() {
         let results = run(3, 60);
-        let mut open: HashSet<(std::sync::Arc<str>, Scan)> = HashSet::new();
+        let mut open: HashSet<(smol_str::SmolStr, Scan)> = HashSet::new();
         for (_, r) in results {
             let key = (r.symbol.clone(), r.scan);
             match r.event {
