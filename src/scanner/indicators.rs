@@ -236,39 +236,46 @@ pub enum Cross {
     Down,
 }
 
+/// What an update carries from one bar to the next.
+#[derive(Debug, Clone)]
+struct State {
+    reference: f64,
+    reference_kind: Reference,
+    /// `1 / rsi_period`, Wilder's smoothing weight.
+    rsi_add: f64,
+    rsi_period: u32,
+    rsi_gain: f64,
+    rsi_loss: f64,
+    closes: Window,
+    highs: Extreme<true>,
+    lows: Extreme<false>,
+    volumes: Window,
+}
+
 /// The incremental state of one symbol, and the values after its last bar.
 #[derive(Debug, Clone)]
 pub struct Indicators {
-    /// RSI period (the other windows live in their rings).
-    rsi_period: u32,
-    /// `1 / rsi_period`, Wilder's smoothing weight.
-    rsi_add: f64,
-    reference_kind: Reference,
+    /// The running state only an update needs, apart, so the values a scan cycle reads
+    /// sit in fewer cache lines.
+    state: Box<State>,
     /// Bars seen.
     pub bars: u64,
     /// The last bar.
     pub last: Option<Bar>,
-    reference: f64,
     /// Change from the reference price, percent.
     pub change_pct: f64,
-    rsi_gain: f64,
-    rsi_loss: f64,
     /// RSI, from the `rsi`-th change on.
     pub rsi: Option<f64>,
-    closes: Window,
     /// Fast SMA, once there are enough bars.
     pub sma_fast: Option<f64>,
     /// Slow SMA, once there are enough bars.
     pub sma_slow: Option<f64>,
     /// Last cross and the bars since it (0 on the crossing bar).
     pub cross: Option<(Cross, u64)>,
-    highs: Extreme<true>,
-    lows: Extreme<false>,
     /// Highest high of the `range` bars before the last one.
     pub prior_high: Option<f64>,
     /// Lowest low of the `range` bars before the last one.
     pub prior_low: Option<f64>,
-    volumes: Window,
     /// Mean volume of up to `volume` bars before the last one.
     pub avg_volume: Option<f64>,
     /// The average covers a full `volume` bars.
@@ -280,26 +287,29 @@ pub struct Indicators {
 impl Indicators {
     /// Empty state for `params`.
     pub fn new(params: IndicatorParams) -> Indicators {
-        Indicators {
-            rsi_period: params.rsi.clamp(1, u32::MAX as usize) as u32,
-            rsi_add: 1.0 / params.rsi.max(1) as f64,
-            reference_kind: params.reference,
-            bars: 0,
-            last: None,
+        let state = State {
             reference: f64::NAN,
-            change_pct: 0.0,
+            reference_kind: params.reference,
+            rsi_add: 1.0 / params.rsi.max(1) as f64,
+            rsi_period: params.rsi.clamp(1, u32::MAX as usize) as u32,
             rsi_gain: 0.0,
             rsi_loss: 0.0,
-            rsi: None,
             closes: Window::new(params.sma_slow.max(params.sma_fast), params.sma_fast),
+            highs: Extreme::new(params.range),
+            lows: Extreme::new(params.range),
+            volumes: Window::new(params.volume, params.volume),
+        };
+        Indicators {
+            state: Box::new(state),
+            bars: 0,
+            last: None,
+            change_pct: 0.0,
+            rsi: None,
             sma_fast: None,
             sma_slow: None,
             cross: None,
-            highs: Extreme::new(params.range),
-            lows: Extreme::new(params.range),
             prior_high: None,
             prior_low: None,
-            volumes: Window::new(params.volume, params.volume),
             avg_volume: None,
             volume_full: false,
             volume_ratio: 1.0,
@@ -311,14 +321,14 @@ impl Indicators {
         let index = self.bars;
         let prev_close = self.last.map(|b| b.close);
 
-        self.reference = match (self.reference_kind, prev_close) {
+        self.state.reference = match (self.state.reference_kind, prev_close) {
             (Reference::PrevClose, Some(prev)) => prev,
             (Reference::PrevClose, None) => bar.open,
             (Reference::SessionOpen, _) if index == 0 => bar.close,
-            (Reference::SessionOpen, _) => self.reference,
+            (Reference::SessionOpen, _) => self.state.reference,
         };
-        self.change_pct = if self.reference != 0.0 {
-            (bar.close - self.reference) / self.reference * 100.0
+        self.change_pct = if self.state.reference != 0.0 {
+            (bar.close - self.state.reference) / self.state.reference * 100.0
         } else {
             0.0
         };
@@ -328,9 +338,9 @@ impl Indicators {
         }
 
         let prev_diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
-        self.closes.push(bar.close);
-        self.sma_fast = self.closes.short_mean();
-        self.sma_slow = self.closes.mean();
+        self.state.closes.push(bar.close);
+        self.sma_fast = self.state.closes.short_mean();
+        self.sma_slow = self.state.closes.mean();
         let diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
         self.cross = match (prev_diff, diff) {
             (Some(p), Some(d)) if p <= 0.0 && d > 0.0 => Some((Cross::Up, 0)),
@@ -338,21 +348,21 @@ impl Indicators {
             _ => self.cross.map(|(c, age)| (c, age + 1)),
         };
 
-        self.prior_high = self.highs.prior(index);
-        self.prior_low = self.lows.prior(index);
-        self.highs.push(index, bar.high);
-        self.lows.push(index, bar.low);
+        self.prior_high = self.state.highs.prior(index);
+        self.prior_low = self.state.lows.prior(index);
+        self.state.highs.push(index, bar.high);
+        self.state.lows.push(index, bar.low);
 
-        self.avg_volume = (self.volumes.len > 0).then(|| match self.volumes.mean() {
+        self.avg_volume = (self.state.volumes.len > 0).then(|| match self.state.volumes.mean() {
             Some(mean) => mean,
-            None => self.volumes.sum / self.volumes.len as f64,
+            None => self.state.volumes.sum / self.state.volumes.len as f64,
         });
-        self.volume_full = self.volumes.full();
+        self.volume_full = self.state.volumes.full();
         self.volume_ratio = match self.avg_volume {
             Some(avg) => bar.volume as f64 / avg.max(1.0),
             None => 1.0,
         };
-        self.volumes.push(bar.volume as f64);
+        self.state.volumes.push(bar.volume as f64);
 
         self.last = Some(*bar);
         self.bars += 1;
@@ -360,27 +370,27 @@ impl Indicators {
 
     /// `change` is the close-to-close change ending at bar `index` (the `index`-th change).
     fn update_rsi(&mut self, change: f64, index: u64) {
-        let n = f64::from(self.rsi_period);
+        let n = f64::from(self.state.rsi_period);
         let (gain, loss) = (change.max(0.0), (-change).max(0.0));
-        let period = u64::from(self.rsi_period);
+        let period = u64::from(self.state.rsi_period);
         if index <= period {
             // Seeding: sums of the first n changes, averaged on the n-th.
-            self.rsi_gain += gain;
-            self.rsi_loss += loss;
+            self.state.rsi_gain += gain;
+            self.state.rsi_loss += loss;
             if index < period {
                 return;
             }
-            self.rsi_gain /= n;
-            self.rsi_loss /= n;
+            self.state.rsi_gain /= n;
+            self.state.rsi_loss /= n;
         } else {
-            let add = self.rsi_add;
+            let add = self.state.rsi_add;
             let keep = 1.0 - add;
-            self.rsi_gain = self.rsi_gain * keep + gain * add;
-            self.rsi_loss = self.rsi_loss * keep + loss * add;
+            self.state.rsi_gain = self.state.rsi_gain * keep + gain * add;
+            self.state.rsi_loss = self.state.rsi_loss * keep + loss * add;
         }
-        let total = self.rsi_gain + self.rsi_loss;
+        let total = self.state.rsi_gain + self.state.rsi_loss;
         self.rsi = Some(if total > 0.0 {
-            100.0 * self.rsi_gain / total
+            100.0 * self.state.rsi_gain / total
         } else {
             50.0
         });
