@@ -35,8 +35,10 @@ impl Default for Materiality {
 pub struct Dedup {
     hasher: RandomState,
     m: Materiality,
-    /// `ln(1 + price_pct / 100)`, the width of a price band in log space.
-    log_step: f64,
+    /// `1 / ln(1 + price_pct / 100)`: price bands are this many per unit of log price.
+    inv_log_step: f64,
+    /// `1 / score_step`.
+    inv_score_step: f64,
     /// The last price's band: one symbol's scans ask for the same price eight times.
     last_band: Cell<(u64, i64)>,
 }
@@ -47,7 +49,8 @@ impl Dedup {
         Dedup {
             hasher: RandomState::with_seeds(0x5ca4, 0x57e4, 0xd0d0, 0xbeef),
             m,
-            log_step: (1.0 + m.price_pct / 100.0).ln(),
+            inv_log_step: 1.0 / (1.0 + m.price_pct / 100.0).ln(),
+            inv_score_step: 1.0 / m.score_step,
             last_band: Cell::new((f64::NAN.to_bits(), 0)),
         }
     }
@@ -55,7 +58,7 @@ impl Dedup {
     /// The material key of a firing condition; never 0.
     pub fn key(&self, scan: Scan, score: f64, price: f64) -> u64 {
         let score_band = if self.m.score_step > 0.0 {
-            (score / self.m.score_step).floor() as i64
+            (score * self.inv_score_step).floor() as i64
         } else {
             0
         };
@@ -71,7 +74,7 @@ impl Dedup {
             return band;
         }
         let band = if self.m.price_pct > 0.0 && price > 0.0 {
-            (price.ln() / self.log_step).floor() as i64
+            (price.ln() * self.inv_log_step).floor() as i64
         } else {
             0
         };
