@@ -128,6 +128,7 @@ impl Window {
         self.values[wrap(self.next + cap - k, cap)]
     }
 
+    #[inline]
     fn push(&mut self, x: f64) {
         let cap = self.values.len();
         // The value that leaves the short window when x comes in.

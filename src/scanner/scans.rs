@@ -61,6 +61,7 @@ impl Default for Thresholds {
 
 /// The score of each market scan on the last bar, `None` where it does not fire; in
 /// the order of [`MARKET_SCANS`].
+#[inline]
 pub fn evaluate(ind: &Indicators, t: &Thresholds) -> [Option<f64>; 8] {
     let Some(close) = ind.close() else {
         return [None; 8];
