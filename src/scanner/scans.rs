@@ -252,6 +252,12 @@ mod tests {
     }
 
     #[test]
+    fn the_market_scans_are_every_scan_but_the_firehose() {
+        assert_eq!(MARKET_SCANS[..], Scan::ALL[..8]);
+        assert_eq!(Scan::ALL[8], Scan::Firehose);
+    }
+
+    #[test]
     fn scores_are_one_at_the_threshold_and_grow_past_it() {
         let at = fired(&[100.0, 100.0, 100.0, 100.0, 103.0], 100);
         assert!((score(&at, Scan::PriceChange) - 1.0).abs() < 1e-12);
