@@ -187,33 +187,36 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let gauges = [
-            ("connections_open", "Open connections.", g.connections),
+            (
+                "connections_open",
+                "Open connections.",
+                g.connections as u64,
+            ),
             (
                 "websocket_connections_open",
                 "Open WebSocket connections.",
-                g.websockets,
+                g.websockets as u64,
             ),
             (
                 "subscribers",
                 "Connections with at least one subscription.",
-                g.subscribers,
+                g.subscribers as u64,
             ),
             (
                 "history_results",
                 "Results retained for resume.",
-                g.history_len,
+                g.history_len as u64,
             ),
-            ("active_opportunities", "Opportunities open now.", g.active),
+            (
+                "active_opportunities",
+                "Opportunities open now.",
+                g.active as u64,
+            ),
             (
                 "out_buffer_bytes",
                 "Bytes waiting in out buffers.",
-                g.pending_bytes,
+                g.pending_bytes as u64,
             ),
-        ];
-        for (name, help, value) in gauges {
-            metric(&mut out, name, "gauge", help, value as u64);
-        }
-        let scanner_gauges = [
             ("scanner_symbols", "Symbols the scanner tracks.", g.symbols),
             (
                 "adhoc_queue_symbols",
@@ -226,29 +229,8 @@ impl Metrics {
                 u64::from(g.scanner_running),
             ),
         ];
-        for (name, help, value) in scanner_gauges {
+        for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, value);
-        }
-        let scanner_counters = [
-            ("scanner_cycles_total", "Scan cycles completed.", g.cycles),
-            (
-                "scanner_updates_total",
-                "Bars or ticks taken in.",
-                g.updates,
-            ),
-            (
-                "scanner_evaluations_total",
-                "Symbol evaluations.",
-                g.evaluated,
-            ),
-            (
-                "bad_input_total",
-                "Malformed data rows or lines skipped.",
-                g.bad_input,
-            ),
-        ];
-        for (name, help, value) in scanner_counters {
-            metric(&mut out, name, "counter", help, value);
         }
         let counters = [
             (
@@ -310,6 +292,22 @@ impl Metrics {
                 "messages_received_total",
                 "Client messages received.",
                 self.messages_received,
+            ),
+            ("scanner_cycles_total", "Scan cycles completed.", g.cycles),
+            (
+                "scanner_updates_total",
+                "Bars or ticks taken in.",
+                g.updates,
+            ),
+            (
+                "scanner_evaluations_total",
+                "Symbol evaluations.",
+                g.evaluated,
+            ),
+            (
+                "bad_input_total",
+                "Malformed data rows or lines skipped.",
+                g.bad_input,
             ),
         ];
         for (name, help, value) in counters {

@@ -165,11 +165,6 @@ impl Universe {
         }
     }
 
-    /// The name of symbol `id`.
-    pub fn name(&self, id: u32) -> &str {
-        &self.symbols[id as usize].name
-    }
-
     /// Takes a bar for symbol `id`. A bar with a price that is not finite and positive,
     /// or a high below its low, is refused and counted.
     pub fn update(&mut self, id: u32, bar: &Bar) -> bool {
@@ -301,11 +296,6 @@ impl<F: Feed> MarketScanner<F> {
     /// The symbols and their indicators.
     pub fn universe(&self) -> &Universe {
         &self.universe
-    }
-
-    /// The feed.
-    pub fn feed(&self) -> &F {
-        &self.feed
     }
 
     /// Visits symbols from where the cycle stands until the cycle ends, a chunk is done,
