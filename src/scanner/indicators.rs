@@ -91,6 +91,11 @@ impl Default for IndicatorParams {
     }
 }
 
+/// `i` (below twice `cap`) brought into `0..cap`; cheaper than `%` on the hot path.
+fn wrap(i: usize, cap: usize) -> usize {
+    if i >= cap { i - cap } else { i }
+}
+
 /// A fixed ring of the last `cap` values and their running sum, re-summed exactly at
 /// every wrap so rounding never drifts further than one window's worth.
 #[derive(Debug, Clone)]
@@ -128,14 +133,18 @@ impl Window {
         self.values[wrap(self.next + cap - k, cap)]
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, x: f64) {
         let cap = self.values.len();
-        // The value that leaves the short window when x comes in.
-        if self.len >= self.short {
-            self.short_sum -= self.back(self.short);
+        // The short window is the whole ring when they are the same size (the volume
+        // average's case): its sum is then `sum`, and tracking it twice is wasted work.
+        if self.short < cap {
+            // The value that leaves the short window when x comes in.
+            if self.len >= self.short {
+                self.short_sum -= self.back(self.short);
+            }
+            self.short_sum += x;
         }
-        self.short_sum += x;
         if self.len == cap {
             self.sum -= self.values[self.next];
         } else {
@@ -145,12 +154,19 @@ impl Window {
         self.sum += x;
         self.next += 1;
         if self.next == cap {
-            self.next = 0;
-            // Once per wrap: exact sums again, O(1) amortised.
-            self.sum = self.values[..self.len].iter().sum();
-            let short = self.short.min(self.len);
-            self.short_sum = (1..=short).map(|k| self.back(k)).sum();
+            self.resum();
         }
+    }
+
+    /// Once per wrap: exact sums again, O(1) amortised. Out of line, so the per-bar path
+    /// inlines small.
+    #[cold]
+    #[inline(never)]
+    fn resum(&mut self) {
+        self.next = 0;
+        self.sum = self.values[..self.len].iter().sum();
+        let short = self.short.min(self.len);
+        self.short_sum = self.values[self.len - short..self.len].iter().sum();
     }
 
     fn full(&self) -> bool {
@@ -164,7 +180,12 @@ impl Window {
 
     /// The mean of the last `short` values, once there are that many.
     fn short_mean(&self) -> Option<f64> {
-        (self.len >= self.short).then_some(self.short_sum * self.inv_short)
+        let sum = if self.short < self.values.len() {
+            self.short_sum
+        } else {
+            self.sum
+        };
+        (self.len >= self.short).then_some(sum * self.inv_short)
     }
 }
 
@@ -178,11 +199,6 @@ struct Extreme<const MAX: bool> {
     head: usize,
     len: usize,
     window: u64,
-}
-
-/// `i` (below twice `cap`) brought into `0..cap`; cheaper than `%` on the hot path.
-fn wrap(i: usize, cap: usize) -> usize {
-    if i >= cap { i - cap } else { i }
 }
 
 impl<const MAX: bool> Extreme<MAX> {
@@ -206,10 +222,9 @@ impl<const MAX: bool> Extreme<MAX> {
 
     /// The extreme over bars `index - window .. index`, if bar `index - window` exists.
     fn prior(&mut self, index: u64) -> Option<f64> {
-        while self.len > 0 && self.items[self.head].0 + self.window < index {
-            self.head = wrap(self.head + 1, self.items.len());
-            self.len -= 1;
-        }
+        let expired = (self.len > 0 && self.items[self.head].0 + self.window < index) as usize;
+        self.head = wrap(self.head + expired, self.items.len());
+        self.len -= expired;
         (index >= self.window && self.len > 0).then(|| self.items[self.head].1)
     }
 
@@ -241,6 +256,8 @@ pub enum Cross {
 #[derive(Debug, Clone)]
 struct State {
     reference: f64,
+    /// `100 / reference` (0 for a zero reference): change_pct per unit of price.
+    percent_per_unit: f64,
     reference_kind: Reference,
     /// `1 / rsi_period`, Wilder's smoothing weight.
     rsi_add: f64,
@@ -290,6 +307,7 @@ impl Indicators {
     pub fn new(params: IndicatorParams) -> Indicators {
         let state = State {
             reference: f64::NAN,
+            percent_per_unit: 0.0,
             reference_kind: params.reference,
             rsi_add: 1.0 / params.rsi.max(1) as f64,
             rsi_period: params.rsi.clamp(1, u32::MAX as usize) as u32,
@@ -322,17 +340,22 @@ impl Indicators {
         let index = self.bars;
         let prev_close = self.last.map(|b| b.close);
 
-        self.state.reference = match (self.state.reference_kind, prev_close) {
-            (Reference::PrevClose, Some(prev)) => prev,
-            (Reference::PrevClose, None) => bar.open,
-            (Reference::SessionOpen, _) if index == 0 => bar.close,
-            (Reference::SessionOpen, _) => self.state.reference,
+        let reference = match (self.state.reference_kind, prev_close) {
+            (Reference::PrevClose, Some(prev)) => Some(prev),
+            (Reference::PrevClose, None) => Some(bar.open),
+            (Reference::SessionOpen, _) if index == 0 => Some(bar.close),
+            (Reference::SessionOpen, _) => None,
         };
-        self.change_pct = if self.state.reference != 0.0 {
-            (bar.close - self.state.reference) / self.state.reference * 100.0
-        } else {
-            0.0
-        };
+        if let Some(reference) = reference {
+            // A session's reference stays put: its divide is paid once, not per bar.
+            self.state.reference = reference;
+            self.state.percent_per_unit = if reference != 0.0 {
+                100.0 / reference
+            } else {
+                0.0
+            };
+        }
+        self.change_pct = (bar.close - self.state.reference) * self.state.percent_per_unit;
 
         if let Some(prev) = prev_close {
             self.update_rsi(bar.close - prev, index);
