@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::{Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 use crate::timefmt::write_rfc3339;
@@ -88,7 +88,7 @@ impl Serialize for Scan {
 }
 
 /// What happened to a (symbol, scan) condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// The condition starts.

@@ -15,6 +15,7 @@
 //!
 //! # Layout
 //!
+//! - [`client`]: a client that reconnects by itself and resumes without loss.
 //! - [`config`]: settings from defaults, the TOML file and flags.
 //! - [`event`]: scan results and their encode-once published form.
 //! - [`protocol`]: client messages, filters, error and close codes (sans-IO).
@@ -27,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod event;
 pub mod history;

@@ -1,0 +1,675 @@
+//! The client library against real servers on 127.0.0.1: reconnects, backoff, lossless
+//! resume through a proxy that cuts connections, the offline queue, gaps, liveness, the
+//! live table, close codes, and a crowd of clients spreading their returns.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, result};
+use crossbeam_channel::Receiver;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use scanstream::client::{
+    Backoff, Client, ClientConfig, ClientError, Event, ManualClock, State, SubscriptionOptions,
+};
+use scanstream::config::Dur;
+use scanstream::protocol::FilterSpec;
+use scanstream::{EventKind, Scan, SourceSpec};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A client with an events channel and quick reconnects.
+fn config(url: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(url);
+    c.events = Some(100_000);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        factor: 2.0,
+        max: Duration::from_millis(200),
+    };
+    c.jitter_seed = Some(7);
+    c
+}
+
+/// Waits for the first event `want` accepts, failing the test after `WAIT`.
+fn wait_for<T>(
+    events: &Receiver<Event>,
+    what: &str,
+    mut want: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ev) => {
+                if let Some(t) = want(&ev) {
+                    return t;
+                }
+            }
+            Err(_) => panic!("no {what} within {WAIT:?}"),
+        }
+    }
+}
+
+fn subscribed(events: &Receiver<Event>) -> scanstream::client::Subscribed {
+    wait_for(events, "subscribed", |ev| match ev {
+        Event::Subscribed(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+fn state(events: &Receiver<Event>, what: &str, want: impl Fn(&State) -> bool) -> State {
+    wait_for(events, what, |ev| match ev {
+        Event::State(s) if want(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+/// The proxy's open connections: the client side, and whether it is frozen.
+type Conns = Arc<Mutex<Vec<(TcpStream, Arc<AtomicBool>)>>>;
+
+/// A TCP proxy in front of a server, which a test can cut, freeze or make refuse, and
+/// which records the text messages clients send through it.
+struct Proxy {
+    addr: SocketAddr,
+    conns: Conns,
+    refuse: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn new(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Conns = Arc::default();
+        let refuse = Arc::new(AtomicBool::new(false));
+        let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (c, r, s) = (conns.clone(), refuse.clone(), sent.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if r.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let frozen = Arc::new(AtomicBool::new(false));
+                c.lock()
+                    .unwrap()
+                    .push((client.try_clone().unwrap(), frozen.clone()));
+                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let s = s.clone();
+                thread::spawn(move || upstream_copy(client, server, s));
+                thread::spawn(move || downstream_copy(server2, client2, frozen));
+            }
+        });
+        Proxy {
+            addr,
+            conns,
+            refuse,
+            sent,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/stream", self.addr)
+    }
+
+    /// Cuts every connection through the proxy.
+    fn cut(&self) {
+        for (conn, _) in self.conns.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Stops forwarding the server's bytes on the open connections, leaving them open:
+    /// a server that went silent.
+    fn freeze(&self) {
+        for (_, frozen) in self.conns.lock().unwrap().iter() {
+            frozen.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The client messages' types, in order.
+    fn sent_types(&self) -> Vec<serde_json::Value> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect()
+    }
+}
+
+/// Client to server: forwards bytes and decodes the client's (masked) text frames.
+fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<String>>>) {
+    let mut buf = [0u8; 16 * 1024];
+    let mut pending = Vec::new();
+    let mut in_frames = false;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        if !in_frames {
+            match pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(end) => {
+                    pending.drain(..end + 4);
+                    in_frames = true;
+                }
+                None => continue,
+            }
+        }
+        while let Some((text, used)) = client_frame(&pending) {
+            if let Some(text) = text {
+                sent.lock().unwrap().push(text);
+            }
+            pending.drain(..used);
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+/// One masked client frame from the front of `b`: its text (for a text frame) and its
+/// length, or `None` when incomplete.
+fn client_frame(b: &[u8]) -> Option<(Option<String>, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let opcode = b[0] & 0x0f;
+    let (len, mut at) = match b[1] & 0x7f {
+        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let mask: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    at += 4;
+    let payload = b.get(at..at + len)?;
+    let text = (opcode == 1).then(|| {
+        let bytes: Vec<u8> = payload
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x ^ mask[i % 4])
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    });
+    Some((text, at + len))
+}
+
+/// Server to client, unless frozen.
+fn downstream_copy(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn reconnects_when_the_server_comes_back_on_the_same_port() {
+    let server = TestServer::scripted();
+    let addr = server.addr;
+    let client = Client::start(config(&server.url())).unwrap();
+    let events = client.events().unwrap().clone();
+    client
+        .subscribe(
+            "main",
+            FilterSpec::default(),
+            SubscriptionOptions::default(),
+        )
+        .unwrap();
+    state(&events, "connected", |s| *s == State::Connected);
+    let first = subscribed(&events);
+    server.push(result("AAPL", Scan::PriceChange, EventKind::New));
+    let r = wait_for(&events, "a result", |ev| match ev {
+        Event::Result(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!((r.seq, r.symbol.as_str()), (first.seq + 1, "AAPL"));
+
+    server.stop().unwrap();
+    let code = wait_for(&events, "disconnected", |ev| match ev {
+        Event::Disconnected { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, 1001, "a server shutting down says going away");
+    state(&events, "reconnecting", |s| {
+        matches!(s, State::Reconnecting { .. })
+    });
+
+    // Refused connections meanwhile grow the backoff; the server then returns.
+    thread::sleep(Duration::from_millis(300));
+    let server = TestServer::scripted_with(|c| c.listen = addr);
+    state(&events, "connected again", |s| *s == State::Connected);
+    // A new run: the old position is gone, and the client says so.
+    let gap = wait_for(&events, "a gap", |ev| match ev {
+        Event::Gap { since, .. } => Some(*since),
+        _ => None,
+    });
+    assert_eq!(gap, r.seq);
+    let again = subscribed(&events);
+    assert!(!again.recovered);
+    server.push(result("MSFT", Scan::NewHigh, EventKind::New));
+    let r = wait_for(&events, "a result after the restart", |ev| match ev {
+        Event::Result(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert_eq!(r.symbol, "MSFT");
+    assert_eq!(r.subscriptions, ["main"]);
+    client.close();
+    let closed = state(&events, "closed", |s| matches!(s, State::Closed { .. }));
+    assert_eq!(
+        closed,
+        State::Closed {
+            code: None,
+            reason: "closed by the client".into()
+        }
+    );
+}
+
+#[test]
+fn backoff_follows_its_schedule_on_an_injected_clock_and_rng() {
+    // A port with nothing behind it: every attempt is refused at once.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let clock = Arc::new(ManualClock::default());
+    let mut c = config(&format!("ws://127.0.0.1:{port}/stream"));
+    c.backoff = Backoff::default();
+    c.jitter_seed = Some(42);
+    c.clock = clock.clone();
+    let client = Client::start(c).unwrap();
+    let events = client.events().unwrap().clone();
+    let mut delays = Vec::new();
+    while delays.len() < 12 {
+        if let State::Reconnecting { attempt, delay } = state(&events, "reconnecting", |s| {
+            matches!(s, State::Reconnecting { .. })
+        }) {
+            assert_eq!(attempt as usize, delays.len() + 1);
+            delays.push(delay);
+        }
+    }
+    client.close();
+
+    // The same seed drawn by hand gives the same schedule.
+    let backoff = Backoff::default();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(42);
+    for (i, delay) in delays.iter().enumerate() {
+        let attempt = i as u32 + 1;
+        assert_eq!(
+            *delay,
+            backoff.delay(attempt, &mut rng),
+            "attempt {attempt}"
+        );
+        assert!(*delay <= backoff.ceiling(attempt));
+    }
+    let ceilings: Vec<f64> = (1..=12).map(|n| backoff.ceiling(n).as_secs_f64()).collect();
+    assert_eq!(&ceilings[..7], [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0]);
+    // The client waited on the injected clock: it moved by at least the first eleven
+    // delays (the twelfth may be cut short by the close).
+    let waited: Duration = delays[..11].iter().sum();
+    assert!(
+        clock.elapsed() >= waited,
+        "{:?} < {waited:?}",
+        clock.elapsed()
+    );
+}
+
+#[test]
+fn resume_is_lossless_across_random_cuts() {
+    let server = TestServer::firehose(2000);
+    let proxy = Proxy::new(server.addr);
+    let client = Client::start(config(&proxy.url())).unwrap();
+    let events = client.events().unwrap().clone();
+    client
+        .subscribe("all", FilterSpec::default(), SubscriptionOptions::default())
+        .unwrap();
+    subscribed(&events);
+
+    let collector = thread::spawn(move || {
+        let mut seqs = Vec::new();
+        let (mut gaps, mut reconnects) = (0, 0);
+        while let Ok(ev) = events.recv() {
+            match ev {
+                Event::Result(r) => seqs.push(r.seq),
+                Event::Gap { .. } => gaps += 1,
+                Event::Disconnected { .. } => reconnects += 1,
+                Event::State(State::Closed { .. }) => break,
+                _ => {}
+            }
+        }
+        (seqs, gaps, reconnects)
+    });
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let cuts = 25;
+    for _ in 0..cuts {
+        thread::sleep(Duration::from_millis(rng.random_range(20..200)));
+        proxy.cut();
+    }
+    thread::sleep(Duration::from_millis(500));
+    client.close();
+    let (seqs, gaps, reconnects) = collector.join().unwrap();
+
+    assert_eq!(gaps, 0, "the history covers every outage");
+    assert!(
+        reconnects >= cuts / 2,
+        "{reconnects} reconnects for {cuts} cuts"
+    );
+    assert!(seqs.len() > 1000, "{} results", seqs.len());
+    for pair in seqs.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "results must be contiguous and unique"
+        );
+    }
+}
+
+#[test]
+fn offline_requests_wait_in_order_and_subscriptions_are_not_replayed() {
+    let server = TestServer::scripted();
+    let addr = server.addr;
+    let proxy = Proxy::new(addr);
+    let mut c = config(&proxy.url());
+    c.queue_capacity = 3;
+    let client = Client::start(c).unwrap();
+    let events = client.events().unwrap().clone();
+    client
+        .subscribe(
+            "main",
+            FilterSpec::default(),
+            SubscriptionOptions::default(),
+        )
+        .unwrap();
+    subscribed(&events);
+    server.stop().unwrap();
+    state(&events, "reconnecting", |s| {
+        matches!(s, State::Reconnecting { .. })
+    });
+    let before = proxy.sent_types().len();
+
+    // Offline: requests queue up to the capacity, then the caller hears it.
+    let ack1 = client.ack("a-1").unwrap();
+    let scan = client.scan(&["AAPL"]).unwrap();
+    let ack2 = client.ack("a-2").unwrap();
+    assert!(matches!(
+        client.ack("a-3"),
+        Err(ClientError::QueueFull { capacity: 3 })
+    ));
+    // Subscription changes are desired state, not queued commands.
+    let narrow = FilterSpec {
+        scans: Some(vec!["new_high".into()]),
+        ..FilterSpec::default()
+    };
+    client.set_filters("main", FilterSpec::default()).unwrap();
+    client.set_filters("main", narrow.clone()).unwrap();
+    client
+        .subscribe(
+            "other",
+            FilterSpec::default(),
+            SubscriptionOptions::default(),
+        )
+        .unwrap();
+    client.unsubscribe("other").unwrap();
+
+    let server = TestServer::scripted_with(|c| c.listen = addr);
+    let mut answered = Vec::new();
+    while answered.len() < 3 {
+        let id = wait_for(&events, "replies", |ev| match ev {
+            Event::Reply { id, .. } => Some(*id),
+            Event::Error { id: Some(id), .. } => Some(*id),
+            _ => None,
+        });
+        answered.push(id);
+    }
+    assert_eq!(answered, [ack1, scan, ack2], "sent, and answered, in order");
+
+    let after: Vec<_> = proxy.sent_types()[before..].to_vec();
+    let types: Vec<&str> = after.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["subscribe", "ack", "scan", "ack"]);
+    let sub = &after[0]["data"];
+    assert_eq!(sub["subscription"], "main");
+    assert_eq!(sub["filters"], serde_json::to_value(&narrow).unwrap());
+    assert!(sub["since"].is_u64() && sub["epoch"].is_string(), "{sub}");
+    drop(server);
+}
+
+#[test]
+fn a_gap_is_reported_when_the_history_is_too_short() {
+    let server = TestServer::with(|c| {
+        c.source = SourceSpec::Firehose { rate: 2000 };
+        c.history_size = 50;
+    });
+    let proxy = Proxy::new(server.addr);
+    let client = Client::start(config(&proxy.url())).unwrap();
+    let events = client.events().unwrap().clone();
+    client
+        .subscribe("all", FilterSpec::default(), SubscriptionOptions::default())
+        .unwrap();
+    subscribed(&events);
+    let last = wait_for(&events, "results", |ev| match ev {
+        Event::Result(r) if r.seq > 100 => Some(r.seq),
+        _ => None,
+    });
+    // Away for long enough that far more than 50 results pass.
+    proxy.refuse.store(true, Ordering::SeqCst);
+    proxy.cut();
+    thread::sleep(Duration::from_millis(400));
+    proxy.refuse.store(false, Ordering::SeqCst);
+    let (since, epoch, server_epoch) = wait_for(&events, "a gap", |ev| match ev {
+        Event::Gap {
+            since,
+            epoch,
+            server_epoch,
+            ..
+        } => Some((*since, epoch.clone(), server_epoch.clone())),
+        _ => None,
+    });
+    assert!(since >= last, "the gap starts after what was delivered");
+    assert_eq!(epoch, server_epoch, "same run, too short a history");
+    let resumed = subscribed(&events);
+    assert!(!resumed.recovered);
+    // Results flow again, from the oldest the server kept.
+    let next = wait_for(&events, "results after the gap", |ev| match ev {
+        Event::Result(r) => Some(r.seq),
+        _ => None,
+    });
+    assert!(
+        next > since + 1,
+        "{next} should skip what was lost after {since}"
+    );
+}
+
+#[test]
+fn a_silent_server_is_given_up_and_the_connection_replaced() {
+    let server = TestServer::with(|c| c.ping_interval = Dur(Duration::from_millis(100)));
+    let proxy = Proxy::new(server.addr);
+    let mut c = config(&proxy.url());
+    c.server_ping_interval = Duration::from_millis(100);
+    c.liveness_margin = Duration::from_millis(300);
+    let client = Client::start(c).unwrap();
+    let events = client.events().unwrap().clone();
+    state(&events, "connected", |s| *s == State::Connected);
+    // Pings keep a healthy connection up past the liveness limit.
+    thread::sleep(Duration::from_millis(800));
+    assert_eq!(client.state(), State::Connected);
+    proxy.freeze();
+    let (code, reason) = wait_for(&events, "a dead connection", |ev| match ev {
+        Event::Disconnected { code, reason } => Some((*code, reason.clone())),
+        _ => None,
+    });
+    assert_eq!(code, 1006);
+    assert!(reason.contains("nothing heard"), "{reason}");
+    state(&events, "connected again", |s| *s == State::Connected);
+}
+
+#[test]
+fn the_live_table_follows_the_snapshot_and_events() {
+    let server = TestServer::scripted();
+    let client = Client::start(config(&server.url())).unwrap();
+    let events = client.events().unwrap().clone();
+    // Two opportunities open before the client subscribes.
+    server.push(result("AAPL", Scan::PriceChange, EventKind::New));
+    server.push(result("MSFT", Scan::VolumeSpike, EventKind::New));
+    thread::sleep(Duration::from_millis(100));
+    let table = client
+        .subscribe("main", FilterSpec::default(), SubscriptionOptions::table())
+        .unwrap()
+        .unwrap();
+    let rows = wait_for(&events, "a snapshot", |ev| match ev {
+        Event::Snapshot { results, .. } => Some(results.len()),
+        _ => None,
+    });
+    assert_eq!(rows, 2);
+    assert_eq!(table.lock().len(), 2);
+
+    server.push(result("AAPL", Scan::PriceChange, EventKind::Clear));
+    let mut update = result("MSFT", Scan::VolumeSpike, EventKind::Update);
+    update.score = 9.5;
+    server.push(update);
+    let last = wait_for(&events, "the update", |ev| match ev {
+        Event::Result(r) if r.event == EventKind::Update => Some(r.seq),
+        _ => None,
+    });
+    let t = table.lock();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.get("MSFT", "volume_spike").map(|r| r.score), Some(9.5));
+    assert_eq!(t.seq, last);
+}
+
+#[test]
+fn close_codes_decide_whether_to_come_back() {
+    // A bare WebSocket server that closes each connection with the next code.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/stream", listener.local_addr().unwrap());
+    let codes = [4000u16, 1001, 4499, 4500];
+    thread::spawn(move || {
+        for (stream, code) in listener.incoming().zip(codes) {
+            let mut ws = tungstenite::accept(stream.unwrap()).unwrap();
+            let _ = ws.close(Some(tungstenite::protocol::CloseFrame {
+                code: code.into(),
+                reason: "".into(),
+            }));
+            while ws.read().is_ok() {}
+        }
+    });
+    let client = Client::start(config(&url)).unwrap();
+    let events = client.events().unwrap().clone();
+    let mut seen = Vec::new();
+    let end = loop {
+        match events.recv_timeout(WAIT).expect("events") {
+            Event::Disconnected { code, .. } => seen.push(code),
+            Event::State(s @ State::Closed { .. }) => break s,
+            _ => {}
+        }
+    };
+    assert_eq!(seen, codes, "reconnected after each code until 4500");
+    assert_eq!(
+        end,
+        State::Closed {
+            code: Some(4500),
+            reason: "unauthorized".into()
+        }
+    );
+}
+
+#[test]
+fn two_hundred_clients_spread_their_return_after_a_restart() {
+    const CLIENTS: usize = 200;
+    let server = TestServer::scripted();
+    let addr = server.addr;
+    let url = server.url();
+    // Each client records when it came back and the delay it drew.
+    let returns: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let up = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| {
+            let mut c = ClientConfig::new(url.as_str());
+            c.jitter_seed = Some(i as u64);
+            let (returns, up) = (returns.clone(), up.clone());
+            let mut drawn = None;
+            let mut connects = 0;
+            c.on_state = Some(Box::new(move |s: &State| match s {
+                State::Reconnecting { delay, .. } => drawn = drawn.or(Some(*delay)),
+                State::Connected => {
+                    connects += 1;
+                    if connects == 1 {
+                        up.fetch_add(1, Ordering::SeqCst);
+                    } else if connects == 2 {
+                        let delay = drawn.unwrap_or_default();
+                        returns.lock().unwrap().push((Instant::now(), delay));
+                    }
+                }
+                _ => {}
+            }));
+            Client::start(c).unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while up.load(Ordering::SeqCst) < CLIENTS && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(up.load(Ordering::SeqCst), CLIENTS, "every client connected");
+    let down = Instant::now();
+    server.stop().unwrap();
+    let _server = TestServer::scripted_with(|c| c.listen = addr);
+    let deadline = Instant::now() + WAIT;
+    while returns.lock().unwrap().len() < CLIENTS && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let returns = returns.lock().unwrap().clone();
+    assert_eq!(returns.len(), CLIENTS, "every client came back");
+
+    let mut back: Vec<f64> = returns
+        .iter()
+        .map(|(at, _)| at.duration_since(down).as_secs_f64())
+        .collect();
+    back.sort_by(f64::total_cmp);
+    let pct = |p: f64| back[((back.len() - 1) as f64 * p) as usize];
+    let drawn: Vec<f64> = returns.iter().map(|(_, d)| d.as_secs_f64()).collect();
+    let mean = drawn.iter().sum::<f64>() / drawn.len() as f64;
+    let sd = (drawn.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / drawn.len() as f64).sqrt();
+    // Saved for the record: the spread the jitter gives a crowd.
+    eprintln!(
+        "200 clients back after: p10 {:.3} s, p50 {:.3} s, p90 {:.3} s, max {:.3} s; \
+         drawn delays mean {mean:.3} s, sd {sd:.3} s",
+        pct(0.1),
+        pct(0.5),
+        pct(0.9),
+        pct(1.0)
+    );
+    // Full jitter over [0, 0.5 s]: uniform, mean 0.25 s and sd 0.144 s.
+    assert!(drawn.iter().all(|d| *d <= 0.5));
+    assert!((0.2..0.3).contains(&mean), "mean delay {mean}");
+    assert!(sd > 0.11, "sd {sd}");
+    // Returns follow the delays: a tenth to nine tenths spans most of the window.
+    assert!(pct(0.9) - pct(0.1) > 0.25, "returns bunched: {back:?}");
+    drop(clients);
+}
