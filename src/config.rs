@@ -163,6 +163,8 @@ macro_rules! settings {
         #[derive(Debug, Clone)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $name: $ty, )*
+            /// Alert rules: the config file's `[[rules]]`, or the defaults when it has none.
+            pub rules: Vec<crate::alerts::RuleSpec>,
         }
 
         /// Settings as given on the command line or in the config file; `None` is unset.
@@ -179,7 +181,10 @@ macro_rules! settings {
             }
 
             fn resolve(self) -> Config {
-                Config { $( $name: self.$name.unwrap_or_else(|| $default), )* }
+                Config {
+                    $( $name: self.$name.unwrap_or_else(|| $default), )*
+                    rules: crate::alerts::default_rules(),
+                }
             }
         }
     };
@@ -272,6 +277,20 @@ settings! {
     update_score_step: f64 = 0.5;
     /// An open condition is updated when its price moves into another band this many percent wide (0: never) [default: 1]
     update_price_pct: f64 = 1.0;
+    /// Alerts kept in the history [default: 10000]
+    alert_history: usize = 10_000;
+    /// At most one alert per rule and symbol this often, unless a rule sets its own [default: 30s]
+    alert_throttle: Dur = Dur(Duration::from_secs(30));
+    /// Directory for the alert journal, which keeps alerts and acknowledgments across restarts [default: none, in memory only]
+    data_dir: Option<PathBuf> = None;
+    /// The alert journal is compacted when it grows past this many bytes [default: 8388608]
+    journal_max_bytes: u64 = 8 * 1024 * 1024;
+    /// URL (http://) the `webhook` alert handler posts to [default: none]
+    webhook_url: Option<String> = None;
+    /// Time limit of each webhook attempt [default: 3s]
+    webhook_timeout: Dur = Dur(Duration::from_secs(3));
+    /// Webhook attempts after a failed one, each after twice the delay of the last (from 0.5 s) [default: 3]
+    webhook_retries: u32 = 3;
 }
 
 impl Default for Config {
@@ -312,27 +331,47 @@ pub enum ConfigError {
 impl Config {
     /// Merges `flags` over the file at `path` (if any) over the defaults, and checks ranges.
     pub fn load(path: Option<&Path>, flags: Overrides) -> Result<Config, ConfigError> {
-        let file = match path {
-            None => Overrides::default(),
+        let (file, rules) = match path {
+            None => (Overrides::default(), None),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                Config::parse_file(&text).map_err(|message| ConfigError::Parse {
+                Config::parse_file_with_rules(&text).map_err(|message| ConfigError::Parse {
                     path: path.to_owned(),
                     message,
                 })?
             }
         };
-        let config = flags.or(file).resolve();
+        let mut config = flags.or(file).resolve();
+        if let Some(rules) = rules {
+            config.rules = rules;
+        }
         config.validate()?;
         Ok(config)
     }
 
     /// Parses the text of a config file.
     pub fn parse_file(text: &str) -> Result<Overrides, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        Config::parse_file_with_rules(text).map(|(settings, _)| settings)
+    }
+
+    /// Parses the text of a config file: its settings, and its `[[rules]]` when it has
+    /// that key (`rules = []` turns alerts off).
+    pub fn parse_file_with_rules(
+        text: &str,
+    ) -> Result<(Overrides, Option<Vec<crate::alerts::RuleSpec>>), String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let rules = match table.remove("rules") {
+            None => None,
+            Some(value) => Some(
+                Vec::<crate::alerts::RuleSpec>::deserialize(value)
+                    .map_err(|e| format!("rules: {e}"))?,
+            ),
+        };
+        let settings = Overrides::deserialize(table).map_err(|e| e.to_string())?;
+        Ok((settings, rules))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -344,6 +383,7 @@ impl Config {
             ("max_message_bytes", self.max_message_bytes),
             ("out_buffer_cap", self.out_buffer_cap),
             ("history_size", self.history_size),
+            ("alert_history", self.alert_history),
             ("max_filter_symbols", self.max_filter_symbols),
             ("message_rate", self.message_rate as usize),
             ("message_burst", self.message_burst as usize),
@@ -372,6 +412,7 @@ impl Config {
             ("sweep_interval", self.sweep_interval),
             ("progress_interval", self.progress_interval),
             ("scan_interval", self.scan_interval),
+            ("webhook_timeout", self.webhook_timeout),
         ];
         for (name, value) in durations {
             if value.0.is_zero() {
@@ -389,6 +430,8 @@ impl Config {
             ("progress_interval", self.progress_interval),
             ("scan_interval", self.scan_interval),
             ("min_scan_interval", self.min_scan_interval),
+            ("alert_throttle", self.alert_throttle),
+            ("webhook_timeout", self.webhook_timeout),
         ];
         for (name, value) in all_durations {
             if value.0 > MAX_DURATION {
@@ -399,6 +442,8 @@ impl Config {
             ("adhoc_queue", self.adhoc_queue, 1_000_000),
             ("max_symbols", self.max_symbols, 10_000_000),
             ("sim_symbols", self.sim_symbols, 10_000_000),
+            ("alert_history", self.alert_history, 10_000_000),
+            ("webhook_retries", self.webhook_retries as usize, 10),
         ];
         for (name, value, max) in capped {
             if value > max {

@@ -146,6 +146,8 @@ pub struct ScanEvent {
     pub change_pct: f64,
     /// Volume ratio.
     pub volume_ratio: f64,
+    /// RSI, when known.
+    pub rsi: Option<f64>,
     /// From an ad-hoc request: replayed like any result, but never part of the active set.
     pub adhoc: bool,
     /// When the scanner published it, for the publish-to-flush histogram.
@@ -224,6 +226,7 @@ impl ScanEvent {
             price: result.price,
             change_pct: result.change_pct,
             volume_ratio: result.volume_ratio,
+            rsi: result.rsi,
             adhoc: result.adhoc,
             published: Instant::now(),
             encoded: encoded.into_boxed_slice(),

@@ -15,6 +15,7 @@
 //!
 //! # Layout
 //!
+//! - [`alerts`]: rules, throttling, handlers, the alert history and its journal.
 //! - [`client`]: a client that reconnects by itself and resumes without loss.
 //! - [`config`]: settings from defaults, the TOML file and flags.
 //! - [`event`]: scan results and their encode-once published form.
@@ -28,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod client;
 pub mod config;
 pub mod event;

@@ -1,17 +1,22 @@
-//! The `scanstream` binary: flags and config file in, server run, exit code out.
+//! The `scanstream` binary: flags and config file in, server run, exit code out; and
+//! `scanstream client`, a live view of a server's stream.
+
+mod client_cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use scanstream::{Config, Overrides, Reactor, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
 
 /// A real-time market scanner that streams its results over WebSocket.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML config file; flags given here win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -19,9 +24,19 @@ struct Cli {
     settings: Overrides,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect to a server and show its results live (reconnects and resumes by itself).
+    Client(client_cli::ClientArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let outcome = match cli.command {
+        Some(Command::Client(args)) => client_cli::run(args),
+        None => run(cli),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scanstream: {e}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 
+use crate::alerts::AlertCounters;
 use crate::protocol::ErrorCode;
 
 /// A fixed-bucket histogram.
@@ -158,6 +159,14 @@ pub struct Gauges {
     pub bad_input: u64,
     /// Bytes waiting in out buffers.
     pub pending_bytes: usize,
+    /// What the alert engine counted.
+    pub alerts: AlertCounters,
+    /// Alerts in the history.
+    pub alert_history: usize,
+    /// Of them, not acknowledged.
+    pub alerts_unacked: usize,
+    /// The webhook's sent, failed attempts, given up and dropped, when there is one.
+    pub webhook: Option<[u64; 4]>,
 }
 
 impl Metrics {
@@ -313,6 +322,7 @@ impl Metrics {
         for (name, help, value) in counters {
             metric(&mut out, name, "counter", help, value);
         }
+        render_alerts(&mut out, g);
         let _ = writeln!(
             out,
             "# HELP scanstream_protocol_errors_total Error replies and closes, by code.\n\
@@ -370,6 +380,78 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
         out,
         "# HELP scanstream_{name} {help}\n# TYPE scanstream_{name} {kind}\nscanstream_{name} {value}"
     );
+}
+
+fn render_alerts(out: &mut String, g: &Gauges) {
+    let _ = writeln!(
+        out,
+        "# HELP scanstream_alerts_total Alerts raised, by severity.\n\
+         # TYPE scanstream_alerts_total counter"
+    );
+    for (severity, n) in ["info", "warning", "critical"].iter().zip(g.alerts.raised) {
+        let _ = writeln!(
+            out,
+            "scanstream_alerts_total{{severity=\"{severity}\"}} {n}"
+        );
+    }
+    let gauges = [
+        (
+            "alert_history",
+            "Alerts in the history.",
+            g.alert_history as u64,
+        ),
+        (
+            "alerts_unacked",
+            "Alerts not acknowledged.",
+            g.alerts_unacked as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        metric(out, name, "gauge", help, value);
+    }
+    let counters = [
+        (
+            "alerts_throttled_total",
+            "Alerts a rule's throttle held back.",
+            g.alerts.throttled,
+        ),
+        (
+            "alerts_acked_total",
+            "Acknowledgments that changed an alert.",
+            g.alerts.acked,
+        ),
+        (
+            "alert_journal_errors_total",
+            "Alert journal writes that failed.",
+            g.alerts.journal_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        metric(out, name, "counter", help, value);
+    }
+    if let Some([sent, failed, gave_up, dropped]) = g.webhook {
+        let webhook = [
+            ("webhook_sent_total", "Alerts the webhook delivered.", sent),
+            (
+                "webhook_failed_attempts_total",
+                "Webhook attempts that failed (error, timeout, non-2xx).",
+                failed,
+            ),
+            (
+                "webhook_gave_up_total",
+                "Alerts the webhook gave up on after every retry.",
+                gave_up,
+            ),
+            (
+                "webhook_dropped_total",
+                "Alerts dropped because the webhook queue was full.",
+                dropped,
+            ),
+        ];
+        for (name, help, value) in webhook {
+            metric(out, name, "counter", help, value);
+        }
+    }
 }
 
 #[cfg(test)]

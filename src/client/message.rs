@@ -38,11 +38,12 @@ pub struct ResultMessage {
     #[serde(default)]
     pub adhoc: bool,
     /// This client's subscriptions that take the result (on the wire: the connection's
-    /// subscriptions it matched).
-    #[serde(default)]
+    /// subscriptions it matched; none in a snapshot's rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
-    /// When the server produced the result (the envelope's `timestamp`), RFC 3339.
-    #[serde(default)]
+    /// When the server produced the result (the envelope's `timestamp`), RFC 3339;
+    /// empty in a snapshot's rows.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub timestamp: String,
 }
 

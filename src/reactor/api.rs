@@ -3,12 +3,16 @@
 //! It returns a value and never touches the connection: the reactor encodes the
 //! response, performs the upgrade or renders metrics.
 
+use std::time::SystemTime;
+
 use serde::Deserialize;
 
 use super::adhoc::{Adhoc, Refusal};
 use super::http::{Request, Response};
 use super::session::StatusView;
 use super::websocket::check_upgrade;
+use crate::alerts::{Acked, Alerts, Query, Severity};
+use crate::protocol::MAX_SYMBOL_LEN;
 use crate::scanner::{Command, RunState, ScannerHandle};
 
 /// What the reactor does with a request.
@@ -30,6 +34,8 @@ pub struct ApiEnv<'a> {
     pub scanner: &'a ScannerHandle,
     /// Ad-hoc requests: known symbols and the queue bound.
     pub adhoc: &'a mut Adhoc,
+    /// Alerts: the history and acknowledgments.
+    pub alerts: &'a mut Alerts,
     /// Symbols per scan request at most.
     pub max_symbols: usize,
 }
@@ -48,6 +54,8 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
         "/stream" => return upgrade(req),
         "/" | "/healthz" | "/metrics" | "/stream/status" => "GET",
         "/stream/start" | "/stream/stop" | "/scan" => "POST",
+        "/alerts" => "GET",
+        path if ack_target(path).is_some() => "POST",
         _ => {
             let msg = format!(
                 "no endpoint at {}",
@@ -69,8 +77,78 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
         "/stream/status" => Response::json(200, env.status),
         "/stream/start" => control(env, Command::Start, RunState::Running),
         "/stream/stop" => control(env, Command::Stop, RunState::Stopped),
-        _ => scan(req, env),
+        "/scan" => scan(req, env),
+        "/alerts" => list_alerts(req, env),
+        path => ack(path, env),
     })
+}
+
+/// The alert id in `/alerts/{id}/ack`.
+fn ack_target(path: &str) -> Option<&str> {
+    let id = path.strip_prefix("/alerts/")?.strip_suffix("/ack")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+fn ack(path: &str, env: &mut ApiEnv<'_>) -> Response {
+    let id = ack_target(path).unwrap_or_default();
+    match env.alerts.ack(id, SystemTime::now()) {
+        Acked::Now(alert) | Acked::Already(alert) => Response::json(200, &alert.wire()),
+        Acked::NotFound => {
+            let shown: String = id.chars().take(100).collect();
+            Response::error(404, "not_found", &format!("no alert `{shown}`"))
+        }
+    }
+}
+
+/// Alerts kept, newest first: `?unacked=true&symbol=TSLA&severity=warning&limit=100`.
+fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
+    let mut q = Query {
+        limit: 100,
+        ..Query::default()
+    };
+    for (key, value) in form_urlencoded::parse(req.query.as_bytes()) {
+        let bad = |what: &str| {
+            let shown: String = value.chars().take(100).collect();
+            Response::error(400, "bad_request", &format!("{key}: {what}, got `{shown}`"))
+        };
+        match &*key {
+            "unacked" => match &*value {
+                "true" | "1" => q.unacked = true,
+                "false" | "0" => q.unacked = false,
+                _ => return bad("expected true or false"),
+            },
+            "symbol" if !value.is_empty() && value.len() <= MAX_SYMBOL_LEN => {
+                q.symbol = Some(value.into_owned());
+            }
+            "symbol" => return bad(&format!("expected 1 to {MAX_SYMBOL_LEN} bytes")),
+            "severity" => match Severity::from_name(&value) {
+                Some(s) => q.severity = Some(s),
+                None => return bad("expected info, warning or critical"),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if n > 0 => q.limit = n,
+                _ => return bad("expected a whole number above 0"),
+            },
+            _ => {
+                let shown: String = key.chars().take(100).collect();
+                return Response::error(
+                    400,
+                    "bad_request",
+                    &format!(
+                        "unknown parameter `{shown}`; known: unacked, symbol, severity, limit"
+                    ),
+                );
+            }
+        }
+    }
+    let alerts: Vec<_> = env
+        .alerts
+        .log()
+        .query(&q)
+        .into_iter()
+        .map(|a| a.wire())
+        .collect();
+    Response::json(200, &alerts)
 }
 
 fn upgrade(req: &Request<'_, '_>) -> Action {

@@ -5,16 +5,17 @@
 //! the turn. Nothing here may serialise a result or touch a socket.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::TryRecvError;
 
 use super::broadcast::{matching_mask, write_result};
 use super::conn::Phase;
 use super::session::AdhocDoneView;
+use super::websocket::text_frame;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
 use crate::event::ScanEvent;
-use crate::protocol::{ErrorCode, close};
+use crate::protocol::{ErrorCode, close, write_envelope_raw};
 use crate::scanner::{self, Output, Requester, ScannerStatus};
 
 impl Reactor {
@@ -107,6 +108,7 @@ impl Reactor {
         self.status.scanner.results_total = ev.seq;
         self.turn_published.push(ev.published);
         self.history.push(Arc::clone(&ev));
+        self.alerts.on_result(&ev, ev.published, SystemTime::now());
         for i in 0..self.subscribers.len() {
             let (key, generation) = self.subscribers[i];
             let Some(conn) = self.conns.get_mut(key) else {
@@ -219,6 +221,29 @@ impl Reactor {
         self.next_status = now + self.config.progress_interval.0;
         self.scratch.clear();
         session::reply(&mut self.scratch, "status", Some(&self.status), None);
+        self.send_scratch_to_subscribers();
+    }
+
+    /// Sends what the alert engine has for everyone (`alert`, `acked`) to every
+    /// connection holding a subscription.
+    pub(super) fn broadcast_alerts(&mut self) {
+        let pending: Vec<(&'static str, Arc<str>)> = self.alerts.take_broadcasts().collect();
+        for (ty, data) in pending {
+            self.scratch.clear();
+            text_frame(&mut self.scratch, |out| {
+                write_envelope_raw(
+                    out,
+                    ty,
+                    Some(|out: &mut Vec<u8>| out.extend_from_slice(data.as_bytes())),
+                    None,
+                );
+            });
+            self.send_scratch_to_subscribers();
+        }
+    }
+
+    /// Appends `scratch`, one frame encoded once, to every subscribed connection.
+    fn send_scratch_to_subscribers(&mut self) {
         for &(key, generation) in &self.subscribers {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;

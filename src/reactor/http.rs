@@ -29,6 +29,8 @@ pub struct Request<'h, 'b> {
     pub method: &'b str,
     /// Path without the query.
     pub path: &'b str,
+    /// The query, after `?` (empty without one).
+    pub query: &'b str,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Headers as sent.
@@ -146,10 +148,11 @@ pub fn parse<'h, 'b>(
     let Some(body) = buf.get(head_len..head_len + body_len) else {
         return Parsed::Partial;
     };
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let request = Request {
         method,
         path,
+        query,
         minor_version,
         headers,
         body,

@@ -31,6 +31,7 @@ use slab::Slab;
 
 pub use session::StatusView;
 
+use crate::alerts::{AlertError, AlertSettings, Alerts, WebhookSettings};
 use crate::config::Config;
 use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
@@ -84,6 +85,9 @@ pub enum ServerError {
     /// The poll, its waker or the scanner thread could not be set up or failed.
     #[error("event loop: {0}")]
     Poll(#[from] io::Error),
+    /// An alert rule, the journal or the webhook setting is wrong.
+    #[error("alerts: {0}")]
+    Alerts(#[from] AlertError),
 }
 
 /// Asks a running server to shut down gracefully, from any thread.
@@ -116,6 +120,7 @@ pub struct Reactor {
     status: StatusView,
     scanner: ScannerHandle,
     adhoc: adhoc::Adhoc,
+    alerts: Alerts,
     metrics: Metrics,
     /// Connections that may hold subscriptions, as (slab key, generation). Entries of
     /// closed or unsubscribed connections are skipped, and purged when `subscribers_stale`.
@@ -144,6 +149,22 @@ pub struct Reactor {
     next_sweep: Instant,
     /// Reused scratch space for frames shared by every subscriber (status).
     scratch: Vec<u8>,
+}
+
+/// The alert engine's settings from the config.
+fn alert_settings(config: &Config) -> AlertSettings {
+    AlertSettings {
+        rules: config.rules.clone(),
+        throttle: config.alert_throttle.0,
+        history: config.alert_history,
+        journal_max_bytes: config.journal_max_bytes,
+        webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
+            url: url.clone(),
+            timeout: config.webhook_timeout.0,
+            retries: config.webhook_retries,
+            backoff: Duration::from_millis(500),
+        }),
+    }
 }
 
 fn token(key: usize, generation: u32) -> Token {
@@ -191,6 +212,7 @@ impl Reactor {
         let mut source = source;
         source.new_symbols(&mut names);
         adhoc.learn(names);
+        let alerts = Alerts::start(&alert_settings(&config), config.data_dir.as_deref())?;
         let scanner = scanner::spawn(source, Arc::clone(&waker), options)?;
         let epoch = new_epoch();
         tracing::info!(%local_addr, source = %config.source, %epoch, "listening");
@@ -208,6 +230,7 @@ impl Reactor {
             },
             scanner,
             adhoc,
+            alerts,
             metrics: Metrics::default(),
             conns: Slab::new(),
             next_generation: 0,
@@ -284,6 +307,7 @@ impl Reactor {
             // entries out of the ring.
             self.pump_replays(now);
             self.drain_scanner();
+            self.broadcast_alerts();
             self.broadcast_status(now);
             if now >= self.next_sweep {
                 self.sweep(now);
@@ -481,6 +505,13 @@ impl Reactor {
             updates: self.status.scanner.counters.updates,
             evaluated: self.status.scanner.counters.evaluated,
             bad_input: self.status.scanner.counters.bad_input,
+            alerts: self.alerts.counters,
+            alert_history: self.alerts.log().len(),
+            alerts_unacked: self.alerts.log().unacked(),
+            webhook: self.alerts.webhook_stats().map(|w| {
+                [&w.sent, &w.failed_attempts, &w.gave_up, &w.dropped]
+                    .map(|c| c.load(Ordering::Relaxed))
+            }),
             ..Gauges::default()
         };
         for (_, conn) in &self.conns {

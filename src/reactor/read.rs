@@ -140,6 +140,7 @@ impl Reactor {
                         status: &mut self.status,
                         scanner: &self.scanner,
                         adhoc: &mut self.adhoc,
+                        alerts: &mut self.alerts,
                         max_symbols: self.config.max_filter_symbols,
                     };
                     let http10 = req.minor_version == 0;
@@ -217,6 +218,7 @@ impl Reactor {
             adhoc: &mut self.adhoc,
             conn: (key, conn.generation),
             metrics: &mut self.metrics,
+            alerts: &mut self.alerts,
             limits,
         };
         let mut next = Next::Keep;

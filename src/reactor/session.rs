@@ -4,7 +4,7 @@
 //! Functions here write replies into the connection's out buffer and return a [`Next`];
 //! they never touch the socket, the poll or another connection.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -15,6 +15,7 @@ use super::adhoc::{Adhoc, Refusal};
 use super::broadcast::{Subscription, Tail, matching_mask, write_result};
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
+use crate::alerts::{Acked, Alerts};
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -80,6 +81,8 @@ pub struct Env<'a> {
     pub conn: (usize, u32),
     /// Counters.
     pub metrics: &'a mut Metrics,
+    /// Alerts, for acknowledgments.
+    pub alerts: &'a mut Alerts,
     /// Limits.
     pub limits: Limits,
 }
@@ -249,10 +252,15 @@ impl WsSession {
                     }
                 }
             }
-            ClientMessage::Ack { alert_id } => {
-                let msg = format!("no alert `{alert_id}`");
-                reply_error(out, env.metrics, ErrorCode::NotFound, &msg, id);
-            }
+            ClientMessage::Ack { alert_id } => match env.alerts.ack(&alert_id, SystemTime::now()) {
+                Acked::Now(alert) | Acked::Already(alert) => {
+                    reply(out, "acked", Some(&alert.wire()), id);
+                }
+                Acked::NotFound => {
+                    let msg = format!("no alert `{alert_id}`");
+                    reply_error(out, env.metrics, ErrorCode::NotFound, &msg, id);
+                }
+            },
         }
         Next::Keep
     }

@@ -66,6 +66,7 @@ pub fn due(conn: &Conn, now: Instant, t: Timeouts) -> Due {
 
 impl Reactor {
     pub(super) fn sweep(&mut self, now: Instant) {
+        self.alerts.maintain();
         let t = Timeouts {
             ping_interval: self.config.ping_interval.0,
             idle_timeout: self.config.idle_timeout.0,

@@ -1,0 +1,750 @@
+//! Alerts: rules turn published results into alerts, throttled per rule and symbol, kept
+//! in a bounded history with acknowledgment, journaled when a data directory is set, and
+//! handed to handlers (WebSocket broadcast, log line, webhook).
+//!
+//! The reactor thread owns [`Alerts`] and calls it for every result it publishes, so
+//! matching is plain code over a few rules. Nothing here blocks on the network: the
+//! webhook handler only queues for its worker thread.
+
+mod journal;
+mod rule;
+mod webhook;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ahash::AHashMap;
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use serde::{Deserialize, Serialize};
+
+pub use journal::{Journal, Loaded};
+pub use rule::{
+    Condition, Field, HandlerKind, Kind, Op, Rule, RuleError, RuleSpec, Severity, default_rules,
+};
+pub use webhook::{Webhook, WebhookSettings, WebhookStats};
+
+use crate::event::ScanEvent;
+use crate::timefmt::{parse_time, rfc3339};
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Number; `a-17` on the wire.
+    pub id: u64,
+    /// The rule that raised it.
+    pub rule: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its severity.
+    pub severity: Severity,
+    /// The symbol.
+    pub symbol: String,
+    /// The scan of the result that raised it.
+    pub scan: String,
+    /// What happened, in words.
+    pub message: String,
+    /// The result that raised it.
+    pub result_seq: u64,
+    /// When.
+    pub created: SystemTime,
+    /// When it was acknowledged, if it was.
+    pub acked_at: Option<SystemTime>,
+}
+
+/// The wire form of an alert (PROTOCOL.md, `alert`), also the journal's.
+#[derive(Debug, Serialize, Deserialize)]
+struct AlertWire {
+    alert_id: String,
+    rule: String,
+    kind: String,
+    severity: String,
+    symbol: String,
+    #[serde(default)]
+    scan: String,
+    message: String,
+    result_seq: u64,
+    created: String,
+    acknowledged: bool,
+    #[serde(default)]
+    acked_at: Option<String>,
+}
+
+impl Alert {
+    /// `a-17`.
+    pub fn wire_id(&self) -> String {
+        format!("a-{}", self.id)
+    }
+
+    /// The alert as PROTOCOL.md's `alert` data, in its field order.
+    pub fn to_json(&self) -> String {
+        // Strings, numbers and bools only: serialising cannot fail.
+        serde_json::to_string(&self.wire()).unwrap_or_default()
+    }
+
+    /// The alert's wire form, to serialise.
+    pub fn wire(&self) -> impl Serialize + use<> {
+        self.wire_form()
+    }
+
+    fn wire_form(&self) -> AlertWire {
+        AlertWire {
+            alert_id: self.wire_id(),
+            rule: self.rule.clone(),
+            kind: self.kind.name().to_owned(),
+            severity: self.severity.name().to_owned(),
+            symbol: self.symbol.clone(),
+            scan: self.scan.clone(),
+            message: self.message.clone(),
+            result_seq: self.result_seq,
+            created: rfc3339(self.created),
+            acknowledged: self.acked_at.is_some(),
+            acked_at: self.acked_at.map(rfc3339),
+        }
+    }
+
+    fn from_wire(w: AlertWire) -> Result<Alert, String> {
+        let kind = match w.kind.as_str() {
+            "new_opportunity" => Kind::NewOpportunity,
+            "threshold" => Kind::Threshold,
+            "price_change" => Kind::PriceChange,
+            "volume_spike" => Kind::VolumeSpike,
+            other => return Err(format!("unknown kind `{other}`")),
+        };
+        let severity = Severity::from_name(&w.severity)
+            .ok_or_else(|| format!("unknown severity `{}`", w.severity))?;
+        let created = parse_time(&w.created).ok_or("bad `created` time")?;
+        let acked_at = match w.acked_at {
+            Some(t) => Some(parse_time(&t).ok_or("bad `acked_at` time")?),
+            None => None,
+        };
+        Ok(Alert {
+            id: parse_id(&w.alert_id).ok_or("bad `alert_id`")?,
+            rule: w.rule,
+            kind,
+            severity,
+            symbol: w.symbol,
+            scan: w.scan,
+            message: w.message,
+            result_seq: w.result_seq,
+            created,
+            acked_at,
+        })
+    }
+}
+
+/// `a-17` → 17.
+pub fn parse_id(s: &str) -> Option<u64> {
+    s.strip_prefix("a-")?.parse().ok()
+}
+
+/// What `GET /alerts` asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    /// Only unacknowledged alerts.
+    pub unacked: bool,
+    /// Only this symbol (case-insensitive).
+    pub symbol: Option<String>,
+    /// Only this severity.
+    pub severity: Option<Severity>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The outcome of an acknowledgment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acked {
+    /// Acknowledged now.
+    Now(Alert),
+    /// It already was; acknowledging again changes nothing.
+    Already(Alert),
+    /// No such alert (never raised, or aged out of the history).
+    NotFound,
+}
+
+/// The newest alerts, oldest first, ids ascending.
+#[derive(Debug, Clone)]
+pub struct AlertLog {
+    alerts: VecDeque<Alert>,
+    capacity: usize,
+}
+
+impl AlertLog {
+    /// An empty log holding at most `capacity` alerts.
+    pub fn new(capacity: usize) -> AlertLog {
+        AlertLog {
+            alerts: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Appends, dropping the oldest past the capacity.
+    pub fn push(&mut self, alert: Alert) {
+        if self.alerts.len() == self.capacity {
+            self.alerts.pop_front();
+        }
+        self.alerts.push_back(alert);
+    }
+
+    fn find(&mut self, id: u64) -> Option<&mut Alert> {
+        // Ids ascend through the log.
+        let i = self.alerts.binary_search_by_key(&id, |a| a.id).ok()?;
+        self.alerts.get_mut(i)
+    }
+
+    /// Acknowledges alert `id` at `at`, once.
+    pub fn ack(&mut self, id: u64, at: SystemTime) -> Acked {
+        match self.find(id) {
+            None => Acked::NotFound,
+            Some(a) if a.acked_at.is_some() => Acked::Already(a.clone()),
+            Some(a) => {
+                a.acked_at = Some(at);
+                Acked::Now(a.clone())
+            }
+        }
+    }
+
+    /// Alerts matching `q`, newest first.
+    pub fn query(&self, q: &Query) -> Vec<&Alert> {
+        self.alerts
+            .iter()
+            .rev()
+            .filter(|a| !q.unacked || a.acked_at.is_none())
+            .filter(|a| {
+                q.symbol
+                    .as_ref()
+                    .is_none_or(|s| a.symbol.eq_ignore_ascii_case(s))
+            })
+            .filter(|a| q.severity.is_none_or(|s| a.severity == s))
+            .take(q.limit)
+            .collect()
+    }
+
+    /// Alerts held.
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    /// None held.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
+
+    /// Unacknowledged alerts held.
+    pub fn unacked(&self) -> usize {
+        self.alerts.iter().filter(|a| a.acked_at.is_none()).count()
+    }
+
+    /// Every alert, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.iter()
+    }
+
+    /// The highest id held.
+    pub fn last_id(&self) -> Option<u64> {
+        self.alerts.back().map(|a| a.id)
+    }
+}
+
+/// Where alerts go. Each handler sees every alert of the rules that name its kind.
+pub trait Handler: Send {
+    /// Which kind of handler this is.
+    fn kind(&self) -> HandlerKind;
+    /// Delivers one alert; `json` is its `alert` data, encoded once. Must not block.
+    fn deliver(&mut self, alert: &Alert, json: &str);
+}
+
+/// `log`: one structured line on stderr.
+#[derive(Debug, Default)]
+pub struct LogHandler;
+
+impl Handler for LogHandler {
+    fn kind(&self) -> HandlerKind {
+        HandlerKind::Log
+    }
+
+    fn deliver(&mut self, a: &Alert, _json: &str) {
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "alert",
+                    alert_id = %a.wire_id(),
+                    rule = %a.rule,
+                    kind = a.kind.name(),
+                    severity = a.severity.name(),
+                    symbol = %a.symbol,
+                    result_seq = a.result_seq,
+                    "{}",
+                    a.message
+                )
+            };
+        }
+        match a.severity {
+            Severity::Info => line!(info),
+            Severity::Warning => line!(warn),
+            Severity::Critical => line!(error),
+        }
+    }
+}
+
+/// `websocket`: hands the alert to the reactor, which sends an `alert` message to every
+/// connection holding a subscription.
+#[derive(Debug)]
+pub struct WebSocketHandler {
+    tx: Sender<(&'static str, Arc<str>)>,
+}
+
+impl Handler for WebSocketHandler {
+    fn kind(&self) -> HandlerKind {
+        HandlerKind::Websocket
+    }
+
+    fn deliver(&mut self, _alert: &Alert, json: &str) {
+        // The reactor holds the receiver for as long as it holds this handler.
+        let _ = self.tx.send(("alert", Arc::from(json)));
+    }
+}
+
+/// Alert settings, from the config.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// The rules, as given (the defaults when the config file names none).
+    pub rules: Vec<RuleSpec>,
+    /// A rule's throttle unless it sets one.
+    pub throttle: Duration,
+    /// Alerts kept.
+    pub history: usize,
+    /// Journal size that triggers a compaction.
+    pub journal_max_bytes: u64,
+    /// The webhook, when one is configured.
+    pub webhook: Option<WebhookSettings>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlertCounters {
+    /// Alerts raised, by severity (info, warning, critical).
+    pub raised: [u64; 3],
+    /// Alerts a throttle held back.
+    pub throttled: u64,
+    /// Acknowledgments that changed an alert.
+    pub acked: u64,
+    /// Journal writes that failed.
+    pub journal_errors: u64,
+}
+
+/// The alert engine.
+pub struct Alerts {
+    rules: Vec<Rule>,
+    /// When each (rule, symbol) last raised an alert.
+    last: AHashMap<(usize, Box<str>), Instant>,
+    log: AlertLog,
+    next_id: u64,
+    handlers: Vec<Box<dyn Handler>>,
+    journal: Option<Journal>,
+    /// Messages for every subscribed connection, as (type, data): `alert` from the
+    /// WebSocket handler, `acked` from acknowledgments.
+    broadcasts: Receiver<(&'static str, Arc<str>)>,
+    broadcast_tx: Sender<(&'static str, Arc<str>)>,
+    webhook_stats: Option<Arc<WebhookStats>>,
+    /// Counters.
+    pub counters: AlertCounters,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts")
+            .field("rules", &self.rules.len())
+            .field("alerts", &self.log.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why alerts could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// A rule is wrong.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// The journal could not be read or written.
+    #[error("alert journal {path}: {source}")]
+    Journal {
+        /// The journal file.
+        path: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The webhook setting is wrong.
+    #[error("webhook_url: {0}")]
+    Webhook(String),
+}
+
+impl Alerts {
+    /// Checks the rules, loads the journal in `data_dir` (if any), and starts the handlers.
+    pub fn start(settings: &AlertSettings, data_dir: Option<&Path>) -> Result<Alerts, AlertError> {
+        let mut names = ahash::AHashSet::new();
+        let mut rules = Vec::with_capacity(settings.rules.len());
+        for spec in &settings.rules {
+            let rule = Rule::from_spec(spec, settings.throttle)?;
+            if !names.insert(rule.name.clone()) {
+                return Err(RuleError {
+                    rule: rule.name,
+                    field: "name",
+                    message: "another rule has this name".into(),
+                }
+                .into());
+            }
+            if rule.handlers.contains(&HandlerKind::Webhook) && settings.webhook.is_none() {
+                return Err(RuleError {
+                    rule: rule.name,
+                    field: "handlers",
+                    message: "`webhook` needs the webhook_url setting".into(),
+                }
+                .into());
+            }
+            rules.push(rule);
+        }
+        let (tx, broadcasts) = unbounded();
+        let mut handlers: Vec<Box<dyn Handler>> = vec![
+            Box::new(WebSocketHandler { tx: tx.clone() }),
+            Box::new(LogHandler),
+        ];
+        let mut webhook_stats = None;
+        if let Some(w) = &settings.webhook {
+            let hook = Webhook::start(w.clone()).map_err(AlertError::Webhook)?;
+            webhook_stats = Some(hook.stats());
+            handlers.push(Box::new(hook));
+        }
+        let mut log = AlertLog::new(settings.history);
+        let mut next_id = 1;
+        let journal = match data_dir {
+            None => None,
+            Some(dir) => {
+                let (journal, loaded) =
+                    Journal::open(dir, settings.history, settings.journal_max_bytes).map_err(
+                        |source| AlertError::Journal {
+                            path: dir.join(journal::FILE).display().to_string(),
+                            source,
+                        },
+                    )?;
+                for alert in loaded.alerts {
+                    log.push(alert);
+                }
+                next_id = loaded.next_id;
+                Some(journal)
+            }
+        };
+        Ok(Alerts {
+            rules,
+            last: AHashMap::new(),
+            log,
+            next_id,
+            handlers,
+            journal,
+            broadcasts,
+            broadcast_tx: tx,
+            webhook_stats,
+            counters: AlertCounters::default(),
+        })
+    }
+
+    /// Runs the rules over a published result; returns how many alerts it raised.
+    pub fn on_result(&mut self, ev: &ScanEvent, now: Instant, wall: SystemTime) -> usize {
+        let mut raised = 0;
+        for i in 0..self.rules.len() {
+            let Some(values) = self.rules[i].matches(ev) else {
+                continue;
+            };
+            let rule = &self.rules[i];
+            match self.last.get_mut(&(i, ev.symbol_key.clone())) {
+                Some(at) if now.saturating_duration_since(*at) < rule.throttle => {
+                    self.counters.throttled += 1;
+                    continue;
+                }
+                Some(at) => *at = now,
+                None => {
+                    self.last.insert((i, ev.symbol_key.clone()), now);
+                }
+            }
+            let alert = Alert {
+                id: self.next_id,
+                rule: rule.name.clone(),
+                kind: rule.kind,
+                severity: rule.severity,
+                symbol: ev.symbol_key.to_string(),
+                scan: ev.scan.name().to_owned(),
+                message: message(rule, ev, &values),
+                result_seq: ev.seq,
+                created: wall,
+                acked_at: None,
+            };
+            self.next_id += 1;
+            self.counters.raised[rule.severity as usize] += 1;
+            raised += 1;
+            let json = alert.to_json();
+            if let Some(journal) = &mut self.journal {
+                if let Err(e) = journal.append_alert(&alert) {
+                    self.counters.journal_errors += 1;
+                    tracing::error!(error = %e, "alert journal write failed");
+                }
+            }
+            let kinds = self.rules[i].handlers.clone();
+            for handler in &mut self.handlers {
+                if kinds.contains(&handler.kind()) {
+                    handler.deliver(&alert, &json);
+                }
+            }
+            self.log.push(alert);
+        }
+        raised
+    }
+
+    /// Acknowledges `id` (idempotent); a change is journaled and broadcast as `acked`.
+    pub fn ack(&mut self, id: &str, at: SystemTime) -> Acked {
+        let Some(n) = parse_id(id) else {
+            return Acked::NotFound;
+        };
+        let outcome = self.log.ack(n, at);
+        if let Acked::Now(alert) = &outcome {
+            self.counters.acked += 1;
+            // The receiver lives in `self`, so this cannot fail.
+            let _ = self
+                .broadcast_tx
+                .send(("acked", Arc::from(alert.to_json())));
+            if let Some(journal) = &mut self.journal {
+                if let Err(e) = journal.append_ack(alert.id, at) {
+                    self.counters.journal_errors += 1;
+                    tracing::error!(error = %e, "alert journal write failed");
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Compacts the journal when it has grown past its limit.
+    pub fn maintain(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            if let Err(e) = journal.compact_if_due(&self.log) {
+                self.counters.journal_errors += 1;
+                tracing::error!(error = %e, "alert journal compaction failed");
+            }
+        }
+    }
+
+    /// Messages for every subscribed connection since the last call, as (type, data).
+    pub fn take_broadcasts(&self) -> impl Iterator<Item = (&'static str, Arc<str>)> + '_ {
+        self.broadcasts.try_iter()
+    }
+
+    /// The history.
+    pub fn log(&self) -> &AlertLog {
+        &self.log
+    }
+
+    /// The webhook's counters, when there is a webhook.
+    pub fn webhook_stats(&self) -> Option<&WebhookStats> {
+        self.webhook_stats.as_deref()
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+/// `TSLA change_pct 7.9 >= 5`, or for a rule without conditions `TSLA entered
+/// price_change (score 2.3)`.
+fn message(rule: &Rule, ev: &ScanEvent, values: &[(Condition, f64)]) -> String {
+    let symbol = &*ev.symbol_key;
+    if values.is_empty() || rule.kind == Kind::NewOpportunity {
+        let mut m = format!(
+            "{symbol} entered {} (score {:.2})",
+            ev.scan.name(),
+            ev.score
+        );
+        for (c, x) in values.iter().filter(|(c, _)| c.field != Field::Score) {
+            m.push_str(&format!(", {} {}", c.field.name(), round(*x)));
+        }
+        return m;
+    }
+    let parts: Vec<String> = values
+        .iter()
+        .map(|(c, x)| format!("{} {} {}", c.field.name(), round(*x), rest(c)))
+        .collect();
+    format!("{symbol} {} ({})", parts.join(", "), ev.scan.name())
+}
+
+fn rest(c: &Condition) -> String {
+    let text = c.to_string();
+    text.split_once(' ')
+        .map_or(text.clone(), |(_, r)| r.to_owned())
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Scan, ScanResult};
+
+    fn settings(rules: Vec<RuleSpec>) -> AlertSettings {
+        AlertSettings {
+            rules,
+            throttle: Duration::from_secs(30),
+            history: 3,
+            journal_max_bytes: 1 << 20,
+            webhook: None,
+        }
+    }
+
+    fn movers() -> RuleSpec {
+        RuleSpec {
+            name: "movers".into(),
+            kind: Kind::PriceChange,
+            severity: Severity::Critical,
+            scans: None,
+            symbols: None,
+            events: Some(vec!["new".into(), "update".into()]),
+            when: vec!["abs_change_pct >= 5".into()],
+            throttle: None,
+            handlers: Some(vec![HandlerKind::Websocket]),
+        }
+    }
+
+    fn event(symbol: &str, seq: u64, change_pct: f64) -> ScanEvent {
+        let r = ScanResult {
+            symbol: symbol.into(),
+            scan: Scan::PriceChange,
+            event: EventKind::New,
+            score: 2.0,
+            price: 100.0,
+            change_pct,
+            volume: 10,
+            volume_ratio: 1.0,
+            rsi: None,
+            source_ts: None,
+            adhoc: false,
+        };
+        ScanEvent::publish(&r, seq, SystemTime::now())
+    }
+
+    #[test]
+    fn throttling_follows_the_injected_clock_per_rule_and_symbol() {
+        let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        assert_eq!(alerts.on_result(&event("TSLA", 1, 7.9), t0, wall), 1);
+        // Within 30 s: held back, counted.
+        let t = t0 + Duration::from_secs(29);
+        assert_eq!(alerts.on_result(&event("TSLA", 2, 8.0), t, wall), 0);
+        assert_eq!(alerts.counters.throttled, 1);
+        // Another symbol has its own throttle.
+        assert_eq!(alerts.on_result(&event("AAPL", 3, 6.0), t, wall), 1);
+        // Past 30 s the symbol may alert again.
+        let t = t0 + Duration::from_secs(30);
+        assert_eq!(alerts.on_result(&event("TSLA", 4, 9.0), t, wall), 1);
+        let ids: Vec<u64> = alerts.log().iter().map(|a| a.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(alerts.counters.raised, [0, 0, 3]);
+        let last = alerts.log().iter().last().unwrap();
+        assert_eq!(last.message, "TSLA abs_change_pct 9 >= 5 (price_change)");
+        assert_eq!(last.result_seq, 4);
+        // The WebSocket handler queued one `alert` per alert, in order.
+        let sent: Vec<String> = alerts
+            .take_broadcasts()
+            .map(|(ty, d)| format!("{ty} {d}"))
+            .collect();
+        assert_eq!(sent.len(), 3);
+        assert!(
+            sent[2].starts_with(r#"alert {"alert_id":"a-3","rule":"movers""#),
+            "{}",
+            sent[2]
+        );
+    }
+
+    #[test]
+    fn acks_are_recorded_once_and_broadcast_once() {
+        let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
+        alerts.on_result(&event("TSLA", 1, 7.9), Instant::now(), SystemTime::now());
+        let _ = alerts.take_broadcasts().count();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let Acked::Now(a) = alerts.ack("a-1", at) else {
+            panic!("first ack")
+        };
+        assert_eq!(a.acked_at, Some(at));
+        let later = at + Duration::from_secs(5);
+        assert_eq!(alerts.ack("a-1", later), Acked::Already(a.clone()));
+        assert_eq!(alerts.ack("a-2", at), Acked::NotFound);
+        assert_eq!(alerts.ack("17", at), Acked::NotFound);
+        let sent: Vec<&str> = alerts.take_broadcasts().map(|(ty, _)| ty).collect();
+        assert_eq!(sent, ["acked"]);
+        assert_eq!(alerts.counters.acked, 1);
+    }
+
+    #[test]
+    fn the_log_is_bounded_and_queried_newest_first() {
+        let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
+        let t0 = Instant::now();
+        for (i, s) in ["A", "B", "C", "D"].into_iter().enumerate() {
+            alerts.on_result(&event(s, i as u64 + 1, 6.0), t0, SystemTime::now());
+        }
+        alerts.ack("a-3", SystemTime::now());
+        let log = alerts.log();
+        assert_eq!(log.len(), 3, "capacity 3: a-1 aged out");
+        let all: Vec<u64> = log
+            .query(&Query {
+                limit: 10,
+                ..Query::default()
+            })
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(all, [4, 3, 2]);
+        let unacked = Query {
+            unacked: true,
+            limit: 10,
+            ..Query::default()
+        };
+        let ids: Vec<u64> = log.query(&unacked).iter().map(|a| a.id).collect();
+        assert_eq!(ids, [4, 2]);
+        let by_symbol = Query {
+            symbol: Some("b".into()),
+            limit: 10,
+            ..Query::default()
+        };
+        assert_eq!(log.query(&by_symbol)[0].id, 2);
+        assert_eq!(
+            log.query(&Query {
+                limit: 1,
+                ..Query::default()
+            })
+            .len(),
+            1
+        );
+        let info = Query {
+            severity: Some(Severity::Info),
+            limit: 10,
+            ..Query::default()
+        };
+        assert!(log.query(&info).is_empty());
+        assert_eq!(alerts.ack("a-1", SystemTime::now()), Acked::NotFound);
+    }
+
+    #[test]
+    fn a_webhook_rule_needs_a_webhook_and_names_are_unique() {
+        let hook = RuleSpec {
+            handlers: Some(vec![HandlerKind::Webhook]),
+            ..movers()
+        };
+        let err = Alerts::start(&settings(vec![hook]), None).unwrap_err();
+        assert!(err.to_string().contains("field `handlers`"), "{err}");
+        let err = Alerts::start(&settings(vec![movers(), movers()]), None).unwrap_err();
+        assert!(
+            err.to_string().contains("another rule has this name"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! `scanstream client`, the program, against a real server: JSON lines, the readable
+//! view, ad-hoc requests and acks, Ctrl-C, a closed stdout, and refused filters.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, result};
+use scanstream::{EventKind, Scan};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn client(server: &TestServer, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_scanstream"))
+        .arg("client")
+        .args(["--url", &server.url()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scanstream client")
+}
+
+/// The child's stdout, a line at a time, from a thread.
+fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until `want` accepts one.
+fn until<T>(rx: &mpsc::Receiver<String>, what: &str, mut want: impl FnMut(&str) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {what}"));
+        if let Some(t) = want(&line) {
+            return t;
+        }
+    }
+}
+
+fn json_until(rx: &mpsc::Receiver<String>, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    until(rx, what, |line| {
+        let v: Value = serde_json::from_str(line).expect("every --json line is JSON");
+        want(&v).then_some(v)
+    })
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn exit_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the client did not exit within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn json_lines_carry_states_snapshot_results_and_replies() {
+    let server = TestServer::scripted();
+    server.push(result("AAPL", Scan::NewHigh, EventKind::New));
+    thread::sleep(Duration::from_millis(100));
+    let mut child = client(
+        &server,
+        &[
+            "--json",
+            "--symbols",
+            "aapl",
+            "--scan",
+            "AAPL",
+            "--ack",
+            "a-9",
+        ],
+    );
+    let rx = lines(child.stdout.take().unwrap());
+    json_until(&rx, "connected", |v| {
+        v["type"] == "state" && v["data"]["state"] == "connected"
+    });
+    let snapshot = json_until(&rx, "snapshot", |v| v["type"] == "snapshot");
+    assert_eq!(snapshot["data"]["results"][0]["symbol"], "AAPL");
+    // The ad-hoc request is answered with its id, then runs.
+    let queued = json_until(&rx, "queued", |v| v["type"] == "status" && v["id"].is_u64());
+    assert_eq!(queued["data"]["phase"], "queued");
+    let refused = json_until(&rx, "ack answer", |v| v["type"] == "error");
+    assert_eq!(refused["data"]["code"], "not_found");
+    let adhoc = json_until(&rx, "ad-hoc result", |v| v["type"] == "result");
+    assert_eq!(adhoc["data"]["adhoc"], true);
+    assert!(
+        adhoc["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    // Filters hold: MSFT is not asked for, AAPL is.
+    server.push(result("MSFT", Scan::PriceChange, EventKind::New));
+    server.push(result("AAPL", Scan::PriceChange, EventKind::New));
+    let live = json_until(&rx, "live result", |v| {
+        v["type"] == "result" && v["data"]["adhoc"] == false
+    });
+    assert_eq!(live["data"]["symbol"], "AAPL");
+    assert_eq!(
+        live["data"]["subscriptions"],
+        serde_json::json!(["default"])
+    );
+
+    interrupt(&child);
+    assert!(
+        exit_within(&mut child, WAIT).success(),
+        "Ctrl-C is a clean end"
+    );
+}
+
+#[test]
+fn the_readable_view_has_aligned_columns_and_no_colour_off_a_terminal() {
+    let server = TestServer::scripted();
+    let mut child = client(&server, &["--no-snapshot"]);
+    let rx = lines(child.stdout.take().unwrap());
+    until(&rx, "connected", |l| {
+        l.contains("connected to").then_some(())
+    });
+    server.push(result("TSLA", Scan::VolumeSpike, EventKind::New));
+    server.push(result("NVDA", Scan::NewHigh, EventKind::Clear));
+    let header = until(&rx, "header", |l| {
+        l.starts_with("time").then(|| l.to_owned())
+    });
+    let first = until(&rx, "TSLA row", |l| {
+        l.contains("TSLA").then(|| l.to_owned())
+    });
+    let second = until(&rx, "NVDA row", |l| {
+        l.contains("NVDA").then(|| l.to_owned())
+    });
+    for line in [&header, &first, &second] {
+        assert!(!line.contains('\x1b'), "no colour into a pipe: {line:?}");
+    }
+    // Columns line up under the header.
+    for col in ["symbol", "scan", "score"] {
+        let at = header.find(col).unwrap();
+        let first_at = match col {
+            "symbol" => first.find("TSLA"),
+            "scan" => first.find("volume_spike"),
+            _ => first.find("1.00").map(|i| i + 4 - "score".len()),
+        };
+        assert_eq!(first_at, Some(at), "{col} in {first:?}");
+    }
+    assert!(second.contains("clear"));
+    interrupt(&child);
+    assert!(exit_within(&mut child, WAIT).success());
+}
+
+#[test]
+fn a_closed_stdout_is_a_normal_end() {
+    let server = TestServer::scripted();
+    let mut child = client(&server, &["--json"]);
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.contains("\"state\""));
+    drop(reader);
+    // Writing now fails with a broken pipe, which ends the client without an error.
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        server.push(result("IBM", Scan::PriceChange, EventKind::New));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let status = exit_within(&mut child, Duration::from_secs(1));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn filters_the_server_would_refuse_are_refused_at_start() {
+    let server = TestServer::scripted();
+    let child = client(&server, &["--scans", "price_change,nope"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown scan `nope`"), "{stderr}");
+}
