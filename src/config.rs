@@ -174,6 +174,21 @@ macro_rules! settings {
             $( $(#[doc = $doc])* #[arg(long)] pub $name: Option<$ty>, )*
         }
 
+        /// The config file: every setting, and the alert rules.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileSettings {
+            $( #[serde(default)] $name: Option<$ty>, )*
+            #[serde(default)]
+            rules: Option<Vec<crate::alerts::RuleSpec>>,
+        }
+
+        impl FileSettings {
+            fn split(self) -> (Overrides, Option<Vec<crate::alerts::RuleSpec>>) {
+                (Overrides { $( $name: self.$name, )* }, self.rules)
+            }
+        }
+
         impl Overrides {
             /// `self` where set, else `other`.
             fn or(self, other: Overrides) -> Overrides {
@@ -362,16 +377,9 @@ impl Config {
     pub fn parse_file_with_rules(
         text: &str,
     ) -> Result<(Overrides, Option<Vec<crate::alerts::RuleSpec>>), String> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-        let rules = match table.remove("rules") {
-            None => None,
-            Some(value) => Some(
-                Vec::<crate::alerts::RuleSpec>::deserialize(value)
-                    .map_err(|e| format!("rules: {e}"))?,
-            ),
-        };
-        let settings = Overrides::deserialize(table).map_err(|e| e.to_string())?;
-        Ok((settings, rules))
+        toml::from_str::<FileSettings>(text)
+            .map(FileSettings::split)
+            .map_err(|e| e.to_string())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -90,7 +90,7 @@ pub struct RuleSpec {
     /// Severity [default: info].
     #[serde(default = "default_severity")]
     pub severity: Severity,
-    /// Scans watched [default: all].
+    /// Scans watched [default: all market scans; `firehose` only when named].
     #[serde(default)]
     pub scans: Option<Vec<String>>,
     /// Symbols watched [default: all].
@@ -412,7 +412,13 @@ impl Rule {
         if !event_ok || ev.adhoc && self.kind == Kind::NewOpportunity {
             return None;
         }
-        if self.scans.is_some_and(|bits| bits & ev.scan.bit() == 0) {
+        // The benchmark firehose's synthetic results raise alerts only for a rule that
+        // names its scan: a benchmark measures the stream, not alerts on noise.
+        let scan_ok = match self.scans {
+            Some(bits) => bits & ev.scan.bit() != 0,
+            None => ev.scan != Scan::Firehose,
+        };
+        if !scan_ok {
             return None;
         }
         if let Some(symbols) = &self.symbols {
