@@ -339,6 +339,11 @@ impl Worker {
     }
 
     fn serve(&mut self, ws: &mut WebSocket<TcpStream>) -> End {
+        // Changes made while connecting are desired state like any other: fold them in
+        // before the subscriptions go out, rather than replaying them one by one.
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.command(cmd, None);
+        }
         for text in self.subs.on_connect() {
             let _ = send(ws, text);
         }
