@@ -37,6 +37,14 @@ fn config(url: &str) -> ClientConfig {
     c
 }
 
+/// Subscribes `name` to everything.
+fn subscribe_all(client: &Client, name: &str) {
+    let options = SubscriptionOptions::default();
+    client
+        .subscribe(name, FilterSpec::default(), options)
+        .unwrap();
+}
+
 /// Waits for the first event `want` accepts, failing the test after `WAIT`.
 fn wait_for<T>(
     events: &Receiver<Event>,
@@ -236,13 +244,7 @@ fn reconnects_when_the_server_comes_back_on_the_same_port() {
     let addr = server.addr;
     let client = Client::start(config(&server.url())).unwrap();
     let events = client.events().unwrap().clone();
-    client
-        .subscribe(
-            "main",
-            FilterSpec::default(),
-            SubscriptionOptions::default(),
-        )
-        .unwrap();
+    subscribe_all(&client, "main");
     state(&events, "connected", |s| *s == State::Connected);
     let first = subscribed(&events);
     server.push(result("AAPL", Scan::PriceChange, EventKind::New));
@@ -401,13 +403,7 @@ fn offline_requests_wait_in_order_and_subscriptions_are_not_replayed() {
     c.queue_capacity = 3;
     let client = Client::start(c).unwrap();
     let events = client.events().unwrap().clone();
-    client
-        .subscribe(
-            "main",
-            FilterSpec::default(),
-            SubscriptionOptions::default(),
-        )
-        .unwrap();
+    subscribe_all(&client, "main");
     subscribed(&events);
     server.stop().unwrap();
     state(&events, "reconnecting", |s| {
@@ -430,13 +426,7 @@ fn offline_requests_wait_in_order_and_subscriptions_are_not_replayed() {
     };
     client.set_filters("main", FilterSpec::default()).unwrap();
     client.set_filters("main", narrow.clone()).unwrap();
-    client
-        .subscribe(
-            "other",
-            FilterSpec::default(),
-            SubscriptionOptions::default(),
-        )
-        .unwrap();
+    subscribe_all(&client, "other");
     client.unsubscribe("other").unwrap();
 
     let server = TestServer::scripted_with(|c| c.listen = addr);

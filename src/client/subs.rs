@@ -386,6 +386,17 @@ fn call(sub: &mut Sub, ev: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Adds a subscription with a live table and no filters.
+    fn add_table(m: &mut SubscriptionManager, name: &str) {
+        m.add(
+            name,
+            FilterSpec::default(),
+            Some(TableHandle::default()),
+            None,
+        )
+        .unwrap();
+    }
     use serde_json::Value;
 
     fn result(
@@ -493,13 +504,7 @@ mod tests {
     #[test]
     fn a_table_asks_for_a_snapshot_only_without_a_position() {
         let mut m = SubscriptionManager::new();
-        m.add(
-            "t",
-            FilterSpec::default(),
-            Some(TableHandle::default()),
-            None,
-        )
-        .unwrap();
+        add_table(&mut m, "t");
         let msg = parse(&m.on_connect()[0]);
         assert_eq!(msg["data"]["snapshot"], true);
         assert!(msg["data"].get("since").is_none());
@@ -818,13 +823,7 @@ mod tests {
     #[test]
     fn new_filters_on_a_table_drop_the_position() {
         let mut m = SubscriptionManager::new();
-        m.add(
-            "t",
-            FilterSpec::default(),
-            Some(TableHandle::default()),
-            None,
-        )
-        .unwrap();
+        add_table(&mut m, "t");
         m.on_subscribed(subscribed("t", "e1", 10, true), None);
         assert_eq!(m.set_filters("t", scans(&["new_low"])), Ok(true));
         assert_eq!(m.position("t"), None);
