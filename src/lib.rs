@@ -40,6 +40,12 @@ mod reactor;
 pub mod scanner;
 mod timefmt;
 
+/// The fan-out hot path, for the benchmarks in `benches/` (another crate); not an API.
+#[doc(hidden)]
+pub mod bench_api {
+    pub use crate::reactor::broadcast::{Subscription, Tail, matching_mask, write_result};
+}
+
 pub use config::{Config, ConfigError, Overrides, SourceSpec};
 pub use event::{EventKind, Scan, ScanEvent, ScanResult};
 pub use reactor::{Reactor, ServerError, ShutdownHandle, StatusView};

@@ -9,7 +9,7 @@
 mod accept;
 mod adhoc;
 mod api;
-mod broadcast;
+pub(crate) mod broadcast;
 mod conn;
 mod fanout;
 mod http;

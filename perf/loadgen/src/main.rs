@@ -1,0 +1,508 @@
+//! `loadgen`: opens N WebSocket connections to a scanstream-compatible server, subscribes,
+//! reads, and reports throughput, end-to-end latency, fairness, `seq` losses, disconnects
+//! and the server's CPU and memory over a measured window. See README.md beside Cargo.toml.
+
+mod engine;
+mod msg;
+mod selftest;
+mod stats;
+mod sys;
+mod ws;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Map, Value, json};
+
+use engine::{Config, Engine, Report};
+
+const DEFAULT_SUBSCRIBE: &str = r#"{"type":"subscribe","data":{"subscription":"default"}}"#;
+
+/// Self-test pass mark: what the load generator must sustain on one core.
+const SELFTEST_TARGET: f64 = 2_000_000.0;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "WebSocket load generator for scanstream and its peers"
+)]
+struct Args {
+    /// Server URL (ws:// only)
+    #[arg(long, default_value = "ws://127.0.0.1:8080/stream")]
+    url: String,
+    /// host:port to connect to, overriding the URL's
+    #[arg(long)]
+    addr: Option<String>,
+    /// Request path (and query), overriding the URL's
+    #[arg(long)]
+    path: Option<String>,
+    /// Connections to open [default: 100; 4 with --selftest]
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Connections opened per second
+    #[arg(long, default_value_t = 2000.0)]
+    ramp: f64,
+    /// Text message sent once connected
+    #[arg(long, default_value = DEFAULT_SUBSCRIBE)]
+    subscribe: String,
+    /// Send nothing after the handshake (idle connections; pings are still answered)
+    #[arg(long)]
+    idle: bool,
+    /// Seconds between the end of the ramp and the start of the measured window
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Length of the measured window, in seconds
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Handshake deadline per connection, in seconds
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Server process to sample CPU time and RSS of
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Largest frame payload accepted, in bytes
+    #[arg(long, default_value_t = 16 << 20)]
+    max_frame: usize,
+    /// Print only the JSON line
+    #[arg(long)]
+    json: bool,
+    /// Measure the load generator's own ceiling against an in-process sender
+    #[arg(long)]
+    selftest: bool,
+    /// Self-test: frames per write of the sender [default: as many as fit in 64 KiB]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    selftest_frames: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("--{what} must be a number of seconds >= 0"))
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.ramp.is_nan() || args.ramp <= 0.0 {
+        return Err("--ramp must be above 0".into());
+    }
+    let nofile = sys::raise_nofile();
+    let mut cfg = Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        host: String::new(),
+        path: String::new(),
+        clients: args.clients.unwrap_or(if args.selftest { 4 } else { 100 }),
+        ramp: args.ramp,
+        subscribe: (!args.idle && !args.subscribe.is_empty())
+            .then(|| args.subscribe.as_bytes().to_vec()),
+        warmup: secs(args.warmup, "warmup")?,
+        duration: secs(args.duration, "duration")?,
+        connect_timeout: secs(args.connect_timeout, "connect-timeout")?,
+        server_pid: args.server_pid,
+        max_frame: args.max_frame,
+    };
+    let mut notes = Vec::new();
+    let url;
+    if args.selftest {
+        // Receiver (this thread) on the last allowed CPU, sender on the first; when only
+        // one is allowed they share it, and the note says so.
+        let cpus = sys::allowed_cpus();
+        let recv = cpus.last().copied();
+        let send = cpus.first().copied().filter(|&c| Some(c) != recv);
+        if let Some(cpu) = recv {
+            sys::pin_to(cpu);
+        }
+        let (addr, frame_len, per_write) =
+            selftest::start_sender(cfg.clients, args.selftest_frames, send)
+                .map_err(|e| format!("self-test sender: {e}"))?;
+        notes.push(format!(
+            "self-test: receiver pinned to CPU {}, sender {}; {}-byte result frames, {} per write",
+            recv.map_or("?".into(), |c| c.to_string()),
+            send.map_or_else(|| "shares it".to_string(), |c| format!("on CPU {c}")),
+            frame_len,
+            per_write
+        ));
+        cfg.addr = addr;
+        cfg.host = addr.to_string();
+        cfg.path = "/stream".into();
+        url = format!("ws://{addr}/stream (self-test)");
+    } else {
+        let (authority, path) = split_url(&args.url)?;
+        let authority = args.addr.clone().unwrap_or(authority);
+        cfg.path = args.path.clone().unwrap_or(path);
+        cfg.addr = resolve(&authority)?;
+        cfg.host = authority;
+        url = format!("ws://{}{}", cfg.host, cfg.path);
+    }
+    if nofile > 0 && (cfg.clients as u64) + 16 > nofile {
+        notes.push(format!(
+            "open-file limit {nofile} is below {} clients: expect 'Too many open files'; raise it with ulimit -n",
+            cfg.clients
+        ));
+    }
+    if !args.json {
+        for n in &notes {
+            eprintln!("loadgen: {n}");
+        }
+    }
+    let report = Engine::new(cfg.clone())
+        .map_err(|e| format!("cannot create the poller: {e}"))?
+        .run(!args.json)
+        .map_err(|e| format!("poll failed: {e}"))?;
+    let line = json_line(&url, args.selftest, &report);
+    if !args.json {
+        print_table(&url, &report);
+    }
+    println!("{line}");
+    if report.connected == 0 {
+        return Err("no connection was opened".into());
+    }
+    if args.selftest && !args.json {
+        let rate = rate(report.messages, report.duration_s);
+        let busy = busy(&report);
+        let per_cpu_s = if report.loadgen_cpu_ns > 0 {
+            report.messages as f64 / (report.loadgen_cpu_ns as f64 / 1e9)
+        } else {
+            0.0
+        };
+        println!(
+            "self-test: {} msg/s over {:.1} s with the receiver thread busy {:.0} % of the window \
+             ({} msg per receiver CPU-second): {}",
+            group(rate as u64),
+            report.duration_s,
+            busy * 100.0,
+            group(per_cpu_s as u64),
+            if rate >= SELFTEST_TARGET {
+                "meets the 2,000,000 msg/s mark"
+            } else {
+                "BELOW the 2,000,000 msg/s mark"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `ws://host[:port]/path?query` into authority and request target.
+fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest = if let Some(r) = url.strip_prefix("ws://") {
+        r
+    } else if url.starts_with("wss://") {
+        return Err("wss:// is not supported; use ws://".into());
+    } else {
+        return Err(format!("URL must start with ws://, got `{url}`"));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
+    if authority.is_empty() {
+        return Err(format!("no host in `{url}`"));
+    }
+    Ok((authority.to_string(), path))
+}
+
+fn resolve(authority: &str) -> Result<SocketAddr, String> {
+    // A port is needed to resolve; ws:// defaults to 80. `]` ends an IPv6 literal.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']') && !p.is_empty());
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{authority}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{authority}` resolves to nothing"))
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// Share of the window the load generator's thread was on a CPU.
+fn busy(r: &Report) -> f64 {
+    if r.duration_s > 0.0 {
+        r.loadgen_cpu_ns as f64 / 1e9 / r.duration_s
+    } else {
+        0.0
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1000.0).round() / 1000.0
+}
+
+fn json_line(url: &str, selftest: bool, r: &Report) -> String {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    put("url", json!(url));
+    put("selftest", json!(selftest));
+    put("clients", json!(r.clients));
+    put("connected", json!(r.connected));
+    put("connect_failures", json!(r.connect_failures));
+    put("connect_errors", json!(r.connect_errors));
+    put("ramp_s", json!(round3(r.ramp_s)));
+    put("warmup_s", json!(r.warmup_s));
+    put("duration_s", json!(round3(r.duration_s)));
+    put("messages", json!(r.messages));
+    put("msgs_per_s", json!(rate(r.messages, r.duration_s).round()));
+    put("bytes", json!(r.bytes));
+    put("bytes_per_s", json!(rate(r.bytes, r.duration_s).round()));
+    put("latency_samples", json!(r.latency.count));
+    put("p50_ms", json!(ms(r.latency.p50_ns)));
+    put("p90_ms", json!(ms(r.latency.p90_ns)));
+    put("p99_ms", json!(ms(r.latency.p99_ns)));
+    put("p999_ms", json!(ms(r.latency.p999_ns)));
+    put("max_ms", json!(ms(r.latency.max_ns)));
+    put("min_ms", json!(ms(r.latency.min_ns)));
+    put("negative_latency", json!(r.negative_latency));
+    put("min_per_client", json!(r.min_per_client));
+    put("max_per_client", json!(r.max_per_client));
+    put("fairness_clients", json!(r.fairness_clients));
+    put("lost", json!(r.lost));
+    put("duplicated", json!(r.duplicated));
+    put("bad_results", json!(r.bad_results));
+    put("other_messages", json!(r.other_messages));
+    put("disconnects", json!(r.disconnects));
+    let codes: Map<String, Value> = r
+        .close_codes
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    put("close_codes", Value::Object(codes));
+    put("protocol_errors", json!(r.protocol_errors));
+    let s = r.server.as_ref();
+    put("server_pid", json!(s.map(|s| s.pid)));
+    let cpu_ns = s.and_then(|s| s.cpu_ns);
+    put(
+        "server_cpu_s",
+        json!(cpu_ns.map(|n| round6(n as f64 / 1e9))),
+    );
+    put("server_cpu_source", json!(s.map(|s| s.cpu_source)));
+    put(
+        "server_cpu_ns_per_msg",
+        json!(
+            cpu_ns
+                .filter(|_| r.messages > 0)
+                .map(|n| (n as f64 / r.messages as f64 * 10.0).round() / 10.0)
+        ),
+    );
+    put(
+        "server_rss_kib_start",
+        json!(s.and_then(|s| s.rss_kib_start)),
+    );
+    put("server_rss_kib_max", json!(s.and_then(|s| s.rss_kib_max)));
+    put("server_rss_kib_end", json!(s.and_then(|s| s.rss_kib_end)));
+    put(
+        "loadgen_cpu_s",
+        json!(round6(r.loadgen_cpu_ns as f64 / 1e9)),
+    );
+    put("loadgen_busy_pct", json!((busy(r) * 1000.0).round() / 10.0));
+    put("msgs_per_s_by_second", json!(r.intervals));
+    Value::Object(m).to_string()
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1e3).round() / 1e3
+}
+
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+/// 1234567 as "1,234,567".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn print_table(url: &str, r: &Report) {
+    let row = |k: &str, v: String| println!("{k:<16} {v}");
+    println!("loadgen {url}");
+    row(
+        "clients",
+        format!(
+            "{} requested, {} connected in {:.2} s, {} failed",
+            r.clients, r.connected, r.ramp_s, r.connect_failures
+        ),
+    );
+    for (why, n) in &r.connect_errors {
+        row("  failure", format!("{n} x {why}"));
+    }
+    row(
+        "window",
+        format!("{:.3} s after {:.1} s warm-up", r.duration_s, r.warmup_s),
+    );
+    row(
+        "results",
+        format!(
+            "{} ({} msg/s, {:.2} MB/s on the wire)",
+            group(r.messages),
+            group(rate(r.messages, r.duration_s).round() as u64),
+            rate(r.bytes, r.duration_s) / 1e6
+        ),
+    );
+    let l = &r.latency;
+    row(
+        "latency ms",
+        format!(
+            "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
+            ms(l.p50_ns),
+            ms(l.p90_ns),
+            ms(l.p99_ns),
+            ms(l.p999_ns),
+            ms(l.max_ns),
+            group(l.count)
+        ),
+    );
+    if r.negative_latency > 0 {
+        row(
+            "  clock",
+            format!("{} results stamped after they arrived", r.negative_latency),
+        );
+    }
+    row(
+        "per client",
+        format!(
+            "fewest {}  most {}  (of {} open at the window's start)",
+            group(r.min_per_client),
+            group(r.max_per_client),
+            r.fairness_clients
+        ),
+    );
+    row(
+        "seq",
+        format!(
+            "lost {}  duplicated {}  unreadable results {}",
+            r.lost, r.duplicated, r.bad_results
+        ),
+    );
+    let codes: Vec<String> = r
+        .close_codes
+        .iter()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    row(
+        "disconnects",
+        format!(
+            "{}  close codes {{{}}}  protocol errors {}",
+            r.disconnects,
+            codes.join(", "),
+            r.protocol_errors
+        ),
+    );
+    if let Some(e) = &r.last_protocol_error {
+        row("  last error", e.clone());
+    }
+    if !r.other_messages.is_empty() {
+        let o: Vec<String> = r
+            .other_messages
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect();
+        row("other messages", o.join(", "));
+    }
+    if let Some(s) = &r.server {
+        let kib = |v: Option<u64>| v.map_or("?".to_string(), group);
+        let cpu = match s.cpu_ns {
+            Some(ns) if r.messages > 0 => format!(
+                "{:.3} s ({}), {:.1} ns per delivered message",
+                ns as f64 / 1e9,
+                s.cpu_source,
+                ns as f64 / r.messages as f64
+            ),
+            Some(ns) => format!("{:.3} s ({})", ns as f64 / 1e9, s.cpu_source),
+            None => "unreadable".to_string(),
+        };
+        row(&format!("server {}", s.pid), format!("CPU {cpu}"));
+        row(
+            "",
+            format!(
+                "RSS KiB start {}  max {}  end {}",
+                kib(s.rss_kib_start),
+                kib(s.rss_kib_max),
+                kib(s.rss_kib_end)
+            ),
+        );
+    }
+    let b = busy(r);
+    row(
+        "loadgen",
+        format!(
+            "CPU {:.3} s, busy {:.0} % of the window",
+            r.loadgen_cpu_ns as f64 / 1e9,
+            b * 100.0
+        ),
+    );
+    if b > 0.9 {
+        println!(
+            "WARNING: the load generator was busy {:.0} % of the window; the figures may show its limit, not the server's",
+            b * 100.0
+        );
+    }
+    if !r.intervals.is_empty() {
+        let iv: Vec<String> = r.intervals.iter().map(|&n| group(n)).collect();
+        row("msg/s by second", iv.join(" "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            split_url("ws://127.0.0.1:8080/stream"),
+            Ok(("127.0.0.1:8080".into(), "/stream".into()))
+        );
+        assert_eq!(
+            split_url("ws://h:1/stream?token=x"),
+            Ok(("h:1".into(), "/stream?token=x".into()))
+        );
+        assert_eq!(split_url("ws://h:1"), Ok(("h:1".into(), "/".into())));
+        assert_eq!(split_url("ws://h?a=1"), Ok(("h".into(), "/?a=1".into())));
+        assert!(split_url("wss://h/").is_err());
+        assert!(split_url("http://h/").is_err());
+        assert!(split_url("ws:///x").is_err());
+        assert_eq!(
+            resolve("127.0.0.1:9"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 9)))
+        );
+        assert_eq!(
+            resolve("127.0.0.1"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 80)))
+        );
+        assert_eq!(resolve("[::1]").map(|a| a.port()), Ok(80));
+    }
+
+    #[test]
+    fn grouping() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
+}

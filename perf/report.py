@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Turns loadgen's JSON lines into comparison rows and the tables of perf/RESULTS.md.
+
+    report.py row NAME SCANSTREAM.json PEER.json   both rows and the ratios
+    report.py ok FILE.json                         exit 0 when p99 <= 50 ms and nothing lost
+    report.py markdown DIR                         every scenario found in DIR as tables
+"""
+import json
+import os
+import sys
+
+FIELDS = [
+    ("msgs_per_s", "msgs/s", "{:,.0f}"),
+    ("p50_ms", "p50 ms", "{:.3f}"),
+    ("p99_ms", "p99 ms", "{:.3f}"),
+    ("p999_ms", "p99.9 ms", "{:.3f}"),
+    ("max_ms", "max ms", "{:.3f}"),
+    ("lost", "lost", "{:d}"),
+    ("duplicated", "dup", "{:d}"),
+    ("server_cpu_ns_per_msg", "CPU ns/msg", "{:,.0f}"),
+    ("server_rss_kib_max", "RSS KiB", "{:,d}"),
+    ("connected", "clients", "{:d}"),
+    ("connect_failures", "conn fail", "{:d}"),
+    ("min_per_client", "min/client", "{:d}"),
+    ("max_per_client", "max/client", "{:d}"),
+]
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            lines = [l for l in f if l.strip().startswith("{")]
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def cell(row, key, fmt):
+    if row is None or row.get(key) is None:
+        return "-"
+    try:
+        return fmt.format(row[key])
+    except (ValueError, TypeError):
+        return str(row[key])
+
+
+def ratio(a, b, key):
+    if not a or not b or not a.get(key) or not b.get(key):
+        return "-"
+    return "{:.2f}".format(a[key] / b[key])
+
+
+def table(name, scan, peer):
+    out = ["| {} | {} |".format(name, " | ".join(label for _, label, _ in FIELDS))]
+    out.append("|" + "---|" * (len(FIELDS) + 1))
+    for label, row in (("scanstream", scan), ("tokio peer", peer)):
+        out.append("| {} | {} |".format(label, " | ".join(cell(row, k, f) for k, _, f in FIELDS)))
+    out.append(
+        "| scanstream / peer | {} |".format(
+            " | ".join(ratio(scan, peer, k) if k in RATIOS else "" for k, _, _ in FIELDS)
+        )
+    )
+    return "\n".join(out)
+
+
+RATIOS = {"msgs_per_s", "p50_ms", "p99_ms", "server_cpu_ns_per_msg", "server_rss_kib_max"}
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    cmd = argv[1]
+    if cmd == "row" and len(argv) == 5:
+        print(table(argv[2], load(argv[3]), load(argv[4])))
+        return 0
+    if cmd == "ok" and len(argv) == 3:
+        row = load(argv[2])
+        good = (
+            row is not None
+            and row.get("p99_ms", 1e9) <= 50
+            and row.get("lost", 1) == 0
+            and row.get("connect_failures", 1) == 0
+            and row.get("messages", 0) > 0
+        )
+        return 0 if good else 1
+    if cmd == "markdown" and len(argv) == 3:
+        d = argv[2]
+        for name in ["latency", "latency-1k", "fanout-1k", "saturate", "idle-10k", "churn"]:
+            scan = load(os.path.join(d, name + "-scanstream.json"))
+            peer = load(os.path.join(d, name + "-peer.json"))
+            if scan or peer:
+                print("### " + name + "\n")
+                print(table(name, scan, peer) + "\n")
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

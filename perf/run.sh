@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Runs a load scenario against scanstream and against the tokio peer, one after the
+# other under identical load, and prints both rows and their ratios.
+#
+#   perf/run.sh SCENARIO        latency | latency-1k | fanout-1k | saturate | idle-10k | churn | all
+#   DURATION=10 perf/run.sh fanout-1k     # a shorter measured window (default 30 s)
+#
+# The server runs on core 0 and the load generator on core 1 (taskset); the file limit is
+# raised for the idle and churn scenarios. `all` also writes perf/results/*.json, which
+# perf/report.py turns into the tables of perf/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCENARIO=${1:-}
+DURATION=${DURATION:-30}
+WARMUP=${WARMUP:-3}
+PORT_SCAN=18700
+PORT_PEER=18701
+OUT=perf/results
+mkdir -p "$OUT"
+
+usage() {
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+[ -n "$SCENARIO" ] || usage
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release -q -p scanstream -p loadgen -p peer-tokio
+BIN=target/release
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "server on port $1 did not start" >&2
+    return 1
+}
+
+# start_server NAME RATE: starts it pinned to core 0; sets SERVER_PID and URL.
+start_server() {
+    local name=$1 rate=$2
+    case $name in
+        scanstream)
+            taskset -c 0 "$BIN/scanstream" --listen "127.0.0.1:$PORT_SCAN" \
+                --source "firehose:$rate" --log warn >"$OUT/$name.log" 2>&1 &
+            SERVER_PID=$!
+            URL="ws://127.0.0.1:$PORT_SCAN/stream"
+            wait_port "$PORT_SCAN"
+            ;;
+        peer)
+            taskset -c 0 "$BIN/peer-tokio" --listen "127.0.0.1:$PORT_PEER" \
+                --rate "$rate" --threads "${PEER_THREADS:-1}" >"$OUT/$name.log" 2>&1 &
+            SERVER_PID=$!
+            URL="ws://127.0.0.1:$PORT_PEER/stream"
+            wait_port "$PORT_PEER"
+            ;;
+    esac
+}
+
+stop_server() {
+    kill -INT "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# measure NAME RATE CLIENTS [loadgen flags...]: one row of JSON into $OUT/SCENARIO-NAME.json
+measure() {
+    local name=$1 rate=$2 clients=$3
+    shift 3
+    start_server "$name" "$rate"
+    taskset -c 1 "$BIN/loadgen" --url "$URL" --clients "$clients" \
+        --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" --json "$@" \
+        >"$OUT/$SCENARIO_NAME-$name.json" || true
+    stop_server
+}
+
+# both RATE CLIENTS [flags]: scanstream then the peer, then the comparison.
+both() {
+    measure scanstream "$@"
+    measure peer "$@"
+    python3 perf/report.py row "$SCENARIO_NAME" "$OUT/$SCENARIO_NAME-scanstream.json" "$OUT/$SCENARIO_NAME-peer.json"
+}
+
+saturate() {
+    # Raise the rate until p99 passes 50 ms or anything is lost; keep the last good row.
+    local name=$1 best=0
+    for rate in 100 200 400 700 1000 1500 2000 3000 4000 6000 8000; do
+        SCENARIO_NAME="saturate-$rate"
+        measure "$name" "$rate" 1000
+        if ! python3 perf/report.py ok "$OUT/saturate-$rate-$name.json"; then break; fi
+        best=$rate
+        cp "$OUT/saturate-$rate-$name.json" "$OUT/saturate-$name.json"
+    done
+    echo "$name: highest good rate $best results/s to 1000 subscribers"
+}
+
+run() {
+    SCENARIO_NAME=$1
+    case $1 in
+        latency) both 100 100 ;;
+        latency-1k) both 100 1000 ;;
+        fanout-1k) both 1000 1000 ;;
+        saturate)
+            saturate scanstream
+            saturate peer
+            SCENARIO_NAME=saturate
+            python3 perf/report.py row saturate "$OUT/saturate-scanstream.json" "$OUT/saturate-peer.json"
+            ;;
+        idle-10k)
+            # The idle server alone, then 10,000 subscribed connections with nothing to send.
+            both 0 10000 --ramp 2000
+            ;;
+        churn) both 100 1000 --churn ;;
+        *) usage ;;
+    esac
+}
+
+if [ "$SCENARIO" = all ]; then
+    for s in latency latency-1k fanout-1k saturate idle-10k churn; do run "$s"; done
+    python3 perf/report.py markdown "$OUT" >"$OUT/tables.md"
+    echo "tables for perf/RESULTS.md: $OUT/tables.md"
+else
+    run "$SCENARIO"
+fi
