@@ -19,6 +19,11 @@ FIELDS = [
     ("duplicated", "dup", "{:d}"),
     ("server_cpu_ns_per_msg", "CPU ns/msg", "{:,.0f}"),
     ("server_rss_kib_max", "RSS KiB", "{:,d}"),
+    ("server_rss_kib_idle", "idle RSS KiB", "{:,d}"),
+    ("rss_b_per_conn", "B/conn", "{:,d}"),
+    ("cycles_per_s", "cycles/s", "{:,.0f}"),
+    ("server_cpu_ns_per_cycle", "CPU ns/cycle", "{:,.0f}"),
+    ("errors", "errors", "{:d}"),
     ("connected", "clients", "{:d}"),
     ("connect_failures", "conn fail", "{:d}"),
     ("min_per_client", "min/client", "{:d}"),
@@ -30,9 +35,19 @@ def load(path):
     try:
         with open(path) as f:
             lines = [l for l in f if l.strip().startswith("{")]
-        return json.loads(lines[-1]) if lines else None
+        row = json.loads(lines[-1]) if lines else None
     except (OSError, ValueError):
         return None
+    # run.sh saves the server's RSS before any client beside the row.
+    try:
+        with open(path[: -len(".json")] + ".rss0") as f:
+            idle = int(f.read().strip())
+        row["server_rss_kib_idle"] = idle
+        if row.get("connected") and row.get("server_rss_kib_end"):
+            row["rss_b_per_conn"] = (row["server_rss_kib_end"] - idle) * 1024 // row["connected"]
+    except (OSError, ValueError, TypeError):
+        pass
+    return row
 
 
 def cell(row, key, fmt):
@@ -63,7 +78,16 @@ def table(name, scan, peer):
     return "\n".join(out)
 
 
-RATIOS = {"msgs_per_s", "p50_ms", "p99_ms", "server_cpu_ns_per_msg", "server_rss_kib_max"}
+RATIOS = {
+    "msgs_per_s",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_ns_per_msg",
+    "server_rss_kib_max",
+    "rss_b_per_conn",
+    "cycles_per_s",
+    "server_cpu_ns_per_cycle",
+}
 
 
 def main(argv):

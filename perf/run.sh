@@ -4,6 +4,7 @@
 #
 #   perf/run.sh SCENARIO        latency | latency-1k | fanout-1k | saturate | idle-10k | churn | all
 #   DURATION=10 perf/run.sh fanout-1k     # a shorter measured window (default 30 s)
+#   SATURATE_DURATION=10                  # the window of each saturate step (default 10 s)
 #
 # The server runs on core 0 and the load generator on core 1 (taskset); the file limit is
 # raised for the idle and churn scenarios. `all` also writes perf/results/*.json, which
@@ -70,6 +71,9 @@ measure() {
     local name=$1 rate=$2 clients=$3
     shift 3
     start_server "$name" "$rate"
+    sleep 0.5
+    # The server's RSS before any client, for the per-connection figure.
+    awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status" >"$OUT/$SCENARIO_NAME-$name.rss0"
     taskset -c 1 "$BIN/loadgen" --url "$URL" --clients "$clients" \
         --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" --json "$@" \
         >"$OUT/$SCENARIO_NAME-$name.json" || true
@@ -86,9 +90,9 @@ both() {
 saturate() {
     # Raise the rate until p99 passes 50 ms or anything is lost; keep the last good row.
     local name=$1 best=0
-    for rate in 100 200 400 700 1000 1500 2000 3000 4000 6000 8000; do
+    for rate in 200 400 700 1000 1500 2000 3000 5000; do
         SCENARIO_NAME="saturate-$rate"
-        measure "$name" "$rate" 1000
+        DURATION=${SATURATE_DURATION:-10} measure "$name" "$rate" 1000
         if ! python3 perf/report.py ok "$OUT/saturate-$rate-$name.json"; then break; fi
         best=$rate
         cp "$OUT/saturate-$rate-$name.json" "$OUT/saturate-$name.json"

@@ -37,6 +37,36 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Largest frame payload accepted; larger closes the connection with 1009.
     pub max_frame: usize,
+    /// Churn mode: each connection leaves once subscribed and its slot starts over.
+    pub churn: Option<Churn>,
+}
+
+/// How churn slots behave.
+#[derive(Debug, Clone, Copy)]
+pub struct Churn {
+    /// Longest a cycle may take from `connect` to `subscribed`.
+    pub cycle_timeout: Duration,
+    /// Longest to wait, after our close frame, for the server to close the TCP connection.
+    pub close_wait: Duration,
+    /// Reset (SO_LINGER 0) right after the close frame instead of waiting for the server.
+    pub reset: bool,
+}
+
+/// Churn figures for the report.
+#[derive(Debug, Default)]
+pub struct ChurnReport {
+    /// Cycles whose `subscribed` arrived in the window.
+    pub cycles: u64,
+    /// The same over the whole run.
+    pub cycles_total: u64,
+    /// Failed cycles by reason, whole run.
+    pub errors: BTreeMap<String, u64>,
+    /// Failed cycles in the window.
+    pub errors_in_window: u64,
+    /// `connect` to `subscribed` of the window's cycles.
+    pub cycle_latency: LatencySummary,
+    /// Cycles in each whole second of the window.
+    pub cycles_by_second: Vec<u64>,
 }
 
 /// Everything measured, ready for the table and the JSON line.
@@ -73,6 +103,7 @@ pub struct Report {
     pub intervals: Vec<u64>,
     pub server: Option<ServerUsage>,
     pub loadgen_cpu_ns: u64,
+    pub churn: Option<ChurnReport>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -101,6 +132,8 @@ enum State {
     Connecting,
     Handshaking,
     Open,
+    /// Churn: our close frame is sent; waiting for the server to close the connection.
+    Closing,
 }
 
 struct Conn {
@@ -117,6 +150,12 @@ struct Conn {
     /// Inside a fragmented message: its frames are skipped, the message counted once.
     fragmented: bool,
     rng: u32,
+    /// A `subscribed` reply arrived.
+    subscribed: bool,
+    /// Churn: when our close frame went out.
+    closing_since: Instant,
+    /// Churn: the server's close frame arrived; what follows is discarded until EOF.
+    server_closed: bool,
 }
 
 impl Conn {
@@ -148,6 +187,7 @@ impl Conn {
 }
 
 /// Why an open connection ended.
+#[derive(Debug)]
 enum End {
     /// The server sent a close frame (code, or none).
     CloseFrame(Option<u16>),
@@ -174,6 +214,11 @@ struct Counters {
     last_protocol_error: Option<String>,
     connected: u64,
     connect_errors: BTreeMap<String, u64>,
+    cycles: u64,
+    cycles_total: u64,
+    cycle_hist: Histogram,
+    churn_errors: BTreeMap<String, u64>,
+    churn_errors_in_window: u64,
 }
 
 /// Reads one shared buffer's worth per `read` call; 256 KiB keeps syscalls per message low
@@ -226,7 +271,12 @@ fn on_frames(
                         }
                     }
                     Kind::BadResult => c.bad_results += 1,
-                    Kind::Other(t) => count_other(c, t),
+                    Kind::Other(t) => {
+                        if t == b"subscribed" {
+                            conn.subscribed = true;
+                        }
+                        count_other(c, t)
+                    }
                     Kind::Untyped => count_other(c, b"(untyped)"),
                 }
             }
@@ -275,6 +325,102 @@ fn wall_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// What wakes a churn slot.
+#[derive(Debug)]
+enum SlotEvent<'a> {
+    /// Its socket was read (or written); `end` when the connection ended.
+    Read(Option<&'a End>),
+    /// The periodic check: how long the cycle and the close have been going on.
+    Tick {
+        cycle_age: Duration,
+        closing_age: Duration,
+    },
+}
+
+/// What a churn slot does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Wait,
+    /// `subscribed` arrived: count the cycle and send our close frame.
+    Leave,
+    /// The connection is over: count a cycle if `subscribed` came with its end, drop the
+    /// socket (with a reset when the server has not closed it, so no TIME_WAIT stays
+    /// here), then start again; after an error only at the next tick, so that a refusing
+    /// server does not make the slots spin.
+    Finish {
+        cycle: bool,
+        error: Option<String>,
+        reset: bool,
+    },
+}
+
+/// A churn slot's transitions, apart from sockets so that they can be tested alone.
+/// Connect and handshake failures other than timeouts take the connect-failure path.
+fn churn_step(state: State, subscribed: bool, ev: SlotEvent<'_>, churn: &Churn) -> Step {
+    let finish = |cycle, error: Option<String>, reset| Step::Finish {
+        cycle,
+        error,
+        reset,
+    };
+    match ev {
+        SlotEvent::Read(None) if state == State::Open && subscribed => Step::Leave,
+        SlotEvent::Read(None) => Step::Wait,
+        SlotEvent::Read(Some(end)) => {
+            // Only an EOF or a reset means the server has closed its side.
+            let reset = !matches!(end, End::Abrupt);
+            match (state, end) {
+                // Answered close frames are consumed by the read loop; EOF ends the cycle.
+                (State::Closing, End::CloseFrame(_)) => Step::Wait,
+                (State::Closing, End::Abrupt) => finish(false, None, false),
+                (_, End::Protocol(e)) => finish(
+                    state == State::Open && subscribed,
+                    Some(e.to_string()),
+                    reset,
+                ),
+                (State::Open, _) if subscribed => finish(true, None, reset),
+                (_, End::CloseFrame(code)) => finish(
+                    false,
+                    Some(format!(
+                        "closed by the server ({}) before subscribed",
+                        code.unwrap_or(1005)
+                    )),
+                    reset,
+                ),
+                (_, End::Abrupt) => finish(
+                    false,
+                    Some("connection ended before subscribed".into()),
+                    reset,
+                ),
+            }
+        }
+        SlotEvent::Tick {
+            cycle_age,
+            closing_age,
+        } => match state {
+            State::Closing if closing_age > churn.close_wait => finish(
+                false,
+                Some(format!(
+                    "server did not close within {:?} of our close",
+                    churn.close_wait
+                )),
+                true,
+            ),
+            State::Closing => Step::Wait,
+            _ if cycle_age <= churn.cycle_timeout => Step::Wait,
+            State::Connecting => finish(false, Some("connect timed out".into()), true),
+            State::Handshaking => finish(false, Some("handshake timed out".into()), true),
+            State::Open => finish(
+                false,
+                Some(format!(
+                    "no subscribed within {:?} of connect",
+                    churn.cycle_timeout
+                )),
+                true,
+            ),
+        },
+    }
+}
+
 enum Phase {
     Ramp,
     Warmup(Instant),
@@ -295,6 +441,8 @@ pub struct Engine {
     pending: usize,
     ready: Vec<usize>,
     request_seed: u64,
+    /// Churn slots to start again at the next tick, after an error.
+    restart: Vec<usize>,
 }
 
 impl Engine {
@@ -311,6 +459,7 @@ impl Engine {
             pending: 0,
             ready: Vec::new(),
             request_seed: wall_ns() as u64 | 1,
+            restart: Vec::new(),
             cfg,
         })
     }
@@ -340,7 +489,9 @@ impl Engine {
             }
             if now >= next_tick {
                 next_tick = now + TICK;
-                if self.pending > 0 {
+                if self.cfg.churn.is_some() {
+                    self.churn_tick(now);
+                } else if self.pending > 0 {
                     self.expire_handshakes(now);
                 }
                 if let Phase::Measure(_) = phase {
@@ -351,8 +502,22 @@ impl Engine {
                 window.count_interval(&self, now);
             }
             match phase {
-                Phase::Ramp if next_open == self.cfg.clients && self.pending == 0 => {
+                Phase::Ramp
+                    if next_open == self.cfg.clients
+                        && (self.pending == 0 || self.cfg.churn.is_some()) =>
+                {
                     ramp_s = start.elapsed().as_secs_f64();
+                    if self.cfg.churn.is_some() {
+                        // Slots never settle in churn mode: the ramp ends once all started.
+                        if progress {
+                            eprintln!(
+                                "loadgen: churn: {} slots started in {:.2} s",
+                                self.cfg.clients, ramp_s
+                            );
+                        }
+                        phase = Phase::Warmup(now + self.cfg.warmup);
+                        continue;
+                    }
                     if progress {
                         eprintln!(
                             "loadgen: {} of {} connected in {:.2} s, {} failed",
@@ -413,7 +578,7 @@ impl Engine {
             for i in std::mem::take(&mut self.ready) {
                 if self.conns[i]
                     .as_ref()
-                    .is_some_and(|c| c.state == State::Open)
+                    .is_some_and(|c| matches!(c.state, State::Open | State::Closing))
                     && self.read_frames(i)
                 {
                     self.ready.push(i);
@@ -439,6 +604,9 @@ impl Engine {
             window_msgs: 0,
             fragmented: false,
             rng: (self.request_seed as u32).wrapping_add(i as u32 * 2_654_435_761) | 1,
+            subscribed: false,
+            closing_since: Instant::now(),
+            server_closed: false,
         };
         if let Err(e) = self.poll.registry().register(
             &mut conn.sock,
@@ -453,12 +621,161 @@ impl Engine {
 
     /// A connection that never got open: counted by reason, socket dropped.
     fn fail(&mut self, i: usize, conn: Option<Conn>, why: &str) {
+        let phase = match conn.as_ref().map(|c| c.state) {
+            Some(State::Handshaking) => "handshake",
+            _ => "connect",
+        };
         if let Some(mut conn) = conn {
             let _ = self.poll.registry().deregister(&mut conn.sock);
             self.pending -= 1;
+            if self.cfg.churn.is_some() {
+                // Closing first would leave this side in TIME_WAIT.
+                sys::set_linger_zero(&conn.sock);
+            }
         }
         *self.c.connect_errors.entry(why.to_string()).or_default() += 1;
         self.conns[i] = None;
+        if self.cfg.churn.is_some() {
+            self.churn_error(format!("{phase}: {why}"));
+            self.restart.push(i);
+        }
+    }
+
+    fn churn_error(&mut self, why: String) {
+        *self.c.churn_errors.entry(why).or_default() += 1;
+        if self.in_window {
+            self.c.churn_errors_in_window += 1;
+        }
+    }
+
+    /// Restarts the slots that failed, and ends the cycles and closes that took too long.
+    fn churn_tick(&mut self, now: Instant) {
+        let Some(churn) = self.cfg.churn else { return };
+        for i in std::mem::take(&mut self.restart) {
+            if self.conns[i].is_none() {
+                self.open(i);
+            }
+        }
+        for i in 0..self.conns.len() {
+            let Some(conn) = self.conns[i].as_ref() else {
+                continue;
+            };
+            let ev = SlotEvent::Tick {
+                cycle_age: now.saturating_duration_since(conn.opened),
+                closing_age: now.saturating_duration_since(conn.closing_since),
+            };
+            let state = conn.state;
+            match churn_step(state, conn.subscribed, ev, &churn) {
+                Step::Finish {
+                    error: Some(why), ..
+                } if matches!(state, State::Connecting | State::Handshaking) => {
+                    let conn = self.conns[i].take();
+                    self.fail(i, conn, &why);
+                }
+                step @ Step::Finish { .. } => self.churn_finish(i, step),
+                Step::Wait | Step::Leave => {}
+            }
+        }
+    }
+
+    /// After a read of a churn slot: records how it ended, if it did, and moves it on.
+    /// Returns true when the socket may hold more to read.
+    fn churn_after_read(&mut self, i: usize, end: Option<End>, more: bool) -> bool {
+        let Some(churn) = self.cfg.churn else {
+            return false;
+        };
+        let Some(conn) = self.conns[i].as_ref() else {
+            return false;
+        };
+        let (state, subscribed, server_closed) = (conn.state, conn.subscribed, conn.server_closed);
+        match &end {
+            Some(End::CloseFrame(code)) => {
+                *self.c.close_codes.entry(code.unwrap_or(1005)).or_default() += 1;
+            }
+            Some(End::Abrupt) if !server_closed => {
+                *self.c.close_codes.entry(1006).or_default() += 1;
+            }
+            Some(End::Protocol(e)) => {
+                self.c.protocol_errors += 1;
+                self.c.last_protocol_error = Some(e.to_string());
+            }
+            _ => {}
+        }
+        if end.is_some() && state == State::Open {
+            self.c.disconnects += 1;
+        }
+        match churn_step(state, subscribed, SlotEvent::Read(end.as_ref()), &churn) {
+            Step::Wait => more,
+            Step::Leave => {
+                let opened = conn.opened;
+                self.count_cycle(opened);
+                let Some(conn) = self.conns[i].as_mut() else {
+                    return false;
+                };
+                let mask = conn.mask();
+                ws::write_close(&mut conn.out, 1000, mask);
+                let _ = conn.flush();
+                if churn.reset {
+                    let conn = self.conns[i].take();
+                    if let Some(conn) = conn {
+                        self.drop_sock(conn, true);
+                    }
+                    self.open(i);
+                    return false;
+                }
+                conn.state = State::Closing;
+                conn.closing_since = Instant::now();
+                // Results may still precede the server's close frame; keep reading.
+                true
+            }
+            step @ Step::Finish { .. } => {
+                self.churn_finish(i, step);
+                false
+            }
+        }
+    }
+
+    fn count_cycle(&mut self, opened: Instant) {
+        self.c.cycles_total += 1;
+        if self.in_window {
+            self.c.cycles += 1;
+            self.c.cycle_hist.record(opened.elapsed().as_nanos() as u64);
+        }
+    }
+
+    fn churn_finish(&mut self, i: usize, step: Step) {
+        let Step::Finish {
+            cycle,
+            error,
+            reset,
+        } = step
+        else {
+            return;
+        };
+        let Some(conn) = self.conns[i].take() else {
+            return;
+        };
+        if cycle {
+            self.count_cycle(conn.opened);
+        }
+        if matches!(conn.state, State::Connecting | State::Handshaking) {
+            self.pending -= 1;
+        }
+        self.drop_sock(conn, reset);
+        match error {
+            Some(why) => {
+                self.churn_error(why);
+                self.restart.push(i);
+            }
+            None => self.open(i),
+        }
+    }
+
+    fn drop_sock(&mut self, mut conn: Conn, reset: bool) {
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        if reset {
+            sys::set_linger_zero(&conn.sock);
+        }
     }
 
     fn expire_handshakes(&mut self, now: Instant) {
@@ -491,7 +808,7 @@ impl Engine {
                     self.read_handshake(i);
                 }
             }
-            State::Open => {
+            State::Open | State::Closing => {
                 if writable {
                     self.flush(i);
                 }
@@ -508,10 +825,15 @@ impl Engine {
         };
         if let Err(e) = conn.flush() {
             let state = conn.state;
-            let conn = self.conns[i].take();
-            if state == State::Open {
+            if matches!(state, State::Open | State::Closing) {
+                if self.cfg.churn.is_some() {
+                    self.churn_after_read(i, Some(End::Abrupt), false);
+                    return;
+                }
+                let conn = self.conns[i].take();
                 self.end(i, conn, End::Abrupt);
             } else {
+                let conn = self.conns[i].take();
                 self.fail(i, conn, &e.to_string());
             }
         }
@@ -615,6 +937,10 @@ impl Engine {
         );
         conn.partial.extend_from_slice(&early[used..]);
         if let Some(end) = end {
+            if self.cfg.churn.is_some() {
+                self.churn_after_read(i, Some(end), false);
+                return;
+            }
             let conn = self.conns[i].take();
             return self.end(i, conn, end);
         }
@@ -672,6 +998,10 @@ impl Engine {
                 c.bytes += n as u64;
             }
             let filled = k + n;
+            if conn.server_closed {
+                // After the server's close frame only its EOF matters.
+                continue;
+            }
             let (used, need, e) = on_frames(
                 conn,
                 &rbuf[..filled],
@@ -681,25 +1011,39 @@ impl Engine {
                 cfg.max_frame,
             );
             conn.partial.extend_from_slice(&rbuf[used..filled]);
-            if e.is_some() {
-                end = e;
-                break;
+            match e {
+                Some(End::CloseFrame(code)) if conn.state == State::Closing => {
+                    // Our close is answered. Wait for the server's EOF, so that the server,
+                    // which then closes first, holds TIME_WAIT and not this side.
+                    *c.close_codes.entry(code.unwrap_or(1005)).or_default() += 1;
+                    conn.server_closed = true;
+                    conn.partial.clear();
+                }
+                Some(e) => {
+                    end = Some(e);
+                    break;
+                }
+                None => {}
             }
             if need > rbuf.len() {
                 // A frame larger than the buffer (a big snapshot): grow to hold it whole.
                 rbuf.resize(need + READ_CHUNK / 2, 0);
             }
-            if n < rbuf.len() - k {
+            if n < rbuf.len() - k && conn.state != State::Closing {
                 // A short read emptied the socket. Linux epoll wakes an edge-triggered
                 // waiter on every arrival, so the read that would only say WouldBlock can
                 // be skipped: with a server writing one small frame at a time it is half
-                // of all syscalls.
+                // of all syscalls. Not while closing: a FIN that came with the last bytes
+                // raises no new edge, and its EOF is what ends the cycle.
                 more = false;
                 break;
             }
         }
         if end.is_none() && !conn.out.is_empty() && conn.flush().is_err() {
             end = Some(End::Abrupt);
+        }
+        if cfg.churn.is_some() {
+            return self.churn_after_read(i, end, more);
         }
         if let Some(end) = end {
             let conn = conns[i].take();
@@ -756,6 +1100,14 @@ impl Engine {
             .map(|i| self.per_client[i])
             .collect();
         let h = &self.c.hist;
+        let churn = self.cfg.churn.map(|_| ChurnReport {
+            cycles: self.c.cycles,
+            cycles_total: self.c.cycles_total,
+            errors: std::mem::take(&mut self.c.churn_errors),
+            errors_in_window: self.c.churn_errors_in_window,
+            cycle_latency: summary(&self.c.cycle_hist),
+            cycles_by_second: window.cycle_intervals.clone(),
+        });
         let mut others: Vec<(String, u64)> = self
             .c
             .others
@@ -773,15 +1125,7 @@ impl Engine {
             duration_s: window.elapsed_s,
             messages: self.c.messages,
             bytes: self.c.bytes,
-            latency: LatencySummary {
-                count: h.count(),
-                p50_ns: h.quantile(0.5),
-                p90_ns: h.quantile(0.9),
-                p99_ns: h.quantile(0.99),
-                p999_ns: h.quantile(0.999),
-                max_ns: h.max(),
-                min_ns: h.min(),
-            },
+            latency: summary(h),
             negative_latency: self.c.negative,
             min_per_client: fair.iter().copied().min().unwrap_or(0),
             max_per_client: fair.iter().copied().max().unwrap_or(0),
@@ -797,7 +1141,20 @@ impl Engine {
             intervals: window.intervals,
             server: window.server,
             loadgen_cpu_ns: window.loadgen_cpu_ns,
+            churn,
         }
+    }
+}
+
+fn summary(h: &Histogram) -> LatencySummary {
+    LatencySummary {
+        count: h.count(),
+        p50_ns: h.quantile(0.5),
+        p90_ns: h.quantile(0.9),
+        p99_ns: h.quantile(0.99),
+        p999_ns: h.quantile(0.999),
+        max_ns: h.max(),
+        min_ns: h.min(),
     }
 }
 
@@ -815,6 +1172,8 @@ struct Window {
     next_interval: Option<Instant>,
     interval_base: u64,
     intervals: Vec<u64>,
+    cycle_base: u64,
+    cycle_intervals: Vec<u64>,
 }
 
 impl Window {
@@ -866,6 +1225,8 @@ impl Window {
         {
             self.intervals.push(engine.c.messages - self.interval_base);
             self.interval_base = engine.c.messages;
+            self.cycle_intervals.push(engine.c.cycles - self.cycle_base);
+            self.cycle_base = engine.c.cycles;
             self.next_interval = Some(next + Duration::from_secs(1));
         }
     }
@@ -915,6 +1276,9 @@ mod tests {
             window_msgs: 0,
             fragmented: false,
             rng: 1,
+            subscribed: false,
+            closing_since: Instant::now(),
+            server_closed: false,
         };
         (conn, l)
     }
@@ -1001,6 +1365,164 @@ mod tests {
             64,
         );
         assert!(matches!(end, Some(End::Protocol(WsError::TooBig(_)))));
+    }
+
+    const CHURN: Churn = Churn {
+        cycle_timeout: Duration::from_secs(5),
+        close_wait: Duration::from_secs(1),
+        reset: false,
+    };
+
+    fn finish(cycle: bool, error: bool, reset: bool) -> impl Fn(Step) -> bool {
+        move |s| matches!(s, Step::Finish { cycle: c, error: e, reset: r } if c == cycle && e.is_some() == error && r == reset)
+    }
+
+    #[test]
+    fn churn_slot_transitions() {
+        let read = |state, subscribed, end: Option<End>| {
+            churn_step(state, subscribed, SlotEvent::Read(end.as_ref()), &CHURN)
+        };
+        // Waiting for `subscribed`, then leaving once it is there.
+        assert_eq!(read(State::Open, false, None), Step::Wait);
+        assert_eq!(read(State::Open, true, None), Step::Leave);
+        // Closing: the server's close frame is not the end, its EOF is, and then no reset.
+        assert_eq!(
+            read(State::Closing, true, Some(End::CloseFrame(Some(1000)))),
+            Step::Wait
+        );
+        assert!(finish(false, false, false)(read(
+            State::Closing,
+            true,
+            Some(End::Abrupt)
+        )));
+        // Ended before `subscribed`: an error; reset unless the server already closed.
+        assert!(finish(false, true, false)(read(
+            State::Open,
+            false,
+            Some(End::Abrupt)
+        )));
+        assert!(finish(false, true, true)(read(
+            State::Open,
+            false,
+            Some(End::CloseFrame(Some(1001)))
+        )));
+        // `subscribed` and the server's close in one read: the cycle still counts.
+        assert!(finish(true, false, true)(read(
+            State::Open,
+            true,
+            Some(End::CloseFrame(None))
+        )));
+        assert!(finish(true, true, true)(read(
+            State::Open,
+            true,
+            Some(End::Protocol(WsError::Protocol("x")))
+        )));
+
+        let tick = |state, cycle_ms, closing_ms| {
+            churn_step(
+                state,
+                false,
+                SlotEvent::Tick {
+                    cycle_age: Duration::from_millis(cycle_ms),
+                    closing_age: Duration::from_millis(closing_ms),
+                },
+                &CHURN,
+            )
+        };
+        for state in [State::Connecting, State::Handshaking, State::Open] {
+            assert_eq!(tick(state, 4_999, 9_999), Step::Wait);
+            assert!(finish(false, true, true)(tick(state, 5_001, 0)));
+        }
+        assert_eq!(tick(State::Closing, 9_999, 999), Step::Wait);
+        assert!(finish(false, true, true)(tick(State::Closing, 0, 1_001)));
+    }
+
+    /// Reads one masked client frame; returns its opcode.
+    fn read_client_frame(s: &mut std::net::TcpStream) -> io::Result<u8> {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h)?;
+        let len = match h[1] & 0x7F {
+            126 => {
+                let mut b = [0u8; 2];
+                s.read_exact(&mut b)?;
+                usize::from(u16::from_be_bytes(b))
+            }
+            n => usize::from(n),
+        };
+        let mut rest = vec![0u8; 4 + len];
+        s.read_exact(&mut rest)?;
+        Ok(h[0] & 0x0F)
+    }
+
+    /// A server that does one connection at a time: handshake, `subscribed` for the
+    /// subscribe, close for close, then closes its side first. Stops after `life`.
+    fn churn_server(life: Duration) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        l.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let until = Instant::now() + life;
+            while Instant::now() < until {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = (|| -> io::Result<()> {
+                    let mut req = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !req.ends_with(b"\r\n\r\n") {
+                        s.read_exact(&mut b)?;
+                        req.push(b[0]);
+                    }
+                    let req = String::from_utf8_lossy(&req).into_owned();
+                    let key = req
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                        .unwrap_or("");
+                    write!(
+                        s,
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                        ws::accept_key(key.as_bytes())
+                    )?;
+                    assert_eq!(read_client_frame(&mut s)?, ws::OP_TEXT);
+                    s.write_all(&text(br#"{"type":"subscribed","data":{}}"#, true, 1))?;
+                    assert_eq!(read_client_frame(&mut s)?, ws::OP_CLOSE);
+                    s.write_all(&text(&1000u16.to_be_bytes(), true, 8))?;
+                    s.shutdown(std::net::Shutdown::Write)?;
+                    let _ = s.read(&mut b)?;
+                    Ok(())
+                })();
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn churn_cycles_against_a_server_that_closes_first() {
+        let addr = churn_server(Duration::from_secs(2));
+        let cfg = Config {
+            addr,
+            host: addr.to_string(),
+            path: "/stream".into(),
+            clients: 2,
+            ramp: 1000.0,
+            subscribe: Some(b"{}".to_vec()),
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(400),
+            connect_timeout: Duration::from_secs(1),
+            server_pid: None,
+            max_frame: 1 << 20,
+            churn: Some(CHURN),
+        };
+        let r = Engine::new(cfg).unwrap().run(false).unwrap();
+        let c = r.churn.unwrap();
+        assert!(c.cycles > 10, "only {} cycles", c.cycles);
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(r.close_codes.get(&1000).copied(), Some(c.cycles_total));
+        assert_eq!(r.connect_failures, 0);
     }
 
     #[test]

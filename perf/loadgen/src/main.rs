@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::{Map, Value, json};
 
-use engine::{Config, Engine, Report};
+use engine::{Churn, Config, Engine, LatencySummary, Report};
 
 const DEFAULT_SUBSCRIBE: &str = r#"{"type":"subscribe","data":{"subscription":"default"}}"#;
 
@@ -74,6 +74,21 @@ struct Args {
     /// Self-test: frames per write of the sender [default: as many as fit in 64 KiB]
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     selftest_frames: usize,
+    /// Churn: each client connects, subscribes, leaves once `subscribed` arrives, and
+    /// starts over; measures cycles per second and failed cycles
+    #[arg(long)]
+    churn: bool,
+    /// Churn: seconds from connect to `subscribed` before a cycle counts as failed
+    #[arg(long, default_value_t = 5.0)]
+    cycle_timeout: f64,
+    /// Churn: how a client leaves. `wait`: close frame, then wait for the server to close
+    /// the TCP connection (RFC 6455 7.1.1, the server holds TIME_WAIT). `reset`: close
+    /// frame, then an immediate reset (SO_LINGER 0)
+    #[arg(long, default_value = "wait", value_parser = ["wait", "reset"])]
+    churn_close: String,
+    /// Churn: seconds to wait for the server to close after our close frame
+    #[arg(long, default_value_t = 1.0)]
+    close_wait: f64,
 }
 
 fn main() -> ExitCode {
@@ -109,7 +124,23 @@ fn run(args: &Args) -> Result<(), String> {
         connect_timeout: secs(args.connect_timeout, "connect-timeout")?,
         server_pid: args.server_pid,
         max_frame: args.max_frame,
+        churn: None,
     };
+    if args.churn {
+        if args.selftest {
+            return Err("--churn and --selftest do not go together".into());
+        }
+        if cfg.subscribe.is_none() {
+            return Err(
+                "--churn needs a subscribe message (no --idle, no empty --subscribe)".into(),
+            );
+        }
+        cfg.churn = Some(Churn {
+            cycle_timeout: secs(args.cycle_timeout, "cycle-timeout")?,
+            close_wait: secs(args.close_wait, "close-wait")?,
+            reset: args.churn_close == "reset",
+        });
+    }
     let mut notes = Vec::new();
     let url;
     if args.selftest {
@@ -165,6 +196,9 @@ fn run(args: &Args) -> Result<(), String> {
     println!("{line}");
     if report.connected == 0 {
         return Err("no connection was opened".into());
+    }
+    if report.churn.as_ref().is_some_and(|c| c.cycles_total == 0) {
+        return Err("no churn cycle completed".into());
     }
     if args.selftest && !args.json {
         let rate = rate(report.messages, report.duration_s);
@@ -252,6 +286,15 @@ fn json_line(url: &str, selftest: bool, r: &Report) -> String {
     };
     put("url", json!(url));
     put("selftest", json!(selftest));
+    let churn = r.churn.as_ref();
+    put(
+        "mode",
+        json!(match (selftest, churn.is_some()) {
+            (true, _) => "selftest",
+            (false, true) => "churn",
+            (false, false) => "steady",
+        }),
+    );
     put("clients", json!(r.clients));
     put("connected", json!(r.connected));
     put("connect_failures", json!(r.connect_failures));
@@ -271,9 +314,14 @@ fn json_line(url: &str, selftest: bool, r: &Report) -> String {
     put("max_ms", json!(ms(r.latency.max_ns)));
     put("min_ms", json!(ms(r.latency.min_ns)));
     put("negative_latency", json!(r.negative_latency));
-    put("min_per_client", json!(r.min_per_client));
-    put("max_per_client", json!(r.max_per_client));
-    put("fairness_clients", json!(r.fairness_clients));
+    // Connections live a fraction of a second in churn mode: no per-client fairness.
+    let steady = churn.is_none();
+    put("min_per_client", json!(steady.then_some(r.min_per_client)));
+    put("max_per_client", json!(steady.then_some(r.max_per_client)));
+    put(
+        "fairness_clients",
+        json!(steady.then_some(r.fairness_clients)),
+    );
     put("lost", json!(r.lost));
     put("duplicated", json!(r.duplicated));
     put("bad_results", json!(r.bad_results));
@@ -294,12 +342,15 @@ fn json_line(url: &str, selftest: bool, r: &Report) -> String {
         json!(cpu_ns.map(|n| round6(n as f64 / 1e9))),
     );
     put("server_cpu_source", json!(s.map(|s| s.cpu_source)));
+    let per = |n: u64, d: u64| (n as f64 / d as f64 * 10.0).round() / 10.0;
+    // Under churn the server's CPU goes mostly to connections, so per result it would
+    // mislead: it is given per cycle instead.
     put(
         "server_cpu_ns_per_msg",
         json!(
             cpu_ns
-                .filter(|_| r.messages > 0)
-                .map(|n| (n as f64 / r.messages as f64 * 10.0).round() / 10.0)
+                .filter(|_| r.messages > 0 && steady)
+                .map(|n| per(n, r.messages))
         ),
     );
     put(
@@ -314,6 +365,24 @@ fn json_line(url: &str, selftest: bool, r: &Report) -> String {
     );
     put("loadgen_busy_pct", json!((busy(r) * 1000.0).round() / 10.0));
     put("msgs_per_s_by_second", json!(r.intervals));
+    if let Some(c) = churn {
+        put("cycles", json!(c.cycles));
+        put("cycles_per_s", json!(rate(c.cycles, r.duration_s).round()));
+        put("cycles_total", json!(c.cycles_total));
+        put("errors", json!(c.errors.values().sum::<u64>()));
+        put("errors_in_window", json!(c.errors_in_window));
+        put("churn_errors", json!(c.errors));
+        let l = &c.cycle_latency;
+        put("cycle_p50_ms", json!(ms(l.p50_ns)));
+        put("cycle_p99_ms", json!(ms(l.p99_ns)));
+        put("cycle_p999_ms", json!(ms(l.p999_ns)));
+        put("cycle_max_ms", json!(ms(l.max_ns)));
+        put(
+            "server_cpu_ns_per_cycle",
+            json!(cpu_ns.filter(|_| c.cycles > 0).map(|n| per(n, c.cycles))),
+        );
+        put("cycles_per_s_by_second", json!(c.cycles_by_second));
+    }
     Value::Object(m).to_string()
 }
 
@@ -338,16 +407,41 @@ fn group(n: u64) -> String {
     out
 }
 
+fn latency_line(l: &LatencySummary) -> String {
+    format!(
+        "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
+        ms(l.p50_ns),
+        ms(l.p90_ns),
+        ms(l.p99_ns),
+        ms(l.p999_ns),
+        ms(l.max_ns),
+        group(l.count)
+    )
+}
+
 fn print_table(url: &str, r: &Report) {
     let row = |k: &str, v: String| println!("{k:<16} {v}");
     println!("loadgen {url}");
-    row(
-        "clients",
-        format!(
-            "{} requested, {} connected in {:.2} s, {} failed",
-            r.clients, r.connected, r.ramp_s, r.connect_failures
-        ),
-    );
+    if r.churn.is_some() {
+        row(
+            "clients",
+            format!(
+                "{} churn slots started in {:.2} s; {} handshakes, {} connect or handshake failures (whole run)",
+                r.clients,
+                r.ramp_s,
+                group(r.connected),
+                r.connect_failures
+            ),
+        );
+    } else {
+        row(
+            "clients",
+            format!(
+                "{} requested, {} connected in {:.2} s, {} failed",
+                r.clients, r.connected, r.ramp_s, r.connect_failures
+            ),
+        );
+    }
     for (why, n) in &r.connect_errors {
         row("  failure", format!("{n} x {why}"));
     }
@@ -364,34 +458,53 @@ fn print_table(url: &str, r: &Report) {
             rate(r.bytes, r.duration_s) / 1e6
         ),
     );
-    let l = &r.latency;
-    row(
-        "latency ms",
-        format!(
-            "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
-            ms(l.p50_ns),
-            ms(l.p90_ns),
-            ms(l.p99_ns),
-            ms(l.p999_ns),
-            ms(l.max_ns),
-            group(l.count)
-        ),
-    );
+    row("latency ms", latency_line(&r.latency));
     if r.negative_latency > 0 {
         row(
             "  clock",
             format!("{} results stamped after they arrived", r.negative_latency),
         );
     }
-    row(
-        "per client",
-        format!(
-            "fewest {}  most {}  (of {} open at the window's start)",
-            group(r.min_per_client),
-            group(r.max_per_client),
-            r.fairness_clients
-        ),
-    );
+    if let Some(c) = &r.churn {
+        row(
+            "churn cycles",
+            format!(
+                "{} in the window ({} cycles/s), {} in the whole run",
+                group(c.cycles),
+                group(rate(c.cycles, r.duration_s).round() as u64),
+                group(c.cycles_total)
+            ),
+        );
+        row(
+            "cycle ms",
+            format!("connect to subscribed: {}", latency_line(&c.cycle_latency)),
+        );
+        let total: u64 = c.errors.values().sum();
+        row(
+            "churn errors",
+            format!(
+                "{total} in the whole run, {} in the window",
+                c.errors_in_window
+            ),
+        );
+        for (why, n) in &c.errors {
+            row("  error", format!("{n} x {why}"));
+        }
+        if !c.cycles_by_second.is_empty() {
+            let iv: Vec<String> = c.cycles_by_second.iter().map(|&n| group(n)).collect();
+            row("cycles by second", iv.join(" "));
+        }
+    } else {
+        row(
+            "per client",
+            format!(
+                "fewest {}  most {}  (of {} open at the window's start)",
+                group(r.min_per_client),
+                group(r.max_per_client),
+                r.fairness_clients
+            ),
+        );
+    }
     row(
         "seq",
         format!(
@@ -427,7 +540,13 @@ fn print_table(url: &str, r: &Report) {
     if let Some(s) = &r.server {
         let kib = |v: Option<u64>| v.map_or("?".to_string(), group);
         let cpu = match s.cpu_ns {
-            Some(ns) if r.messages > 0 => format!(
+            Some(ns) if r.churn.as_ref().is_some_and(|c| c.cycles > 0) => format!(
+                "{:.3} s ({}), {:.1} ns per churn cycle",
+                ns as f64 / 1e9,
+                s.cpu_source,
+                ns as f64 / r.churn.as_ref().map_or(1, |c| c.cycles) as f64
+            ),
+            Some(ns) if r.messages > 0 && r.churn.is_none() => format!(
                 "{:.3} s ({}), {:.1} ns per delivered message",
                 ns as f64 / 1e9,
                 s.cpu_source,

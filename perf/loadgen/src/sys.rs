@@ -2,6 +2,7 @@
 //! from /proc, its own thread's CPU time, the open-file limit and CPU affinity.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 
 /// A server's CPU time (user + system, every thread) read two ways.
 #[derive(Debug, Clone, Copy, Default)]
@@ -127,6 +128,25 @@ pub fn raise_nofile() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// SO_LINGER with a zero timeout: `close` then resets the connection instead of sending
+/// FIN, so the socket skips TIME_WAIT.
+pub fn set_linger_zero(sock: &impl AsRawFd) -> bool {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd is a live socket; l is a valid linger of the size passed.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        ) == 0
+    }
 }
 
 /// The CPUs this thread may run on.
