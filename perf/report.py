@@ -4,10 +4,32 @@
     report.py row NAME SCANSTREAM.json PEER.json   both rows and the ratios
     report.py ok FILE.json                         exit 0 when p99 <= 50 ms and nothing lost
     report.py markdown DIR                         every scenario found in DIR as tables
+    report.py splice RESULTS.md TABLES.md          puts the tables between the markers
 """
 import json
 import os
+import subprocess
 import sys
+
+BEGIN = "<!-- scenarios:begin (perf/run.sh all writes this part) -->"
+END = "<!-- scenarios:end -->"
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    date = subprocess.run(["date", "-u", "+%Y-%m-%d %H:%M UTC"], capture_output=True, text=True).stdout.strip()
+    return "Machine: `nproc` = {}, {}; commit {}; {}.".format(os.cpu_count(), model, commit or "?", date)
 
 FIELDS = [
     ("msgs_per_s", "msgs/s", "{:,.0f}"),
@@ -108,8 +130,22 @@ def main(argv):
             and row.get("messages", 0) > 0
         )
         return 0 if good else 1
+    if cmd == "splice" and len(argv) == 4:
+        with open(argv[2]) as f:
+            text = f.read()
+        with open(argv[3]) as f:
+            tables = f.read()
+        if BEGIN not in text or END not in text:
+            print("no markers in " + argv[2], file=sys.stderr)
+            return 1
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        with open(argv[2], "w") as f:
+            f.write(head + BEGIN + "\n\n" + tables.strip() + "\n\n" + END + tail)
+        return 0
     if cmd == "markdown" and len(argv) == 3:
         d = argv[2]
+        print(machine() + "\n")
         for name in ["latency", "latency-1k", "fanout-1k", "saturate", "idle-10k", "churn"]:
             scan = load(os.path.join(d, name + "-scanstream.json"))
             peer = load(os.path.join(d, name + "-peer.json"))

@@ -7,8 +7,8 @@
 #   SATURATE_DURATION=10                  # the window of each saturate step (default 10 s)
 #
 # The server runs on core 0 and the load generator on core 1 (taskset); the file limit is
-# raised for the idle and churn scenarios. `all` also writes perf/results/*.json, which
-# perf/report.py turns into the tables of perf/RESULTS.md.
+# raised for the idle and churn scenarios. Rows are saved in perf/results/*.json; `all`
+# rewrites the scenario tables in perf/RESULTS.md (between its markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,7 +90,7 @@ both() {
 saturate() {
     # Raise the rate until p99 passes 50 ms or anything is lost; keep the last good row.
     local name=$1 best=0
-    for rate in 200 400 700 1000 1500 2000 3000 5000; do
+    for rate in 25 50 100 200 400 700 1000 1500 2000 3000 5000; do
         SCENARIO_NAME="saturate-$rate"
         DURATION=${SATURATE_DURATION:-10} measure "$name" "$rate" 1000
         if ! python3 perf/report.py ok "$OUT/saturate-$rate-$name.json"; then break; fi
@@ -124,7 +124,8 @@ run() {
 if [ "$SCENARIO" = all ]; then
     for s in latency latency-1k fanout-1k saturate idle-10k churn; do run "$s"; done
     python3 perf/report.py markdown "$OUT" >"$OUT/tables.md"
-    echo "tables for perf/RESULTS.md: $OUT/tables.md"
+    python3 perf/report.py splice perf/RESULTS.md "$OUT/tables.md"
+    echo "perf/RESULTS.md: the scenario tables are updated"
 else
     run "$SCENARIO"
 fi
