@@ -301,22 +301,26 @@ impl<W: Write> View<W> {
     }
 
     fn json_line(&mut self, ev: &Event) -> io::Result<()> {
-        let (kind, data, id, timestamp): (&str, Value, Option<u64>, Option<&str>) = match ev {
-            Event::Result(r) => ("result", json!(r), None, Some(&r.timestamp)),
+        let (kind, data, id, timestamp): (&str, Data<'_>, Option<u64>, Option<&str>) = match ev {
+            Event::Result(r) => ("result", Data::Result(r), None, Some(&r.timestamp)),
             Event::Snapshot {
                 subscription,
                 seq,
                 results,
             } => (
                 "snapshot",
-                json!({"subscription": subscription, "seq": seq, "results": results}),
+                Data::Snapshot {
+                    subscription,
+                    seq: *seq,
+                    results,
+                },
                 None,
                 None,
             ),
-            Event::State(state) => ("state", state_json(state), None, None),
+            Event::State(state) => ("state", Data::Value(state_json(state)), None, None),
             Event::Disconnected { code, reason } => (
                 "disconnected",
-                json!({"code": code, "reason": reason}),
+                Data::Value(json!({"code": code, "reason": reason})),
                 None,
                 None,
             ),
@@ -327,28 +331,34 @@ impl<W: Write> View<W> {
                 server_epoch,
             } => (
                 "gap",
-                json!({"subscription": subscription, "since": since, "epoch": epoch,
+                Data::Value(
+                    json!({"subscription": subscription, "since": since, "epoch": epoch,
                     "server_epoch": server_epoch}),
+                ),
                 None,
                 None,
             ),
             Event::Subscribed(s) => (
                 "subscribed",
-                json!({"subscription": s.subscription, "epoch": s.epoch, "seq": s.seq,
+                Data::Value(
+                    json!({"subscription": s.subscription, "epoch": s.epoch, "seq": s.seq,
                     "recovered": s.recovered, "replayed": s.replayed}),
+                ),
                 None,
                 None,
             ),
             Event::Unsubscribed { subscription } => (
                 "unsubscribed",
-                json!({"subscription": subscription}),
+                Data::Value(json!({"subscription": subscription})),
                 None,
                 None,
             ),
-            Event::Status(d) => ("status", d.clone(), None, None),
-            Event::Alert(d) => ("alert", d.clone(), None, None),
-            Event::Acked(d) => ("acked", d.clone(), None, None),
-            Event::Reply { id, kind, data } => (kind.as_str(), data.clone(), Some(*id), None),
+            Event::Status(d) => ("status", Data::Value(d.clone()), None, None),
+            Event::Alert(d) => ("alert", Data::Value(d.clone()), None, None),
+            Event::Acked(d) => ("acked", Data::Value(d.clone()), None, None),
+            Event::Reply { id, kind, data } => {
+                (kind.as_str(), Data::Value(data.clone()), Some(*id), None)
+            }
             Event::Error {
                 code,
                 message,
@@ -356,7 +366,9 @@ impl<W: Write> View<W> {
                 subscription,
             } => (
                 "error",
-                json!({"code": code, "message": message, "subscription": subscription}),
+                Data::Value(
+                    json!({"code": code, "message": message, "subscription": subscription}),
+                ),
                 *id,
                 None,
             ),
@@ -381,9 +393,22 @@ struct Line<'a> {
     kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<&'a str>,
-    data: Value,
+    data: Data<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<u64>,
+}
+
+/// A line's `data`: results in the protocol's field order, other messages as given.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Result(&'a ResultMessage),
+    Snapshot {
+        subscription: &'a str,
+        seq: u64,
+        results: &'a [ResultMessage],
+    },
+    Value(Value),
 }
 
 fn state_json(state: &State) -> Value {

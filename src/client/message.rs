@@ -42,8 +42,8 @@ pub struct ResultMessage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
     /// When the server produced the result (the envelope's `timestamp`), RFC 3339;
-    /// empty in a snapshot's rows.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// empty in a snapshot's rows. Not part of `data` on the wire.
+    #[serde(default, skip_serializing)]
     pub timestamp: String,
 }
 
