@@ -663,3 +663,24 @@ fn two_hundred_clients_spread_their_return_after_a_restart() {
     assert!(pct(0.9) - pct(0.1) > 0.25, "returns bunched: {back:?}");
     drop(clients);
 }
+
+#[test]
+fn closing_does_not_hang_on_a_full_events_channel() {
+    // Nothing listens on this port; the client keeps reporting reconnects into a
+    // one-slot channel nobody reads.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = config(&format!("ws://127.0.0.1:{port}/stream"));
+    c.events = Some(1);
+    let client = Client::start(c).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        client.close();
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(WAIT).expect("close returned");
+}

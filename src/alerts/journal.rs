@@ -47,6 +47,10 @@ pub struct Journal {
     file: File,
     size: u64,
     max_bytes: u64,
+    /// Size past which the next compaction runs: at least `max_bytes`, and at least
+    /// twice what the last compaction left, so a history larger than `max_bytes` is not
+    /// rewritten on every check.
+    threshold: u64,
 }
 
 impl Journal {
@@ -81,8 +85,12 @@ impl Journal {
                 good_bytes += n as u64;
                 match parse(&line) {
                     Ok(Line::Alert(w)) => match Alert::from_wire(w) {
+                        // Ids ascend through the journal; the log's lookups rely on it.
+                        Ok(alert) if alert.id < loaded.next_id || alert.id == u64::MAX => {
+                            bad(&path, number, "alert id out of order", &mut loaded);
+                        }
                         Ok(alert) => {
-                            loaded.next_id = loaded.next_id.max(alert.id + 1);
+                            loaded.next_id = alert.id + 1;
                             log.push(alert);
                         }
                         Err(e) => bad(&path, number, &e, &mut loaded),
@@ -104,13 +112,15 @@ impl Journal {
             // Appends must start on a line of their own.
             file.set_len(good_bytes)?;
         }
+        let max_bytes = max_bytes.max(4096);
         let mut journal = Journal {
             size: good_bytes,
             path,
             file,
-            max_bytes: max_bytes.max(4096),
+            max_bytes,
+            threshold: max_bytes,
         };
-        if loaded.bad_lines > 0 || journal.size > journal.max_bytes {
+        if loaded.bad_lines > 0 || journal.size > journal.threshold {
             journal.compact(&log)?;
         }
         loaded.alerts = log.iter().cloned().collect();
@@ -141,7 +151,7 @@ impl Journal {
 
     /// Rewrites the journal from `log` when it has grown past its limit.
     pub fn compact_if_due(&mut self, log: &AlertLog) -> io::Result<()> {
-        if self.size > self.max_bytes {
+        if self.size > self.threshold {
             self.compact(log)?;
         }
         Ok(())
@@ -165,6 +175,7 @@ impl Journal {
         fs::rename(&tmp, &self.path)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.size = size;
+        self.threshold = self.max_bytes.max(size.saturating_mul(2));
         tracing::info!(alerts = log.len(), bytes = size, last_id = ?next, "alert journal compacted");
         Ok(())
     }
@@ -299,6 +310,44 @@ mod tests {
         assert_eq!(ids, [39, 40]);
         assert_eq!(loaded.alerts[1].acked_at, Some(at));
         assert_eq!(loaded.next_id, 41);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_history_larger_than_the_limit_is_not_rewritten_on_every_check() {
+        use std::os::unix::fs::MetadataExt;
+        let d = dir();
+        let (mut j, _) = Journal::open(&d, 100, 4096).unwrap();
+        let mut log = AlertLog::new(100);
+        for id in 1..=100 {
+            j.append_alert(&alert(id)).unwrap();
+            log.push(alert(id));
+        }
+        j.compact_if_due(&log).unwrap();
+        let inode = fs::metadata(d.join(FILE)).unwrap().ino();
+        assert!(j.size() > 4096, "the history alone is past the limit");
+        j.compact_if_due(&log).unwrap();
+        assert_eq!(
+            fs::metadata(d.join(FILE)).unwrap().ino(),
+            inode,
+            "not rewritten again"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ids_out_of_order_or_at_the_end_of_the_range_are_bad_lines() {
+        let d = dir();
+        let (mut j, _) = Journal::open(&d, 100, 1 << 20).unwrap();
+        j.append_alert(&alert(5)).unwrap();
+        j.append_alert(&alert(3)).unwrap();
+        let mut last = alert(7);
+        last.id = u64::MAX;
+        j.append_alert(&last).unwrap();
+        drop(j);
+        let (_, loaded) = Journal::open(&d, 100, 1 << 20).unwrap();
+        assert_eq!(loaded.bad_lines, 2);
+        assert_eq!((loaded.alerts.len(), loaded.next_id), (1, 6));
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -68,32 +68,51 @@ fn parse_url(url: &str) -> Result<Target, String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         format!("`{url}`: only http:// is supported (put a TLS proxy in front for https)")
     })?;
+    if url.contains('#') {
+        return Err(format!("`{url}`: a fragment has no place in a request"));
+    }
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?;
-            (h, port)
+    // `[v6]:port`, `[v6]`, `host:port` or `host`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{url}`: unclosed `[`"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, p),
+                None if after.is_empty() => (host, "80"),
+                None => return Err(format!("`{url}`: unexpected `{after}` after the host")),
+            }
         }
-        _ => (authority, 80),
+        None => authority.rsplit_once(':').unwrap_or((authority, "80")),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{url}`: bad port `{port}`"))?;
     if host.is_empty() {
         return Err(format!("`{url}`: no host"));
     }
-    if path
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(format!(
-            "`{url}`: the path has spaces or control characters"
-        ));
+    let bad = |b: u8| b.is_ascii_whitespace() || b.is_ascii_control();
+    if host.bytes().any(bad) || path.bytes().any(bad) {
+        return Err(format!("`{url}`: spaces or control characters"));
     }
     Ok(Target {
         host: host.to_owned(),
         port,
         path: path.to_owned(),
     })
+}
+
+impl Target {
+    /// The `Host` header's value: an IPv6 address goes in brackets.
+    fn host_header(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl Webhook {
@@ -181,14 +200,19 @@ fn post(target: &Target, body: &str, timeout: Duration) -> Result<(), String> {
         .to_socket_addrs()
         .map_err(|e| format!("resolve {}: {e}", target.host))?
         .collect();
-    let addr = addrs.first().ok_or("no address")?;
-    let mut stream =
-        TcpStream::connect_timeout(addr, left()?).map_err(|e| format!("connect: {e}"))?;
+    let mut connected = Err("no address".to_owned());
+    for addr in &addrs {
+        connected =
+            TcpStream::connect_timeout(addr, left()?).map_err(|e| format!("connect {addr}: {e}"));
+        if connected.is_ok() {
+            break;
+        }
+    }
+    let mut stream = connected?;
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: scanstream\r\n\r\n{body}",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: scanstream\r\n\r\n{body}",
         target.path,
-        target.host,
-        target.port,
+        target.host_header(),
         body.len()
     );
     stream
@@ -244,6 +268,23 @@ mod tests {
         assert_eq!(parse_url("http://example.com").unwrap().port, 80);
         assert_eq!(parse_url("http://example.com").unwrap().path, "/");
         assert_eq!(parse_url("http://[::1]:81/x").unwrap().host, "::1");
+        assert_eq!(parse_url("http://[::1]/x").unwrap().port, 80);
+        assert_eq!(
+            parse_url("http://[::1]:81/x").unwrap().host_header(),
+            "[::1]:81"
+        );
+        assert_eq!(parse_url("http://h:81/x").unwrap().host_header(), "h:81");
+        assert!(
+            parse_url("http://h/x#frag")
+                .unwrap_err()
+                .contains("fragment")
+        );
+        assert!(
+            parse_url("http://h\r\nx/x")
+                .unwrap_err()
+                .contains("control")
+        );
+        assert!(parse_url("http://[::1/x").unwrap_err().contains("unclosed"));
         assert!(
             parse_url("https://example.com")
                 .unwrap_err()

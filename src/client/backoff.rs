@@ -45,7 +45,10 @@ impl Backoff {
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(64) as i32;
         let secs = self.initial.as_secs_f64() * self.factor.max(1.0).powi(exp);
-        Duration::from_secs_f64(secs.min(self.max.as_secs_f64()).max(0.0))
+        // NaN, infinite or beyond what a Duration holds: the cap.
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(self.max)
+            .min(self.max)
     }
 
     /// A delay for attempt `attempt`, drawn from `rng`.

@@ -42,7 +42,7 @@ mod subs;
 mod worker;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -198,6 +198,7 @@ pub struct Client {
     state: Arc<Mutex<State>>,
     events: Option<Receiver<Event>>,
     next_id: AtomicU64,
+    close_asked: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -228,6 +229,7 @@ impl Client {
             capacity: config.queue_capacity,
         }));
         let state = Arc::new(Mutex::new(State::Connecting));
+        let close_asked = Arc::new(AtomicBool::new(false));
         let rng: Box<dyn rand::RngCore + Send> = match config.jitter_seed {
             Some(seed) => Box::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
             None => Box::new(Xoshiro256PlusPlus::from_rng(&mut rand::rng())),
@@ -244,6 +246,7 @@ impl Client {
             subs: SubscriptionManager::new(),
             in_flight: Vec::new(),
             closing: false,
+            close_asked: Arc::clone(&close_asked),
         };
         let thread = std::thread::Builder::new()
             .name("scanstream-client".into())
@@ -255,6 +258,7 @@ impl Client {
             state,
             events: events_rx,
             next_id: AtomicU64::new(0),
+            close_asked,
             thread: Some(thread),
         })
     }
@@ -346,6 +350,7 @@ impl Client {
 
     fn shutdown(&mut self) {
         if let Some(thread) = self.thread.take() {
+            self.close_asked.store(true, Ordering::SeqCst);
             let _ = self.command(Command::Close);
             let _ = thread.join();
         }

@@ -93,6 +93,9 @@ struct Sub {
     /// newest result when it was subscribed, which stands for everything before it).
     epoch: Option<String>,
     last: u64,
+    /// Its `subscribed` came on this connection: from then on the connection's results
+    /// arrive in `seq` order, and one that does not name it is one it did not match.
+    live: bool,
 }
 
 impl Sub {
@@ -145,6 +148,7 @@ impl SubscriptionManager {
             callback,
             epoch: None,
             last: 0,
+            live: false,
         };
         match self.subs.iter_mut().find(|s| s.name == name) {
             // A table starts from a snapshot; without one the position carries over.
@@ -212,6 +216,7 @@ impl SubscriptionManager {
         self.next_id += 1;
         let id = format!("sub-{}", self.next_id);
         let sub = self.subs.iter_mut().find(|s| s.name == name)?;
+        sub.live = false;
         let mut data = json!({"subscription": sub.name, "filters": sub.filters});
         match sub.position() {
             Some(_) if !resume => {}
@@ -252,6 +257,9 @@ impl SubscriptionManager {
     /// The connection ended: nothing is live until subscribed again.
     pub fn on_disconnect(&mut self) {
         self.pending.clear();
+        for sub in &mut self.subs {
+            sub.live = false;
+        }
     }
 
     /// The subscription a subscribe request id was for.
@@ -304,6 +312,7 @@ impl SubscriptionManager {
             }
         }
         if let Some(sub) = self.subs.iter_mut().find(|x| x.name == s.subscription) {
+            sub.live = true;
             let ev = Event::Subscribed(s);
             call(sub, &ev);
             events.push(ev);
@@ -349,6 +358,14 @@ impl SubscriptionManager {
                 table.lock().apply(&r);
             }
             takers.push(name.clone());
+        }
+        // The other live subscriptions did not match this result: they stand at it too, so
+        // a quiet filter resumes from here rather than from its own last match, which the
+        // server's history may no longer reach.
+        for sub in &mut self.subs {
+            if sub.live && sub.epoch.is_some() {
+                sub.last = sub.last.max(r.seq);
+            }
         }
         if takers.is_empty() {
             return None;
@@ -908,5 +925,26 @@ mod tests {
         assert_eq!(send, None);
         assert!(m.on_connect().is_empty());
         assert!(seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_quiet_subscription_stands_at_the_connections_last_result() {
+        // "rare" matches nothing for a while; results for "all" still tell it how far the
+        // connection got, so a resume asks only for what came after them.
+        let mut m = SubscriptionManager::new();
+        m.add("rare", FilterSpec::default(), None, None).unwrap();
+        m.add("all", FilterSpec::default(), None, None).unwrap();
+        let _ = m.on_connect();
+        m.on_subscribed(subscribed("rare", "e1", 10, true), None);
+        m.on_subscribed(subscribed("all", "e1", 10, true), None);
+        for seq in 11..=50 {
+            m.on_result(new(seq, &["all"]));
+        }
+        assert_eq!(m.position("rare"), Some((50, "e1".to_owned())));
+        let msg = parse(&m.on_connect()[0]);
+        assert_eq!(msg["data"]["since"], 50);
+        // Not live until its `subscribed` on the new connection: no advance meanwhile.
+        m.on_result(new(51, &["all"]));
+        assert_eq!(m.position("rare"), Some((50, "e1".to_owned())));
     }
 }

@@ -9,10 +9,11 @@ use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::RngCore;
@@ -113,6 +114,9 @@ pub(super) struct Worker {
     pub in_flight: Vec<Request>,
     /// The caller asked to close.
     pub closing: bool,
+    /// Set by the handle before it asks to close, so a full events channel cannot keep
+    /// the thread from seeing the request.
+    pub close_asked: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -169,10 +173,23 @@ impl Worker {
     }
 
     fn emit(&mut self, ev: Event) {
-        if let Some(tx) = &self.events {
-            // A caller that dropped its receiver no longer wants events.
-            if tx.send(ev).is_err() {
-                self.events = None;
+        let Some(tx) = &self.events else { return };
+        let mut ev = ev;
+        loop {
+            // A full channel holds the thread back rather than losing an event, until the
+            // caller closes the client: then nobody will read them.
+            match tx.send_timeout(ev, Duration::from_millis(50)) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(back))
+                    if !self.close_asked.load(Ordering::SeqCst) =>
+                {
+                    ev = back;
+                }
+                // A caller that dropped its receiver, or closed, no longer wants events.
+                Err(_) => {
+                    self.events = None;
+                    return;
+                }
             }
         }
     }
@@ -180,9 +197,9 @@ impl Worker {
     /// Waits `delay` on the clock, taking commands meanwhile; returns early on close.
     fn wait(&mut self, delay: Duration) {
         let clock = Arc::clone(&self.config.clock);
-        let deadline = clock.now() + delay;
+        let start = clock.now();
         loop {
-            let left = deadline.saturating_duration_since(clock.now());
+            let left = delay.saturating_sub(clock.now().saturating_duration_since(start));
             if left.is_zero() {
                 return;
             }
@@ -348,7 +365,10 @@ impl Worker {
             let _ = send(ws, text);
         }
         let clock = Arc::clone(&self.config.clock);
-        let dead_after = self.config.server_ping_interval + self.config.liveness_margin;
+        let dead_after = self
+            .config
+            .server_ping_interval
+            .saturating_add(self.config.liveness_margin);
         let mut heard = clock.now();
         let mut events = Events::with_capacity(16);
         let mut close_code: Option<u16> = None;
@@ -390,11 +410,13 @@ impl Worker {
                         return self.ended(close_code);
                     }
                     Err(e) => {
-                        if self.closing {
+                        // A close frame already said how this ends; an error after it
+                        // (a reset while answering it) changes nothing.
+                        if self.closing || close_code.is_some() {
                             return self.ended(close_code);
                         }
                         return End::Retry {
-                            code: close_code.unwrap_or(ABNORMAL),
+                            code: ABNORMAL,
                             reason: e.to_string(),
                         };
                     }
@@ -404,6 +426,7 @@ impl Worker {
                 Ok(()) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(tungstenite::Error::ConnectionClosed) => return self.ended(close_code),
+                Err(_) if close_code.is_some() => return self.ended(close_code),
                 Err(e) => {
                     return End::Retry {
                         code: ABNORMAL,

@@ -100,6 +100,9 @@ fn ack(path: &str, env: &mut ApiEnv<'_>) -> Response {
     }
 }
 
+/// Alerts one `GET /alerts` lists at most: one answer stays small, whatever the history.
+const MAX_ALERTS_LISTED: usize = 1000;
+
 /// Alerts kept, newest first: `?unacked=true&symbol=TSLA&severity=warning&limit=100`.
 fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
     let mut q = Query {
@@ -126,8 +129,8 @@ fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
                 None => return bad("expected info, warning or critical"),
             },
             "limit" => match value.parse::<usize>() {
-                Ok(n) if n > 0 => q.limit = n,
-                _ => return bad("expected a whole number above 0"),
+                Ok(n) if (1..=MAX_ALERTS_LISTED).contains(&n) => q.limit = n,
+                _ => return bad(&format!("expected 1 to {MAX_ALERTS_LISTED}")),
             },
             _ => {
                 let shown: String = key.chars().take(100).collect();
