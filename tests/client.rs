@@ -350,9 +350,7 @@ fn resume_is_lossless_across_random_cuts() {
     let proxy = Proxy::new(server.addr);
     let client = Client::start(config(&proxy.url())).unwrap();
     let events = client.events().unwrap().clone();
-    client
-        .subscribe("all", FilterSpec::default(), SubscriptionOptions::default())
-        .unwrap();
+    subscribe_all(&client, "all");
     subscribed(&events);
 
     let collector = thread::spawn(move || {
@@ -460,9 +458,7 @@ fn a_gap_is_reported_when_the_history_is_too_short() {
     let proxy = Proxy::new(server.addr);
     let client = Client::start(config(&proxy.url())).unwrap();
     let events = client.events().unwrap().clone();
-    client
-        .subscribe("all", FilterSpec::default(), SubscriptionOptions::default())
-        .unwrap();
+    subscribe_all(&client, "all");
     subscribed(&events);
     let last = wait_for(&events, "results", |ev| match ev {
         Event::Result(r) if r.seq > 100 => Some(r.seq),

@@ -159,6 +159,25 @@ struct Conn {
 }
 
 impl Conn {
+    /// A connection in `state` over `sock`; `rng` seeds its masks (never 0).
+    fn new(sock: TcpStream, state: State, rng: u32) -> Conn {
+        Conn {
+            sock,
+            state,
+            partial: Vec::new(),
+            out: Vec::new(),
+            accept: String::new(),
+            opened: Instant::now(),
+            seq: SeqTrack::default(),
+            window_msgs: 0,
+            fragmented: false,
+            rng: rng | 1,
+            subscribed: false,
+            closing_since: Instant::now(),
+            server_closed: false,
+        }
+    }
+
     fn mask(&mut self) -> [u8; 4] {
         // xorshift32: masks only need to vary, not to be secret, from a load generator.
         let mut x = self.rng;
@@ -593,21 +612,8 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return self.fail(i, None, &e.to_string()),
         };
-        let mut conn = Conn {
-            sock,
-            state: State::Connecting,
-            partial: Vec::new(),
-            out: Vec::new(),
-            accept: String::new(),
-            opened: Instant::now(),
-            seq: SeqTrack::default(),
-            window_msgs: 0,
-            fragmented: false,
-            rng: (self.request_seed as u32).wrapping_add(i as u32 * 2_654_435_761) | 1,
-            subscribed: false,
-            closing_since: Instant::now(),
-            server_closed: false,
-        };
+        let rng = (self.request_seed as u32).wrapping_add((i as u32).wrapping_mul(2_654_435_761));
+        let mut conn = Conn::new(sock, State::Connecting, rng);
         if let Err(e) = self.poll.registry().register(
             &mut conn.sock,
             Token(i),
@@ -1265,21 +1271,7 @@ mod tests {
     fn test_conn() -> (Conn, TcpListener) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let sock = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let conn = Conn {
-            sock,
-            state: State::Open,
-            partial: Vec::new(),
-            out: Vec::new(),
-            accept: String::new(),
-            opened: Instant::now(),
-            seq: SeqTrack::default(),
-            window_msgs: 0,
-            fragmented: false,
-            rng: 1,
-            subscribed: false,
-            closing_since: Instant::now(),
-            server_closed: false,
-        };
+        let conn = Conn::new(sock, State::Open, 1);
         (conn, l)
     }
 
