@@ -449,8 +449,9 @@ impl Alerts {
         })
     }
 
-    /// Runs the rules over a published result; returns how many alerts it raised.
-    pub fn on_result(&mut self, ev: &ScanEvent, now: Instant, wall: SystemTime) -> usize {
+    /// Runs the rules over a published result at `now` (the throttle's clock); returns how
+    /// many alerts it raised. Alerts are stamped with the wall clock, read only then.
+    pub fn on_result(&mut self, ev: &ScanEvent, now: Instant) -> usize {
         let mut raised = 0;
         for i in 0..self.rules.len() {
             let Some(values) = self.rules[i].matches(ev) else {
@@ -476,7 +477,7 @@ impl Alerts {
                 scan: ev.scan.name().to_owned(),
                 message: message(rule, ev, &values),
                 result_seq: ev.seq,
-                created: wall,
+                created: SystemTime::now(),
                 acked_at: None,
             };
             self.next_id += 1;
@@ -635,17 +636,16 @@ mod tests {
     fn throttling_follows_the_injected_clock_per_rule_and_symbol() {
         let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
         let t0 = Instant::now();
-        let wall = SystemTime::now();
-        assert_eq!(alerts.on_result(&event("TSLA", 1, 7.9), t0, wall), 1);
+        assert_eq!(alerts.on_result(&event("TSLA", 1, 7.9), t0), 1);
         // Within 30 s: held back, counted.
         let t = t0 + Duration::from_secs(29);
-        assert_eq!(alerts.on_result(&event("TSLA", 2, 8.0), t, wall), 0);
+        assert_eq!(alerts.on_result(&event("TSLA", 2, 8.0), t), 0);
         assert_eq!(alerts.counters.throttled, 1);
         // Another symbol has its own throttle.
-        assert_eq!(alerts.on_result(&event("AAPL", 3, 6.0), t, wall), 1);
+        assert_eq!(alerts.on_result(&event("AAPL", 3, 6.0), t), 1);
         // Past 30 s the symbol may alert again.
         let t = t0 + Duration::from_secs(30);
-        assert_eq!(alerts.on_result(&event("TSLA", 4, 9.0), t, wall), 1);
+        assert_eq!(alerts.on_result(&event("TSLA", 4, 9.0), t), 1);
         let ids: Vec<u64> = alerts.log().iter().map(|a| a.id).collect();
         assert_eq!(ids, [1, 2, 3]);
         assert_eq!(alerts.counters.raised, [0, 0, 3]);
@@ -668,7 +668,7 @@ mod tests {
     #[test]
     fn acks_are_recorded_once_and_broadcast_once() {
         let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
-        alerts.on_result(&event("TSLA", 1, 7.9), Instant::now(), SystemTime::now());
+        alerts.on_result(&event("TSLA", 1, 7.9), Instant::now());
         let _ = alerts.take_broadcasts().count();
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let Acked::Now(a) = alerts.ack("a-1", at) else {
@@ -689,7 +689,7 @@ mod tests {
         let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
         let t0 = Instant::now();
         for (i, s) in ["A", "B", "C", "D"].into_iter().enumerate() {
-            alerts.on_result(&event(s, i as u64 + 1, 6.0), t0, SystemTime::now());
+            alerts.on_result(&event(s, i as u64 + 1, 6.0), t0);
         }
         alerts.ack("a-3", SystemTime::now());
         let log = alerts.log();

@@ -5,7 +5,7 @@
 //! the turn. Nothing here may serialise a result or touch a socket.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crossbeam_channel::TryRecvError;
 
@@ -108,7 +108,7 @@ impl Reactor {
         self.status.scanner.results_total = ev.seq;
         self.turn_published.push(ev.published);
         self.history.push(Arc::clone(&ev));
-        self.alerts.on_result(&ev, ev.published, SystemTime::now());
+        self.alerts.on_result(&ev, ev.published);
         for i in 0..self.subscribers.len() {
             let (key, generation) = self.subscribers[i];
             let Some(conn) = self.conns.get_mut(key) else {
