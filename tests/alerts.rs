@@ -21,17 +21,7 @@ use serde_json::{Value, json};
 
 /// A rule on every scan and symbol, with the default events, throttle and handlers.
 fn rule(name: &str, kind: Kind, severity: Severity, when: &[&str]) -> RuleSpec {
-    RuleSpec {
-        name: name.into(),
-        kind,
-        severity,
-        scans: None,
-        symbols: None,
-        events: None,
-        when: when.iter().map(|s| (*s).to_owned()).collect(),
-        throttle: None,
-        handlers: None,
-    }
+    RuleSpec::new(name, kind, severity, when)
 }
 
 fn events(list: &[&str]) -> Option<Vec<String>> {

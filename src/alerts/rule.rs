@@ -110,6 +110,23 @@ pub struct RuleSpec {
     pub handlers: Option<Vec<HandlerKind>>,
 }
 
+impl RuleSpec {
+    /// A rule on every scan and symbol, with the default events, throttle and handlers.
+    pub fn new(name: &str, kind: Kind, severity: Severity, when: &[&str]) -> RuleSpec {
+        RuleSpec {
+            name: name.into(),
+            kind,
+            severity,
+            scans: None,
+            symbols: None,
+            events: None,
+            when: when.iter().map(|s| (*s).to_owned()).collect(),
+            throttle: None,
+            handlers: None,
+        }
+    }
+}
+
 fn default_severity() -> Severity {
     Severity::Info
 }
@@ -437,15 +454,8 @@ impl Rule {
 /// alerts within a minute.
 pub fn default_rules() -> Vec<RuleSpec> {
     let rule = |name: &str, kind, severity, when: &[&str], events: &[&str]| RuleSpec {
-        name: name.into(),
-        kind,
-        severity,
-        scans: None,
-        symbols: None,
         events: Some(events.iter().map(|s| (*s).to_owned()).collect()),
-        when: when.iter().map(|s| (*s).to_owned()).collect(),
-        throttle: None,
-        handlers: None,
+        ..RuleSpec::new(name, kind, severity, when)
     };
     vec![
         rule(
@@ -486,17 +496,7 @@ mod tests {
     use std::time::SystemTime;
 
     fn spec(kind: Kind, when: &[&str]) -> RuleSpec {
-        RuleSpec {
-            name: "r".into(),
-            kind,
-            severity: Severity::Warning,
-            scans: None,
-            symbols: None,
-            events: None,
-            when: when.iter().map(|s| (*s).to_owned()).collect(),
-            throttle: None,
-            handlers: None,
-        }
+        RuleSpec::new("r", kind, Severity::Warning, when)
     }
 
     fn event(kind: EventKind, change_pct: f64, volume_ratio: f64, rsi: Option<f64>) -> ScanEvent {
