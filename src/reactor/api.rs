@@ -40,8 +40,17 @@ pub struct ApiEnv<'a> {
     pub max_symbols: usize,
 }
 
-/// A page for people who open the server in a browser.
-const INDEX: &str = include_str!("index.html");
+/// The dashboard: a page, its style and its script, embedded so the binary serves it
+/// offline and stands alone.
+const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
+const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");
+const DASHBOARD_JS: &str = include_str!("dashboard/dashboard.js");
+
+/// The page loads only what the server itself serves; `'self'` covers the page's own
+/// `ws://` or `wss://` origin.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
 
 #[derive(Deserialize)]
 struct ScanBody {
@@ -52,7 +61,9 @@ struct ScanBody {
 pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
     let allowed = match req.path {
         "/stream" => return upgrade(req),
-        "/" | "/healthz" | "/metrics" | "/stream/status" => "GET",
+        "/" | "/dashboard.css" | "/dashboard.js" | "/healthz" | "/metrics" | "/stream/status" => {
+            "GET"
+        }
         "/stream/start" | "/stream/stop" | "/scan" => "POST",
         "/alerts" => "GET",
         path if ack_target(path).is_some() => "POST",
@@ -71,7 +82,10 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
         );
     }
     Action::Respond(match req.path {
-        "/" => Response::text(200, "text/html; charset=utf-8", INDEX),
+        "/" => asset("text/html; charset=utf-8", DASHBOARD_HTML)
+            .with_header("Content-Security-Policy", DASHBOARD_CSP),
+        "/dashboard.css" => asset("text/css; charset=utf-8", DASHBOARD_CSS),
+        "/dashboard.js" => asset("text/javascript; charset=utf-8", DASHBOARD_JS),
         "/healthz" => Response::text(200, "text/plain; charset=utf-8", "ok"),
         "/metrics" => return Action::Metrics,
         "/stream/status" => Response::json(200, env.status),
@@ -81,6 +95,14 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
         "/alerts" => list_alerts(req, env),
         path => ack(path, env),
     })
+}
+
+/// One of the dashboard's files. `no-cache` lets a browser keep it but check with each
+/// load, so a new server version is never shown with an old script.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    Response::text(200, content_type, body)
+        .with_header("Cache-Control", "no-cache")
+        .with_header("X-Content-Type-Options", "nosniff")
 }
 
 /// The alert id in `/alerts/{id}/ack`.

@@ -1,0 +1,762 @@
+// scanstream dashboard: one WebSocket subscription kept live, with the same reconnect
+// and resume rules as the Rust client (src/client), and a few HTTP calls for control.
+'use strict';
+(() => {
+  const SUB = 'dashboard';
+  const FEED_MAX = 100;
+  // Results come in bursts (one per scan cycle); drawing at most this often keeps the
+  // page responsive on a slow machine while still looking live.
+  const RENDER_EVERY_MS = 100;
+  const ALERTS_MAX = 100;
+  const LATENCY_WINDOW = 500;
+  const SEQS_KEPT = 20000;
+  // The Rust client's defaults: 0.5 s doubling to 20 s, full jitter.
+  const BACKOFF_INITIAL_MS = 500;
+  const BACKOFF_MAX_MS = 20000;
+  // Browsers answer the server's pings without telling the page, so the page pings too
+  // and gives up on a connection that has been silent for the server's ping interval
+  // (25 s) plus a margin, as the Rust client does.
+  const PING_EVERY_MS = 15000;
+  const SILENT_LIMIT_MS = 35000;
+  const FLASH_MS = 1000;
+  const ROWS_SHOWN = 100;
+  const LEAVE_MS = 600;
+
+  const $ = (sel) => document.querySelector(sel);
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token') || '';
+  const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
+    '/stream' + (token ? '?token=' + encodeURIComponent(token) : '');
+
+  const st = {
+    ws: null,
+    conn: 'connecting',
+    connNote: '',
+    attempt: 0, // reconnect attempts since the last open
+    retryAt: 0,
+    opened: false, // has any connection opened yet
+    lastRx: 0,
+    epoch: null,
+    lastSeq: null, // the last result seq applied to the table, in `epoch`
+    needSnapshot: true, // next subscribe asks for a snapshot instead of resuming
+    filters: {},
+    requestId: 0,
+    pending: new Map(), // request id -> what it was for
+    rows: new Map(), // "SYM/scan" -> result
+    dirty: new Set(),
+    orderDirty: true,
+    rowEls: new Map(),
+    sort: { field: 'score', dir: -1 },
+    feedQueue: [],
+    alerts: new Map(), // alert_id -> alert
+    unacked: new Set(),
+    unackedMore: false, // the server holds more unacked alerts than the page listed
+    loading: null, // alerts and acks streamed in while the lists are being fetched
+    alertsDirty: true,
+    latencies: [],
+    buckets: new Array(60).fill(0),
+    bucketSecond: Math.floor(Date.now() / 1000),
+    received: 0,
+    duplicates: 0,
+    gaps: 0,
+    reconnects: 0,
+    seqs: [],
+    frame: 0,
+    renderedAt: 0,
+  };
+
+  // ---- connection ----------------------------------------------------------------
+
+  // Whether a close code says to come back (PROTOCOL.md "Close codes"; where it is
+  // silent, as the Rust client's `should_reconnect`).
+  function shouldReconnect(code) {
+    if (code === 1000) return false;
+    if (code === 1002 || code === 1003 || (code >= 1007 && code <= 1010)) return false;
+    if (code >= 4500 && code <= 4999) return false;
+    return true;
+  }
+
+  function backoffDelay(attempt) {
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** Math.min(attempt - 1, 30));
+    return Math.random() * ceiling;
+  }
+
+  function setConn(state, note) {
+    st.conn = state;
+    st.connNote = note || '';
+    renderConn();
+  }
+
+  function connect() {
+    setConn(st.opened ? 'reconnecting' : 'connecting', 'connecting');
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl);
+    } catch (e) {
+      setConn('closed', String(e.message || e));
+      return;
+    }
+    st.ws = ws;
+    let wasOpen = false;
+    ws.onopen = () => {
+      wasOpen = true;
+      if (st.opened) st.reconnects += 1;
+      st.opened = true;
+      st.attempt = 0;
+      st.lastRx = Date.now();
+      setConn('live');
+      subscribe();
+      loadAlerts();
+    };
+    ws.onmessage = (ev) => {
+      st.lastRx = Date.now();
+      onMessage(ev.data, performance.timeOrigin + performance.now());
+    };
+    ws.onclose = (ev) => {
+      if (st.ws !== ws) return;
+      st.ws = null;
+      st.pending.clear();
+      if (!wasOpen) {
+        // A refused upgrade looks like 1006 to a page; ask over plain HTTP why.
+        probeRefusal().then((why) => (why ? setConn('closed', why) : retry(ev.code)));
+        return;
+      }
+      if (!shouldReconnect(ev.code)) {
+        setConn('closed', `closed by the server (${ev.code}${ev.reason ? ': ' + ev.reason : ''})`);
+        return;
+      }
+      retry(ev.code);
+    };
+  }
+
+  function retry(code) {
+    st.attempt += 1;
+    const delay = backoffDelay(st.attempt);
+    st.retryAt = Date.now() + delay;
+    setConn('reconnecting', code ? `lost (${code})` : '');
+    setTimeout(connect, delay);
+  }
+
+  // 401 and 403 mean no retry will succeed; anything else (a server that is down) may pass.
+  async function probeRefusal() {
+    try {
+      const res = await fetch('/stream', { headers: authHeaders() });
+      if (res.status === 401) return 'unauthorized: add ?token=… to the page address';
+      if (res.status === 403) return 'this page\'s origin is not allowed by the server';
+    } catch (_) {
+      // Down: retry.
+    }
+    return null;
+  }
+
+  function dropConnection(why) {
+    const ws = st.ws;
+    if (!ws) return;
+    st.ws = null;
+    st.pending.clear();
+    ws.onclose = null;
+    ws.onmessage = null;
+    ws.close();
+    retry(why);
+  }
+
+  function send(type, data, purpose) {
+    if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return null;
+    const id = `${type}-${++st.requestId}`;
+    if (purpose) st.pending.set(id, purpose);
+    const msg = { type, id };
+    if (data !== undefined) msg.data = data;
+    st.ws.send(JSON.stringify(msg));
+    return id;
+  }
+
+  // Resume from the last result seen when the table is still good; else start from a
+  // snapshot, which replaces the table.
+  function subscribe() {
+    const data = { subscription: SUB, filters: st.filters };
+    const resume = !st.needSnapshot && st.epoch !== null && st.lastSeq !== null;
+    if (resume) {
+      data.since = st.lastSeq;
+      data.epoch = st.epoch;
+    } else {
+      data.snapshot = true;
+    }
+    send('subscribe', data, { kind: 'subscribe', resume });
+  }
+
+  setInterval(() => {
+    if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - st.lastRx > SILENT_LIMIT_MS) {
+      dropConnection(1006);
+    } else {
+      send('ping');
+    }
+  }, PING_EVERY_MS);
+
+  // ---- messages ------------------------------------------------------------------
+
+  function onMessage(text, rxMs) {
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch (_) {
+      return; // The server sends JSON only; nothing sensible to do with anything else.
+    }
+    const purpose = msg.id ? st.pending.get(msg.id) : undefined;
+    if (purpose) st.pending.delete(msg.id);
+    const d = msg.data || {};
+    switch (msg.type) {
+      case 'result': onResult(d, msg.timestamp, rxMs); break;
+      case 'snapshot': if (d.subscription === SUB) onSnapshot(d); break;
+      case 'subscribed': if (d.subscription === SUB) onSubscribed(d, purpose); break;
+      case 'status': onStatus(d, purpose); break;
+      case 'alert': addAlert(d); break;
+      case 'acked': onAcked(d); break;
+      case 'error': onError(d, purpose); break;
+      default: break;
+    }
+  }
+
+  function onSubscribed(d, purpose) {
+    $('#filter-error').textContent = '';
+    const resumed = purpose && purpose.resume;
+    st.epoch = d.epoch;
+    if (resumed && !d.recovered) {
+      // Results were lost (a new server run, or history too short): a replay cannot
+      // repair a table that missed a clear, so start again from a snapshot.
+      st.gaps += 1;
+      st.needSnapshot = true;
+      subscribe();
+      return;
+    }
+    if (!resumed) st.lastSeq = d.seq;
+    st.needSnapshot = false;
+  }
+
+  function onSnapshot(d) {
+    st.rows.clear();
+    for (const r of d.results || []) st.rows.set(keyOf(r), r);
+    st.lastSeq = d.seq;
+    for (const key of st.rowEls.keys()) st.dirty.add(key);
+    st.orderDirty = true;
+    schedule();
+  }
+
+  function onResult(d, timestamp, rxMs) {
+    if (!Array.isArray(d.subscriptions) || !d.subscriptions.includes(SUB)) return;
+    if (st.lastSeq !== null && d.seq <= st.lastSeq) {
+      st.duplicates += 1;
+      return;
+    }
+    st.lastSeq = d.seq;
+    st.received += 1;
+    st.seqs.push(d.seq);
+    if (st.seqs.length > SEQS_KEPT * 1.5) st.seqs.splice(0, st.seqs.length - SEQS_KEPT);
+    const produced = parseTimestamp(timestamp);
+    if (produced !== null) {
+      st.latencies.push(rxMs - produced);
+      if (st.latencies.length > LATENCY_WINDOW * 2) st.latencies.splice(0, LATENCY_WINDOW);
+    }
+    countRate();
+    st.feedQueue.push(d);
+    // Ad-hoc results report on request and are not part of the open opportunities
+    // (the server keeps them out of snapshots), so they go to the feed only.
+    if (!d.adhoc) {
+      const key = keyOf(d);
+      if (d.event === 'clear') {
+        st.rows.delete(key);
+      } else {
+        d.flashAt = d.event === 'update' ? Date.now() : 0;
+        st.rows.set(key, d);
+      }
+      st.dirty.add(key);
+      st.orderDirty = true;
+    }
+    schedule();
+  }
+
+  function onStatus(d, purpose) {
+    renderStatus(d);
+    if (purpose && purpose.kind === 'adhoc') {
+      const n = purpose.symbols.length;
+      if (d.phase === 'queued') {
+        $('#adhoc-reply').textContent = `queued ${n} symbol${n === 1 ? '' : 's'}: ${purpose.symbols.join(' ')}`;
+        st.pending.set(purpose.id, purpose); // the `adhoc` status follows when it is done
+      } else if (d.phase === 'adhoc') {
+        $('#adhoc-reply').textContent = `scanned ${d.symbols ?? n} symbols: ${d.results ?? 0} result${d.results === 1 ? '' : 's'}`;
+      }
+    }
+  }
+
+  function onError(d, purpose) {
+    const text = `${d.code}: ${d.message}`;
+    if (purpose && purpose.kind === 'subscribe') {
+      $('#filter-error').textContent = text;
+    } else if (purpose && purpose.kind === 'adhoc') {
+      $('#adhoc-reply').textContent = text;
+    } else if (purpose && purpose.kind === 'ack') {
+      $('#control-error').textContent = text;
+    }
+  }
+
+  // RFC 3339 with up to nanoseconds, as milliseconds since the epoch (fractional).
+  function parseTimestamp(ts) {
+    if (typeof ts !== 'string') return null;
+    const m = /^(.{19})(?:\.(\d+))?Z$/.exec(ts);
+    if (!m) return null;
+    const whole = Date.parse(m[1] + 'Z');
+    if (Number.isNaN(whole)) return null;
+    const frac = m[2] ? Number('0.' + m[2]) * 1000 : 0;
+    return whole + frac;
+  }
+
+  function countRate() {
+    const now = Math.floor(Date.now() / 1000);
+    advanceBuckets(now);
+    st.buckets[st.buckets.length - 1] += 1;
+  }
+
+  function advanceBuckets(now) {
+    const steps = Math.min(now - st.bucketSecond, st.buckets.length);
+    for (let i = 0; i < steps; i++) {
+      st.buckets.shift();
+      st.buckets.push(0);
+    }
+    if (now > st.bucketSecond) st.bucketSecond = now;
+  }
+
+  const keyOf = (r) => `${r.symbol}/${r.scan}`;
+
+  // ---- alerts --------------------------------------------------------------------
+
+  function addAlert(a) {
+    if (!a || typeof a.alert_id !== 'string') return;
+    if (st.loading) st.loading.push(a);
+    st.alerts.set(a.alert_id, a);
+    if (a.acknowledged) st.unacked.delete(a.alert_id);
+    else st.unacked.add(a.alert_id);
+    trimAlerts();
+    st.alertsDirty = true;
+    schedule();
+  }
+
+  function onAcked(a) {
+    if (!a || typeof a.alert_id !== 'string') return;
+    if (st.loading) st.loading.push({ ...a, acknowledged: true });
+    const known = st.alerts.get(a.alert_id);
+    if (known) st.alerts.set(a.alert_id, { ...known, ...a, acknowledged: true });
+    st.unacked.delete(a.alert_id);
+    st.alertsDirty = true;
+    schedule();
+  }
+
+  function trimAlerts() {
+    if (st.alerts.size <= ALERTS_MAX) return;
+    const ids = [...st.alerts.keys()].sort((x, y) => alertNumber(y) - alertNumber(x));
+    for (const id of ids.slice(ALERTS_MAX)) st.alerts.delete(id);
+  }
+
+  const alertNumber = (id) => Number(id.replace(/^\D+/, '')) || 0;
+
+  // The newest alerts and the unacked ones, fetched on every (re)connect: alerts raised
+  // while the page was away are not replayed over the stream.
+  async function loadAlerts() {
+    const limit = 1000;
+    const streamed = [];
+    st.loading = streamed;
+    try {
+      const [recent, unacked] = await Promise.all([
+        getJson(`/alerts?limit=${ALERTS_MAX}`),
+        getJson(`/alerts?unacked=true&limit=${limit}`),
+      ]);
+      st.unacked = new Set(unacked.map((a) => a.alert_id));
+      st.unackedMore = unacked.length >= limit;
+      for (const a of [...recent].reverse()) st.alerts.set(a.alert_id, a);
+      // What streamed in meanwhile may be newer than either list.
+      for (const a of streamed) {
+        if (a.acknowledged) st.unacked.delete(a.alert_id);
+        else st.unacked.add(a.alert_id);
+        if (st.alerts.has(a.alert_id) || !a.acknowledged) st.alerts.set(a.alert_id, { ...st.alerts.get(a.alert_id), ...a });
+      }
+      trimAlerts();
+      st.alertsDirty = true;
+      schedule();
+    } catch (e) {
+      $('#control-error').textContent = `alerts: ${e.message}`;
+    } finally {
+      if (st.loading === streamed) st.loading = null;
+    }
+  }
+
+  function ack(id) {
+    if (send('ack', { alert_id: id }, { kind: 'ack' })) return;
+    post(`/alerts/${encodeURIComponent(id)}/ack`).then(onAcked, (e) => {
+      $('#control-error').textContent = `ack: ${e.message}`;
+    });
+  }
+
+  // ---- HTTP ----------------------------------------------------------------------
+
+  function authHeaders() {
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  async function getJson(path) {
+    return answer(await fetch(path, { headers: authHeaders(), cache: 'no-store' }));
+  }
+
+  async function post(path, body) {
+    const headers = authHeaders();
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    return answer(await fetch(path, {
+      method: 'POST', headers, body: body === undefined ? undefined : JSON.stringify(body),
+    }));
+  }
+
+  async function answer(res) {
+    const body = await res.json().catch(() => null);
+    if (!res.ok) throw new Error(body && body.message ? `${res.status} ${body.message}` : `HTTP ${res.status}`);
+    return body;
+  }
+
+  async function control(path) {
+    $('#control-error').textContent = '';
+    try {
+      renderStatus(await post(path));
+    } catch (e) {
+      $('#control-error').textContent = e.message;
+    }
+  }
+
+  // ---- rendering -----------------------------------------------------------------
+
+  function schedule() {
+    if (st.frame) return;
+    const wait = Math.max(0, st.renderedAt + RENDER_EVERY_MS - performance.now());
+    st.frame = setTimeout(() => requestAnimationFrame(render), wait);
+  }
+
+  function render() {
+    st.frame = 0;
+    st.renderedAt = performance.now();
+    renderRows();
+    renderFeed();
+    if (st.alertsDirty) renderAlerts();
+  }
+
+  function renderConn() {
+    const el = $('#conn');
+    el.dataset.state = st.conn;
+    let text = st.conn;
+    if (st.conn === 'reconnecting' && st.retryAt > Date.now()) {
+      text = `reconnecting in ${((st.retryAt - Date.now()) / 1000).toFixed(1)} s (attempt ${st.attempt})`;
+    } else if (st.connNote && st.conn !== 'live') {
+      text = `${st.conn}: ${st.connNote}`;
+    }
+    el.textContent = text;
+  }
+
+  function renderStatus(d) {
+    if (!d || typeof d !== 'object') return;
+    const state = $('#scanner-state');
+    if (d.state) {
+      state.textContent = d.state;
+      state.dataset.state = d.state;
+    }
+    if (Number.isFinite(d.total)) {
+      const p = $('#progress');
+      p.max = Math.max(d.total, 1);
+      p.value = Math.min(d.scanned || 0, p.max);
+    }
+    if (d.cycle !== undefined) $('#cycle').textContent = d.cycle;
+    if (d.last_cycle_ms !== undefined) $('#cycle-ms').textContent = Number(d.last_cycle_ms).toFixed(2);
+    if (d.results_total !== undefined) $('#results-total').textContent = d.results_total.toLocaleString();
+    if (d.subscribers !== undefined) $('#subscribers').textContent = d.subscribers;
+  }
+
+  const fmt = (x, digits) => (typeof x === 'number' ? x.toFixed(digits) : '–');
+
+  function fillRow(tr, r) {
+    tr.dataset.symbol = r.symbol;
+    tr.dataset.scan = r.scan;
+    tr.dataset.score = r.score;
+    tr.dataset.price = r.price;
+    tr.dataset.change = r.change_pct;
+    tr.dataset.volumeRatio = r.volume_ratio;
+    const c = tr.cells;
+    c[0].textContent = r.symbol;
+    c[1].textContent = r.scan.replace(/_/g, ' ');
+    c[2].textContent = fmt(r.score, 2);
+    c[3].textContent = fmt(r.price, 2);
+    c[4].textContent = (r.change_pct > 0 ? '+' : '') + fmt(r.change_pct, 2);
+    c[4].className = 'chg ' + (r.change_pct > 0 ? 'up' : r.change_pct < 0 ? 'down' : '');
+    c[5].textContent = fmt(r.volume_ratio, 2);
+    c[6].textContent = fmt(r.rsi, 1);
+  }
+
+  function newRow(key) {
+    const tr = document.createElement('tr');
+    tr.dataset.key = key;
+    for (const cls of ['sym', 'scan', 'score', 'price', 'chg', 'vr', 'rsi']) {
+      const td = document.createElement('td');
+      td.className = cls;
+      tr.appendChild(td);
+    }
+    return tr;
+  }
+
+  // Only the first ROWS_SHOWN rows in the current order are drawn: a browser repaints a
+  // long table on every change, and the top of the list is what a trader reads. The
+  // model behind it holds every open opportunity.
+  function renderRows() {
+    if (st.dirty.size === 0 && !st.orderDirty) return;
+    const { field, dir } = st.sort;
+    const sorted = [...st.rows.entries()].sort(
+      ([ka, a], [kb, b]) => dir * ((a[field] ?? 0) - (b[field] ?? 0)) || (ka < kb ? -1 : ka > kb ? 1 : 0),
+    );
+    const shown = sorted.slice(0, ROWS_SHOWN);
+    const shownKeys = new Set(shown.map(([key]) => key));
+    for (const [key, tr] of st.rowEls) {
+      if (shownKeys.has(key)) continue;
+      st.rowEls.delete(key);
+      if (st.rows.has(key)) {
+        tr.remove(); // still open, only pushed below the fold
+      } else {
+        tr.classList.add('leaving');
+        tr.classList.remove('flash');
+        setTimeout(() => tr.remove(), LEAVE_MS);
+      }
+    }
+    const tbody = $('#opps tbody');
+    const now = Date.now();
+    let ref = tbody.firstChild;
+    for (const [key, r] of shown) {
+      let tr = st.rowEls.get(key);
+      if (!tr) {
+        tr = newRow(key);
+        st.rowEls.set(key, tr);
+        fillRow(tr, r);
+      } else if (st.dirty.has(key)) {
+        fillRow(tr, r);
+      }
+      if (r.flashAt && now - r.flashAt < FLASH_MS) tr.classList.add('flash');
+      if (tr === ref) {
+        ref = ref.nextSibling;
+      } else {
+        tbody.insertBefore(tr, ref);
+      }
+    }
+    st.dirty.clear();
+    st.orderDirty = false;
+    $('#opp-count').textContent = st.rows.size;
+    $('#opp-more').textContent = st.rows.size > shown.length
+      ? `${shown.length} of ${st.rows.size} shown; filters narrow the list`
+      : '';
+  }
+
+  // Flashes end on a timer rather than on the next result, so a quiet row stops flashing.
+  setInterval(() => {
+    const now = Date.now();
+    for (const tr of document.querySelectorAll('#opps tr.flash')) {
+      const r = st.rows.get(tr.dataset.key);
+      if (!r || now - (r.flashAt || 0) >= FLASH_MS) tr.classList.remove('flash');
+    }
+  }, 250);
+
+  function renderFeed() {
+    if (st.feedQueue.length === 0) return;
+    const feed = $('#feed');
+    const items = st.feedQueue.splice(0).slice(-FEED_MAX);
+    const frag = document.createDocumentFragment();
+    for (const r of items.reverse()) {
+      const li = document.createElement('li');
+      li.dataset.seq = r.seq;
+      li.dataset.event = r.event;
+      const ev = document.createElement('span');
+      ev.className = 'ev';
+      ev.textContent = r.event;
+      const what = document.createElement('span');
+      what.textContent = `${r.symbol} ${r.scan.replace(/_/g, ' ')} ${fmt(r.score, 2)} @ ${fmt(r.price, 2)}`;
+      li.append(ev, what);
+      if (r.adhoc) {
+        const tag = document.createElement('span');
+        tag.className = 'adhoc-tag';
+        tag.textContent = 'ad-hoc';
+        li.append(tag);
+      }
+      frag.appendChild(li);
+    }
+    feed.prepend(frag);
+    while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
+  }
+
+  function renderAlerts() {
+    st.alertsDirty = false;
+    const list = $('#alerts');
+    const alerts = [...st.alerts.values()].sort((a, b) => alertNumber(b.alert_id) - alertNumber(a.alert_id));
+    const frag = document.createDocumentFragment();
+    for (const a of alerts) {
+      const li = document.createElement('li');
+      li.dataset.alertId = a.alert_id;
+      li.dataset.severity = a.severity;
+      const unacked = st.unacked.has(a.alert_id) && !a.acknowledged;
+      if (unacked) li.classList.add('unacked');
+      const sev = document.createElement('span');
+      sev.className = 'sev';
+      sev.textContent = a.severity;
+      const msg = document.createElement('span');
+      msg.className = 'msg';
+      msg.textContent = a.message;
+      msg.title = `${a.rule} · ${a.created}`;
+      li.append(sev, msg);
+      if (unacked) {
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'ack';
+        b.textContent = 'Ack';
+        b.dataset.alertId = a.alert_id;
+        li.append(b);
+      } else {
+        li.append(document.createElement('span'));
+      }
+      frag.appendChild(li);
+    }
+    list.replaceChildren(frag);
+    $('#unacked-count').textContent = st.unacked.size + (st.unackedMore ? '+' : '');
+  }
+
+  function percentile(sorted, p) {
+    if (sorted.length === 0) return null;
+    return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+  }
+
+  function renderMeters() {
+    const lat = st.latencies.slice(-LATENCY_WINDOW).sort((a, b) => a - b);
+    const show = (ms) => (ms === null ? '–' : ms < 10 ? `${ms.toFixed(2)} ms` : `${ms.toFixed(0)} ms`);
+    $('#lat-p50').textContent = show(percentile(lat, 0.5));
+    $('#lat-p99').textContent = show(percentile(lat, 0.99));
+    advanceBuckets(Math.floor(Date.now() / 1000));
+    // The current second is still filling: show the last whole one.
+    $('#rate-now').textContent = st.buckets[st.buckets.length - 2];
+    drawSparkline();
+  }
+
+  function drawSparkline() {
+    const canvas = $('#rate');
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth || 120;
+    const h = canvas.clientHeight || 28;
+    if (canvas.width !== Math.round(w * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const data = st.buckets.slice(0, -1);
+    const max = Math.max(1, ...data);
+    ctx.beginPath();
+    data.forEach((v, i) => {
+      const x = (i / (data.length - 1)) * (w - 2) + 1;
+      const y = h - 2 - (v / max) * (h - 4);
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.strokeStyle = '#58a6ff';
+    ctx.lineWidth = 1.5;
+    ctx.stroke();
+  }
+
+  setInterval(() => {
+    renderMeters();
+    if (st.conn === 'reconnecting') renderConn();
+  }, 500);
+
+  // ---- forms ---------------------------------------------------------------------
+
+  const parseSymbols = (text) =>
+    text.split(/[\s,;]+/).map((s) => s.trim().toUpperCase()).filter(Boolean);
+
+  function readFilters(form) {
+    const f = {};
+    const symbols = parseSymbols(form.elements.symbols.value);
+    if (symbols.length) f.symbols = symbols;
+    const scans = [...form.querySelectorAll('input[name=scans]:checked')].map((i) => i.value);
+    if (scans.length) f.scans = scans;
+    for (const name of ['min_score', 'min_price', 'max_price']) {
+      const v = form.elements[name].value.trim();
+      if (v !== '') f[name] = Number(v);
+    }
+    return f;
+  }
+
+  // A new filter replaces the subscription with a snapshot: results from before the
+  // change were filtered differently, so resuming would leave the table inexact.
+  function applyFilters(filters) {
+    st.filters = filters;
+    st.needSnapshot = true;
+    $('#filter-error').textContent = '';
+    subscribe();
+  }
+
+  $('#filters').addEventListener('submit', (e) => {
+    e.preventDefault();
+    applyFilters(readFilters(e.target));
+  });
+
+  $('#filter-reset').addEventListener('click', () => {
+    $('#filters').reset();
+    applyFilters({});
+  });
+
+  $('#adhoc').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const symbols = parseSymbols(e.target.elements.symbols.value);
+    if (!symbols.length) return;
+    const purpose = { kind: 'adhoc', symbols };
+    const id = send('scan', { symbols }, purpose);
+    if (id) {
+      purpose.id = id;
+      $('#adhoc-reply').textContent = 'sent…';
+    } else {
+      $('#adhoc-reply').textContent = 'not connected';
+    }
+  });
+
+  $('#start').addEventListener('click', () => control('/stream/start'));
+  $('#stop').addEventListener('click', () => control('/stream/stop'));
+
+  $('#alerts').addEventListener('click', (e) => {
+    const b = e.target.closest('button.ack');
+    if (!b) return;
+    b.disabled = true;
+    ack(b.dataset.alertId);
+  });
+
+  $('#opps thead').addEventListener('click', (e) => {
+    const th = e.target.closest('th[data-sort]');
+    if (!th) return;
+    const field = th.dataset.sort;
+    st.sort = { field, dir: st.sort.field === field ? -st.sort.dir : -1 };
+    for (const h of document.querySelectorAll('#opps th[data-sort]')) h.removeAttribute('aria-sort');
+    th.setAttribute('aria-sort', st.sort.dir < 0 ? 'descending' : 'ascending');
+    st.orderDirty = true;
+    schedule();
+  });
+
+  // Read-only view for tests and the curious.
+  window.scanstream = Object.freeze({
+    stats: () => ({
+      state: st.conn,
+      epoch: st.epoch,
+      lastSeq: st.lastSeq,
+      received: st.received,
+      duplicates: st.duplicates,
+      gaps: st.gaps,
+      reconnects: st.reconnects,
+      rows: st.rows.size,
+      seqs: st.seqs.slice(-SEQS_KEPT),
+    }),
+  });
+
+  connect();
+})();
