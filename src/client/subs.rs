@@ -59,6 +59,12 @@ impl Table {
     }
 
     fn apply(&mut self, r: &ResultMessage) {
+        self.seq = r.seq;
+        // An ad-hoc result answers a request: the server keeps it out of the open set (and
+        // so out of snapshots), and no `clear` will ever end it.
+        if r.adhoc {
+            return;
+        }
         let key = (r.symbol.clone(), r.scan.clone());
         match r.event {
             EventKind::New | EventKind::Update => {
@@ -68,7 +74,6 @@ impl Table {
                 self.rows.remove(&key);
             }
         }
-        self.seq = r.seq;
     }
 }
 
@@ -780,13 +785,20 @@ mod tests {
             assert_eq!(t.seq, 8);
         }
 
+        // An ad-hoc result moves the position but is no open opportunity.
+        let mut adhoc = result(9, EventKind::New, "AMD", "price_change", &["t"]);
+        adhoc.adhoc = true;
+        m.on_result(adhoc).unwrap();
+        assert!(table.lock().get("AMD", "price_change").is_none());
+        assert_eq!(table.lock().seq, 9);
+
         // A replayed duplicate must not touch the table.
         assert_eq!(
             m.on_result(result(7, EventKind::Clear, "AAPL", "volume_spike", &["t"])),
             None
         );
         assert!(table.lock().get("AAPL", "volume_spike").is_some());
-        assert_eq!(table.lock().seq, 8);
+        assert_eq!(table.lock().seq, 9);
 
         // A later snapshot replaces every row, not merges.
         m.on_snapshot(
