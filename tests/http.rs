@@ -674,3 +674,40 @@ fn http_1_0_keep_alive_is_confirmed_in_the_response() {
     let res = read_response(&mut s, &mut Vec::new());
     assert_eq!(res.header("Connection"), Some("keep-alive"));
 }
+
+#[test]
+fn the_dashboard_is_served_whole_and_loads_nothing_from_elsewhere() {
+    let server = TestServer::scripted();
+    let page = http(server.addr, "GET", "/", None);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
+    let csp = page.header("Content-Security-Policy").expect("a CSP header");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains(r#"src="/dashboard.js""#));
+    assert!(html.contains(r#"href="/dashboard.css""#));
+
+    for (path, content_type) in [
+        ("/dashboard.js", "text/javascript; charset=utf-8"),
+        ("/dashboard.css", "text/css; charset=utf-8"),
+    ] {
+        let asset = http(server.addr, "GET", path, None);
+        assert_eq!(asset.status, 200, "{path}");
+        assert_eq!(asset.header("Content-Type"), Some(content_type), "{path}");
+        assert_eq!(asset.header("X-Content-Type-Options"), Some("nosniff"));
+        assert!(asset.body.len() > 1000, "{path} is {} bytes", asset.body.len());
+        // Offline by construction: no file names another host.
+        let text = String::from_utf8(asset.body).unwrap();
+        for scheme in ["http://", "https://", "//cdn", "@import"] {
+            assert!(!text.contains(scheme), "{path} mentions {scheme}");
+        }
+    }
+    for scheme in ["http://", "https://"] {
+        assert!(!html.contains(scheme), "the page mentions {scheme}");
+    }
+
+    let post = http(server.addr, "POST", "/dashboard.js", Some(""));
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("Allow"), Some("GET"));
+}
