@@ -153,12 +153,93 @@ impl<'de> Deserialize<'de> for Speed {
     }
 }
 
+/// The shared secret clients present. Its `Debug` does not show it, so a logged
+/// configuration does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The secret, to compare against.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+impl FromStr for Token {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // It travels in a header and a query string: visible ASCII without `&`, `#`,
+        // `%` or `+` needs no escaping in either.
+        let fine = |c: char| c.is_ascii_graphic() && !matches!(c, '&' | '#' | '%' | '+');
+        if s.len() < 8 || s.len() > 512 || !s.chars().all(fine) {
+            return Err(
+                "a token is 8 to 512 visible ASCII characters, without & # % or +".to_owned(),
+            );
+        }
+        Ok(Token(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A web origin, `scheme://host[:port]`, kept lowercase as browsers send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    /// As a browser sends it in `Origin`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Origin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().trim_end_matches('/').to_ascii_lowercase();
+        let Some((scheme, authority)) = lower.split_once("://") else {
+            return Err(format!("an origin is scheme://host[:port], got `{s}`"));
+        };
+        let ok = matches!(scheme, "http" | "https")
+            && !authority.is_empty()
+            && authority
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !ok {
+            return Err(format!(
+                "an origin is http(s)://host[:port] with no path, got `{s}`"
+            ));
+        }
+        Ok(Origin(lower))
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The longest duration any setting takes.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Declares every setting once: name, type, default and the help text.
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr ; )*) => {
+    ($( $(#[doc = $doc:literal])* $(#[arg($($arg:tt)*)])? $name:ident : $ty:ty = $default:expr ; )*) => {
         /// Every setting, resolved.
         #[derive(Debug, Clone)]
         pub struct Config {
@@ -171,7 +252,7 @@ macro_rules! settings {
         #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct Overrides {
-            $( $(#[doc = $doc])* #[arg(long)] pub $name: Option<$ty>, )*
+            $( $(#[doc = $doc])* #[arg(long $(, $($arg)*)?)] pub $name: Option<$ty>, )*
         }
 
         /// The config file: every setting, and the alert rules.
@@ -302,6 +383,12 @@ settings! {
     journal_max_bytes: u64 = 8 * 1024 * 1024;
     /// URL (http://) the `webhook` alert handler posts to [default: none]
     webhook_url: Option<String> = None;
+    /// Token every POST, /alerts and /stream need (`Authorization: Bearer`, or `?token=` on /stream) [default: none, open]
+    #[arg(env = "SCANSTREAM_TOKEN", hide_env_values = true)]
+    token: Option<Token> = None;
+    /// Origins a WebSocket upgrade may come from, e.g. https://desk.example.com (repeat the flag or separate with commas) [default: any]
+    #[arg(value_delimiter = ',')]
+    allow_origin: Vec<Origin> = Vec::new();
     /// Time limit of each webhook attempt [default: 3s]
     webhook_timeout: Dur = Dur(Duration::from_secs(3));
     /// Webhook attempts after a failed one, each after twice the delay of the last (from 0.5 s) [default: 3]

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use super::access::Access;
 use super::adhoc::{Adhoc, Refusal};
 use super::http::{Request, Response};
 use super::session::StatusView;
@@ -38,6 +39,8 @@ pub struct ApiEnv<'a> {
     pub alerts: &'a mut Alerts,
     /// Symbols per scan request at most.
     pub max_symbols: usize,
+    /// The token and the origin allow-list.
+    pub access: &'a Access,
 }
 
 /// The dashboard: a page, its style and its script, embedded so the binary serves it
@@ -60,7 +63,7 @@ struct ScanBody {
 /// Routes one request.
 pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
     let allowed = match req.path {
-        "/stream" => return upgrade(req),
+        "/stream" => return upgrade(req, env.access),
         "/" | "/dashboard.css" | "/dashboard.js" | "/healthz" | "/metrics" | "/stream/status" => {
             "GET"
         }
@@ -80,6 +83,11 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
         return Action::Respond(
             Response::error(405, "method_not_allowed", &msg).with_header("Allow", allowed),
         );
+    }
+    if req.method == "POST" || req.path == "/alerts" {
+        if let Some(refusal) = env.access.check_token(req, false) {
+            return Action::Respond(refusal);
+        }
     }
     Action::Respond(match req.path {
         "/" => asset("text/html; charset=utf-8", DASHBOARD_HTML)
@@ -176,7 +184,15 @@ fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
     Response::json(200, &alerts)
 }
 
-fn upgrade(req: &Request<'_, '_>) -> Action {
+/// The origin is checked before the token, so a page from elsewhere learns nothing about
+/// a token it may have guessed.
+fn upgrade(req: &Request<'_, '_>, access: &Access) -> Action {
+    if let Some(refusal) = access
+        .check_origin(req)
+        .or_else(|| access.check_token(req, true))
+    {
+        return Action::Respond(refusal);
+    }
     match check_upgrade(req) {
         Ok(accept) => Action::Upgrade(accept),
         Err(response) => Action::Respond(response),

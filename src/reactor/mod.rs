@@ -7,6 +7,7 @@
 //! no locks, no blocking I/O, nothing slow on behalf of one client.
 
 mod accept;
+mod access;
 mod adhoc;
 mod api;
 pub(crate) mod broadcast;
@@ -120,6 +121,8 @@ pub struct Reactor {
     status: StatusView,
     scanner: ScannerHandle,
     adhoc: adhoc::Adhoc,
+    /// The token and the origin allow-list.
+    access: access::Access,
     alerts: Alerts,
     metrics: Metrics,
     /// Connections that may hold subscriptions, as (slab key, generation). Entries of
@@ -230,6 +233,7 @@ impl Reactor {
             },
             scanner,
             adhoc,
+            access: access::Access::new(&config),
             alerts,
             metrics: Metrics::default(),
             conns: Slab::new(),

@@ -142,6 +142,7 @@ impl Reactor {
                         adhoc: &mut self.adhoc,
                         alerts: &mut self.alerts,
                         max_symbols: self.config.max_filter_symbols,
+                        access: &self.access,
                     };
                     let http10 = req.minor_version == 0;
                     (api::route(&req, &mut env), req.keep_alive(), http10, used)

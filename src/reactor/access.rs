@@ -1,0 +1,100 @@
+//! Who may use what: the token and the WebSocket origin allow-list (PROTOCOL.md, "Access
+//! control"). Without a token everything is open; the default bind is loopback.
+
+use subtle::ConstantTimeEq;
+
+use super::http::{Request, Response};
+use crate::config::{Config, Origin, Token};
+
+/// The access settings, checked per request.
+#[derive(Debug, Default)]
+pub struct Access {
+    token: Option<Token>,
+    origins: Vec<Origin>,
+}
+
+impl Access {
+    /// From the configuration.
+    pub fn new(config: &Config) -> Access {
+        Access {
+            token: config.token.clone(),
+            origins: config.allow_origin.clone(),
+        }
+    }
+
+    /// A request that needs the token: `None` when it carries it (or none is set), else
+    /// the 401 to answer. `query_ok` lets `?token=` stand in for the header, for browsers,
+    /// which cannot set headers on a WebSocket.
+    pub fn check_token(&self, req: &Request<'_, '_>, query_ok: bool) -> Option<Response> {
+        let token = self.token.as_ref()?;
+        let given = bearer(req).or_else(|| query_ok.then(|| query_token(req.query)).flatten());
+        let message = match given {
+            None => "this server needs a token: send `Authorization: Bearer <token>`",
+            Some(given) if same(given.as_bytes(), token.as_bytes()) => return None,
+            Some(_) => "wrong token",
+        };
+        Some(
+            Response::error(401, "unauthorized", message)
+                .with_header("WWW-Authenticate", "Bearer realm=\"scanstream\""),
+        )
+    }
+
+    /// A WebSocket upgrade: `None` when its `Origin` is allowed, else the 403 to answer.
+    /// A request without `Origin` comes from a program, not a page, and the allow-list
+    /// guards against pages.
+    pub fn check_origin(&self, req: &Request<'_, '_>) -> Option<Response> {
+        if self.origins.is_empty() {
+            return None;
+        }
+        let origin = req.header("Origin")?;
+        let allowed = self
+            .origins
+            .iter()
+            .any(|o| o.as_str().as_bytes().eq_ignore_ascii_case(origin));
+        if allowed {
+            return None;
+        }
+        let shown: String = String::from_utf8_lossy(origin).chars().take(200).collect();
+        Some(Response::error(
+            403,
+            "forbidden",
+            &format!("origin `{shown}` is not allowed"),
+        ))
+    }
+}
+
+/// The token in `Authorization: Bearer <token>`; the scheme is case-insensitive.
+fn bearer<'r>(req: &'r Request<'_, '_>) -> Option<std::borrow::Cow<'r, str>> {
+    let value = std::str::from_utf8(req.header("Authorization")?)
+        .ok()?
+        .trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start().into())
+}
+
+fn query_token(query: &str) -> Option<std::borrow::Cow<'_, str>> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+/// Compares in time that depends on the lengths only, so a wrong guess does not tell how
+/// much of it was right.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    given.ct_eq(expected).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_compares_whole_values() {
+        assert!(same(b"secret-token", b"secret-token"));
+        assert!(!same(b"secret-tokeN", b"secret-token"));
+        assert!(!same(b"secret", b"secret-token"));
+        assert!(!same(b"", b"secret-token"));
+    }
+}

@@ -1,0 +1,277 @@
+//! Access control over real sockets: the token on POST, `/alerts` and `/stream`, the
+//! origin allow-list on upgrades, and what stays open.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use scanstream::client::{Client, ClientConfig, Event, State};
+use scanstream::config::Config;
+use serde_json::json;
+
+const TOKEN: &str = "s3cret-token-0123";
+
+fn with_token() -> TestServer {
+    TestServer::scripted_with(|c| c.token = Some(TOKEN.parse().unwrap()))
+}
+
+/// `METHOD path` with extra header lines.
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> HttpResponse {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}Content-Length: 0\r\n\r\n"
+    );
+    http_raw(addr, req.as_bytes())
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// An upgrade request for `/stream{query}` with extra header lines.
+fn upgrade(addr: SocketAddr, query: &str, headers: &str) -> HttpResponse {
+    let req = format!(
+        "GET /stream{query} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    );
+    http_raw(addr, req.as_bytes())
+}
+
+#[track_caller]
+fn assert_refused(resp: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(resp.header("Content-Type"), Some("application/json"));
+    let body = resp.json();
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[test]
+fn posts_need_the_token() {
+    let server = with_token();
+    for path in ["/stream/stop", "/stream/start", "/scan", "/alerts/a-1/ack"] {
+        let none = request(server.addr, "POST", path, "");
+        assert_refused(&none, 401, "unauthorized");
+        assert_eq!(
+            none.header("WWW-Authenticate"),
+            Some("Bearer realm=\"scanstream\"")
+        );
+        assert!(none.json()["message"].as_str().unwrap().contains("Bearer"));
+        let wrong = request(server.addr, "POST", path, &bearer("s3cret-token-0124"));
+        assert_refused(&wrong, 401, "unauthorized");
+        assert_eq!(wrong.json()["message"], "wrong token");
+        // A prefix of the token is as wrong as anything else.
+        let prefix = request(server.addr, "POST", path, &bearer(&TOKEN[..8]));
+        assert_refused(&prefix, 401, "unauthorized");
+        // POSTs take the header only: a token in the URL ends up in logs.
+        let query = request(server.addr, "POST", &format!("{path}?token={TOKEN}"), "");
+        assert_refused(&query, 401, "unauthorized");
+    }
+    let ok = request(server.addr, "POST", "/stream/stop", &bearer(TOKEN));
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json()["state"], "stopped");
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = request(
+        server.addr,
+        "POST",
+        "/stream/start",
+        &format!("authorization: bearer {TOKEN}\r\n"),
+    );
+    assert_eq!(lower.status, 200);
+    // Past the token, a request is judged as usual.
+    let unknown = request(server.addr, "POST", "/alerts/a-1/ack", &bearer(TOKEN));
+    assert_refused(&unknown, 404, "not_found");
+    // Refusals are counted.
+    assert!(
+        metric(
+            server.addr,
+            "scanstream_http_responses_total{status=\"401\"}"
+        ) >= 16.0
+    );
+}
+
+#[test]
+fn alerts_need_the_token_and_the_open_endpoints_stay_open() {
+    let server = with_token();
+    assert_refused(
+        &request(server.addr, "GET", "/alerts", ""),
+        401,
+        "unauthorized",
+    );
+    assert_refused(
+        &request(server.addr, "GET", "/alerts?token=s3cret-token-0123", ""),
+        401,
+        "unauthorized",
+    );
+    let ok = request(server.addr, "GET", "/alerts", &bearer(TOKEN));
+    assert_eq!(ok.status, 200);
+    assert!(ok.json().is_array());
+    for path in [
+        "/",
+        "/dashboard.js",
+        "/healthz",
+        "/metrics",
+        "/stream/status",
+    ] {
+        assert_eq!(
+            request(server.addr, "GET", path, "").status,
+            200,
+            "{path} stays open"
+        );
+    }
+}
+
+#[test]
+fn the_stream_takes_the_token_in_the_header_or_the_query() {
+    let server = with_token();
+    assert_refused(&upgrade(server.addr, "", ""), 401, "unauthorized");
+    assert_refused(
+        &upgrade(server.addr, "?token=s3cret-token-9999", ""),
+        401,
+        "unauthorized",
+    );
+    assert_eq!(upgrade(server.addr, "", &bearer(TOKEN)).status, 101);
+    assert_eq!(
+        upgrade(server.addr, &format!("?token={TOKEN}"), "").status,
+        101
+    );
+    // And a stream opened with it works.
+    let url = format!("ws://{}/stream?token={TOKEN}", server.addr);
+    let mut ws = connect_url(&url, server.addr);
+    let sub = subscribe(&mut ws, json!({"subscription": "s"}));
+    assert_eq!(sub["subscription"], "s");
+}
+
+#[test]
+fn the_origin_allow_list_guards_upgrades() {
+    let server = TestServer::scripted_with(|c| {
+        c.allow_origin = vec![
+            "https://desk.example.com".parse().unwrap(),
+            "http://127.0.0.1:8080".parse().unwrap(),
+        ];
+    });
+    let evil = upgrade(server.addr, "", "Origin: https://evil.example\r\n");
+    assert_refused(&evil, 403, "forbidden");
+    assert!(
+        evil.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://evil.example")
+    );
+    // A look-alike is not a match.
+    let suffix = upgrade(server.addr, "", "Origin: https://desk.example.com.evil\r\n");
+    assert_refused(&suffix, 403, "forbidden");
+    let listed = upgrade(server.addr, "", "Origin: https://desk.example.com\r\n");
+    assert_eq!(listed.status, 101);
+    let case = upgrade(server.addr, "", "Origin: HTTP://127.0.0.1:8080\r\n");
+    assert_eq!(case.status, 101);
+    // Programs send no Origin; the list guards against pages.
+    assert_eq!(upgrade(server.addr, "", "").status, 101);
+    // The list does not touch plain HTTP.
+    let status = request(
+        server.addr,
+        "GET",
+        "/stream/status",
+        "Origin: https://evil.example\r\n",
+    );
+    assert_eq!(status.status, 200);
+}
+
+#[test]
+fn origin_is_checked_before_the_token() {
+    let server = TestServer::scripted_with(|c| {
+        c.token = Some(TOKEN.parse().unwrap());
+        c.allow_origin = vec!["https://desk.example.com".parse().unwrap()];
+    });
+    let evil = upgrade(
+        server.addr,
+        &format!("?token={TOKEN}"),
+        "Origin: https://evil.example\r\n",
+    );
+    assert_refused(&evil, 403, "forbidden");
+    let listed_without_token = upgrade(server.addr, "", "Origin: https://desk.example.com\r\n");
+    assert_refused(&listed_without_token, 401, "unauthorized");
+    let both = upgrade(
+        server.addr,
+        &format!("?token={TOKEN}"),
+        "Origin: https://desk.example.com\r\n",
+    );
+    assert_eq!(both.status, 101);
+}
+
+#[test]
+fn the_client_library_presents_its_token() {
+    let server = with_token();
+    let url = format!("ws://{}/stream", server.addr);
+
+    let mut good = ClientConfig::new(url.as_str());
+    good.token = Some(TOKEN.to_owned());
+    good.events = Some(1000);
+    let client = Client::start(good).unwrap();
+    let events = client.events().unwrap();
+    let state = events
+        .iter()
+        .find_map(|ev| match ev {
+            Event::State(s @ (State::Connected | State::Closed { .. })) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(state, State::Connected);
+    drop(client);
+
+    // A wrong token is refused with 401, which the client takes as 4500: do not return.
+    let mut bad = ClientConfig::new(url.as_str());
+    bad.token = Some("not-the-token".to_owned());
+    bad.events = Some(1000);
+    let client = Client::start(bad).unwrap();
+    let events = client.events().unwrap();
+    let closed = events
+        .recv_timeout(Duration::from_secs(10))
+        .into_iter()
+        .chain(events.iter())
+        .find_map(|ev| match ev {
+            Event::State(State::Closed { code, .. }) => Some(code),
+            _ => None,
+        });
+    assert_eq!(closed, Some(Some(4500)));
+}
+
+#[test]
+fn the_token_comes_from_a_flag_the_environment_or_the_file() {
+    let file = Config::parse_file(&format!(
+        "token = \"{TOKEN}\"\nallow_origin = [\"https://Desk.Example.com/\"]\n"
+    ))
+    .unwrap();
+    let config = Config::load(None, file).unwrap();
+    assert_eq!(config.token, Some(TOKEN.parse().unwrap()));
+    assert_eq!(config.allow_origin[0].as_str(), "https://desk.example.com");
+    // A configuration in a log line does not give the token away.
+    assert!(!format!("{config:?}").contains(TOKEN));
+
+    for bad in ["short", "has space in it", "percent%encoded"] {
+        let err = Config::parse_file(&format!("token = \"{bad}\"")).unwrap_err();
+        assert!(err.contains("8 to 512 visible ASCII"), "{err}");
+    }
+    let err = Config::parse_file("allow_origin = [\"desk.example.com\"]").unwrap_err();
+    assert!(err.contains("scheme://host"), "{err}");
+    let err = Config::parse_file("allow_origin = [\"https://desk.example.com/app\"]").unwrap_err();
+    assert!(err.contains("no path"), "{err}");
+
+    // The binary reads SCANSTREAM_TOKEN; a bad one stops it with a clear message.
+    let out = Command::new(env!("CARGO_BIN_EXE_scanstream"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SCANSTREAM_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--token"), "{stderr}");
+    assert!(stderr.contains("8 to 512"), "{stderr}");
+}
