@@ -18,7 +18,7 @@
   // (25 s) plus a margin, as the Rust client does.
   const PING_EVERY_MS = 15000;
   const SILENT_LIMIT_MS = 35000;
-  const FLASH_MS = 1000;
+  const FLASH_MS = 700;
   const ROWS_SHOWN = 100;
   const LEAVE_MS = 600;
 
@@ -636,8 +636,10 @@
     $('#lat-p50').textContent = show(percentile(lat, 0.5));
     $('#lat-p99').textContent = show(percentile(lat, 0.99));
     advanceBuckets(Math.floor(Date.now() / 1000));
-    // The current second is still filling: show the last whole one.
-    $('#rate-now').textContent = st.buckets[st.buckets.length - 2];
+    // Results come in bursts, one per scan cycle: average the last five whole seconds
+    // (the current one is still filling).
+    const whole = st.buckets.slice(-6, -1);
+    $('#rate-now').textContent = Math.round(whole.reduce((a, b) => a + b, 0) / whole.length);
     drawSparkline();
   }
 
