@@ -446,7 +446,25 @@ impl Config {
                 })?
             }
         };
-        let mut config = flags.or(file).resolve();
+        Config::assemble(flags.or(file), rules)
+    }
+
+    /// A config file's text over the defaults, checked as at start, its rules compiled.
+    pub fn from_text(text: &str) -> Result<Config, String> {
+        let (file, rules) = Config::parse_file_with_rules(text)?;
+        let config = Config::assemble(file, rules).map_err(|e| e.to_string())?;
+        for spec in &config.rules {
+            crate::alerts::Rule::from_spec(spec, config.alert_throttle.0)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(config)
+    }
+
+    fn assemble(
+        settings: Overrides,
+        rules: Option<Vec<crate::alerts::RuleSpec>>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = settings.resolve();
         if let Some(rules) = rules {
             config.rules = rules;
         }

@@ -46,6 +46,9 @@ pub mod bench_api {
     pub use crate::reactor::broadcast::{Subscription, Tail, matching_mask, write_result};
 }
 
+#[doc(hidden)]
+pub mod fuzz_api;
+
 pub use config::{Config, ConfigError, Overrides, SourceSpec};
 pub use event::{EventKind, Scan, ScanEvent, ScanResult};
 pub use reactor::{Reactor, ServerError, ShutdownHandle, StatusView};

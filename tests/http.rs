@@ -680,8 +680,13 @@ fn the_dashboard_is_served_whole_and_loads_nothing_from_elsewhere() {
     let server = TestServer::scripted();
     let page = http(server.addr, "GET", "/", None);
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
-    let csp = page.header("Content-Security-Policy").expect("a CSP header");
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page
+        .header("Content-Security-Policy")
+        .expect("a CSP header");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("connect-src 'self'"), "{csp}");
     let html = String::from_utf8(page.body).unwrap();
@@ -696,7 +701,11 @@ fn the_dashboard_is_served_whole_and_loads_nothing_from_elsewhere() {
         assert_eq!(asset.status, 200, "{path}");
         assert_eq!(asset.header("Content-Type"), Some(content_type), "{path}");
         assert_eq!(asset.header("X-Content-Type-Options"), Some("nosniff"));
-        assert!(asset.body.len() > 1000, "{path} is {} bytes", asset.body.len());
+        assert!(
+            asset.body.len() > 1000,
+            "{path} is {} bytes",
+            asset.body.len()
+        );
         // Offline by construction: no file names another host.
         let text = String::from_utf8(asset.body).unwrap();
         for scheme in ["http://", "https://", "//cdn", "@import"] {

@@ -7,18 +7,18 @@
 //! no locks, no blocking I/O, nothing slow on behalf of one client.
 
 mod accept;
-mod access;
+pub(crate) mod access;
 mod adhoc;
 mod api;
 pub(crate) mod broadcast;
 mod conn;
 mod fanout;
-mod http;
+pub(crate) mod http;
 mod outbuf;
 mod read;
 mod session;
 mod timers;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::io;
 use std::net::SocketAddr;

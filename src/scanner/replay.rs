@@ -167,7 +167,37 @@ impl CsvReplay {
         } else {
             vec![path.to_owned()]
         };
-        let mut replay = CsvReplay {
+        let mut replay = CsvReplay::empty(speed, now);
+        for file in &files {
+            let reader = File::open(file).map_err(|e| annotate(file, e))?;
+            replay.read(file, reader)?;
+        }
+        replay.sort();
+        tracing::info!(
+            files = files.len(),
+            bars = replay.rows.len(),
+            symbols = replay.names.len(),
+            bad = replay.bad.count(),
+            "csv replay loaded"
+        );
+        Ok(replay)
+    }
+
+    /// Reads one CSV text; `name` stands for its file name (and default symbol).
+    pub fn from_reader(
+        name: &str,
+        reader: impl io::Read,
+        speed: Speed,
+        now: Instant,
+    ) -> io::Result<CsvReplay> {
+        let mut replay = CsvReplay::empty(speed, now);
+        replay.read(Path::new(name), reader)?;
+        replay.sort();
+        Ok(replay)
+    }
+
+    fn empty(speed: Speed, now: Instant) -> CsvReplay {
+        CsvReplay {
             names: Vec::new(),
             by_name: AHashMap::new(),
             rows: Vec::new(),
@@ -177,22 +207,13 @@ impl CsvReplay {
             start: now,
             from: 0,
             bad: BadInput::new("csv"),
-        };
-        for file in &files {
-            let reader = File::open(file).map_err(|e| annotate(file, e))?;
-            replay.read(file, reader)?;
         }
+    }
+
+    fn sort(&mut self) {
         // Stable: bars of one time keep their file order.
-        replay.rows.sort_by_key(|r| r.bar.ts);
-        replay.ids = vec![None; replay.names.len()];
-        tracing::info!(
-            files = files.len(),
-            bars = replay.rows.len(),
-            symbols = replay.names.len(),
-            bad = replay.bad.count(),
-            "csv replay loaded"
-        );
-        Ok(replay)
+        self.rows.sort_by_key(|r| r.bar.ts);
+        self.ids = vec![None; self.names.len()];
     }
 
     /// Reads the rows of one file; `path` names it in messages and gives the default symbol.
