@@ -41,6 +41,8 @@ pub struct ApiEnv<'a> {
     pub max_symbols: usize,
     /// The token and the origin allow-list.
     pub access: &'a Access,
+    /// Why the scanner thread ended, once it has.
+    pub scanner_failure: Option<&'a str>,
 }
 
 /// The dashboard: a page, its style and its script, embedded so the binary serves it
@@ -94,7 +96,14 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
             .with_header("Content-Security-Policy", DASHBOARD_CSP),
         "/dashboard.css" => asset("text/css; charset=utf-8", DASHBOARD_CSS),
         "/dashboard.js" => asset("text/javascript; charset=utf-8", DASHBOARD_JS),
-        "/healthz" => Response::text(200, "text/plain; charset=utf-8", "ok"),
+        "/healthz" => match env.scanner_failure {
+            None => Response::text(200, "text/plain; charset=utf-8", "ok"),
+            Some(why) => Response::text(
+                503,
+                "text/plain; charset=utf-8",
+                format!("degraded: scanner failed: {why}"),
+            ),
+        },
         "/metrics" => return Action::Metrics,
         "/stream/status" => Response::json(200, env.status),
         "/stream/start" => control(env, Command::Start, RunState::Running),

@@ -84,12 +84,11 @@ impl Reactor {
                     symbols,
                     results,
                 }) => self.adhoc_done(requester, symbols, results),
+                Ok(Output::Failed(message)) => self.scanner_failed(message),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !self.scanner_gone {
-                        self.scanner_gone = true;
-                        self.adhoc.clear();
-                        tracing::error!("the scanner thread has stopped; serving history only");
+                        self.scanner_failed("the scanner thread ended".to_owned());
                     }
                     break;
                 }
@@ -170,6 +169,19 @@ impl Reactor {
         self.status.scanner.results_total = status.results_total.max(self.history.head());
         // The reactor bounds the queue, so it has the exact count in symbols.
         self.status.scanner.adhoc_queue = self.adhoc.pending();
+        self.status_changed = true;
+    }
+
+    /// The scanner thread is gone: say so in every status and in /healthz, and go on
+    /// serving the stream and its history.
+    fn scanner_failed(&mut self, message: String) {
+        tracing::error!(%message, "the scanner has failed; serving history only");
+        self.scanner_gone = true;
+        self.scanner_failure = Some(message);
+        self.adhoc.clear();
+        self.status.scanner.state = scanner::RunState::Stopped;
+        self.status.scanner.adhoc_queue = 0;
+        self.status.health = session::Health::Degraded;
         self.status_changed = true;
     }
 

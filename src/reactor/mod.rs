@@ -147,6 +147,8 @@ pub struct Reactor {
     next_status: Instant,
     /// The scanner thread has ended (it panicked or could not run).
     scanner_gone: bool,
+    /// Why the scanner thread ended, once it has.
+    scanner_failure: Option<String>,
     shutdown_deadline: Option<Instant>,
     accept_paused_until: Option<Instant>,
     next_sweep: Instant,
@@ -230,6 +232,7 @@ impl Reactor {
             status: StatusView {
                 scanner: ScannerStatus::initial(),
                 subscribers: 0,
+                health: session::Health::Ok,
             },
             scanner,
             adhoc,
@@ -249,6 +252,7 @@ impl Reactor {
             status_changed: false,
             next_status: now,
             scanner_gone: false,
+            scanner_failure: None,
             shutdown_deadline: None,
             accept_paused_until: None,
             next_sweep: now + config.sweep_interval.0,

@@ -143,6 +143,7 @@ impl Reactor {
                         alerts: &mut self.alerts,
                         max_symbols: self.config.max_filter_symbols,
                         access: &self.access,
+                        scanner_failure: self.scanner_failure.as_deref(),
                     };
                     let http10 = req.minor_version == 0;
                     (api::route(&req, &mut env), req.keep_alive(), http10, used)

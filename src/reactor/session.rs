@@ -45,6 +45,18 @@ pub struct StatusView {
     pub scanner: ScannerStatus,
     /// Connections holding at least one subscription.
     pub subscribers: usize,
+    /// `degraded` once the scanner thread has failed: history and the stream stay up.
+    pub health: Health,
+}
+
+/// Whether every part of the server works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// All well.
+    Ok,
+    /// The scanner thread has failed; no new results will come.
+    Degraded,
 }
 
 /// The history ring overtook a replay: the client did not keep up.

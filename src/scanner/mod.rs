@@ -236,6 +236,8 @@ pub enum Output {
     Status(ScannerStatus),
     /// Symbols that joined the universe.
     Symbols(Vec<Box<str>>),
+    /// The scanner thread panicked with this message and has ended.
+    Failed(String),
     /// An ad-hoc request is done; its results were published just before.
     AdhocDone {
         /// Who asked.
@@ -474,8 +476,22 @@ struct Scanner {
 
 impl Scanner {
     fn run(mut self) {
-        let _ = self.run_loop();
-        tracing::debug!("scanner thread ends");
+        // A panic in a source or a scan must not pass silently: the reactor goes on
+        // serving history and reports the scanner as failed.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_loop()));
+        match outcome {
+            Ok(_) => tracing::debug!("scanner thread ends"),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                tracing::error!(%message, "the scanner thread panicked");
+                let _ = self.send(Output::Failed(message));
+                let _ = self.wake();
+            }
+        }
     }
 
     fn run_loop(&mut self) -> Result<(), Disconnected> {

@@ -120,6 +120,9 @@ impl Drop for TestServer {
 /// The symbols a scripted server knows, for ad-hoc requests.
 pub const KNOWN: [&str; 6] = ["AAPL", "MSFT", "IBM", "TSLA", "NVDA", "AMZN"];
 
+/// Pushing a result for this symbol makes the scripted source panic.
+pub const PANIC_SYMBOL: &str = "PANIC";
+
 /// A source that publishes what the test sends it, as soon as it arrives.
 struct Scripted {
     rx: Receiver<ScanResult>,
@@ -129,6 +132,10 @@ struct Scripted {
 impl Source for Scripted {
     fn poll(&mut self, now: Instant, max: usize, out: &mut Vec<ScanResult>) -> Instant {
         out.extend(self.rx.try_iter().take(max));
+        // A fault on demand: the scanner thread must survive nothing, the server everything.
+        if out.iter().any(|r| r.symbol == PANIC_SYMBOL) {
+            panic!("scripted panic");
+        }
         now + Duration::from_millis(2)
     }
     fn scan(&mut self, symbols: &[String], out: &mut Vec<ScanResult>) {
