@@ -174,7 +174,22 @@ fn the_origin_allow_list_guards_upgrades() {
     assert_eq!(case.status, 101);
     // Programs send no Origin; the list guards against pages.
     assert_eq!(upgrade(server.addr, "", "").status, 101);
-    // The list does not touch plain HTTP.
+    // Nor may a page elsewhere make a browser POST here.
+    let post = request(
+        server.addr,
+        "POST",
+        "/stream/stop",
+        "Origin: https://evil.example\r\n",
+    );
+    assert_refused(&post, 403, "forbidden");
+    let listed_post = request(
+        server.addr,
+        "POST",
+        "/stream/stop",
+        "Origin: https://desk.example.com\r\n",
+    );
+    assert_eq!(listed_post.status, 200);
+    // Reading is left alone: a GET changes nothing.
     let status = request(
         server.addr,
         "GET",

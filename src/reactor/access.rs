@@ -39,9 +39,9 @@ impl Access {
         )
     }
 
-    /// A WebSocket upgrade: `None` when its `Origin` is allowed, else the 403 to answer.
-    /// A request without `Origin` comes from a program, not a page, and the allow-list
-    /// guards against pages.
+    /// A WebSocket upgrade or a POST: `None` when its `Origin` is allowed, else the 403
+    /// to answer. A request without `Origin` comes from a program, not a page, and the
+    /// allow-list guards against pages.
     pub fn check_origin(&self, req: &Request<'_, '_>) -> Option<Response> {
         if self.origins.is_empty() {
             return None;

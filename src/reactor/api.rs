@@ -86,6 +86,13 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
             Response::error(405, "method_not_allowed", &msg).with_header("Allow", allowed),
         );
     }
+    // A page elsewhere can make a browser POST here (no preflight for a plain form
+    // post); the allow-list, when given, refuses those as it refuses upgrades.
+    if req.method == "POST" {
+        if let Some(refusal) = env.access.check_origin(req) {
+            return Action::Respond(refusal);
+        }
+    }
     if req.method == "POST" || req.path == "/alerts" {
         if let Some(refusal) = env.access.check_token(req, false) {
             return Action::Respond(refusal);
