@@ -259,6 +259,14 @@ fn the_client_library_presents_its_token() {
 }
 
 #[test]
+fn by_default_the_server_listens_on_loopback_without_a_token() {
+    let config = Config::default();
+    assert!(config.listen.ip().is_loopback(), "{}", config.listen);
+    assert_eq!(config.token, None);
+    assert!(config.allow_origin.is_empty());
+}
+
+#[test]
 fn the_token_comes_from_a_flag_the_environment_or_the_file() {
     let file = Config::parse_file(&format!(
         "token = \"{TOKEN}\"\nallow_origin = [\"https://Desk.Example.com/\"]\n"
