@@ -39,40 +39,26 @@ fn upgrade(addr: SocketAddr, query: &str, headers: &str) -> HttpResponse {
     http_raw(addr, req.as_bytes())
 }
 
-#[track_caller]
-fn assert_refused(resp: &HttpResponse, status: u16, code: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "{}",
-        String::from_utf8_lossy(&resp.body)
-    );
-    assert_eq!(resp.header("Content-Type"), Some("application/json"));
-    let body = resp.json();
-    assert_eq!(body["code"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
-}
-
 #[test]
 fn posts_need_the_token() {
     let server = with_token();
     for path in ["/stream/stop", "/stream/start", "/scan", "/alerts/a-1/ack"] {
         let none = request(server.addr, "POST", path, "");
-        assert_refused(&none, 401, "unauthorized");
+        assert_error(&none, 401, "unauthorized");
         assert_eq!(
             none.header("WWW-Authenticate"),
             Some("Bearer realm=\"scanstream\"")
         );
         assert!(none.json()["message"].as_str().unwrap().contains("Bearer"));
         let wrong = request(server.addr, "POST", path, &bearer("s3cret-token-0124"));
-        assert_refused(&wrong, 401, "unauthorized");
+        assert_error(&wrong, 401, "unauthorized");
         assert_eq!(wrong.json()["message"], "wrong token");
         // A prefix of the token is as wrong as anything else.
         let prefix = request(server.addr, "POST", path, &bearer(&TOKEN[..8]));
-        assert_refused(&prefix, 401, "unauthorized");
+        assert_error(&prefix, 401, "unauthorized");
         // POSTs take the header only: a token in the URL ends up in logs.
         let query = request(server.addr, "POST", &format!("{path}?token={TOKEN}"), "");
-        assert_refused(&query, 401, "unauthorized");
+        assert_error(&query, 401, "unauthorized");
     }
     let ok = request(server.addr, "POST", "/stream/stop", &bearer(TOKEN));
     assert_eq!(ok.status, 200);
@@ -87,7 +73,7 @@ fn posts_need_the_token() {
     assert_eq!(lower.status, 200);
     // Past the token, a request is judged as usual.
     let unknown = request(server.addr, "POST", "/alerts/a-1/ack", &bearer(TOKEN));
-    assert_refused(&unknown, 404, "not_found");
+    assert_error(&unknown, 404, "not_found");
     // Refusals are counted.
     assert!(
         metric(
@@ -100,12 +86,12 @@ fn posts_need_the_token() {
 #[test]
 fn alerts_need_the_token_and_the_open_endpoints_stay_open() {
     let server = with_token();
-    assert_refused(
+    assert_error(
         &request(server.addr, "GET", "/alerts", ""),
         401,
         "unauthorized",
     );
-    assert_refused(
+    assert_error(
         &request(server.addr, "GET", "/alerts?token=s3cret-token-0123", ""),
         401,
         "unauthorized",
@@ -131,8 +117,8 @@ fn alerts_need_the_token_and_the_open_endpoints_stay_open() {
 #[test]
 fn the_stream_takes_the_token_in_the_header_or_the_query() {
     let server = with_token();
-    assert_refused(&upgrade(server.addr, "", ""), 401, "unauthorized");
-    assert_refused(
+    assert_error(&upgrade(server.addr, "", ""), 401, "unauthorized");
+    assert_error(
         &upgrade(server.addr, "?token=s3cret-token-9999", ""),
         401,
         "unauthorized",
@@ -158,7 +144,7 @@ fn the_origin_allow_list_guards_upgrades() {
         ];
     });
     let evil = upgrade(server.addr, "", "Origin: https://evil.example\r\n");
-    assert_refused(&evil, 403, "forbidden");
+    assert_error(&evil, 403, "forbidden");
     assert!(
         evil.json()["message"]
             .as_str()
@@ -167,7 +153,7 @@ fn the_origin_allow_list_guards_upgrades() {
     );
     // A look-alike is not a match.
     let suffix = upgrade(server.addr, "", "Origin: https://desk.example.com.evil\r\n");
-    assert_refused(&suffix, 403, "forbidden");
+    assert_error(&suffix, 403, "forbidden");
     let listed = upgrade(server.addr, "", "Origin: https://desk.example.com\r\n");
     assert_eq!(listed.status, 101);
     let case = upgrade(server.addr, "", "Origin: HTTP://127.0.0.1:8080\r\n");
@@ -181,7 +167,7 @@ fn the_origin_allow_list_guards_upgrades() {
         "/stream/stop",
         "Origin: https://evil.example\r\n",
     );
-    assert_refused(&post, 403, "forbidden");
+    assert_error(&post, 403, "forbidden");
     let listed_post = request(
         server.addr,
         "POST",
@@ -210,9 +196,9 @@ fn origin_is_checked_before_the_token() {
         &format!("?token={TOKEN}"),
         "Origin: https://evil.example\r\n",
     );
-    assert_refused(&evil, 403, "forbidden");
+    assert_error(&evil, 403, "forbidden");
     let listed_without_token = upgrade(server.addr, "", "Origin: https://desk.example.com\r\n");
-    assert_refused(&listed_without_token, 401, "unauthorized");
+    assert_error(&listed_without_token, 401, "unauthorized");
     let both = upgrade(
         server.addr,
         &format!("?token={TOKEN}"),

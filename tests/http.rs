@@ -18,29 +18,6 @@ use serde_json::json;
 const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const RFC_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// Checks an error response: its status and a JSON body `{"code", "message"}`.
-#[track_caller]
-fn assert_error(resp: &HttpResponse, status: u16, code: &str) {
-    assert_eq!(
-        resp.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&resp.body)
-    );
-    assert!(
-        resp.header("Content-Type")
-            .is_some_and(|t| t.starts_with("application/json")),
-        "error content type: {:?}",
-        resp.header("Content-Type")
-    );
-    let body = resp.json();
-    assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "error without a message: {body}"
-    );
-}
-
 /// Sends raw bytes on a new connection; the response, then whether the server closed.
 #[track_caller]
 fn http_raw_then_closed(addr: std::net::SocketAddr, request: &[u8]) -> (HttpResponse, bool) {

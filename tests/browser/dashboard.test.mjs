@@ -2,7 +2,7 @@
 // stop, acknowledging alerts. Each test has its own server and browser context.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import {
   LIVE_ROWS,
@@ -12,7 +12,6 @@ import {
   assertTableMatchesServer,
   duplicateKeys,
   httpJson,
-  launchBrowser,
   numberIn,
   openDashboard,
   readRows,
@@ -23,22 +22,17 @@ import {
   waitInPage,
   waitLive,
   waitRows,
+  useBrowser,
 } from './helpers.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 const opts = { timeout: TEST_TIMEOUT_MS };
 
 describe('dashboard', () => {
   test('loads without errors, goes live and fills in the scanner status', opts, async (t) => {
     const server = await startServer(t, { name: 'loads' });
-    const opened = await openDashboard(t, browser, `${server.url}/`);
+    const opened = await openDashboard(t, browser(), `${server.url}/`);
     const { page } = opened;
 
     const html = await (await fetch(`${server.url}/`)).text();
@@ -119,7 +113,7 @@ describe('dashboard', () => {
 
   test('rows appear with numeric data, a matching count, no duplicates, and sort by score', opts, async (t) => {
     const server = await startServer(t, { name: 'rows' });
-    const opened = await openDashboard(t, browser, `${server.url}/`);
+    const opened = await openDashboard(t, browser(), `${server.url}/`);
     const { page } = opened;
     await waitLive(page);
     await waitRows(page, 5);
@@ -189,7 +183,7 @@ describe('dashboard', () => {
 
   test('a filter narrows the rows to what it matches, and reset widens them again', opts, async (t) => {
     const server = await startServer(t, { name: 'filter' });
-    const opened = await openDashboard(t, browser, `${server.url}/`);
+    const opened = await openDashboard(t, browser(), `${server.url}/`);
     const { page } = opened;
     await waitLive(page);
     await waitRows(page, 20);
@@ -257,7 +251,7 @@ describe('dashboard', () => {
 
   test('a filter the server refuses shows its error and leaves the subscription as it was', opts, async (t) => {
     const server = await startServer(t, { name: 'bad-filter' });
-    const opened = await openDashboard(t, browser, `${server.url}/`);
+    const opened = await openDashboard(t, browser(), `${server.url}/`);
     const { page } = opened;
     await waitLive(page);
     await waitRows(page, 10);
@@ -291,7 +285,7 @@ describe('dashboard', () => {
 
   test('Stop halts the results and Start resumes them', opts, async (t) => {
     const server = await startServer(t, { name: 'stop-start' });
-    const opened = await openDashboard(t, browser, `${server.url}/`);
+    const opened = await openDashboard(t, browser(), `${server.url}/`);
     const { page } = opened;
     await waitLive(page);
     await waitRows(page, 1);
@@ -326,7 +320,7 @@ describe('dashboard', () => {
 
   test('acknowledging an alert updates the page and the server', opts, async (t) => {
     const server = await startServer(t, { name: 'ack' });
-    const opened = await openDashboard(t, browser, `${server.url}/`);
+    const opened = await openDashboard(t, browser(), `${server.url}/`);
     const { page } = opened;
     await waitLive(page);
     await page.waitForSelector('#alerts li.unacked[data-alert-id] button.ack', { timeout: 15_000 });
@@ -383,7 +377,7 @@ describe('dashboard', () => {
     const token = 'browser-test-token-42';
     const server = await startServer(t, { name: 'token', args: ['--token', token] });
 
-    const withToken = await openDashboard(t, browser, `${server.url}/?token=${token}`);
+    const withToken = await openDashboard(t, browser(), `${server.url}/?token=${token}`);
     const { page } = withToken;
     await waitLive(page);
     await waitRows(page, 1);
@@ -398,7 +392,7 @@ describe('dashboard', () => {
     assertNoErrors(assert, withToken);
 
     // Without it the upgrade is refused (401); the page says why and stops retrying.
-    const without = await openDashboard(t, browser, `${server.url}/`);
+    const without = await openDashboard(t, browser(), `${server.url}/`);
     await waitInPage(without.page, '#conn to say closed: unauthorized', () => {
       const el = document.querySelector('#conn');
       return el?.dataset.state === 'closed' && /unauthorized/.test(el.textContent);

@@ -2,6 +2,7 @@
 // the browser, and waits that explain themselves when they time out.
 
 import { spawn } from 'node:child_process';
+import { after, before } from 'node:test';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -263,6 +264,18 @@ export function launchBrowser() {
  * A new context and page on `url`, collecting console errors and page errors.
  * Closed when the test ends.
  */
+/** One browser for the tests of a file: launched before them, closed after them. */
+export function useBrowser() {
+  let browser;
+  before(async () => {
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+  return () => browser;
+}
+
 export async function openDashboard(t, browser, url, contextOptions = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...contextOptions });
   if (t) t.after(() => context.close().catch(() => {}));

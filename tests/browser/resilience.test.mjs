@@ -3,14 +3,13 @@
 // connections), so only uncaught page errors count.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import {
   TEST_TIMEOUT_MS,
   assertNoErrors,
   assertTableMatchesServer,
   duplicateKeys,
-  launchBrowser,
   openDashboard,
   readRows,
   sleep,
@@ -21,15 +20,10 @@ import {
   waitCounts,
   waitLive,
   waitRows,
+  useBrowser,
 } from './helpers.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 const opts = { timeout: TEST_TIMEOUT_MS };
 
@@ -46,7 +40,7 @@ describe('dashboard resilience', () => {
   test('resumes through three cut connections without losing or repeating a result', opts, async (t) => {
     const server = await startServer(t, { name: 'resume-cut' });
     const proxy = await startProxy(t, server.port);
-    const opened = await openDashboard(t, browser, `${proxy.url}/`);
+    const opened = await openDashboard(t, browser(), `${proxy.url}/`);
     const { page } = opened;
     await waitLive(page);
     await waitRows(page, 1);
@@ -88,7 +82,7 @@ describe('dashboard resilience', () => {
 
   test('a killed server that comes back as a new run: the page reconnects and rebuilds its table', opts, async (t) => {
     const first = await startServer(t, { name: 'restart-first' });
-    const opened = await openDashboard(t, browser, `${first.url}/`);
+    const opened = await openDashboard(t, browser(), `${first.url}/`);
     const { page } = opened;
     await waitLive(page);
     await waitRows(page, 1);

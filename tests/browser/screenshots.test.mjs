@@ -4,28 +4,22 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import {
   OUT_DIR,
   TEST_TIMEOUT_MS,
   assertNoErrors,
-  launchBrowser,
   openDashboard,
   sleep,
   startServer,
   waitInPage,
   waitLive,
   waitRows,
+  useBrowser,
 } from './helpers.mjs';
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-});
+const browser = useBrowser();
 
 const opts = { timeout: TEST_TIMEOUT_MS };
 
@@ -47,7 +41,7 @@ function assertPicture(file) {
 describe('dashboard screenshots', () => {
   test('desktop 1280x800', opts, async (t) => {
     const server = await startServer(t, { name: 'shot-desktop' });
-    const opened = await openDashboard(t, browser, `${server.url}/`, { viewport: { width: 1280, height: 800 } });
+    const opened = await openDashboard(t, browser(), `${server.url}/`, { viewport: { width: 1280, height: 800 } });
     const { page } = opened;
     await readyForPicture(page);
     fs.mkdirSync(OUT_DIR, { recursive: true });
@@ -62,7 +56,7 @@ describe('dashboard screenshots', () => {
 
   test('phone 390x844 without sideways page scrolling', opts, async (t) => {
     const server = await startServer(t, { name: 'shot-phone' });
-    const opened = await openDashboard(t, browser, `${server.url}/`, {
+    const opened = await openDashboard(t, browser(), `${server.url}/`, {
       viewport: { width: 390, height: 844 },
       deviceScaleFactor: 2,
       isMobile: true,

@@ -493,3 +493,26 @@ fn raw_next_of(s: &mut TcpStream, ty: &str, strict: bool) -> Value {
         }
     }
 }
+
+/// Checks an error response: its status and a JSON body `{"code", "message"}`.
+#[track_caller]
+pub fn assert_error(resp: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert!(
+        resp.header("Content-Type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "error content type: {:?}",
+        resp.header("Content-Type")
+    );
+    let body = resp.json();
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without a message: {body}"
+    );
+}
