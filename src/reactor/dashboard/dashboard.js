@@ -8,6 +8,7 @@
   // page responsive on a slow machine while still looking live.
   const RENDER_EVERY_MS = 100;
   const ALERTS_MAX = 100;
+  const UNACKED_MAX = 10000;
   const LATENCY_WINDOW = 500;
   const SEQS_KEPT = 20000;
   // The Rust client's defaults: 0.5 s doubling to 20 s, full jitter.
@@ -259,6 +260,8 @@
     }
     countRate();
     st.feedQueue.push(d);
+    // A hidden tab draws nothing; keep only what the feed can show.
+    if (st.feedQueue.length > FEED_MAX * 2) st.feedQueue.splice(0, st.feedQueue.length - FEED_MAX);
     // Ad-hoc results report on request and are not part of the open opportunities
     // (the server keeps them out of snapshots), so they go to the feed only.
     if (!d.adhoc) {
@@ -335,6 +338,12 @@
     st.alerts.set(a.alert_id, a);
     if (a.acknowledged) st.unacked.delete(a.alert_id);
     else st.unacked.add(a.alert_id);
+    // The server keeps so many alerts at most: older ones can no longer be acknowledged.
+    for (const id of st.unacked) {
+      if (st.unacked.size <= UNACKED_MAX) break;
+      st.unacked.delete(id);
+      st.unackedMore = true;
+    }
     trimAlerts();
     st.alertsDirty = true;
     schedule();
