@@ -44,7 +44,7 @@ for t in "${targets[@]}"; do
     "${fuzz[@]}" run "$t" "$corpus" -- -max_total_time="$seconds" -print_final_stats=1 \
         -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1 || status=$?
     execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-    rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
     files=$(find "$corpus" -type f | wc -l)
     crashes=$(find "fuzz/artifacts/$t" -type f 2>/dev/null | wc -l)
