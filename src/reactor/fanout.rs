@@ -178,6 +178,7 @@ impl Reactor {
         tracing::error!(%message, "the scanner has failed; serving history only");
         self.scanner_gone = true;
         self.scanner_failure = Some(message);
+        self.scanner.mark_failed();
         self.adhoc.clear();
         self.status.scanner.state = scanner::RunState::Stopped;
         self.status.scanner.adhoc_queue = 0;

@@ -266,16 +266,27 @@ pub struct ScannerHandle {
     commands: Sender<Command>,
     adhoc: Sender<AdhocRequest>,
     thread: Option<JoinHandle<()>>,
+    /// The scanner reported a failure: refuse requests now, even before its thread has
+    /// ended and dropped its side of the channels.
+    failed: bool,
 }
 
 impl ScannerHandle {
     /// Sends a control command; false when the scanner is gone or has 16 waiting.
     pub fn command(&self, cmd: Command) -> bool {
-        self.commands.try_send(cmd).is_ok()
+        !self.failed && self.commands.try_send(cmd).is_ok()
+    }
+
+    /// The scanner has failed: nothing sent to it would be answered.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
     }
 
     /// Queues an ad-hoc scan (the reactor bounds the symbols waiting).
     pub fn queue_scan(&self, request: AdhocRequest) -> Result<(), QueueError> {
+        if self.failed {
+            return Err(QueueError::Gone);
+        }
         match self.adhoc.try_send(request) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(QueueError::Full),
@@ -406,6 +417,7 @@ pub fn spawn(
         commands,
         adhoc,
         thread: Some(thread),
+        failed: false,
     })
 }
 

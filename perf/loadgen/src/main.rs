@@ -1,13 +1,7 @@
 //! `loadgen`: opens N WebSocket connections to a scanstream-compatible server, subscribes,
 //! reads, and reports throughput, end-to-end latency, fairness, `seq` losses, disconnects
 //! and the server's CPU and memory over a measured window. See README.md beside Cargo.toml.
-
-mod engine;
-mod msg;
-mod selftest;
-mod stats;
-mod sys;
-mod ws;
+//! `--soak` runs the soak driver instead (`loadgen::soak`, described in perf/README.md).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -16,7 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::{Map, Value, json};
 
-use engine::{Churn, Config, Engine, LatencySummary, Report};
+use loadgen::engine::{Churn, Config, Engine, LatencySummary, Report};
+use loadgen::{selftest, soak, sys};
 
 const DEFAULT_SUBSCRIBE: &str = r#"{"type":"subscribe","data":{"subscription":"default"}}"#;
 
@@ -38,7 +33,7 @@ struct Args {
     /// Request path (and query), overriding the URL's
     #[arg(long)]
     path: Option<String>,
-    /// Connections to open [default: 100; 4 with --selftest]
+    /// Connections to open [default: 100; 4 with --selftest; 1000 with --soak]
     #[arg(long)]
     clients: Option<usize>,
     /// Connections opened per second
@@ -50,12 +45,15 @@ struct Args {
     /// Send nothing after the handshake (idle connections; pings are still answered)
     #[arg(long)]
     idle: bool,
-    /// Seconds between the end of the ramp and the start of the measured window
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// Length of the measured window, in seconds
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// Seconds between the end of the ramp and the start of the measured window; with
+    /// --soak, seconds from the start before RSS samples count [default: 2; with --soak a
+    /// third of --duration]
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Length of the measured window, in seconds; with --soak, of the whole run
+    /// [default: 10; 1800 with --soak]
+    #[arg(long)]
+    duration: Option<f64>,
     /// Handshake deadline per connection, in seconds
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
@@ -89,6 +87,50 @@ struct Args {
     /// Churn: seconds to wait for the server to close after our close frame
     #[arg(long, default_value_t = 1.0)]
     close_wait: f64,
+    /// Soak: clients subscribe with empty filters, then at random disconnect and resume,
+    /// unsubscribe and subscribe again, scan, ack and ping; checks every result's `seq`,
+    /// every reply and the server's RSS, and exits 1 unless all is well
+    #[arg(long)]
+    soak: bool,
+    /// Soak: seed of the clients' random choices
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Soak: process whose RSS is sampled (the server) [default: --server-pid]
+    #[arg(long)]
+    rss_pid: Option<u32>,
+    /// Soak: mean seconds between RSS samples (each interval 0.5 to 1.5 times it)
+    #[arg(long, default_value_t = 1.0)]
+    rss_every: f64,
+    /// Soak: the RSS rule's allowance, in percent of the first third's median
+    #[arg(long, default_value_t = soak::DEFAULT_RSS_GROWTH_PCT)]
+    rss_growth_pct: u64,
+    /// Soak: the RSS rule's allowance, in KiB on top of the percentage
+    #[arg(long, default_value_t = soak::DEFAULT_RSS_SLACK_KIB)]
+    rss_slack_kib: u64,
+    /// Soak: write the RSS curve (t_s,rss_kib) to this CSV file
+    #[arg(long)]
+    rss_csv: Option<std::path::PathBuf>,
+    /// Soak: fewest seconds between two actions of one client
+    #[arg(long, default_value_t = 1.0)]
+    act_min: f64,
+    /// Soak: most seconds between two actions of one client
+    #[arg(long, default_value_t = 10.0)]
+    act_max: f64,
+    /// Soak: fewest seconds from a disconnect to the reconnect
+    #[arg(long, default_value_t = 0.1)]
+    reconnect_min: f64,
+    /// Soak: most seconds from a disconnect to the reconnect
+    #[arg(long, default_value_t = 3.0)]
+    reconnect_max: f64,
+    /// Soak: seconds a request may wait for its reply
+    #[arg(long, default_value_t = 10.0)]
+    reply_timeout: f64,
+    /// Soak: seconds the server gets to close the connection after our close frame
+    #[arg(long, default_value_t = 5.0)]
+    close_timeout: f64,
+    /// Soak: seconds between progress lines on stderr (0: none; none with --json)
+    #[arg(long, default_value_t = 10.0)]
+    progress_every: f64,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +152,9 @@ fn run(args: &Args) -> Result<(), String> {
     if args.ramp.is_nan() || args.ramp <= 0.0 {
         return Err("--ramp must be above 0".into());
     }
+    if args.soak {
+        return run_soak(args);
+    }
     let nofile = sys::raise_nofile();
     let mut cfg = Config {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -119,8 +164,8 @@ fn run(args: &Args) -> Result<(), String> {
         ramp: args.ramp,
         subscribe: (!args.idle && !args.subscribe.is_empty())
             .then(|| args.subscribe.as_bytes().to_vec()),
-        warmup: secs(args.warmup, "warmup")?,
-        duration: secs(args.duration, "duration")?,
+        warmup: secs(args.warmup.unwrap_or(2.0), "warmup")?,
+        duration: secs(args.duration.unwrap_or(10.0), "duration")?,
         connect_timeout: secs(args.connect_timeout, "connect-timeout")?,
         server_pid: args.server_pid,
         max_frame: args.max_frame,
@@ -223,6 +268,62 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `--soak`: runs the soak driver, prints its table (unless --json) and its JSON line,
+/// writes the RSS curve when asked; an error when the verdict is a failure.
+fn run_soak(args: &Args) -> Result<(), String> {
+    if args.selftest || args.churn || args.idle {
+        return Err("--soak does not go with --selftest, --churn or --idle".into());
+    }
+    let nofile = sys::raise_nofile();
+    let (authority, path) = split_url(&args.url)?;
+    let authority = args.addr.clone().unwrap_or(authority);
+    let addr = resolve(&authority)?;
+    let mut cfg = soak::SoakConfig::new(addr);
+    cfg.host = authority;
+    cfg.path = args.path.clone().unwrap_or(path);
+    cfg.clients = args.clients.unwrap_or(1000);
+    let duration = args.duration.unwrap_or(1800.0);
+    cfg.duration = secs(duration, "duration")?;
+    cfg.warmup = secs(args.warmup.unwrap_or(duration / 3.0), "warmup")?;
+    cfg.seed = args.seed;
+    cfg.rss_pid = args.rss_pid.or(args.server_pid);
+    cfg.rss_every = secs(args.rss_every, "rss-every")?;
+    cfg.rss_growth_pct = args.rss_growth_pct;
+    cfg.rss_slack_kib = args.rss_slack_kib;
+    cfg.act_min = secs(args.act_min, "act-min")?;
+    cfg.act_max = secs(args.act_max, "act-max")?;
+    cfg.reconnect_min = secs(args.reconnect_min, "reconnect-min")?;
+    cfg.reconnect_max = secs(args.reconnect_max, "reconnect-max")?;
+    cfg.ramp = args.ramp;
+    cfg.reply_timeout = secs(args.reply_timeout, "reply-timeout")?;
+    cfg.connect_timeout = secs(args.connect_timeout, "connect-timeout")?;
+    cfg.close_timeout = secs(args.close_timeout, "close-timeout")?;
+    cfg.progress_every = (!args.json && args.progress_every > 0.0)
+        .then(|| secs(args.progress_every, "progress-every"))
+        .transpose()?;
+    if nofile > 0 && (cfg.clients as u64) + 16 > nofile && !args.json {
+        eprintln!(
+            "loadgen: open-file limit {nofile} is below {} clients: expect 'Too many open files'; raise it with ulimit -n",
+            cfg.clients
+        );
+    }
+    let report = soak::run(cfg).map_err(|e| format!("soak: {e}"))?;
+    if let Some(path) = &args.rss_csv {
+        std::fs::write(path, report.rss_csv())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if !args.json {
+        print!("{}", report.table());
+    }
+    println!("{}", report.json());
+    let failures = report.failures();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("soak failed: {}", failures.join("; ")))
+    }
 }
 
 /// `ws://host[:port]/path?query` into authority and request target.
