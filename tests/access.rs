@@ -99,13 +99,16 @@ fn alerts_need_the_token_and_the_open_endpoints_stay_open() {
     let ok = request(server.addr, "GET", "/alerts", &bearer(TOKEN));
     assert_eq!(ok.status, 200);
     assert!(ok.json().is_array());
-    for path in [
-        "/",
-        "/dashboard.js",
-        "/healthz",
-        "/metrics",
-        "/stream/status",
-    ] {
+    // `/stream/status` is under `/stream`: only the page, its files, `/healthz` and
+    // `/metrics` stay open.
+    assert_error(
+        &request(server.addr, "GET", "/stream/status", ""),
+        401,
+        "unauthorized",
+    );
+    let status = request(server.addr, "GET", "/stream/status", &bearer(TOKEN));
+    assert_eq!(status.status, 200);
+    for path in ["/", "/dashboard.js", "/dashboard.css", "/healthz", "/metrics"] {
         assert_eq!(
             request(server.addr, "GET", path, "").status,
             200,

@@ -93,7 +93,9 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
             return Action::Respond(refusal);
         }
     }
-    if req.method == "POST" || req.path == "/alerts" {
+    // PROTOCOL.md leaves only `/`, `/healthz` and `/metrics` open: `/stream/status` is
+    // under `/stream`.
+    if req.method == "POST" || req.path == "/alerts" || req.path == "/stream/status" {
         if let Some(refusal) = env.access.check_token(req, false) {
             return Action::Respond(refusal);
         }

@@ -387,7 +387,7 @@ describe('dashboard', () => {
     await page.click('#stop');
     await waitInPage(page, '#scanner-state to read stopped', () =>
       document.querySelector('#scanner-state')?.textContent.trim() === 'stopped');
-    const res = await fetch(`${server.url}/stream/status`);
+    const res = await fetch(`${server.url}/stream/status`, { headers: { Authorization: `Bearer ${token}` } });
     assert.equal((await res.json()).state, 'stopped', 'the POST with the token reached the server');
     assertNoErrors(assert, withToken);
 
