@@ -171,26 +171,25 @@ impl fmt::Debug for Token {
     }
 }
 
+impl Token {
+    /// It travels in a header (and percent-encoded in a query string): visible ASCII.
+    fn is_valid(&self) -> bool {
+        (8..=512).contains(&self.0.len()) && self.0.bytes().all(|b| b.is_ascii_graphic())
+    }
+}
+
+// Parsing takes anything and `Config::validate` judges it: an error from here would be
+// printed with the value in it, and the value is a secret.
 impl FromStr for Token {
-    type Err = String;
+    type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // It travels in a header and a query string: visible ASCII without `&`, `#`,
-        // `%` or `+` needs no escaping in either.
-        let fine = |c: char| c.is_ascii_graphic() && !matches!(c, '&' | '#' | '%' | '+');
-        if s.len() < 8 || s.len() > 512 || !s.chars().all(fine) {
-            return Err(
-                "a token is 8 to 512 visible ASCII characters, without & # % or +".to_owned(),
-            );
-        }
         Ok(Token(s.to_owned()))
     }
 }
 
 impl<'de> Deserialize<'de> for Token {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d).map(Token)
     }
 }
 
@@ -567,6 +566,12 @@ impl Config {
             return Err(invalid(
                 "sim_rate",
                 "must be 0.001 to 10000000 updates a second",
+            ));
+        }
+        if self.token.as_ref().is_some_and(|t| !t.is_valid()) {
+            return Err(invalid(
+                "token",
+                "must be 8 to 512 visible ASCII characters (no spaces)",
             ));
         }
         if self.sma_slow <= self.sma_fast {

@@ -36,7 +36,7 @@ pub fn http_head(data: &[u8]) {
             assert!(req.body.len() <= LIMITS.max_body);
             let _ = req.keep_alive();
             let access = Access::new(&Config {
-                token: "fuzz-token-123".parse().ok(),
+                token: FUZZ_TOKEN.parse().ok(),
                 allow_origin: vec!["https://desk.example.com".parse().expect("origin")],
                 ..Config::default()
             });
@@ -156,7 +156,7 @@ pub fn connection(data: &[u8]) {
             }
         }
     }
-    let addr = fuzz_server();
+    let (addr, alive) = fuzz_server();
     let mut stream = TcpStream::connect(addr).expect("connect to the fuzz server");
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -170,17 +170,30 @@ pub fn connection(data: &[u8]) {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         Err(e) => panic!("the server did not close after the client's end of input: {e}"),
     }
+    // A panic on the server's thread shows here, on the input that caused it.
+    assert!(alive(), "the server's thread ended");
     if let Err(why) = check_server_bytes(&out) {
         panic!(
             "{why}\ninput: {input:?}\noutput: {:?}",
             String::from_utf8_lossy(&out)
         );
     }
+    // Without the token, nothing may be let through.
+    let has_token = input
+        .windows(FUZZ_TOKEN.len())
+        .any(|w| w == FUZZ_TOKEN.as_bytes());
+    if !has_token && out.starts_with(b"HTTP/1.1 101") {
+        panic!("an upgrade without the token\ninput: {input:?}");
+    }
 }
+
+/// The fuzz server's token: the valid upgrade carries it, and nothing without it may be
+/// upgraded.
+const FUZZ_TOKEN: &str = "fuzz-token-123";
 
 const UPGRADE: &[u8] = b"GET /stream HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-Sec-WebSocket-Version: 13\r\n\r\n";
+Authorization: Bearer fuzz-token-123\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 fn masked_frame(out: &mut Vec<u8>, head: u8, payload: &[u8]) {
     let fin = if head & 0x10 == 0 { 0x80 } else { 0 };
@@ -200,21 +213,27 @@ fn masked_frame(out: &mut Vec<u8>, head: u8, payload: &[u8]) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
 }
 
-/// One server for the whole fuzzing process, streaming a few results a second so
-/// subscriptions get frames too.
-fn fuzz_server() -> std::net::SocketAddr {
-    static ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
-    *ADDR.get_or_init(|| {
+type ServerThread = std::thread::JoinHandle<Result<(), crate::ServerError>>;
+
+/// One server for the whole fuzzing process, with a token and an origin list, streaming a
+/// few results a second so subscriptions get frames too. Returns its address and whether
+/// its thread still runs.
+fn fuzz_server() -> (std::net::SocketAddr, impl Fn() -> bool) {
+    static SERVER: std::sync::OnceLock<(std::net::SocketAddr, ServerThread)> =
+        std::sync::OnceLock::new();
+    let (addr, thread) = SERVER.get_or_init(|| {
         let config = Config {
             listen: ([127, 0, 0, 1], 0).into(),
             source: crate::SourceSpec::Firehose { rate: 200 },
+            token: FUZZ_TOKEN.parse().ok(),
+            allow_origin: vec!["https://desk.example.com".parse().expect("origin")],
             ..Config::default()
         };
         let reactor = crate::Reactor::bind(config).expect("bind the fuzz server");
         let addr = reactor.local_addr();
-        std::thread::spawn(move || reactor.run());
-        addr
-    })
+        (addr, std::thread::spawn(move || reactor.run()))
+    });
+    (*addr, move || !thread.is_finished())
 }
 
 /// What a server may send: HTTP responses (each with `Content-Length`), and after a

@@ -35,11 +35,11 @@ fn a_scanner_panic_degrades_health_but_the_stream_and_history_stay() {
         }
     };
     assert_eq!(status["state"], "stopped");
+    assert_eq!(status["phase"], "idle");
 
     let health = http(server.addr, "GET", "/healthz", None);
-    assert_eq!(health.status, 503);
-    let body = String::from_utf8(health.body).unwrap();
-    assert_eq!(body, "degraded: scanner failed: scripted panic");
+    assert_error(&health, 503, "degraded");
+    assert_eq!(health.json()["message"], "scanner failed: scripted panic");
     let status = http(server.addr, "GET", "/stream/status", None).json();
     assert_eq!(status["health"], "degraded");
     assert_eq!(metric(server.addr, "scanstream_scanner_running"), 0.0);
@@ -48,6 +48,12 @@ fn a_scanner_panic_degrades_health_but_the_stream_and_history_stay() {
         http(server.addr, "POST", "/stream/start", Some("")).status,
         503
     );
+    send(
+        &mut watcher,
+        json!({"type": "scan", "id": "s1", "data": {"symbols": ["AAPL"]}}),
+    );
+    let refused = expect_error(&mut watcher, "unavailable");
+    assert_eq!(refused["id"], "s1");
 
     // A newcomer still resumes from history: all three results, in order.
     let mut late = connect(&server);

@@ -666,6 +666,8 @@ fn the_dashboard_is_served_whole_and_loads_nothing_from_elsewhere() {
         .expect("a CSP header");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("connect-src 'self'"), "{csp}");
+    // The page address may carry the token.
+    assert_eq!(page.header("Referrer-Policy"), Some("no-referrer"));
     let html = String::from_utf8(page.body).unwrap();
     assert!(html.contains(r#"src="/dashboard.js""#));
     assert!(html.contains(r#"href="/dashboard.css""#));

@@ -40,11 +40,13 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Unsent data passed the per-connection cap; the connection is closed with 4008.
     SlowConsumer,
+    /// The scanner has failed: requests to it cannot be served (HTTP 503).
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for metrics.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::LimitExceeded,
         ErrorCode::SlowConsumer,
+        ErrorCode::Unavailable,
     ];
 
     /// The wire spelling.
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -102,16 +102,17 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
     }
     Action::Respond(match req.path {
         "/" => asset("text/html; charset=utf-8", DASHBOARD_HTML)
-            .with_header("Content-Security-Policy", DASHBOARD_CSP),
+            .with_header("Content-Security-Policy", DASHBOARD_CSP)
+            // The page address may carry the token: send it nowhere.
+            .with_header("Referrer-Policy", "no-referrer"),
         "/dashboard.css" => asset("text/css; charset=utf-8", DASHBOARD_CSS),
         "/dashboard.js" => asset("text/javascript; charset=utf-8", DASHBOARD_JS),
         "/healthz" => match env.scanner_failure {
             None => Response::text(200, "text/plain; charset=utf-8", "ok"),
-            Some(why) => Response::text(
-                503,
-                "text/plain; charset=utf-8",
-                format!("degraded: scanner failed: {why}"),
-            ),
+            Some(why) => {
+                let why: String = why.chars().take(200).collect();
+                Response::error(503, "degraded", &format!("scanner failed: {why}"))
+            }
         },
         "/metrics" => return Action::Metrics,
         "/stream/status" => Response::json(200, env.status),

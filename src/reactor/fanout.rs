@@ -181,6 +181,7 @@ impl Reactor {
         self.scanner.mark_failed();
         self.adhoc.clear();
         self.status.scanner.state = scanner::RunState::Stopped;
+        self.status.scanner.phase = scanner::Phase::Idle;
         self.status.scanner.adhoc_queue = 0;
         self.status.health = session::Health::Degraded;
         self.status_changed = true;

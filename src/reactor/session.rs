@@ -259,8 +259,8 @@ impl WsSession {
                         reply_error(out, env.metrics, ErrorCode::LimitExceeded, &msg, id);
                     }
                     Err(Refusal::Gone) => {
-                        let msg = "the scanner is not running";
-                        reply_error(out, env.metrics, ErrorCode::QueueFull, msg, id);
+                        let msg = "the scanner has failed; ad-hoc scans cannot be served";
+                        reply_error(out, env.metrics, ErrorCode::Unavailable, msg, id);
                     }
                 }
             }

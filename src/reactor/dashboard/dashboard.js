@@ -18,16 +18,35 @@
   // and gives up on a connection that has been silent for the server's ping interval
   // (25 s) plus a margin, as the Rust client does.
   const PING_EVERY_MS = 15000;
-  const SILENT_LIMIT_MS = 35000;
+  // A connection that leaves a ping unanswered this long is given up (ticks of a timer
+  // in a background tab may come only once a minute; a late tick is no silence).
+  const PONG_WAIT_MS = 15000;
+  // How long the page waits for its HTTP questions about a refused connection.
+  const PROBE_TIMEOUT_MS = 5000;
   const FLASH_MS = 700;
   const ROWS_SHOWN = 100;
   const LEAVE_MS = 600;
 
   const $ = (sel) => document.querySelector(sel);
-  const params = new URLSearchParams(location.search);
-  const token = params.get('token') || '';
+  const token = takeToken();
   const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
     '/stream' + (token ? '?token=' + encodeURIComponent(token) : '');
+
+  // The token comes in the page address (`?token=` or `#token=`); it is kept for this tab
+  // and taken out of the address bar, history and Referer headers.
+  function takeToken() {
+    const fromQuery = new URLSearchParams(location.search).get('token');
+    const fromHash = new URLSearchParams(location.hash.slice(1)).get('token');
+    const given = fromQuery || fromHash;
+    try {
+      if (given) sessionStorage.setItem('scanstream-token', given);
+      const kept = given || sessionStorage.getItem('scanstream-token') || '';
+      if (given) history.replaceState(null, '', location.pathname);
+      return kept;
+    } catch (_) {
+      return given || ''; // storage refused (a private window): the address keeps it
+    }
+  }
 
   const st = {
     ws: null,
@@ -36,11 +55,17 @@
     attempt: 0, // reconnect attempts since the last open
     retryAt: 0,
     opened: false, // has any connection opened yet
-    lastRx: 0,
+    pingSentAt: 0, // an unanswered ping's time, 0 when none is out
     epoch: null,
     lastSeq: null, // the last result seq applied to the table, in `epoch`
-    needSnapshot: true, // next subscribe asks for a snapshot instead of resuming
-    filters: {},
+    // The table came from a snapshot (and results since) for `filters` in `epoch`, so a
+    // reconnect may resume it; else the next subscribe asks for a snapshot.
+    tableGood: false,
+    filters: {}, // what the server accepted
+    desired: {}, // what the form asks for
+    subscribeId: null, // the newest subscribe request
+    connSubscribed: false, // the server holds our subscription on this connection
+    alertsGen: 0,
     requestId: 0,
     pending: new Map(), // request id -> what it was for
     rows: new Map(), // "SYM/scan" -> result
@@ -104,13 +129,13 @@
       if (st.opened) st.reconnects += 1;
       st.opened = true;
       st.attempt = 0;
-      st.lastRx = Date.now();
+      st.pingSentAt = 0;
+      st.connSubscribed = false;
       setConn('live');
       subscribe();
-      loadAlerts();
     };
     ws.onmessage = (ev) => {
-      st.lastRx = Date.now();
+      st.pingSentAt = 0;
       onMessage(ev.data, performance.timeOrigin + performance.now());
     };
     ws.onclose = (ev) => {
@@ -119,7 +144,15 @@
       st.pending.clear();
       if (!wasOpen) {
         // A refused upgrade looks like 1006 to a page; ask over plain HTTP why.
-        probeRefusal().then((why) => (why ? setConn('closed', why) : retry(ev.code)));
+        probeRefusal().then((why) => {
+          if (why) {
+            setConn('closed', why);
+          } else {
+            retry(ev.code);
+            // A page whose origin the server does not list gets a bare failure too.
+            if (st.attempt >= 5) st.connNote += '; if the server has --allow-origin, it must list this page\'s origin';
+          }
+        });
         return;
       }
       if (!shouldReconnect(ev.code)) {
@@ -141,7 +174,10 @@
   // 401 and 403 mean no retry will succeed; anything else (a server that is down) may pass.
   async function probeRefusal() {
     try {
-      const res = await fetch('/stream', { headers: authHeaders() });
+      const res = await fetch('/stream', {
+        headers: authHeaders(),
+        signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+      });
       if (res.status === 401) return 'unauthorized: add ?token=… to the page address';
       if (res.status === 403) return 'this page\'s origin is not allowed by the server';
     } catch (_) {
@@ -171,25 +207,30 @@
     return id;
   }
 
-  // Resume from the last result seen when the table is still good; else start from a
-  // snapshot, which replaces the table.
+  // Resume from the last result seen when the table is good for the filters asked for;
+  // else start from a snapshot, which replaces the table.
   function subscribe() {
-    const data = { subscription: SUB, filters: st.filters };
-    const resume = !st.needSnapshot && st.epoch !== null && st.lastSeq !== null;
+    const filters = st.desired;
+    const data = { subscription: SUB, filters };
+    const resume = st.tableGood && sameFilters(filters, st.filters) && st.lastSeq !== null;
     if (resume) {
       data.since = st.lastSeq;
       data.epoch = st.epoch;
     } else {
       data.snapshot = true;
     }
-    send('subscribe', data, { kind: 'subscribe', resume });
+    const id = send('subscribe', data, { kind: 'subscribe', resume, filters });
+    if (id) st.subscribeId = id;
   }
+
+  const sameFilters = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
   setInterval(() => {
     if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - st.lastRx > SILENT_LIMIT_MS) {
+    if (st.pingSentAt && Date.now() - st.pingSentAt > PONG_WAIT_MS) {
       dropConnection(1006);
-    } else {
+    } else if (!st.pingSentAt) {
+      st.pingSentAt = Date.now();
       send('ping');
     }
   }, PING_EVERY_MS);
@@ -208,7 +249,7 @@
     const d = msg.data || {};
     switch (msg.type) {
       case 'result': onResult(d, msg.timestamp, rxMs); break;
-      case 'snapshot': if (d.subscription === SUB) onSnapshot(d); break;
+      case 'snapshot': if (d.subscription === SUB) onSnapshot(d, msg.id); break;
       case 'subscribed': if (d.subscription === SUB) onSubscribed(d, purpose); break;
       case 'status': onStatus(d, purpose); break;
       case 'alert': addAlert(d); break;
@@ -219,25 +260,39 @@
   }
 
   function onSubscribed(d, purpose) {
+    if (!purpose || purpose.kind !== 'subscribe') return;
     $('#filter-error').textContent = '';
-    const resumed = purpose && purpose.resume;
+    st.filters = purpose.filters;
     st.epoch = d.epoch;
-    if (resumed && !d.recovered) {
+    if (!st.connSubscribed) {
+      st.connSubscribed = true;
+      // Alerts raised while the page was away are not replayed: fetch them, now that
+      // the stream carries every new one.
+      loadAlerts();
+    }
+    if (purpose.resume && !d.recovered) {
       // Results were lost (a new server run, or history too short): a replay cannot
       // repair a table that missed a clear, so start again from a snapshot.
       st.gaps += 1;
-      st.needSnapshot = true;
+      st.tableGood = false;
       subscribe();
       return;
     }
-    if (!resumed) st.lastSeq = d.seq;
-    st.needSnapshot = false;
+    // A snapshot follows and stands for everything up to this seq; until it has come,
+    // the table is not one a later connection could resume.
+    if (!purpose.resume) {
+      st.lastSeq = d.seq;
+      st.tableGood = false;
+    }
   }
 
-  function onSnapshot(d) {
+  function onSnapshot(d, id) {
     st.rows.clear();
     for (const r of d.results || []) st.rows.set(keyOf(r), r);
     st.lastSeq = d.seq;
+    // Only the answer to the newest request makes the table good: an older one was for
+    // other filters.
+    if (id === st.subscribeId) st.tableGood = true;
     for (const key of st.rowEls.keys()) st.dirty.add(key);
     st.orderDirty = true;
     schedule();
@@ -294,7 +349,11 @@
   function onError(d, purpose) {
     const text = `${d.code}: ${d.message}`;
     if (purpose && purpose.kind === 'subscribe') {
+      // The server left the subscription as it was: so does the page.
       $('#filter-error').textContent = text;
+      st.desired = st.filters;
+      writeFilters($('#filters'), st.filters);
+      if (!st.connSubscribed) subscribe();
     } else if (purpose && purpose.kind === 'adhoc') {
       $('#adhoc-reply').textContent = text;
     } else if (purpose && purpose.kind === 'ack') {
@@ -372,12 +431,14 @@
   async function loadAlerts() {
     const limit = 1000;
     const streamed = [];
+    const gen = ++st.alertsGen;
     st.loading = streamed;
     try {
       const [recent, unacked] = await Promise.all([
         getJson(`/alerts?limit=${ALERTS_MAX}`),
         getJson(`/alerts?unacked=true&limit=${limit}`),
       ]);
+      if (gen !== st.alertsGen) return; // a newer load is under way
       st.unacked = new Set(unacked.map((a) => a.alert_id));
       st.unackedMore = unacked.length >= limit;
       for (const a of [...recent].reverse()) st.alerts.set(a.alert_id, a);
@@ -459,6 +520,7 @@
     let text = st.conn;
     if (st.conn === 'reconnecting' && st.retryAt > Date.now()) {
       text = `reconnecting in ${((st.retryAt - Date.now()) / 1000).toFixed(1)} s (attempt ${st.attempt})`;
+      if (st.connNote) text += `: ${st.connNote}`;
     } else if (st.connNote && st.conn !== 'live') {
       text = `${st.conn}: ${st.connNote}`;
     }
@@ -472,6 +534,7 @@
       state.textContent = d.state;
       state.dataset.state = d.state;
     }
+    if (d.health) $('#scanner-health').hidden = d.health !== 'degraded';
     if (Number.isFinite(d.total)) {
       const p = $('#progress');
       p.max = Math.max(d.total, 1);
@@ -703,10 +766,19 @@
   // A new filter replaces the subscription with a snapshot: results from before the
   // change were filtered differently, so resuming would leave the table inexact.
   function applyFilters(filters) {
-    st.filters = filters;
-    st.needSnapshot = true;
+    st.desired = filters;
     $('#filter-error').textContent = '';
     subscribe();
+  }
+
+  function writeFilters(form, f) {
+    form.elements.symbols.value = (f.symbols || []).join(' ');
+    for (const box of form.querySelectorAll('input[name=scans]')) {
+      box.checked = (f.scans || []).includes(box.value);
+    }
+    for (const name of ['min_score', 'min_price', 'max_price']) {
+      form.elements[name].value = f[name] ?? '';
+    }
   }
 
   $('#filters').addEventListener('submit', (e) => {
