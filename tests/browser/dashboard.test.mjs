@@ -389,7 +389,15 @@ describe('dashboard', () => {
       document.querySelector('#scanner-state')?.textContent.trim() === 'stopped');
     const res = await fetch(`${server.url}/stream/status`, { headers: { Authorization: `Bearer ${token}` } });
     assert.equal((await res.json()).state, 'stopped', 'the POST with the token reached the server');
+    // The token left the address bar, and the tab still has it after a reload.
+    assert.ok(!page.url().includes(token), `the address still shows the token: ${page.url()}`);
+    await page.reload();
+    await waitLive(page);
     assertNoErrors(assert, withToken);
+
+    // `#token=` works as well, and stays out of requests altogether.
+    const viaHash = await openDashboard(t, browser(), `${server.url}/#token=${token}`);
+    await waitLive(viaHash.page);
 
     // Without it the upgrade is refused (401); the page says why and stops retrying.
     const without = await openDashboard(t, browser(), `${server.url}/`);
