@@ -247,7 +247,6 @@ const READ_CHUNK: usize = 256 * 1024;
 /// cut short is queued to be read again.
 const READ_BUDGET: usize = 8;
 const TICK: Duration = Duration::from_millis(100);
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 /// Handles every complete frame at the start of `buf`. Returns the bytes consumed, the
 /// size the read buffer must reach for the next frame, and the end of the connection if
@@ -886,39 +885,10 @@ impl Engine {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
-        let mut tmp = [0u8; 4096];
-        let failure = loop {
-            match conn.sock.read(&mut tmp) {
-                Ok(0) => break Some("connection closed during the handshake".to_string()),
-                Ok(n) => conn.partial.extend_from_slice(&tmp[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Some(e.to_string()),
-            }
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&conn.partial) {
-                Ok(httparse::Status::Partial) if conn.partial.len() > MAX_RESPONSE_HEAD => {
-                    break Some("response head too large".to_string());
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => break Some(format!("bad HTTP response: {e}")),
-                Ok(httparse::Status::Complete(head)) => {
-                    if resp.code != Some(101) {
-                        break Some(format!("HTTP {}", resp.code.unwrap_or(0)));
-                    }
-                    let accept = resp
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-                        .map(|h| h.value);
-                    if accept != Some(conn.accept.as_bytes()) {
-                        break Some("wrong Sec-WebSocket-Accept".to_string());
-                    }
-                    conn.partial.drain(..head);
-                    break None;
-                }
-            }
+        let failure = match ws::read_handshake(&mut conn.sock, &mut conn.partial, &conn.accept) {
+            Ok(false) => return,
+            Ok(true) => None,
+            Err(why) => Some(why),
         };
         if let Some(why) = failure {
             let conn = self.conns[i].take();
@@ -1513,7 +1483,14 @@ mod tests {
         let c = r.churn.unwrap();
         assert!(c.cycles > 10, "only {} cycles", c.cycles);
         assert!(c.errors.is_empty(), "{:?}", c.errors);
-        assert_eq!(r.close_codes.get(&1000).copied(), Some(c.cycles_total));
+        // The run may end between a client's close and the server's answer to it: at most
+        // one cycle per client is counted without its close code.
+        let closes = r.close_codes.get(&1000).copied().unwrap_or(0);
+        assert!(
+            (c.cycles_total.saturating_sub(2)..=c.cycles_total).contains(&closes),
+            "{closes} closes for {} cycles",
+            c.cycles_total
+        );
         assert_eq!(r.connect_failures, 0);
     }
 

@@ -39,7 +39,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_BUDGET: usize = 8;
 /// Largest frame accepted from the server.
 const MAX_FRAME: usize = 4 << 20;
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Symbols and alert ids remembered for `scan` and `ack` requests.
 const SYMBOL_POOL: usize = 1000;
 const ALERT_POOL: usize = 256;
@@ -1406,39 +1405,10 @@ impl Client {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        let mut tmp = [0u8; 4096];
-        let failure = loop {
-            match conn.sock.read(&mut tmp) {
-                Ok(0) => break Some("connection closed during the handshake".to_string()),
-                Ok(n) => conn.partial.extend_from_slice(&tmp[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Some(e.to_string()),
-            }
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&conn.partial) {
-                Ok(httparse::Status::Partial) if conn.partial.len() > MAX_RESPONSE_HEAD => {
-                    break Some("response head too large".to_string());
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => break Some(format!("bad HTTP response: {e}")),
-                Ok(httparse::Status::Complete(head)) => {
-                    if resp.code != Some(101) {
-                        break Some(format!("HTTP {}", resp.code.unwrap_or(0)));
-                    }
-                    let accept = resp
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-                        .map(|h| h.value);
-                    if accept != Some(conn.accept.as_bytes()) {
-                        break Some("wrong Sec-WebSocket-Accept".to_string());
-                    }
-                    conn.partial.drain(..head);
-                    break None;
-                }
-            }
+        let failure = match ws::read_handshake(&mut conn.sock, &mut conn.partial, &conn.accept) {
+            Ok(false) => return false,
+            Ok(true) => None,
+            Err(why) => Some(why),
         };
         if let Some(why) = failure {
             self.connect_failed(reg, format!("handshake: {why}"), sh, now);

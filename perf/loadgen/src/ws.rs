@@ -178,6 +178,54 @@ pub fn client_key(nonce: [u8; 16]) -> String {
     data_encoding::BASE64.encode(&nonce)
 }
 
+/// Bytes of a server's handshake response head at most.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Reads the answer to an upgrade request from `sock` into `partial` until its head is
+/// whole and checked against `accept`. Bytes after the head (early frames) stay in
+/// `partial`. `Ok(false)`: more is needed and the socket has nothing now.
+pub fn read_handshake(
+    sock: &mut impl std::io::Read,
+    partial: &mut Vec<u8>,
+    accept: &str,
+) -> Result<bool, String> {
+    use std::io::ErrorKind;
+    let mut tmp = [0u8; 4096];
+    loop {
+        match sock.read(&mut tmp) {
+            Ok(0) => return Err("connection closed during the handshake".to_string()),
+            Ok(n) => partial.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(partial) {
+            Ok(httparse::Status::Partial) if partial.len() > MAX_RESPONSE_HEAD => {
+                return Err("response head too large".to_string());
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(format!("bad HTTP response: {e}")),
+            Ok(httparse::Status::Complete(head)) => {
+                if resp.code != Some(101) {
+                    return Err(format!("HTTP {}", resp.code.unwrap_or(0)));
+                }
+                let got = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                    .map(|h| h.value);
+                if got != Some(accept.as_bytes()) {
+                    return Err("wrong Sec-WebSocket-Accept".to_string());
+                }
+                partial.drain(..head);
+                return Ok(true);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
