@@ -5,7 +5,7 @@
 //! sockets and a partial frame each.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -190,18 +190,7 @@ impl Conn {
 
     /// Writes what is queued until done or `WouldBlock`.
     fn flush(&mut self) -> io::Result<()> {
-        while !self.out.is_empty() {
-            match self.sock.write(&self.out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        ws::flush(&mut self.sock, &mut self.out)
     }
 }
 
@@ -1236,6 +1225,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::TcpListener;
 
     fn test_conn() -> (Conn, TcpListener) {

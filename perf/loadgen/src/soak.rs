@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -919,18 +919,7 @@ struct Conn {
 
 impl Conn {
     fn flush(&mut self) -> io::Result<()> {
-        while !self.out.is_empty() {
-            match self.sock.write(&self.out) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        ws::flush(&mut self.sock, &mut self.out)
     }
 }
 

@@ -178,6 +178,24 @@ pub fn client_key(nonce: [u8; 16]) -> String {
     data_encoding::BASE64.encode(&nonce)
 }
 
+/// Writes `out` to `sock` until it is empty or the socket would block; what is written
+/// leaves `out`.
+pub fn flush(sock: &mut impl std::io::Write, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    while !out.is_empty() {
+        match sock.write(out) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                out.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Bytes of a server's handshake response head at most.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
