@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, result};
+use common::{TestServer, eventually, metric, result};
 use scanstream::{EventKind, Scan};
 use serde_json::Value;
 
@@ -145,6 +145,11 @@ fn the_readable_view_has_aligned_columns_and_no_colour_off_a_terminal() {
     let rx = lines(child.stdout.take().unwrap());
     until(&rx, "connected", |l| {
         l.contains("connected to").then_some(())
+    });
+    // Connected comes before the subscription stands; a result pushed between the two
+    // would not be the client's to see.
+    eventually("the client subscribed", || {
+        metric(server.addr, "scanstream_subscribers") >= 1.0
     });
     server.push(result("TSLA", Scan::VolumeSpike, EventKind::New));
     server.push(result("NVDA", Scan::NewHigh, EventKind::Clear));
