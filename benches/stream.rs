@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use scanstream::bench_api::{Subscription, Tail, matching_mask, write_result};
+use scanstream::bench_api::{Delivery, Subscription, Tail, delivery, write_result};
 use scanstream::history::History;
 use scanstream::protocol::{Filter, json_string};
 use scanstream::scanner::{Dedup, Materiality};
@@ -89,7 +89,7 @@ fn bench_frame(c: &mut Criterion) {
             if out.len() > 60_000 {
                 out.clear();
             }
-            write_result(&mut out, black_box(&ev), &subs, 1, &mut tail);
+            write_result(&mut out, black_box(&ev), &subs, takes(1), &mut tail);
         })
     });
     // The tail alternates between two subscription sets: rebuilt on every frame.
@@ -101,7 +101,7 @@ fn bench_frame(c: &mut Criterion) {
                 out.clear();
             }
             mask = if mask == 1 { 3 } else { 1 };
-            write_result(&mut out, black_box(&ev), &two, mask, &mut tail);
+            write_result(&mut out, black_box(&ev), &two, takes(mask), &mut tail);
         })
     });
     // What a design that serialises per connection would pay instead.
@@ -124,6 +124,14 @@ fn bench_frame(c: &mut Criterion) {
     g.finish();
 }
 
+/// A delivery to the subscriptions in `mask`, leaving none.
+fn takes(mask: u64) -> Delivery {
+    Delivery {
+        takes: mask,
+        left: 0,
+    }
+}
+
 fn bench_fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     let conns: Vec<Vec<Subscription>> = (0..CONNECTIONS).map(connection_subs).collect();
@@ -135,7 +143,7 @@ fn bench_fanout(c: &mut Criterion) {
     // How many deliveries one pass makes, for the per-delivery figure.
     let deliveries: usize = events
         .iter()
-        .map(|ev| conns.iter().filter(|s| matching_mask(s, ev) != 0).count())
+        .map(|ev| conns.iter().filter(|s| !delivery(s, ev).is_empty()).count())
         .sum::<usize>()
         / events.len();
     eprintln!("fanout: {CONNECTIONS} connections, {deliveries} deliveries per result on average");
@@ -146,9 +154,9 @@ fn bench_fanout(c: &mut Criterion) {
             let ev = &events[i % events.len()];
             i += 1;
             for ((subs, tail), out) in conns.iter().zip(&mut tails).zip(&mut outs) {
-                let mask = matching_mask(subs, ev);
-                if mask != 0 {
-                    write_result(out, ev, subs, mask, tail);
+                let d = delivery(subs, ev);
+                if !d.is_empty() {
+                    write_result(out, ev, subs, d, tail);
                 }
                 // The simulated write: a socket that takes everything every 32 results.
                 if out.len() > 32 * 330 {

@@ -127,6 +127,32 @@ pub struct ScanResult {
     pub adhoc: bool,
 }
 
+/// The values a subscription's value filters look at (`min_score`, `min_price`,
+/// `max_price`, `min_abs_change_pct`, `min_volume_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FilterValues {
+    /// Score.
+    pub score: f64,
+    /// Last price.
+    pub price: f64,
+    /// Change in percent.
+    pub change_pct: f64,
+    /// Volume ratio.
+    pub volume_ratio: f64,
+}
+
+impl FilterValues {
+    /// The filter values of a result.
+    pub fn of(r: &ScanResult) -> FilterValues {
+        FilterValues {
+            score: r.score,
+            price: r.price,
+            change_pct: r.change_pct,
+            volume_ratio: r.volume_ratio,
+        }
+    }
+}
+
 /// A published result: the fields filters look at, and the message encoded once.
 #[derive(Debug)]
 pub struct ScanEvent {
@@ -150,6 +176,10 @@ pub struct ScanEvent {
     pub rsi: Option<f64>,
     /// From an ad-hoc request: replayed like any result, but never part of the active set.
     pub adhoc: bool,
+    /// For an `update`: the filter values of the (symbol, scan)'s previous published state,
+    /// so a subscription whose filters that state matched and this one does not is told
+    /// it `left`, the same way live and in a replay. `None` for anything else.
+    pub prior: Option<FilterValues>,
     /// When the scanner published it, for the publish-to-flush histogram.
     pub published: Instant,
     /// `{"type":"result","timestamp":"…","data":{"seq":…,…,"adhoc":false,`: the shared
@@ -228,10 +258,27 @@ impl ScanEvent {
             volume_ratio: result.volume_ratio,
             rsi: result.rsi,
             adhoc: result.adhoc,
+            prior: None,
             published: Instant::now(),
             encoded: encoded.into_boxed_slice(),
             data_start,
         }
+    }
+
+    /// This result's own filter values.
+    pub fn values(&self) -> FilterValues {
+        FilterValues {
+            score: self.score,
+            price: self.price,
+            change_pct: self.change_pct,
+            volume_ratio: self.volume_ratio,
+        }
+    }
+
+    /// The same result, with the filter values of its previous published state.
+    pub fn with_prior(mut self, prior: Option<FilterValues>) -> ScanEvent {
+        self.prior = prior;
+        self
     }
 
     /// The shared head of the `result` message (see the field's doc).

@@ -43,7 +43,7 @@ mod timefmt;
 /// The fan-out hot path, for the benchmarks in `benches/` (another crate); not an API.
 #[doc(hidden)]
 pub mod bench_api {
-    pub use crate::reactor::broadcast::{Subscription, Tail, matching_mask, write_result};
+    pub use crate::reactor::broadcast::{Delivery, Subscription, Tail, delivery, write_result};
 }
 
 #[doc(hidden)]

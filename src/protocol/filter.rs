@@ -5,7 +5,7 @@ use ahash::AHashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event::{EventKind, Scan, ScanEvent};
+use crate::event::{EventKind, FilterValues, Scan, ScanEvent};
 
 /// Longest symbol a filter may name, in bytes.
 pub const MAX_SYMBOL_LEN: usize = 128;
@@ -140,24 +140,42 @@ impl Filter {
     /// Does `ev` match? A `clear` matches on symbols and scans only, so a client that
     /// shows a row always learns when it ends.
     pub fn matches(&self, ev: &ScanEvent) -> bool {
+        self.matches_key(ev) && (ev.kind == EventKind::Clear || self.matches_values(&ev.values()))
+    }
+
+    /// Does `ev`, which this filter does not match, leave it? True for an `update` whose
+    /// previous published state matched (PROTOCOL.md, "Leaving a filter"): the
+    /// subscription's table holds a row this result must remove.
+    pub fn leaves(&self, ev: &ScanEvent) -> bool {
+        match ev.prior {
+            Some(prior) if ev.kind == EventKind::Update && !ev.adhoc => {
+                self.matches_values(&prior)
+                    && self.matches_key(ev)
+                    && !self.matches_values(&ev.values())
+            }
+            _ => false,
+        }
+    }
+
+    /// Does the filter take this symbol and scan?
+    fn matches_key(&self, ev: &ScanEvent) -> bool {
         if let Some(bits) = self.scans {
             if bits & ev.scan.bit() == 0 {
                 return false;
             }
         }
-        if let Some(symbols) = &self.symbols {
-            if !symbols.contains(&*ev.symbol_key) {
-                return false;
-            }
-        }
-        if ev.kind == EventKind::Clear {
-            return true;
-        }
-        at_least(ev.score, self.min_score)
-            && at_least(ev.price, self.min_price)
-            && self.max_price.is_none_or(|hi| ev.price <= hi)
-            && at_least(ev.change_pct.abs(), self.min_abs_change_pct)
-            && at_least(ev.volume_ratio, self.min_volume_ratio)
+        self.symbols
+            .as_ref()
+            .is_none_or(|symbols| symbols.contains(&*ev.symbol_key))
+    }
+
+    /// Do these values pass every value bound?
+    fn matches_values(&self, v: &FilterValues) -> bool {
+        at_least(v.score, self.min_score)
+            && at_least(v.price, self.min_price)
+            && self.max_price.is_none_or(|hi| v.price <= hi)
+            && at_least(v.change_pct.abs(), self.min_abs_change_pct)
+            && at_least(v.volume_ratio, self.min_volume_ratio)
     }
 }
 
@@ -279,6 +297,52 @@ mod tests {
         assert!(filter(json!({"min_score": 100, "min_price": 50})).matches(&clear));
         assert!(!filter(json!({"symbols": ["MSFT"]})).matches(&clear));
         assert!(!filter(json!({"scans": ["new_low"]})).matches(&clear));
+    }
+
+    #[test]
+    fn an_update_leaves_when_its_prior_matched_and_it_does_not() {
+        let prior = |score| {
+            Some(FilterValues {
+                score,
+                price: 10.0,
+                change_pct: -4.0,
+                volume_ratio: 2.5,
+            })
+        };
+        let update = |score, prior| {
+            event("AAPL", Scan::NewHigh, EventKind::Update, score, 10.0).with_prior(prior)
+        };
+        let f = filter(json!({"min_score": 2}));
+        // (event, leaves): only matched-then-not leaves.
+        let cases = [
+            (update(1.5, prior(2.5)), true),
+            (update(1.5, prior(1.0)), false),
+            (update(2.5, prior(2.5)), false),
+            (update(2.5, prior(1.0)), false),
+            (update(1.5, None), false),
+            (
+                event("AAPL", Scan::NewHigh, EventKind::New, 1.5, 10.0).with_prior(prior(2.5)),
+                false,
+            ),
+            (
+                event("AAPL", Scan::NewHigh, EventKind::Clear, 0.0, 10.0).with_prior(prior(2.5)),
+                false,
+            ),
+        ];
+        for (i, (ev, want)) in cases.into_iter().enumerate() {
+            assert_eq!(f.leaves(&ev), want, "case {i}");
+        }
+        // A filter that never took the symbol or scan is not left.
+        let other = filter(json!({"min_score": 2, "symbols": ["MSFT"]}));
+        assert!(!other.leaves(&update(1.5, prior(2.5))));
+        let scans = filter(json!({"min_score": 2, "scans": ["new_low"]}));
+        assert!(!scans.leaves(&update(1.5, prior(2.5))));
+        // Nor is one without value bounds: every update matches it.
+        assert!(!filter(json!({})).leaves(&update(1.5, prior(2.5))));
+        // An ad-hoc result is no state.
+        let mut adhoc = update(1.5, prior(2.5));
+        adhoc.adhoc = true;
+        assert!(!f.leaves(&adhoc));
     }
 
     #[test]

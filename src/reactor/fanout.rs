@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::TryRecvError;
 
-use super::broadcast::{matching_mask, write_result};
+use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
 use super::session::AdhocDoneView;
 use super::websocket::text_frame;
@@ -122,12 +122,12 @@ impl Reactor {
             if session.is_replaying() {
                 continue;
             }
-            let mask = matching_mask(&session.subs, &ev);
-            if mask == 0 {
+            let d = delivery(&session.subs, &ev);
+            if d.is_empty() {
                 continue;
             }
             let before = conn.out.pending();
-            write_result(conn.out.vec(), &ev, &session.subs, mask, &mut session.tail);
+            write_result(conn.out.vec(), &ev, &session.subs, d, &mut session.tail);
             conn.turn_bytes += conn.out.pending() - before;
             // Past a quarter of the cap in one turn: write before taking more results.
             self.turn_full |= conn.turn_bytes > self.config.out_buffer_cap / 4;

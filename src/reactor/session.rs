@@ -12,7 +12,7 @@ use tungstenite::protocol::WebSocketContext;
 
 use super::Next;
 use super::adhoc::{Adhoc, Refusal};
-use super::broadcast::{Subscription, Tail, matching_mask, write_result};
+use super::broadcast::{Subscription, Tail, delivery, write_result};
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
 use crate::alerts::{Acked, Alerts};
@@ -379,9 +379,9 @@ impl WsSession {
             if out.pending() >= budget {
                 break;
             }
-            let mask = matching_mask(&self.subs, ev);
-            if mask != 0 {
-                write_result(out.vec(), ev, &self.subs, mask, &mut self.tail);
+            let d = delivery(&self.subs, ev);
+            if !d.is_empty() {
+                write_result(out.vec(), ev, &self.subs, d, &mut self.tail);
                 metrics.replayed += 1;
                 metrics.frames_sent += 1;
             }

@@ -9,6 +9,7 @@ mod firehose;
 pub mod indicators;
 mod jsonl;
 pub mod market;
+mod prior;
 mod replay;
 mod scans;
 mod sim;
@@ -34,6 +35,7 @@ pub use sim::{Sim, SimOptions, ticker};
 use crate::config::{Config, SourceSpec};
 use crate::event::{ScanEvent, ScanResult};
 use indicators::{IndicatorParams, Reference};
+use prior::Priors;
 
 /// Results waiting for the reactor at most; past it the scanner waits (backpressure).
 /// The channel's slots are allocated and touched up front (about 90 bytes each), so this
@@ -405,6 +407,7 @@ pub fn spawn(
         doorbell,
         throttle: StatusThrottle::new(options.progress_interval),
         seq: 0,
+        priors: Priors::default(),
         state: RunState::Running,
         batch: Vec::new(),
         names: Vec::new(),
@@ -481,6 +484,8 @@ struct Scanner {
     doorbell: Option<Receiver<()>>,
     throttle: StatusThrottle,
     seq: u64,
+    /// What each `update` replaces, for subscriptions it leaves.
+    priors: Priors,
     state: RunState,
     batch: Vec<ScanResult>,
     names: Vec<Box<str>>,
@@ -619,7 +624,8 @@ impl Scanner {
         }
         for result in self.batch.drain(..) {
             self.seq += 1;
-            let event = ScanEvent::publish(&result, self.seq, SystemTime::now());
+            let prior = self.priors.observe(&result);
+            let event = ScanEvent::publish(&result, self.seq, SystemTime::now()).with_prior(prior);
             self.events
                 .send(Output::Result(Arc::new(event)))
                 .map_err(|_| Disconnected)?;
