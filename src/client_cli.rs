@@ -163,7 +163,9 @@ impl<W: Write> View<W> {
         match ev {
             Event::Result(r) => {
                 self.header()?;
-                self.row(r, None)?;
+                // Dropped out of the filters: the row leaves this view.
+                let left = r.subscriptions.is_empty() && !r.left.is_empty();
+                self.row(r, left.then_some("left"))?;
             }
             Event::Snapshot { seq, results, .. } => {
                 let line = format!("snapshot: {} open as of #{seq}", results.len());

@@ -181,6 +181,28 @@ fn the_readable_view_has_aligned_columns_and_no_colour_off_a_terminal() {
 }
 
 #[test]
+fn a_row_that_leaves_the_filters_is_shown_leaving() {
+    let server = TestServer::scripted();
+    let mut child = client(&server, &["--min-score", "2", "--no-snapshot"]);
+    let rx = lines(child.stdout.take().unwrap());
+    eventually("the client subscribed", || {
+        metric(server.addr, "scanstream_subscribers") >= 1.0
+    });
+    let mut r = result("TSLA", Scan::VolumeSpike, EventKind::New);
+    r.score = 3.0;
+    server.push(r.clone());
+    r.event = EventKind::Update;
+    r.score = 1.5;
+    server.push(r);
+    let opened = until(&rx, "TSLA new", |l| l.contains("TSLA").then(|| l.to_owned()));
+    assert!(opened.contains("new"), "{opened:?}");
+    let left = until(&rx, "TSLA leaving", |l| l.contains("TSLA").then(|| l.to_owned()));
+    assert!(left.contains(" left ") && left.contains("1.50"), "{left:?}");
+    interrupt(&child);
+    assert!(exit_within(&mut child, WAIT).success());
+}
+
+#[test]
 fn a_closed_stdout_is_a_normal_end() {
     let server = TestServer::scripted();
     let mut child = client(&server, &["--json"]);

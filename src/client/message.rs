@@ -41,6 +41,10 @@ pub struct ResultMessage {
     /// subscriptions it matched; none in a snapshot's rows).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
+    /// This client's subscriptions the result leaves: an `update` that dropped out of
+    /// their value filters, so their tables drop the row (PROTOCOL.md, "Leaving a filter").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
     /// When the server produced the result (the envelope's `timestamp`), RFC 3339;
     /// empty in a snapshot's rows. Not part of `data` on the wire.
     #[serde(default, skip_serializing)]

@@ -58,6 +58,12 @@ impl Table {
         self.seq = seq;
     }
 
+    /// `r` leaves this table's filters: its row goes.
+    fn leave(&mut self, r: &ResultMessage) {
+        self.seq = r.seq;
+        self.rows.remove(&(r.symbol.clone(), r.scan.clone()));
+    }
+
     fn apply(&mut self, r: &ResultMessage) {
         self.seq = r.seq;
         // An ad-hoc result answers a request: the server keeps it out of the open set (and
@@ -346,23 +352,25 @@ impl SubscriptionManager {
         Some(ev)
     }
 
-    /// A `result`: routed to each of its subscriptions that has not had it yet. Returns
-    /// the result with `subscriptions` narrowed to those, or `None` when none takes it
-    /// (a duplicate, or for a subscription removed meanwhile).
+    /// A `result`: routed to each of its subscriptions (`subscriptions`, and `left` for
+    /// those it drops out of) that has not had it yet. Returns the result with both lists
+    /// narrowed to those, or `None` when none takes it (a duplicate, or for a subscription
+    /// removed meanwhile).
     pub fn on_result(&mut self, mut r: ResultMessage) -> Option<Event> {
-        let mut takers = Vec::with_capacity(r.subscriptions.len());
-        for name in &r.subscriptions {
-            let Some(sub) = self.subs.iter_mut().find(|s| s.name == *name) else {
-                continue;
-            };
-            if r.seq <= sub.last && sub.epoch.is_some() {
-                continue;
+        let takers = self.first_time(&r.subscriptions, r.seq);
+        let leavers = self.first_time(&r.left, r.seq);
+        for (names, leaving) in [(&takers, false), (&leavers, true)] {
+            for name in names {
+                let table = self.subs.iter().find(|s| s.name == *name);
+                if let Some(table) = table.and_then(|s| s.table.as_ref()) {
+                    let mut table = table.lock();
+                    if leaving {
+                        table.leave(&r);
+                    } else {
+                        table.apply(&r);
+                    }
+                }
             }
-            sub.last = r.seq;
-            if let Some(table) = &sub.table {
-                table.lock().apply(&r);
-            }
-            takers.push(name.clone());
         }
         // The other live subscriptions did not match this result: they stand at it too, so
         // a quiet filter resumes from here rather than from its own last match, which the
@@ -372,17 +380,37 @@ impl SubscriptionManager {
                 sub.last = sub.last.max(r.seq);
             }
         }
-        if takers.is_empty() {
+        if takers.is_empty() && leavers.is_empty() {
             return None;
         }
-        r.subscriptions = takers.clone();
+        r.subscriptions = takers;
+        r.left = leavers;
         let ev = Event::Result(r);
-        for name in &takers {
-            if let Some(sub) = self.subs.iter_mut().find(|s| s.name == *name) {
-                call(sub, &ev);
+        if let Event::Result(r) = &ev {
+            for name in r.subscriptions.iter().chain(&r.left) {
+                if let Some(sub) = self.subs.iter_mut().find(|s| s.name == *name) {
+                    call(sub, &ev);
+                }
             }
         }
         Some(ev)
+    }
+
+    /// The subscriptions among `names` that have not had result `seq` yet, each moved to
+    /// it.
+    fn first_time(&mut self, names: &[String], seq: u64) -> Vec<String> {
+        let mut fresh = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(sub) = self.subs.iter_mut().find(|s| s.name == *name) else {
+                continue;
+            };
+            if seq <= sub.last && sub.epoch.is_some() {
+                continue;
+            }
+            sub.last = seq;
+            fresh.push(name.clone());
+        }
+        fresh
     }
 
     /// Where `name` stands: its run and last result.
@@ -442,6 +470,7 @@ mod tests {
             source_ts: None,
             adhoc: false,
             subscriptions: subs.iter().map(|s| (*s).to_owned()).collect(),
+            left: Vec::new(),
             timestamp: String::new(),
         }
     }
@@ -813,6 +842,39 @@ mod tests {
         assert_eq!(t.seq, 20);
         drop(t);
         assert_eq!(m.position("t"), Some((20, "e1".to_owned())));
+    }
+
+    #[test]
+    fn a_result_that_leaves_a_table_removes_its_row() {
+        let mut m = SubscriptionManager::new();
+        let table = TableHandle::default();
+        let (seen, cb) = recorder();
+        m.add("t", FilterSpec::default(), Some(table.clone()), Some(cb))
+            .unwrap();
+        let (seen_u, cb_u) = recorder();
+        m.add("u", FilterSpec::default(), None, Some(cb_u)).unwrap();
+        m.on_subscribed(subscribed("t", "e1", 5, true), None);
+        m.on_subscribed(subscribed("u", "e1", 5, true), None);
+        let row = result(3, EventKind::New, "AAPL", "volume_spike", &[]);
+        m.on_snapshot("t", 5, vec![row]);
+
+        // Seq 6 drops out of t's filters and still matches u's.
+        let mut update = result(6, EventKind::Update, "AAPL", "volume_spike", &["u"]);
+        update.left = vec!["t".to_owned(), "gone".to_owned()];
+        let Some(Event::Result(r)) = m.on_result(update) else {
+            panic!("t and u take 6");
+        };
+        assert_eq!((r.subscriptions.as_slice(), r.left.as_slice()), (&["u".to_owned()][..], &["t".to_owned()][..]));
+        assert!(table.lock().is_empty());
+        assert_eq!(table.lock().seq, 6);
+        assert_eq!(seqs(&seen), [6]);
+        assert_eq!(seqs(&seen_u), [6]);
+        assert_eq!(m.position("t"), Some((6, "e1".to_owned())));
+
+        // Left alone, and then again as a duplicate: nothing.
+        let mut again = result(6, EventKind::Update, "AAPL", "volume_spike", &[]);
+        again.left = vec!["t".to_owned()];
+        assert_eq!(m.on_result(again), None);
     }
 
     #[test]

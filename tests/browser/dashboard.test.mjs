@@ -233,6 +233,11 @@ describe('dashboard', () => {
     const after = await page.evaluate(filterState, arg);
     assert.deepEqual(after.notMatching, [], `every live row matches the filter a while later (${after.liveRows} rows)`);
     assert.deepEqual(duplicateKeys(await readRows(page)), [], 'no duplicate data-key under the filter');
+    // Rows whose updates dropped below the filter left the table (`left`): it equals a
+    // fresh snapshot with the same filters.
+    await sleep(4_000);
+    await assertTableMatchesServer(assert, page, server, { scans: chosen, min_score: minScore });
+    await httpJson(server, '/stream/start', { method: 'POST' });
 
     // Reset: the filters are cleared and other scans come back.
     await page.click('#filter-reset');

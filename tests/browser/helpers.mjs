@@ -443,9 +443,9 @@ export function assertNoErrors(assert, opened, { allowConsole = false } = {}) {
  * opens from inside the page, to the page's origin (the page's own connection is not touched).
  * Resolves to [{key, score, price, change_pct, volume_ratio}].
  */
-export async function serverSnapshot(page) {
+export async function serverSnapshot(page, filters = {}) {
   return page.evaluate(
-    () =>
+    (filters) =>
       new Promise((resolve, reject) => {
         // The page's own origin: its content security policy allows no other.
         const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/stream`;
@@ -458,7 +458,7 @@ export async function serverSnapshot(page) {
           ws.send(JSON.stringify({
             type: 'subscribe',
             id: 'truth',
-            data: { subscription: 'truth', filters: {}, snapshot: true },
+            data: { subscription: 'truth', filters, snapshot: true },
           }));
         ws.onmessage = (e) => {
           const m = JSON.parse(e.data);
@@ -480,6 +480,7 @@ export async function serverSnapshot(page) {
           reject(new Error(`WebSocket to ${url} failed`));
         };
       }),
+    filters,
   );
 }
 
@@ -488,9 +489,10 @@ export async function serverSnapshot(page) {
  * and leaving rows settle, then checks the table against the server's set of active
  * opportunities: the model holds as many as the server (stats().rows, #opp-count), and
  * the drawn rows are the first min(100, N) of them in the current sort order, with the
- * server's latest scores and prices.
+ * server's latest scores and prices. `filters` are the page's own, so a filtered table
+ * is held against a snapshot with the same filters.
  */
-export async function assertTableMatchesServer(assert, page, server) {
+export async function assertTableMatchesServer(assert, page, server, filters = {}) {
   const status = await httpJson(server, '/stream/stop', { method: 'POST' });
   assert.equal(status.state, 'stopped', 'POST /stream/stop answers state stopped');
   await waitInPage(page, '#scanner-state to read stopped', () => {
@@ -499,7 +501,7 @@ export async function assertTableMatchesServer(assert, page, server) {
   });
   // In-flight results, and the ~0.6 s removal of rows that were cleared.
   await sleep(1_500);
-  const truth = await serverSnapshot(page);
+  const truth = await serverSnapshot(page, filters);
   const view = await page.evaluate(() => {
     const th = document.querySelector('#opps th[data-sort][aria-sort="descending"], #opps th[data-sort][aria-sort="ascending"]');
     return {

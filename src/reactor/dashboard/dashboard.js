@@ -299,7 +299,10 @@
   }
 
   function onResult(d, timestamp, rxMs) {
-    if (!Array.isArray(d.subscriptions) || !d.subscriptions.includes(SUB)) return;
+    // An update that drops out of the filters names the subscription in `left`: its row
+    // goes, so the table stays equal to a fresh snapshot (PROTOCOL.md, "Leaving a filter").
+    const leaving = Array.isArray(d.left) && d.left.includes(SUB);
+    if (!leaving && (!Array.isArray(d.subscriptions) || !d.subscriptions.includes(SUB))) return;
     if (st.lastSeq !== null && d.seq <= st.lastSeq) {
       st.duplicates += 1;
       return;
@@ -314,6 +317,7 @@
       if (st.latencies.length > LATENCY_WINDOW * 2) st.latencies.splice(0, LATENCY_WINDOW);
     }
     countRate();
+    d.leaving = leaving;
     st.feedQueue.push(d);
     // A hidden tab draws nothing; keep only what the feed can show.
     if (st.feedQueue.length > FEED_MAX * 2) st.feedQueue.splice(0, st.feedQueue.length - FEED_MAX);
@@ -321,7 +325,7 @@
     // (the server keeps them out of snapshots), so they go to the feed only.
     if (!d.adhoc) {
       const key = keyOf(d);
-      if (d.event === 'clear') {
+      if (d.event === 'clear' || leaving) {
         st.rows.delete(key);
       } else {
         d.flashAt = d.event === 'update' ? Date.now() : 0;
@@ -643,10 +647,11 @@
     for (const r of items.reverse()) {
       const li = document.createElement('li');
       li.dataset.seq = r.seq;
-      li.dataset.event = r.event;
+      const label = r.leaving ? 'left' : r.event;
+      li.dataset.event = label;
       const ev = document.createElement('span');
       ev.className = 'ev';
-      ev.textContent = r.event;
+      ev.textContent = label;
       const what = document.createElement('span');
       what.textContent = `${r.symbol} ${r.scan.replace(/_/g, ' ')} ${fmt(r.score, 2)} @ ${fmt(r.price, 2)}`;
       li.append(ev, what);
