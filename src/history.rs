@@ -124,9 +124,12 @@ impl History {
         }
     }
 
-    /// Counts retained results in `from..=to` that `filter` matches.
+    /// Counts retained results in `from..=to` that a subscription with `filter` would be
+    /// sent: those it matches, and those that leave it.
     pub fn count_matching(&self, from: u64, to: u64, filter: &Filter) -> usize {
-        self.range(from, to).filter(|e| filter.matches(e)).count()
+        self.range(from, to)
+            .filter(|e| filter.matches(e) || filter.leaves(e))
+            .count()
     }
 
     /// Retained results in `from..=to`, oldest first.

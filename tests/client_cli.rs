@@ -194,9 +194,13 @@ fn a_row_that_leaves_the_filters_is_shown_leaving() {
     r.event = EventKind::Update;
     r.score = 1.5;
     server.push(r);
-    let opened = until(&rx, "TSLA new", |l| l.contains("TSLA").then(|| l.to_owned()));
+    let opened = until(&rx, "TSLA new", |l| {
+        l.contains("TSLA").then(|| l.to_owned())
+    });
     assert!(opened.contains("new"), "{opened:?}");
-    let left = until(&rx, "TSLA leaving", |l| l.contains("TSLA").then(|| l.to_owned()));
+    let left = until(&rx, "TSLA leaving", |l| {
+        l.contains("TSLA").then(|| l.to_owned())
+    });
     assert!(left.contains(" left ") && left.contains("1.50"), "{left:?}");
     interrupt(&child);
     assert!(exit_within(&mut child, WAIT).success());

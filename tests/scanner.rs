@@ -10,18 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use scanstream::SourceSpec;
 use scanstream::scanner::ticker;
-use scanstream::{Config, SourceSpec};
 use serde_json::{Value, json};
-
-/// A small, fast simulated market.
-fn sim(config: &mut Config) {
-    config.source = SourceSpec::Sim;
-    config.sim_symbols = 50;
-    config.scan_interval.0 = Duration::from_millis(200);
-    config.min_scan_interval.0 = Duration::from_millis(200);
-    config.progress_interval.0 = Duration::from_millis(50);
-}
 
 /// A scratch directory of its own for one test.
 fn scratch(name: &str) -> PathBuf {

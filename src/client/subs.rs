@@ -864,7 +864,10 @@ mod tests {
         let Some(Event::Result(r)) = m.on_result(update) else {
             panic!("t and u take 6");
         };
-        assert_eq!((r.subscriptions.as_slice(), r.left.as_slice()), (&["u".to_owned()][..], &["t".to_owned()][..]));
+        assert_eq!(
+            (r.subscriptions.as_slice(), r.left.as_slice()),
+            (&["u".to_owned()][..], &["t".to_owned()][..])
+        );
         assert!(table.lock().is_empty());
         assert_eq!(table.lock().seq, 6);
         assert_eq!(seqs(&seen), [6]);

@@ -2,6 +2,7 @@
 //! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
@@ -154,6 +155,37 @@ impl Source for Scripted {
             out.extend(KNOWN.iter().map(|s| Box::from(*s)));
         }
     }
+}
+
+/// A small, fast simulated market.
+pub fn sim(config: &mut Config) {
+    config.source = SourceSpec::Sim;
+    config.sim_symbols = 50;
+    config.scan_interval.0 = Duration::from_millis(200);
+    config.min_scan_interval.0 = Duration::from_millis(200);
+    config.progress_interval.0 = Duration::from_millis(50);
+}
+
+/// The open opportunities that `filters` match, from a `snapshot` on a connection of
+/// its own, by (symbol, scan).
+#[track_caller]
+pub fn snapshot_rows(server: &TestServer, filters: Value) -> HashMap<(String, String), Value> {
+    let mut ws = connect(server);
+    let data = json!({"subscription": "truth", "filters": filters, "snapshot": true});
+    subscribe(&mut ws, data);
+    let snapshot = expect_message(&mut ws, "snapshot");
+    let rows = snapshot["data"]["results"]
+        .as_array()
+        .expect("snapshot rows");
+    rows.iter()
+        .map(|r| {
+            let key = (
+                r["symbol"].as_str().expect("symbol").to_owned(),
+                r["scan"].as_str().expect("scan").to_owned(),
+            );
+            (key, r.clone())
+        })
+        .collect()
 }
 
 /// A plain result to push.
