@@ -240,9 +240,9 @@ fn subscription_and_symbol_limits() {
     subscribe(&mut ws, json!({"subscription": "b"}));
     send(
         &mut ws,
-        json!({"type": "subscribe", "data": {"subscription": "c"}}),
+        json!({"type": "subscribe", "id": "third", "data": {"subscription": "c"}}),
     );
-    expect_error(&mut ws, "limit_exceeded");
+    assert_eq!(expect_error(&mut ws, "limit_exceeded")["id"], "third");
     // Replacing an existing one is not a new subscription.
     subscribe(
         &mut ws,
@@ -250,9 +250,9 @@ fn subscription_and_symbol_limits() {
     );
     send(
         &mut ws,
-        json!({"type": "subscribe", "data": {"subscription": "b", "filters": {"symbols": ["A", "B", "C", "D"]}}}),
+        json!({"type": "subscribe", "id": 4, "data": {"subscription": "b", "filters": {"symbols": ["A", "B", "C", "D"]}}}),
     );
-    expect_error(&mut ws, "limit_exceeded");
+    assert_eq!(expect_error(&mut ws, "limit_exceeded")["id"], 4);
 }
 
 #[test]
@@ -490,7 +490,10 @@ fn message_rate_limit_then_close_4029() {
     for i in 0..3 {
         assert_eq!(raw_expect(&mut s, "pong")["id"], i);
     }
-    assert_eq!(raw_expect(&mut s, "error")["data"]["code"], "rate_limited");
+    // The refusal names the request it refuses, so the client knows what to send again.
+    let refused = raw_expect(&mut s, "error");
+    assert_eq!(refused["data"]["code"], "rate_limited");
+    assert_eq!(refused["id"], 3);
     let mut flood = Vec::new();
     for _ in 0..10 {
         flood.extend(client_frame(0x1, br#"{"type":"ping"}"#, true));

@@ -186,6 +186,24 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<Request, Rejectio
     Ok(Request { id, message })
 }
 
+/// The `id` of a message refused before it is parsed (past the rate limit), so the client
+/// can tell which request to send again. Reads only `id`; anything else is skipped.
+pub fn peek_id(text: &str) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Option<Value>,
+    }
+    // Serde would also read a struct from an array; only an object has an `id`.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str::<IdOnly>(text).ok()?.id? {
+        id @ (Value::String(_) | Value::Number(_)) => Some(id),
+        _ => None,
+    }
+}
+
 /// Checks the symbol list of a scan request (WebSocket `scan` or `POST /scan`).
 pub fn check_symbols(symbols: &[String], max: usize) -> Result<(), (ErrorCode, String)> {
     if symbols.is_empty() {
@@ -235,6 +253,22 @@ mod tests {
 
     fn code_of(text: &str) -> ErrorCode {
         parse_request(text, 4).unwrap_err().code
+    }
+
+    #[test]
+    fn peek_id_reads_only_a_usable_id() {
+        let cases = [
+            (r#"{"type":"ping","id":"r1"}"#, Some(Value::from("r1"))),
+            (r#"{"id":7,"data":{"x":[1,2]}}"#, Some(Value::from(7))),
+            (r#"{"type":"ping"}"#, None),
+            (r#"{"id":{"nested":1}}"#, None),
+            (r#"{"id":null}"#, None),
+            ("[1]", None),
+            ("not json", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(peek_id(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use filter::{Filter, FilterError, FilterSpec, MAX_SYMBOL_LEN};
-pub use message::{ClientMessage, Rejection, Request, Subscribe, check_symbols, parse_request};
+pub use message::{
+    ClientMessage, Rejection, Request, Subscribe, check_symbols, parse_request, peek_id,
+};
 
 use crate::timefmt::write_rfc3339;
 

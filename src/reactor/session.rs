@@ -19,7 +19,7 @@ use crate::alerts::{Acked, Alerts};
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    ClientMessage, ErrorCode, Request, Subscribe, close, json_string, parse_request,
+    ClientMessage, ErrorCode, Request, Subscribe, close, json_string, parse_request, peek_id,
     write_envelope, write_envelope_raw, write_error,
 };
 use crate::scanner::{Phase, Requester, ScannerHandle, ScannerStatus};
@@ -200,7 +200,8 @@ impl WsSession {
                 return Next::Close(close::RATE_LIMIT, "message rate exceeded");
             }
             let msg = format!("over {} messages per second", env.limits.rate);
-            reply_error(out, env.metrics, ErrorCode::RateLimited, &msg, None);
+            let id = peek_id(text);
+            reply_error(out, env.metrics, ErrorCode::RateLimited, &msg, id.as_ref());
             return Next::Keep;
         }
         let Request { id, message } = match parse_request(text, env.limits.max_symbols) {
