@@ -15,7 +15,7 @@ def frame(p):
 base=rss(); socks=[]
 for i in range(n):
     s=socket.create_connection(("127.0.0.1",port))
-    s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"+frame(b'{"type":"subscribe","data":{"filters":{"symbols":["NONE"]}}}'))
+    s.sendall(b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"+frame(b'{"type":"subscribe","data":{"filters":{"symbols":["NONE"]}}}'))
     socks.append(s)
 time.sleep(2)
 for s in socks: s.recv(65536)

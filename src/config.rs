@@ -233,6 +233,63 @@ impl<'de> Deserialize<'de> for Origin {
     }
 }
 
+/// A name requests may give in `Host` beside the loopback ones (`--allow-host`):
+/// `scanner.example.com`, `.example.com` for it and every name under it, or `*` for any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost(String);
+
+impl AllowedHost {
+    /// Does `host` (a `Host` value without its port) match?
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        match self.0.as_str() {
+            "*" => true,
+            suffix if suffix.starts_with('.') => {
+                let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
+                host.eq_ignore_ascii_case(&suffix[1..])
+                    || (host.len() > suffix.len()
+                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
+            }
+            name => host.eq_ignore_ascii_case(name),
+        }
+    }
+}
+
+impl FromStr for AllowedHost {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        let name = lower.strip_suffix('.').unwrap_or(&lower);
+        let body = name.strip_prefix('.').unwrap_or(name);
+        let ok = match body.strip_prefix('[') {
+            _ if name == "*" => true,
+            Some(literal) => literal
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+            None => {
+                !body.is_empty()
+                    && body
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "an allowed host is a name or an address without port (or .suffix, or *), got `{s}`"
+            ));
+        }
+        Ok(AllowedHost(name.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowedHost {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The longest duration any setting takes.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -388,6 +445,9 @@ settings! {
     /// Origins a WebSocket upgrade may come from, e.g. https://desk.example.com (repeat the flag or separate with commas) [default: any]
     #[arg(value_delimiter = ',')]
     allow_origin: Vec<Origin> = Vec::new();
+    /// Host names requests may give beside loopback ones, e.g. scanner.example.com or .example.com (repeat the flag or separate with commas); on a non-loopback address, giving any turns the Host check on [default: loopback names only on a loopback address, any elsewhere]
+    #[arg(value_delimiter = ',')]
+    allow_host: Vec<AllowedHost> = Vec::new();
     /// Time limit of each webhook attempt [default: 3s]
     webhook_timeout: Dur = Dur(Duration::from_secs(3));
     /// Webhook attempts after a failed one, each after twice the delay of the last (from 0.5 s) [default: 3]
@@ -717,6 +777,45 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        let config =
+            Config::parse_file("allow_host = [\"Scanner.Example.com.\", \".desk.example\"]")
+                .unwrap()
+                .resolve();
+        let [name, suffix] = &config.allow_host[..] else {
+            panic!("{:?}", config.allow_host)
+        };
+        assert!(name.matches("scanner.example.com") && name.matches("SCANNER.example.com."));
+        assert!(!name.matches("x.scanner.example.com"));
+        assert!(suffix.matches("desk.example") && suffix.matches("a.b.desk.example"));
+        assert!(!suffix.matches("evildesk.example"));
+        assert!("*".parse::<AllowedHost>().unwrap().matches("anything"));
+        assert!("[::1]".parse::<AllowedHost>().is_ok());
+        for bad in ["", "host:8080", "http://host", "a b", "[nonsense]"] {
+            assert!(bad.parse::<AllowedHost>().is_err(), "{bad}");
+        }
+        // The flag repeats and takes comma lists.
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: Overrides,
+        }
+        let flags = <Flags as clap::Parser>::try_parse_from([
+            "scanstream",
+            "--allow-host",
+            "a.example,b.example",
+            "--allow-host",
+            "c.example",
+        ])
+        .unwrap();
+        let hosts = flags.settings.allow_host.unwrap();
+        assert_eq!(hosts.len(), 3);
+        assert!(hosts[2].matches("c.example"));
+        let bad = <Flags as clap::Parser>::try_parse_from(["scanstream", "--allow-host", "x:80"]);
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ const LIMITS: Limits = Limits {
 };
 
 /// One HTTP request head (and body) as the reactor parses it, then the checks a request
-/// meets before routing: upgrade, token, origin. Every answer must encode as HTTP.
+/// meets before routing: host, origin, token, upgrade. Every answer must encode as HTTP.
 pub fn http_head(data: &[u8]) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let response = match http::parse(data, &mut headers, LIMITS) {
@@ -40,7 +40,10 @@ pub fn http_head(data: &[u8]) {
                 allow_origin: vec!["https://desk.example.com".parse().expect("origin")],
                 ..Config::default()
             });
-            if let Some(refusal) = access.check_origin(&req) {
+            if let Some(refusal) = access.check_host(&req) {
+                assert_eq!(refusal.status, 403);
+                refusal
+            } else if let Some(refusal) = access.check_origin(&req) {
                 refusal
             } else if let Some(refusal) = access.check_token(&req, true) {
                 refusal

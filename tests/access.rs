@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use scanstream::client::{Client, ClientConfig, Event, State};
-use scanstream::config::Config;
+use scanstream::config::{AllowedHost, Config};
 use serde_json::json;
 
 const TOKEN: &str = "s3cret-token-0123";
@@ -20,8 +20,19 @@ fn with_token() -> TestServer {
 
 /// `METHOD path` with extra header lines.
 fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> HttpResponse {
+    request_to(addr, "localhost", method, path, headers)
+}
+
+/// `METHOD path` naming `host` in `Host`.
+fn request_to(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> HttpResponse {
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}Content-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}Content-Length: 0\r\n\r\n"
     );
     http_raw(addr, req.as_bytes())
 }
@@ -32,8 +43,13 @@ fn bearer(token: &str) -> String {
 
 /// An upgrade request for `/stream{query}` with extra header lines.
 fn upgrade(addr: SocketAddr, query: &str, headers: &str) -> HttpResponse {
+    upgrade_to(addr, "localhost", query, headers)
+}
+
+/// An upgrade request naming `host` in `Host`.
+fn upgrade_to(addr: SocketAddr, host: &str, query: &str, headers: &str) -> HttpResponse {
     let req = format!(
-        "GET /stream{query} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /stream{query} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     );
     http_raw(addr, req.as_bytes())
@@ -214,6 +230,151 @@ fn origin_is_checked_before_the_token() {
         "Origin: https://desk.example.com\r\n",
     );
     assert_eq!(both.status, 101);
+}
+
+#[test]
+fn a_guess_of_any_length_is_refused_alike() {
+    let server = with_token();
+    let longer = format!("{TOKEN}x");
+    let huge = "x".repeat(4000);
+    // The server compares SHA-256 digests, so neither a prefix, an extension nor a length
+    // far from the token's answers any differently from a same-length guess.
+    for guess in [
+        "s3cret-token-0124",
+        &TOKEN[..1],
+        &TOKEN[..TOKEN.len() - 1],
+        &longer,
+        &huge,
+    ] {
+        for resp in [
+            request(server.addr, "POST", "/stream/stop", &bearer(guess)),
+            upgrade(server.addr, &format!("?token={guess}"), ""),
+        ] {
+            assert_error(&resp, 401, "unauthorized");
+            assert_eq!(resp.json()["message"], "wrong token", "{}", guess.len());
+        }
+    }
+    let right = request(server.addr, "POST", "/stream/stop", &bearer(TOKEN));
+    assert_eq!(right.status, 200);
+}
+
+/// Every endpoint refuses `host` with 403 `forbidden`, naming it, the upgrade included.
+#[track_caller]
+fn assert_host_refused(addr: SocketAddr, host: &str) {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.ends_with(']') => name,
+        _ => host,
+    };
+    for path in [
+        "/",
+        "/dashboard.js",
+        "/healthz",
+        "/metrics",
+        "/stream/status",
+        "/nowhere",
+    ] {
+        let resp = request_to(addr, host, "GET", path, "");
+        assert_error(&resp, 403, "forbidden");
+        let message = resp.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains(&format!("`{name}`")),
+            "{host} {path}: {message}"
+        );
+    }
+    assert_error(
+        &request_to(addr, host, "POST", "/stream/stop", ""),
+        403,
+        "forbidden",
+    );
+    assert_error(&upgrade_to(addr, host, "", ""), 403, "forbidden");
+}
+
+#[track_caller]
+fn assert_host_served(addr: SocketAddr, host: &str) {
+    assert_eq!(
+        request_to(addr, host, "GET", "/healthz", "").status,
+        200,
+        "{host}"
+    );
+    assert_eq!(upgrade_to(addr, host, "", "").status, 101, "{host}");
+}
+
+#[test]
+fn a_loopback_server_answers_only_loopback_host_names() {
+    let server = TestServer::scripted();
+    let port = server.addr.port();
+    // What a browser sends once a page's own name was rebound to 127.0.0.1.
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        "localhost.evil.example".to_owned(),
+        "192.168.1.10".to_owned(),
+        "[::2]".to_owned(),
+    ] {
+        assert_host_refused(server.addr, &host);
+    }
+    for host in [
+        "localhost".to_owned(),
+        format!("localhost:{port}"),
+        "LocalHost".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "127.4.5.6".to_owned(),
+        "[::1]".to_owned(),
+        format!("[::1]:{port}"),
+    ] {
+        assert_host_served(server.addr, &host);
+    }
+    // Programs speaking HTTP/1.0 may send no Host at all.
+    let old = http_raw(server.addr, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(old.status, 200);
+    assert!(
+        metric(
+            server.addr,
+            "scanstream_http_responses_total{status=\"403\"}"
+        ) >= 40.0
+    );
+    // The client library and the CLI name the address they dial, which passes.
+    let mut ws = connect(&server);
+    subscribe(&mut ws, json!({}));
+}
+
+#[test]
+fn allow_host_adds_names_and_turns_the_check_on_for_any_address() {
+    let allowed = || -> Vec<AllowedHost> {
+        vec![
+            "scanner.example.com".parse().unwrap(),
+            ".desk.example".parse().unwrap(),
+        ]
+    };
+    let listed = TestServer::scripted_with(|c| c.allow_host = allowed());
+    for host in [
+        "scanner.example.com",
+        "Scanner.Example.com:443",
+        "desk.example",
+        "a.desk.example",
+        "localhost",
+    ] {
+        assert_host_served(listed.addr, host);
+    }
+    for host in [
+        "evil.example",
+        "scanner.example.com.evil",
+        "evildesk.example",
+    ] {
+        assert_host_refused(listed.addr, host);
+    }
+
+    // On a non-loopback address there is no check unless names are given.
+    let open = TestServer::scripted_with(|c| c.listen = "0.0.0.0:0".parse().unwrap());
+    let open_addr = SocketAddr::from(([127, 0, 0, 1], open.addr.port()));
+    assert_host_served(open_addr, "evil.example");
+    let checked = TestServer::scripted_with(|c| {
+        c.listen = "0.0.0.0:0".parse().unwrap();
+        c.allow_host = allowed();
+    });
+    let checked_addr = SocketAddr::from(([127, 0, 0, 1], checked.addr.port()));
+    assert_host_served(checked_addr, "scanner.example.com");
+    assert_host_refused(checked_addr, "evil.example");
 }
 
 #[test]

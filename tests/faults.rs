@@ -102,7 +102,7 @@ fn clients_vanishing_mid_handshake_or_mid_frame_disturb_no_one() {
     let mut watcher = connect(&server);
     subscribe(&mut watcher, json!({"subscription": "all"}));
 
-    let upgrade = b"GET /stream HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    let upgrade = b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     // Half a subscribe: a masked text frame announcing 100 bytes, with 10 sent.
     let mut half_frame = vec![0x81, 0x80 | 100, 1, 2, 3, 4];
@@ -261,7 +261,7 @@ fn accept_failing_with_emfile_pauses_instead_of_spinning() {
     let last = held.pop().unwrap();
     held.clear();
     let mut last = last;
-    last.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    last.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut last, &mut Vec::new()).status, 200);
     let errors = metric(server.addr, "scanstream_accept_errors_total");

@@ -40,11 +40,11 @@ fn still_open(stream: &mut TcpStream, wait: Duration) -> bool {
 }
 
 fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")
 }
 
 fn upgrade_request(extra: &str) -> String {
-    format!("GET /stream HTTP/1.1\r\nHost: test\r\n{extra}\r\n")
+    format!("GET /stream HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n")
 }
 
 fn good_upgrade_headers(key: &str) -> String {
@@ -83,7 +83,7 @@ fn connection_close_is_honoured() {
     let server = TestServer::scripted();
     let (resp, closed) = http_raw_then_closed(
         server.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("Connection"), Some("close"));
@@ -146,7 +146,7 @@ fn pipelined_post_with_body_then_get() {
     let mut s = raw(server.addr);
     let body = r#"{"symbols":["AAPL","MSFT"]}"#;
     let batch = format!(
-        "POST /scan HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}{}",
+        "POST /scan HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}{}",
         body.len(),
         get("/healthz")
     );
@@ -176,9 +176,50 @@ fn malformed_header_gets_400() {
     let server = TestServer::scripted();
     let resp = http_raw(
         server.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: test\r\nBad Header\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
     );
     assert_error(&resp, 400, "bad_request");
+}
+
+#[test]
+fn http11_without_exactly_one_valid_host_gets_400_and_others_are_served() {
+    let server = TestServer::scripted();
+    let cases: [(&[u8], &str); 5] = [
+        (b"GET /healthz HTTP/1.1\r\n\r\n", "needs a Host"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            b"GET /healthz HTTP/1.0\r\nHost: localhost\r\nhost: other\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: local host\r\n\r\n",
+            "invalid Host",
+        ),
+        (
+            b"GET /stream HTTP/1.1\r\nHost: user@localhost\r\nUpgrade: websocket\r\n\r\n",
+            "invalid Host",
+        ),
+    ];
+    for (request, why) in cases {
+        let (resp, closed) = http_raw_then_closed(server.addr, request);
+        assert_error(&resp, 400, "bad_request");
+        let message = resp.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(why), "{message}");
+        assert!(closed);
+    }
+    // HTTP/1.0 needs no Host, and everyone else is still served.
+    let (old, _) = http_raw_then_closed(server.addr, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(old.status, 200);
+    assert_eq!(http(server.addr, "GET", "/healthz", None).status, 200);
+    assert!(
+        metric(
+            server.addr,
+            "scanstream_http_responses_total{status=\"400\"}"
+        ) >= 5.0
+    );
 }
 
 #[test]
@@ -186,7 +227,7 @@ fn invalid_content_length_gets_400() {
     let server = TestServer::scripted();
     let resp = http_raw(
         server.addr,
-        b"POST /scan HTTP/1.1\r\nHost: test\r\nContent-Length: lots\r\n\r\n",
+        b"POST /scan HTTP/1.1\r\nHost: localhost\r\nContent-Length: lots\r\n\r\n",
     );
     assert_error(&resp, 400, "bad_request");
 }
@@ -222,7 +263,7 @@ fn body_above_max_body_bytes_gets_413() {
     let server = TestServer::scripted_with(|c| c.max_body_bytes = 1024);
     let body = format!(r#"{{"symbols":["{}"]}}"#, "A".repeat(2048));
     let req = format!(
-        "POST /scan HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /scan HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let (resp, closed) = http_raw_then_closed(server.addr, req.as_bytes());
@@ -240,7 +281,7 @@ fn body_above_max_body_bytes_gets_413() {
 fn head_above_max_head_bytes_gets_431() {
     let server = TestServer::scripted_with(|c| c.max_head_bytes = 1024);
     let req = format!(
-        "GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(2000)
     );
     let (resp, closed) = http_raw_then_closed(server.addr, req.as_bytes());
@@ -263,7 +304,7 @@ fn unterminated_head_above_max_head_bytes_gets_431() {
 fn too_many_headers_gets_431() {
     let server = TestServer::scripted();
     let headers: String = (0..70).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: test\r\n{headers}\r\n");
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n");
     let (resp, closed) = http_raw_then_closed(server.addr, req.as_bytes());
     assert_error(&resp, 431, "headers_too_large");
     assert!(closed);
@@ -273,7 +314,7 @@ fn too_many_headers_gets_431() {
 fn sixty_four_headers_are_accepted() {
     let server = TestServer::scripted();
     let headers: String = (0..63).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: test\r\n{headers}\r\n");
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n");
     let resp = http_raw(server.addr, req.as_bytes());
     assert_eq!(resp.status, 200);
 }
@@ -631,7 +672,7 @@ fn pipelined_requests_past_the_out_cap_are_all_answered_after_a_half_close() {
     let server = TestServer::scripted();
     let mut s = raw(server.addr);
     let n = 3000;
-    let requests = "GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(n);
+    let requests = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(n);
     s.write_all(requests.as_bytes()).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut pending = Vec::new();

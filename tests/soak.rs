@@ -78,7 +78,7 @@ fn start_server() -> Server {
 fn healthz(addr: SocketAddr) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect for /healthz");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read /healthz");

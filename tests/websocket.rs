@@ -399,7 +399,7 @@ fn frames_sent_with_the_handshake_are_not_lost() {
     let server = TestServer::scripted();
     let mut s = raw(server.addr);
     let mut bytes =
-        b"GET /stream HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
             .to_vec();
     bytes.extend(client_frame(0x1, br#"{"type":"ping","id":"early"}"#, true));

@@ -1,25 +1,47 @@
-//! Who may use what: the token and the WebSocket origin allow-list (PROTOCOL.md, "Access
-//! control"). Without a token everything is open; the default bind is loopback.
+//! Who may use what: the Host check, the token and the WebSocket origin allow-list
+//! (PROTOCOL.md, "Access control"). Without a token everything is open; the default bind
+//! is loopback, where only loopback host names are answered.
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::host::HostCheck;
 use super::http::{Request, Response};
-use crate::config::{Config, Origin, Token};
+use crate::config::{Config, Origin};
 
 /// The access settings, checked per request.
 #[derive(Debug, Default)]
 pub struct Access {
-    token: Option<Token>,
+    /// SHA-256 of the token: what is compared has one length whatever was sent.
+    token: Option<[u8; 32]>,
     origins: Vec<Origin>,
+    hosts: HostCheck,
 }
 
 impl Access {
     /// From the configuration.
     pub fn new(config: &Config) -> Access {
         Access {
-            token: config.token.clone(),
+            token: config.token.as_ref().map(|t| digest(t.as_bytes())),
             origins: config.allow_origin.clone(),
+            hosts: HostCheck::new(config.listen, &config.allow_host),
         }
+    }
+
+    /// Every request: `None` when its `Host` may be answered, else the 403 (DNS rebinding:
+    /// a browser that was made to resolve another name to this address sends that name).
+    pub fn check_host(&self, req: &Request<'_, '_>) -> Option<Response> {
+        if self.hosts.allows(req.host) {
+            return None;
+        }
+        let shown: String = req.host.unwrap_or_default().chars().take(200).collect();
+        Some(Response::error(
+            403,
+            "forbidden",
+            &format!(
+                "host `{shown}` is not allowed; start the server with --allow-host {shown} to serve it"
+            ),
+        ))
     }
 
     /// A request that needs the token: `None` when it carries it (or none is set), else
@@ -30,7 +52,7 @@ impl Access {
         let given = bearer(req).or_else(|| query_ok.then(|| query_token(req.query)).flatten());
         let message = match given {
             None => "this server needs a token: send `Authorization: Bearer <token>`",
-            Some(given) if same(given.as_bytes(), token.as_bytes()) => return None,
+            Some(given) if same(&digest(given.as_bytes()), token) => return None,
             Some(_) => "wrong token",
         };
         Some(
@@ -80,9 +102,13 @@ fn query_token(query: &str) -> Option<std::borrow::Cow<'_, str>> {
         .map(|(_, v)| v)
 }
 
-/// Compares in time that depends on the lengths only, so a wrong guess does not tell how
-/// much of it was right.
-fn same(given: &[u8], expected: &[u8]) -> bool {
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Compares two digests in constant time: neither how much of a guess is right nor the
+/// token's length shows in how long a refusal takes.
+fn same(given: &[u8; 32], expected: &[u8; 32]) -> bool {
     given.ct_eq(expected).into()
 }
 
@@ -91,10 +117,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_compares_whole_values() {
-        assert!(same(b"secret-token", b"secret-token"));
-        assert!(!same(b"secret-tokeN", b"secret-token"));
-        assert!(!same(b"secret", b"secret-token"));
-        assert!(!same(b"", b"secret-token"));
+    fn same_compares_whole_digests() {
+        let token = digest(b"secret-token");
+        assert!(same(&digest(b"secret-token"), &token));
+        for wrong in [
+            &b"secret-tokeN"[..],
+            b"secret",
+            b"",
+            b"secret-token-and-more",
+        ] {
+            assert!(!same(&digest(wrong), &token), "{wrong:?}");
+        }
     }
 }

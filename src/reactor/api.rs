@@ -64,6 +64,11 @@ struct ScanBody {
 
 /// Routes one request.
 pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
+    // Before anything else, the dashboard and `/stream` included: a rebound name must not
+    // reach what it may read either.
+    if let Some(refusal) = env.access.check_host(req) {
+        return Action::Respond(refusal);
+    }
     let allowed = match req.path {
         "/stream" => return upgrade(req, env.access),
         "/" | "/dashboard.css" | "/dashboard.js" | "/healthz" | "/metrics" | "/stream/status" => {

@@ -8,6 +8,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use super::host::host_part;
 use crate::protocol::ErrorBody;
 
 /// Headers per request at most (431 past it).
@@ -33,6 +34,8 @@ pub struct Request<'h, 'b> {
     pub query: &'b str,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
+    /// `Host` without its port, checked for syntax; `None` when not sent (HTTP/1.0).
+    pub host: Option<&'b str>,
     /// Headers as sent.
     pub headers: &'h [httparse::Header<'b>],
     /// The body (empty without `Content-Length`).
@@ -125,6 +128,21 @@ pub fn parse<'h, 'b>(
             "chunked request bodies are not supported; send Content-Length",
         ));
     }
+    // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one and valid in any.
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Host"));
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Parsed::Error(fail(400, "more than one Host header")),
+        (None, _) if minor_version >= 1 => {
+            return Parsed::Error(fail(400, "an HTTP/1.1 request needs a Host header"));
+        }
+        (None, _) => None,
+        (Some(h), None) => match host_part(h.value) {
+            Some(host) => Some(host),
+            None => return Parsed::Error(fail(400, "invalid Host header")),
+        },
+    };
     let mut body_len: Option<usize> = None;
     for h in headers
         .iter()
@@ -154,6 +172,7 @@ pub fn parse<'h, 'b>(
         path,
         query,
         minor_version,
+        host,
         headers,
         body,
     };
@@ -306,24 +325,44 @@ mod tests {
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         let cases: Vec<(&[u8], Outcome)> = vec![
             (
-                b"GET /a?b=1 HTTP/1.1\r\n\r\n",
-                Ok(Some(("GET /a".into(), 23))),
+                b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+                Ok(Some(("GET /a".into(), 32))),
             ),
             (b"GET /a HTTP/1.1\r\nHost: x\r\n", Ok(None)),
-            (b"POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nab", Ok(None)),
             (
-                b"POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET",
-                Ok(Some(("POST /s".into(), 42))),
+                b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nab",
+                Ok(None),
             ),
-            (b"POST /s HTTP/1.1\r\nContent-Length: 17\r\n\r\n", Err(413)),
-            (b"POST /s HTTP/1.1\r\nContent-Length: x\r\n\r\n", Err(400)),
             (
-                b"POST /s HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET",
+                Ok(Some(("POST /s".into(), 51))),
+            ),
+            (
+                b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 17\r\n\r\n",
+                Err(413),
+            ),
+            (
+                b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n",
                 Err(400),
             ),
             (
-                b"POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
                 Err(400),
+            ),
+            (
+                b"POST /s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(400),
+            ),
+            // RFC 9112 section 3.2: exactly one valid Host in HTTP/1.1, none needed in 1.0.
+            (b"GET / HTTP/1.1\r\n\r\n", Err(400)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", Err(400)),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(400)),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Err(400)),
+            (b"GET / HTTP/1.1\r\nHost: a:http\r\n\r\n", Err(400)),
+            (b"GET / HTTP/1.0\r\n\r\n", Ok(Some(("GET /".into(), 18)))),
+            (
+                b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+                Ok(Some(("GET /".into(), 36))),
             ),
             (b"GARBAGE\r\n\r\n", Err(400)),
             (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", Err(400)),
@@ -339,8 +378,11 @@ mod tests {
     #[test]
     fn keep_alive_rules() {
         let cases: [(&[u8], bool); 4] = [
-            (b"GET / HTTP/1.1\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+                false,
+            ),
             (b"GET / HTTP/1.0\r\n\r\n", false),
             (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
         ];
@@ -355,7 +397,7 @@ mod tests {
 
     #[test]
     fn tokens_in_lists() {
-        let buf = b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n";
+        let buf = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let Parsed::Complete(req, _) = parse(buf, &mut headers, LIMITS) else {
             panic!()

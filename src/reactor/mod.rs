@@ -13,6 +13,7 @@ mod api;
 pub(crate) mod broadcast;
 mod conn;
 mod fanout;
+mod host;
 pub(crate) mod http;
 mod outbuf;
 mod read;

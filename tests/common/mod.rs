@@ -377,7 +377,7 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     http_raw(addr, req.as_bytes())
@@ -425,7 +425,7 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 pub fn raw_ws(addr: SocketAddr) -> TcpStream {
     let mut s = raw(addr);
     s.write_all(
-        b"GET /stream HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     )
     .unwrap();
