@@ -127,6 +127,29 @@ pub struct ScanResult {
     pub adhoc: bool,
 }
 
+impl ScanResult {
+    /// With `score`, `change_pct`, `volume_ratio` and `rsi` at 4 decimals, as PROTOCOL.md
+    /// has results carry them. The scanner rounds before it publishes, so filters, `left`
+    /// and alerts judge the very values clients see.
+    pub fn rounded(mut self) -> ScanResult {
+        self.score = round4(self.score);
+        self.change_pct = round4(self.change_pct);
+        self.volume_ratio = round4(self.volume_ratio);
+        self.rsi = self.rsi.map(round4);
+        self
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    // Past 1e15 an f64 holds no fourth decimal, and scaling could overflow.
+    if x.abs() < 1e15 {
+        // `+ 0.0` turns a rounded -0.0 into 0.0, so no `-0.0` goes on the wire.
+        (x * 1e4).round() / 1e4 + 0.0
+    } else {
+        x
+    }
+}
+
 /// The values a subscription's value filters look at (`min_score`, `min_price`,
 /// `max_price`, `min_abs_change_pct`, `min_volume_ratio`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -297,6 +320,18 @@ impl ScanEvent {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn rounding_keeps_four_decimals_and_leaves_the_price() {
+        let mut r = sample();
+        (r.score, r.price, r.change_pct) = (1.234_56, 191.123_456, -0.000_04);
+        (r.volume_ratio, r.rsi) = (1e300, Some(f64::NAN));
+        let r = r.rounded();
+        assert_eq!((r.score, r.price, r.change_pct), (1.2346, 191.123_456, 0.0));
+        assert!(r.change_pct.is_sign_positive());
+        assert_eq!(r.volume_ratio, 1e300);
+        assert!(r.rsi.is_some_and(f64::is_nan));
+    }
 
     pub(crate) fn sample() -> ScanResult {
         ScanResult {

@@ -99,6 +99,38 @@ fn unsubscribe_stops_delivery_and_unknown_names_are_not_found() {
 }
 
 #[test]
+fn results_carry_four_decimals_and_filters_judge_what_is_sent() {
+    let server = TestServer::scripted();
+    let mut ws = connect(&server);
+    subscribe(
+        &mut ws,
+        json!({"subscription": "two", "filters": {"min_score": 2, "min_volume_ratio": 3.3333}}),
+    );
+    let mut r = valued(
+        "AAPL",
+        Scan::VolumeSpike,
+        1.999_96,
+        191.123_456,
+        -2.345_65,
+        3.333_33,
+    );
+    r.rsi = Some(64.123_449);
+    server.push(r);
+    let data = next_non_status(&mut ws)["data"].clone();
+    assert_eq!(data["score"], 2.0, "{data}");
+    assert_eq!(data["change_pct"], -2.3457, "{data}");
+    assert_eq!(data["volume_ratio"], 3.3333, "{data}");
+    assert_eq!(data["rsi"], 64.1234, "{data}");
+    // The price is exact.
+    assert_eq!(data["price"], 191.123_456, "{data}");
+    assert_eq!(data["subscriptions"], json!(["two"]));
+    // A snapshot holds the same values.
+    let rows = snapshot_rows(&server, json!({"min_score": 2}));
+    let row = &rows[&("AAPL".to_owned(), "volume_spike".to_owned())];
+    assert_eq!(row["score"], 2.0, "{row}");
+}
+
+#[test]
 fn a_result_arrives_once_naming_every_matching_subscription() {
     let server = TestServer::scripted();
     let mut ws = connect(&server);

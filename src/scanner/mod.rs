@@ -623,6 +623,7 @@ impl Scanner {
             return Ok(());
         }
         for result in self.batch.drain(..) {
+            let result = result.rounded();
             self.seq += 1;
             let prior = self.priors.observe(&result);
             let event = ScanEvent::publish(&result, self.seq, SystemTime::now()).with_prior(prior);
