@@ -38,10 +38,10 @@
 
 mod backoff;
 mod message;
+mod outbox;
 mod subs;
 mod worker;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -60,7 +60,8 @@ pub use subs::{Callback, SubscriptionManager, Table, TableHandle};
 pub use worker::{ABNORMAL, describe, should_reconnect};
 
 use crate::protocol::{FilterError, FilterSpec};
-use worker::{Command, Outbox, Request, WAKER, Worker};
+use outbox::{Outbox, Request};
+use worker::{Command, WAKER, Worker};
 
 /// A caller's lifecycle callback; runs on the client thread.
 pub type StateCallback = Box<dyn FnMut(&State) + Send>;
@@ -75,7 +76,9 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Limit on the TCP connect and on the handshake (default 5 s).
     pub connect_timeout: Duration,
-    /// Requests (scans, acks) that may wait while disconnected (default 1024).
+    /// Requests (scans, acks) that may be owed at once, waiting to be sent or sent and
+    /// not yet answered (default 1024). A request past it is refused with
+    /// [`ClientError::QueueFull`].
     pub queue_capacity: usize,
     /// How often the server pings (PROTOCOL.md: 25 s).
     pub server_ping_interval: Duration,
@@ -173,8 +176,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The offline queue is full; the request was not taken.
-    #[error("the request queue is full ({capacity} waiting)")]
+    /// The offline queue is full (requests waiting and unanswered); the request was not
+    /// taken.
+    #[error("the request queue is full ({capacity} waiting or unanswered)")]
     QueueFull {
         /// The queue's capacity.
         capacity: usize,
@@ -224,10 +228,7 @@ impl Client {
             }
             None => (None, None),
         };
-        let outbox = Arc::new(Mutex::new(Outbox {
-            queue: VecDeque::new(),
-            capacity: config.queue_capacity,
-        }));
+        let outbox = Arc::new(Mutex::new(Outbox::new(config.queue_capacity)));
         let state = Arc::new(Mutex::new(State::Connecting));
         let close_asked = Arc::new(AtomicBool::new(false));
         let rng: Box<dyn rand::RngCore + Send> = match config.jitter_seed {
@@ -244,7 +245,6 @@ impl Client {
             poll,
             rng,
             subs: SubscriptionManager::new(),
-            in_flight: Vec::new(),
             closing: false,
             close_asked: Arc::clone(&close_asked),
         };
@@ -329,12 +329,11 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         {
             let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            if outbox.queue.len() >= outbox.capacity {
+            if outbox.push(Request { id, kind, data }).is_err() {
                 return Err(ClientError::QueueFull {
-                    capacity: outbox.capacity,
+                    capacity: outbox.capacity(),
                 });
             }
-            outbox.queue.push_back(Request { id, kind, data });
         }
         self.command(Command::Send)?;
         Ok(id)

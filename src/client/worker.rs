@@ -5,19 +5,18 @@
 //! sleeps until the server sends something or the caller asks for something, with no
 //! polling interval between a caller's request and the wire.
 
-use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::RngCore;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderValue, header};
@@ -26,6 +25,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 use super::message::{Envelope, ErrorData, Event, ResultMessage, SnapshotData, State, Subscribed};
+use super::outbox::Outbox;
 use super::subs::{Callback, SubscriptionManager, TableHandle};
 use super::{ClientConfig, StateCallback};
 use crate::protocol::FilterSpec;
@@ -48,27 +48,6 @@ pub const ABNORMAL: u16 = 1006;
 /// codes does not strand its clients.
 pub fn should_reconnect(code: u16) -> bool {
     !matches!(code, 1000 | 1002 | 1003 | 1007..=1010 | 4500..=4999)
-}
-
-/// A request waiting to be sent, or sent and not yet answered.
-#[derive(Debug, Clone)]
-pub(super) struct Request {
-    pub id: u64,
-    pub kind: &'static str,
-    pub data: Value,
-}
-
-impl Request {
-    fn message(&self) -> String {
-        json!({"type": self.kind, "id": self.id, "data": self.data}).to_string()
-    }
-}
-
-/// The offline queue: idempotent requests in order, bounded.
-#[derive(Debug)]
-pub(super) struct Outbox {
-    pub queue: VecDeque<Request>,
-    pub capacity: usize,
 }
 
 /// What the caller's handle asks of the thread.
@@ -110,8 +89,6 @@ pub(super) struct Worker {
     pub poll: Poll,
     pub rng: Box<dyn RngCore + Send>,
     pub subs: SubscriptionManager,
-    /// Sent and not yet answered: sent again after a reconnect, in order.
-    pub in_flight: Vec<Request>,
     /// The caller asked to close.
     pub closing: bool,
     /// Set by the handle before it asks to close, so a full events channel cannot keep
@@ -348,10 +325,7 @@ impl Worker {
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         self.subs.on_disconnect();
         // Unanswered requests go out again, first, on the next connection.
-        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        for req in self.in_flight.drain(..).rev() {
-            outbox.queue.push_front(req);
-        }
+        self.outbox().requeue_in_flight();
         end
     }
 
@@ -484,15 +458,16 @@ impl Worker {
         }
     }
 
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn drain_outbox(&mut self, ws: &mut WebSocket<TcpStream>) {
         loop {
-            let next = {
-                let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-                outbox.queue.pop_front()
+            let Some(text) = self.outbox().send_next() else {
+                return;
             };
-            let Some(req) = next else { return };
-            let _ = send(ws, req.message());
-            self.in_flight.push(req);
+            let _ = send(ws, text);
         }
     }
 
@@ -507,7 +482,7 @@ impl Worker {
         };
         let request = env.id.as_ref().and_then(Value::as_u64);
         if let Some(id) = request {
-            self.in_flight.retain(|r| r.id != id);
+            self.outbox().answered(id);
         }
         let sub_request = env.id.as_ref().and_then(Value::as_str);
         match env.kind.as_str() {
