@@ -6,8 +6,9 @@
 //! (its history no longer reaches back, or it restarted) the subscription reports a
 //! [`Event::Gap`]. Requests that are safe to repeat (ad-hoc scans, acknowledgments) wait
 //! in a bounded queue while disconnected, and are sent again after a reconnect until
-//! answered. Reconnects follow the close codes ([`should_reconnect`]) with exponential
-//! backoff and full jitter ([`Backoff`]).
+//! answered, no faster than the server's message limit takes them
+//! ([`ClientConfig::message_rate`]). Reconnects follow the close codes
+//! ([`should_reconnect`]) with exponential backoff and full jitter ([`Backoff`]).
 //!
 //! ```no_run
 //! use scanstream::client::{Client, ClientConfig, Event, SubscriptionOptions};
@@ -39,6 +40,7 @@
 mod backoff;
 mod message;
 mod outbox;
+mod pacing;
 mod subs;
 mod worker;
 
@@ -61,6 +63,7 @@ pub use worker::{ABNORMAL, describe, should_reconnect};
 
 use crate::protocol::{FilterError, FilterSpec};
 use outbox::{Outbox, Request};
+use pacing::Pacing;
 use worker::{Command, WAKER, Worker};
 
 /// A caller's lifecycle callback; runs on the client thread.
@@ -72,7 +75,8 @@ pub struct ClientConfig {
     pub url: String,
     /// Sent as `Authorization: Bearer` when set.
     pub token: Option<String>,
-    /// Reconnect delays.
+    /// Reconnect delays. Their ceilings, without jitter, also space the retries of a
+    /// request the server refused as `rate_limited`.
     pub backoff: Backoff,
     /// Limit on the TCP connect and on the handshake (default 5 s).
     pub connect_timeout: Duration,
@@ -80,6 +84,17 @@ pub struct ClientConfig {
     /// not yet answered (default 1024). A request past it is refused with
     /// [`ClientError::QueueFull`].
     pub queue_capacity: usize,
+    /// Messages a second the server takes on one connection (default 50, the server's
+    /// default; PROTOCOL.md, "Limits"). Queued requests go out no faster, so a long
+    /// queue drains after an outage without being refused; set it and
+    /// [`message_burst`](Self::message_burst) to what a differently configured server
+    /// takes. Subscription messages are never held back, but count against it. 0 is
+    /// taken as 1.
+    pub message_rate: u32,
+    /// Messages the server takes at once on a fresh connection (default 100). Queued
+    /// requests leave a tenth of it unused, for subscription changes and timing slack.
+    /// 0 is taken as 1.
+    pub message_burst: u32,
     /// How often the server pings (PROTOCOL.md: 25 s).
     pub server_ping_interval: Duration,
     /// How long past a missed ping the connection is given up as dead (default 10 s).
@@ -103,6 +118,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("backoff", &self.backoff)
             .field("connect_timeout", &self.connect_timeout)
             .field("queue_capacity", &self.queue_capacity)
+            .field("message_rate", &self.message_rate)
+            .field("message_burst", &self.message_burst)
             .field("server_ping_interval", &self.server_ping_interval)
             .field("liveness_margin", &self.liveness_margin)
             .field("events", &self.events)
@@ -119,6 +136,8 @@ impl ClientConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
             queue_capacity: 1024,
+            message_rate: 50,
+            message_burst: 100,
             server_ping_interval: Duration::from_secs(25),
             liveness_margin: Duration::from_secs(10),
             events: None,
@@ -229,6 +248,12 @@ impl Client {
             None => (None, None),
         };
         let outbox = Arc::new(Mutex::new(Outbox::new(config.queue_capacity)));
+        let pacing = Pacing::new(
+            config.message_rate,
+            config.message_burst,
+            config.backoff,
+            config.clock.now(),
+        );
         let state = Arc::new(Mutex::new(State::Connecting));
         let close_asked = Arc::new(AtomicBool::new(false));
         let rng: Box<dyn rand::RngCore + Send> = match config.jitter_seed {
@@ -245,6 +270,7 @@ impl Client {
             poll,
             rng,
             subs: SubscriptionManager::new(),
+            pacing,
             closing: false,
             close_asked: Arc::clone(&close_asked),
         };
@@ -329,7 +355,13 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         {
             let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            if outbox.push(Request { id, kind, data }).is_err() {
+            let req = Request {
+                id,
+                kind,
+                data,
+                round: 0,
+            };
+            if outbox.push(req).is_err() {
                 return Err(ClientError::QueueFull {
                     capacity: outbox.capacity(),
                 });

@@ -13,6 +13,8 @@ pub(super) struct Request {
     pub id: u64,
     pub kind: &'static str,
     pub data: Value,
+    /// The pacing round it was last sent in ([`super::pacing::Pacing::round`]).
+    pub round: u32,
 }
 
 impl Request {
@@ -52,9 +54,15 @@ impl Outbox {
         Ok(())
     }
 
-    /// Moves the next waiting request in flight; its text to send.
-    pub fn send_next(&mut self) -> Option<String> {
-        let req = self.queue.pop_front()?;
+    /// Requests wait to be sent.
+    pub fn is_waiting(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Moves the next waiting request in flight, stamped with `round`; its text to send.
+    pub fn send_next(&mut self, round: u32) -> Option<String> {
+        let mut req = self.queue.pop_front()?;
+        req.round = round;
         let text = req.message();
         self.in_flight.push(req);
         Some(text)
@@ -104,6 +112,7 @@ mod tests {
             id,
             kind: "ack",
             data: json!({"alert_id": format!("a-{id}")}),
+            round: 0,
         }
     }
 
@@ -115,7 +124,7 @@ mod tests {
         }
         assert_eq!(o.push(req(4)).map_err(|r| r.id), Err(4));
         // Sent but unanswered still counts.
-        let text = o.send_next().unwrap();
+        let text = o.send_next(7).unwrap();
         let sent: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             (sent["type"].as_str(), sent["id"].as_u64()),
@@ -123,7 +132,7 @@ mod tests {
         );
         assert!(o.push(req(4)).is_err());
         // An answer frees its place.
-        assert_eq!(o.answered(1).map(|r| r.id), Some(1));
+        assert_eq!(o.answered(1).map(|r| (r.id, r.round)), Some((1, 7)));
         assert!(o.answered(1).is_none());
         assert!(o.push(req(4)).is_ok());
         assert_eq!(o.ids(), (vec![2, 3, 4], vec![]));
@@ -136,7 +145,7 @@ mod tests {
             o.push(req(id)).unwrap();
         }
         for _ in 0..4 {
-            o.send_next();
+            o.send_next(0);
         }
         assert_eq!(o.ids(), (vec![5, 6], vec![1, 2, 3, 4]));
         o.answered(1);
