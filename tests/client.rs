@@ -1,9 +1,11 @@
 //! The client library against real servers on 127.0.0.1: reconnects, backoff, lossless
-//! resume through a proxy that cuts connections, the offline queue, gaps, liveness, the
-//! live table, close codes, and a crowd of clients spreading their returns.
+//! resume through a proxy that cuts connections, the offline queue and its pacing to the
+//! server's message rate, gaps, liveness, the live table, close codes, and a crowd of
+//! clients spreading their returns.
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, result};
+use common::{TestServer, metric, result};
 use crossbeam_channel::Receiver;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -679,4 +681,167 @@ fn closing_does_not_hang_on_a_full_events_channel() {
         let _ = done_tx.send(());
     });
     done.recv_timeout(WAIT).expect("close returned");
+}
+
+/// What became of a batch of requests queued while the client could not connect.
+#[derive(Debug, Default)]
+struct Drained {
+    /// The request ids, in the order they were queued.
+    ids: Vec<u64>,
+    /// The final answer's type or error code, by request id.
+    answered: HashMap<u64, String>,
+    /// `rate_limited` refusals the caller was told of, by request id.
+    refused: HashMap<u64, usize>,
+    /// Close codes of the connections that ended meanwhile.
+    closes: Vec<u16>,
+    /// How often each request went out on the wire.
+    sent: HashMap<u64, usize>,
+}
+
+/// Queues `n` acks of unknown alerts (each answered `not_found`) while the proxy keeps
+/// the client from the server, behind one subscription, then lets it through. Reads
+/// events until every request has an answer other than `rate_limited`, or 30 s pass, or
+/// the server closes the connection for its rate.
+fn queue_then_connect(proxy: &Proxy, c: ClientConfig, n: usize) -> Drained {
+    proxy.refuse.store(true, Ordering::SeqCst);
+    let client = Client::start(c).unwrap();
+    let events = client.events().unwrap().clone();
+    // Sent first on the connect, and counted by the server like any message.
+    subscribe_all(&client, "main");
+    state(&events, "a refused attempt", |s| {
+        matches!(s, State::Reconnecting { .. })
+    });
+    let mut out = Drained {
+        ids: (0..n)
+            .map(|i| client.ack(&format!("a-{i}")).unwrap())
+            .collect(),
+        ..Drained::default()
+    };
+    proxy.refuse.store(false, Ordering::SeqCst);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.answered.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(ev) = events.recv_timeout(left) else {
+            break;
+        };
+        match ev {
+            Event::Error {
+                code, id: Some(id), ..
+            } if code == "rate_limited" => *out.refused.entry(id).or_default() += 1,
+            Event::Error {
+                code, id: Some(id), ..
+            } => {
+                out.answered.insert(id, code);
+            }
+            Event::Reply { id, kind, .. } => {
+                out.answered.insert(id, kind);
+            }
+            Event::Disconnected { code, .. } => {
+                out.closes.push(code);
+                if code == 4029 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    client.close();
+    for m in proxy.sent_types() {
+        if m["type"] == "ack" {
+            *out.sent.entry(m["id"].as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Every request answered `not_found`, on one connection that was never closed for its
+/// rate, and none refused: each went out once, and the server counted no refusal.
+#[track_caller]
+fn assert_drained_without_refusals(server: &TestServer, d: &Drained) {
+    assert!(
+        !d.closes.contains(&4029),
+        "closed for its rate after {} answers",
+        d.answered.len()
+    );
+    assert!(
+        d.refused.is_empty(),
+        "{} requests refused as rate_limited (one {} times)",
+        d.refused.len(),
+        d.refused.values().max().unwrap_or(&0)
+    );
+    assert_eq!(d.answered.len(), d.ids.len(), "every request answered");
+    assert!(d.ids.iter().all(|id| d.answered[id] == "not_found"));
+    assert_eq!(
+        metric(server.addr, RATE_LIMITED),
+        0.0,
+        "the server refused nothing"
+    );
+    assert_eq!(d.sent.len(), d.ids.len());
+    assert!(d.sent.values().all(|&k| k == 1), "a request went out twice");
+    assert!(d.closes.is_empty(), "connections ended: {:?}", d.closes);
+}
+
+/// The server's count of `rate_limited` refusals.
+const RATE_LIMITED: &str = "scanstream_protocol_errors_total{code=\"rate_limited\"}";
+
+#[test]
+fn a_thousand_queued_requests_drain_at_the_servers_rate_without_refusals() {
+    // A faster limit than the default keeps the test short; the client is told the same.
+    let server = TestServer::scripted_with(|c| {
+        c.message_rate = 250;
+        c.message_burst = 50;
+    });
+    let proxy = Proxy::new(server.addr);
+    let mut c = config(&proxy.url());
+    c.message_rate = 250;
+    c.message_burst = 50;
+    let drained = queue_then_connect(&proxy, c, 1000);
+    assert_drained_without_refusals(&server, &drained);
+}
+
+#[test]
+fn queued_requests_past_the_default_burst_drain_without_refusals() {
+    // The server's defaults (50/s, burst 100) and the client's agree.
+    let server = TestServer::scripted();
+    let proxy = Proxy::new(server.addr);
+    let drained = queue_then_connect(&proxy, config(&proxy.url()), 160);
+    assert_drained_without_refusals(&server, &drained);
+}
+
+#[test]
+fn a_request_refused_for_the_rate_is_sent_again_after_a_hold_and_not_reported() {
+    // The client believes in a slightly larger burst than the server gives: its first
+    // burst overshoots by a few requests, which the server refuses. With 22 requests the
+    // refused ones are all that is left to send; with 100 the rest wait behind them.
+    for n in [22, 100] {
+        // No ping comes within the test's wait: only the client's own pacing timer can
+        // send the refused requests again.
+        let server = TestServer::scripted_with(|c| {
+            c.message_rate = 100;
+            c.message_burst = 20;
+            c.ping_interval = Dur(Duration::from_secs(60));
+        });
+        let proxy = Proxy::new(server.addr);
+        let mut c = config(&proxy.url());
+        c.server_ping_interval = Duration::from_secs(60);
+        c.message_rate = 100;
+        c.message_burst = 25;
+        let d = queue_then_connect(&proxy, c, n);
+        let refusals = metric(server.addr, RATE_LIMITED);
+        assert!(refusals >= 1.0, "{n}: the server refused the overshoot");
+        assert_eq!(d.refused, HashMap::new(), "{n}: refusals are not answers");
+        assert_eq!(d.answered.len(), n, "{n}: every request answered");
+        assert!(d.ids.iter().all(|id| d.answered[id] == "not_found"));
+        assert!(
+            d.closes.is_empty(),
+            "{n}: connections ended: {:?}",
+            d.closes
+        );
+        // Each refused request went out once more, after the hold; none was refused
+        // twice.
+        let twice = d.sent.values().filter(|&&k| k == 2).count();
+        assert_eq!(twice as f64, refusals, "{n}: {:?}", d.sent);
+        assert!(d.sent.values().all(|&k| k <= 2), "{n}: {:?}", d.sent);
+    }
 }

@@ -147,7 +147,8 @@ pub enum Event {
         /// Its data.
         data: Value,
     },
-    /// An `error` message.
+    /// An `error` message. A `rate_limited` refusal of a queued request is not reported:
+    /// it is not the request's answer, and the request is sent again after a hold.
     Error {
         /// Error code, as PROTOCOL.md lists them.
         code: String,

@@ -6,8 +6,9 @@
 //! (its history no longer reaches back, or it restarted) the subscription reports a
 //! [`Event::Gap`]. Requests that are safe to repeat (ad-hoc scans, acknowledgments) wait
 //! in a bounded queue while disconnected, and are sent again after a reconnect until
-//! answered. Reconnects follow the close codes ([`should_reconnect`]) with exponential
-//! backoff and full jitter ([`Backoff`]).
+//! answered, no faster than the server's message limit takes them
+//! ([`ClientConfig::message_rate`]). Reconnects follow the close codes
+//! ([`should_reconnect`]) with exponential backoff and full jitter ([`Backoff`]).
 //!
 //! ```no_run
 //! use scanstream::client::{Client, ClientConfig, Event, SubscriptionOptions};
@@ -38,10 +39,11 @@
 
 mod backoff;
 mod message;
+mod outbox;
+mod pacing;
 mod subs;
 mod worker;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -60,7 +62,9 @@ pub use subs::{Callback, SubscriptionManager, Table, TableHandle};
 pub use worker::{ABNORMAL, describe, should_reconnect};
 
 use crate::protocol::{FilterError, FilterSpec};
-use worker::{Command, Outbox, Request, WAKER, Worker};
+use outbox::{Outbox, Request};
+use pacing::Pacing;
+use worker::{Command, WAKER, Worker};
 
 /// A caller's lifecycle callback; runs on the client thread.
 pub type StateCallback = Box<dyn FnMut(&State) + Send>;
@@ -71,12 +75,26 @@ pub struct ClientConfig {
     pub url: String,
     /// Sent as `Authorization: Bearer` when set.
     pub token: Option<String>,
-    /// Reconnect delays.
+    /// Reconnect delays. Their ceilings, without jitter, also space the retries of a
+    /// request the server refused as `rate_limited`.
     pub backoff: Backoff,
     /// Limit on the TCP connect and on the handshake (default 5 s).
     pub connect_timeout: Duration,
-    /// Requests (scans, acks) that may wait while disconnected (default 1024).
+    /// Requests (scans, acks) that may be owed at once, waiting to be sent or sent and
+    /// not yet answered (default 1024). A request past it is refused with
+    /// [`ClientError::QueueFull`].
     pub queue_capacity: usize,
+    /// Messages a second the server takes on one connection (default 50, the server's
+    /// default; PROTOCOL.md, "Limits"). Queued requests go out no faster, so a long
+    /// queue drains after an outage without being refused; set it and
+    /// [`message_burst`](Self::message_burst) to what a differently configured server
+    /// takes. Subscription messages are never held back, but count against it. 0 is
+    /// taken as 1.
+    pub message_rate: u32,
+    /// Messages the server takes at once on a fresh connection (default 100). Queued
+    /// requests leave a tenth of it unused, for subscription changes and timing slack.
+    /// 0 is taken as 1.
+    pub message_burst: u32,
     /// How often the server pings (PROTOCOL.md: 25 s).
     pub server_ping_interval: Duration,
     /// How long past a missed ping the connection is given up as dead (default 10 s).
@@ -100,6 +118,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("backoff", &self.backoff)
             .field("connect_timeout", &self.connect_timeout)
             .field("queue_capacity", &self.queue_capacity)
+            .field("message_rate", &self.message_rate)
+            .field("message_burst", &self.message_burst)
             .field("server_ping_interval", &self.server_ping_interval)
             .field("liveness_margin", &self.liveness_margin)
             .field("events", &self.events)
@@ -116,6 +136,8 @@ impl ClientConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
             queue_capacity: 1024,
+            message_rate: 50,
+            message_burst: 100,
             server_ping_interval: Duration::from_secs(25),
             liveness_margin: Duration::from_secs(10),
             events: None,
@@ -173,8 +195,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The offline queue is full; the request was not taken.
-    #[error("the request queue is full ({capacity} waiting)")]
+    /// The offline queue is full (requests waiting and unanswered); the request was not
+    /// taken.
+    #[error("the request queue is full ({capacity} waiting or unanswered)")]
     QueueFull {
         /// The queue's capacity.
         capacity: usize,
@@ -224,10 +247,13 @@ impl Client {
             }
             None => (None, None),
         };
-        let outbox = Arc::new(Mutex::new(Outbox {
-            queue: VecDeque::new(),
-            capacity: config.queue_capacity,
-        }));
+        let outbox = Arc::new(Mutex::new(Outbox::new(config.queue_capacity)));
+        let pacing = Pacing::new(
+            config.message_rate,
+            config.message_burst,
+            config.backoff,
+            config.clock.now(),
+        );
         let state = Arc::new(Mutex::new(State::Connecting));
         let close_asked = Arc::new(AtomicBool::new(false));
         let rng: Box<dyn rand::RngCore + Send> = match config.jitter_seed {
@@ -244,7 +270,7 @@ impl Client {
             poll,
             rng,
             subs: SubscriptionManager::new(),
-            in_flight: Vec::new(),
+            pacing,
             closing: false,
             close_asked: Arc::clone(&close_asked),
         };
@@ -329,12 +355,17 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         {
             let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            if outbox.queue.len() >= outbox.capacity {
+            let req = Request {
+                id,
+                kind,
+                data,
+                round: 0,
+            };
+            if outbox.push(req).is_err() {
                 return Err(ClientError::QueueFull {
-                    capacity: outbox.capacity,
+                    capacity: outbox.capacity(),
                 });
             }
-            outbox.queue.push_back(Request { id, kind, data });
         }
         self.command(Command::Send)?;
         Ok(id)

@@ -5,19 +5,18 @@
 //! sleeps until the server sends something or the caller asks for something, with no
 //! polling interval between a caller's request and the wire.
 
-use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::RngCore;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderValue, header};
@@ -26,6 +25,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 use super::message::{Envelope, ErrorData, Event, ResultMessage, SnapshotData, State, Subscribed};
+use super::outbox::Outbox;
+use super::pacing::Pacing;
 use super::subs::{Callback, SubscriptionManager, TableHandle};
 use super::{ClientConfig, StateCallback};
 use crate::protocol::FilterSpec;
@@ -48,27 +49,6 @@ pub const ABNORMAL: u16 = 1006;
 /// codes does not strand its clients.
 pub fn should_reconnect(code: u16) -> bool {
     !matches!(code, 1000 | 1002 | 1003 | 1007..=1010 | 4500..=4999)
-}
-
-/// A request waiting to be sent, or sent and not yet answered.
-#[derive(Debug, Clone)]
-pub(super) struct Request {
-    pub id: u64,
-    pub kind: &'static str,
-    pub data: Value,
-}
-
-impl Request {
-    fn message(&self) -> String {
-        json!({"type": self.kind, "id": self.id, "data": self.data}).to_string()
-    }
-}
-
-/// The offline queue: idempotent requests in order, bounded.
-#[derive(Debug)]
-pub(super) struct Outbox {
-    pub queue: VecDeque<Request>,
-    pub capacity: usize,
 }
 
 /// What the caller's handle asks of the thread.
@@ -110,8 +90,8 @@ pub(super) struct Worker {
     pub poll: Poll,
     pub rng: Box<dyn RngCore + Send>,
     pub subs: SubscriptionManager,
-    /// Sent and not yet answered: sent again after a reconnect, in order.
-    pub in_flight: Vec<Request>,
+    /// When the next queued request may go out.
+    pub pacing: Pacing,
     /// The caller asked to close.
     pub closing: bool,
     /// Set by the handle before it asks to close, so a full events channel cannot keep
@@ -251,9 +231,17 @@ impl Worker {
             }
         };
         if let (Some(ws), Some(text)) = (ws, message) {
-            // A failed write shows up as a failed read or flush right after.
-            let _ = send(ws, text);
+            self.send_control(ws, text);
         }
+    }
+
+    /// Sends a subscription's message at once: they are few (the server allows 64
+    /// subscriptions), and holding one back would hold back its results. It is charged
+    /// to the pacing, so the queued requests behind it wait for the server's bucket.
+    fn send_control(&mut self, ws: &mut WebSocket<TcpStream>, text: String) {
+        self.pacing.charge(self.config.clock.now());
+        // A failed write shows up as a failed read or flush right after.
+        let _ = send(ws, text);
     }
 
     /// Opens a connection and completes the handshake, within the connect timeout.
@@ -344,14 +332,12 @@ impl Worker {
             };
         }
         self.set_state(State::Connected);
+        self.pacing.connected(self.config.clock.now());
         let end = self.serve(&mut ws);
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         self.subs.on_disconnect();
         // Unanswered requests go out again, first, on the next connection.
-        let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        for req in self.in_flight.drain(..).rev() {
-            outbox.queue.push_front(req);
-        }
+        self.outbox().requeue_in_flight();
         end
     }
 
@@ -362,7 +348,7 @@ impl Worker {
             self.command(cmd, None);
         }
         for text in self.subs.on_connect() {
-            let _ = send(ws, text);
+            self.send_control(ws, text);
         }
         let clock = Arc::clone(&self.config.clock);
         let dead_after = self
@@ -453,6 +439,11 @@ impl Worker {
             if closing_since.is_some() {
                 timeout = timeout.min(Duration::from_millis(100));
             }
+            // Wake when the next queued request may go out (refusals read just now may
+            // have put one back, or pushed it later).
+            if let Some(at) = self.next_send().filter(|_| !self.closing) {
+                timeout = timeout.min(clock.pass(at.saturating_duration_since(now)));
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return End::Retry {
@@ -484,16 +475,29 @@ impl Worker {
         }
     }
 
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends the queued requests the pacing allows now.
     fn drain_outbox(&mut self, ws: &mut WebSocket<TcpStream>) {
-        loop {
-            let next = {
-                let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-                outbox.queue.pop_front()
-            };
-            let Some(req) = next else { return };
-            let _ = send(ws, req.message());
-            self.in_flight.push(req);
+        let now = self.config.clock.now();
+        let mut texts = Vec::new();
+        {
+            // The field, not `self.outbox()`: the pacing is borrowed beside it.
+            let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            while outbox.is_waiting() && self.pacing.try_send(now) {
+                texts.extend(outbox.send_next(self.pacing.round()));
+            }
         }
+        for text in texts {
+            let _ = send(ws, text);
+        }
+    }
+
+    /// When the next queued request may go out, while any waits.
+    fn next_send(&self) -> Option<Instant> {
+        self.outbox().is_waiting().then(|| self.pacing.ready_at())
     }
 
     /// One text message from the server.
@@ -506,8 +510,23 @@ impl Worker {
             }
         };
         let request = env.id.as_ref().and_then(Value::as_u64);
-        if let Some(id) = request {
-            self.in_flight.retain(|r| r.id != id);
+        let answered = request.and_then(|id| self.outbox().answered(id));
+        if env.kind == "error" && env.data["code"] == "rate_limited" {
+            // Not the request's answer: the server's bucket was empty. The request goes
+            // back to the front of the queue, and sends wait out a hold. A refused
+            // subscription is the subscription manager's to report, below.
+            let now = self.config.clock.now();
+            match answered {
+                Some(req) => {
+                    tracing::debug!(id = req.id, "rate_limited; sent again after a hold");
+                    self.pacing.refused(req.round, now);
+                    self.outbox().retry(req);
+                    return;
+                }
+                None => self.pacing.refused(self.pacing.round(), now),
+            }
+        } else if answered.is_some() {
+            self.pacing.answered();
         }
         let sub_request = env.id.as_ref().and_then(Value::as_str);
         match env.kind.as_str() {
@@ -527,7 +546,7 @@ impl Worker {
                         self.emit(ev);
                     }
                     if let Some(text) = send_now {
-                        let _ = send(ws, text);
+                        self.send_control(ws, text);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable subscribed"),
