@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, metric, result};
+use common::{TestServer, metric, result, wait_for};
 use crossbeam_channel::Receiver;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -45,26 +45,6 @@ fn subscribe_all(client: &Client, name: &str) {
     client
         .subscribe(name, FilterSpec::default(), options)
         .unwrap();
-}
-
-/// Waits for the first event `want` accepts, failing the test after `WAIT`.
-fn wait_for<T>(
-    events: &Receiver<Event>,
-    what: &str,
-    mut want: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(ev) => {
-                if let Some(t) = want(&ev) {
-                    return t;
-                }
-            }
-            Err(_) => panic!("no {what} within {WAIT:?}"),
-        }
-    }
 }
 
 fn subscribed(events: &Receiver<Event>) -> scanstream::client::Subscribed {

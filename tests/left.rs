@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use crossbeam_channel::Receiver;
@@ -212,25 +212,6 @@ fn subscribe_table(client: &Client, name: &str, filters: FilterSpec) -> TableHan
         .subscribe(name, filters, SubscriptionOptions::table())
         .unwrap()
         .expect("a table")
-}
-
-/// Waits for the first event `want` accepts.
-#[track_caller]
-fn wait_for<T>(
-    events: &Receiver<Event>,
-    what: &str,
-    mut want: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ev = events
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no {what}"));
-        if let Some(t) = want(&ev) {
-            return t;
-        }
-    }
 }
 
 /// Stops the scanner and waits until nothing more is published; the newest `seq`.

@@ -407,6 +407,25 @@ pub fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap()
 }
 
+/// Waits for the first client event `want` accepts, failing the test after `TIMEOUT`.
+#[track_caller]
+pub fn wait_for<T>(
+    events: &Receiver<scanstream::client::Event>,
+    what: &str,
+    mut want: impl FnMut(&scanstream::client::Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {what} within {TIMEOUT:?}"));
+        if let Some(t) = want(&ev) {
+            return t;
+        }
+    }
+}
+
 /// Polls `cond` until true or the timeout.
 #[track_caller]
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
