@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use scanstream::bench_api::{Delivery, Subscription, Tail, delivery, write_result};
+use scanstream::event::FilterValues;
 use scanstream::history::History;
 use scanstream::protocol::{Filter, json_string};
 use scanstream::scanner::{Dedup, Materiality};
@@ -43,8 +44,20 @@ fn result(i: u64) -> ScanResult {
     }
 }
 
+/// Updates carry the values of the state before them, as the scanner publishes them, so
+/// fan-out and replay also work out which subscriptions an update leaves.
 fn event(i: u64) -> Arc<ScanEvent> {
-    Arc::new(ScanEvent::publish(&result(i), i, SystemTime::now()))
+    let ev = ScanEvent::publish(&result(i), i, SystemTime::now());
+    let prior = (ev.kind == EventKind::Update).then(|| {
+        let r = result(i + 7);
+        FilterValues {
+            score: r.score,
+            price: r.price,
+            change_pct: r.change_pct,
+            volume_ratio: r.volume_ratio,
+        }
+    });
+    Arc::new(ev.with_prior(prior))
 }
 
 fn sub(name: &str, filters: Value) -> Subscription {

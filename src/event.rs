@@ -298,6 +298,13 @@ impl ScanEvent {
         }
     }
 
+    /// Can this result leave a filter: an `update` of the paced cycle with a previous
+    /// published state?
+    #[inline]
+    pub fn may_leave(&self) -> bool {
+        self.kind == EventKind::Update && !self.adhoc && self.prior.is_some()
+    }
+
     /// The same result, with the filter values of its previous published state.
     pub fn with_prior(mut self, prior: Option<FilterValues>) -> ScanEvent {
         self.prior = prior;

@@ -148,7 +148,7 @@ impl Filter {
     /// subscription's table holds a row this result must remove.
     pub fn leaves(&self, ev: &ScanEvent) -> bool {
         match ev.prior {
-            Some(prior) if ev.kind == EventKind::Update && !ev.adhoc => {
+            Some(prior) if ev.may_leave() => {
                 self.matches_values(&prior)
                     && self.matches_key(ev)
                     && !self.matches_values(&ev.values())
@@ -158,6 +158,7 @@ impl Filter {
     }
 
     /// Does the filter take this symbol and scan?
+    #[inline]
     fn matches_key(&self, ev: &ScanEvent) -> bool {
         if let Some(bits) = self.scans {
             if bits & ev.scan.bit() == 0 {
@@ -170,6 +171,7 @@ impl Filter {
     }
 
     /// Do these values pass every value bound?
+    #[inline]
     fn matches_values(&self, v: &FilterValues) -> bool {
         at_least(v.score, self.min_score)
             && at_least(v.price, self.min_price)

@@ -47,13 +47,15 @@ impl Delivery {
 /// before it.
 pub fn delivery(subs: &[Subscription], ev: &ScanEvent) -> Delivery {
     let mut d = Delivery::default();
+    // Most results cannot leave anything (new, clear, a first update): ask once.
+    let may_leave = ev.may_leave();
     for (i, sub) in subs.iter().enumerate() {
         if sub.start > ev.seq {
             continue;
         }
         if sub.filter.matches(ev) {
             d.takes |= 1 << i;
-        } else if sub.filter.leaves(ev) {
+        } else if may_leave && sub.filter.leaves(ev) {
             d.left |= 1 << i;
         }
     }
