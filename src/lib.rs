@@ -1,21 +1,25 @@
 //! scanstream: a real-time market scanner that streams what it finds.
 //!
 //! ```text
-//!  feed ──bars──▶ scanner thread ──ScanEvent──▶ crossbeam channel ──▶ reactor thread ──▶ sockets
-//!  (sim, csv,     (indicators, scans,          + mio::Waker          (slab of connections,
-//!   jsonl)         pacing, dedup)   ◀──commands (start, stop, scan)── filters, history, HTTP)
+//!  producer                                  bus                 edge
+//!  feed ──bars──▶ scanner thread ──Event (result, status, ...)──▶ reactor thread ──▶ sockets
+//!  (sim, csv,     (indicators, scans,  crossbeam + mio::Waker    (slab of connections,
+//!   jsonl)         pacing, dedup)  ◀──Command (start, stop, scan)── filters, history, HTTP)
 //! ```
 //!
-//! The scanner thread owns the market data: it keeps incremental indicators per symbol,
-//! evaluates the scans in paced cycles, turns them into `new`/`update`/`clear` events and
-//! publishes each result once, already encoded as JSON. The reactor thread owns every socket: it parses HTTP/1.1 with
-//! httparse, runs WebSocket connections through tungstenite's state machine, and copies
-//! each result into the out buffer of every connection whose filters match, writing each
-//! buffer once per loop turn.
+//! The scanner thread (the producer) owns the market data: it keeps incremental
+//! indicators per symbol, evaluates the scans in paced cycles, turns them into
+//! `new`/`update`/`clear` events and publishes each result once, already encoded as JSON.
+//! The reactor thread (an edge) owns every socket: it parses HTTP/1.1 with httparse, runs
+//! WebSocket connections through tungstenite's state machine, and copies each result into
+//! the out buffer of every connection whose filters match, writing each buffer once per
+//! loop turn. The two meet only at the bus: events one way, commands the other, and a
+//! requester's tag that the producer hands back without reading it.
 //!
 //! # Layout
 //!
 //! - [`alerts`]: rules, throttling, handlers, the alert history and its journal.
+//! - [`bus`]: the seam: `Event` and `Command`, and the in-process bus that carries them.
 //! - [`client`]: a client that reconnects by itself and resumes without loss.
 //! - [`config`]: settings from defaults, the TOML file and flags.
 //! - [`event`]: scan results and their encode-once published form.
@@ -30,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod bus;
 pub mod client;
 pub mod config;
 pub mod event;

@@ -6,8 +6,11 @@
 //! queued), and the symbols waiting stay within `adhoc_queue`.
 
 use ahash::AHashSet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::scanner::{AdhocRequest, QueueError, Requester, ScannerHandle};
+use crate::bus::local::{CommandError, EdgeLink};
+use crate::bus::{Command, Tag};
 
 /// Names listed in an unknown-symbols error at most.
 const NAMED: usize = 10;
@@ -25,18 +28,41 @@ pub enum Refusal {
     Gone,
 }
 
-/// The universe as the scanner announced it, and the queue's fill.
+/// Who asked for an ad-hoc scan, as this edge knows it. It crosses the bus as an opaque
+/// [`Tag`] and comes back in the scan's `AdhocDone`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requester {
+    /// The edge that asked: only it answers and counts the scan done.
+    pub edge: usize,
+    /// The asking WebSocket (slab key, generation); `None` for `POST /scan`.
+    pub conn: Option<(usize, u32)>,
+    /// The request's `id`.
+    pub id: Option<Value>,
+}
+
+impl Requester {
+    fn tag(&self) -> Tag {
+        // Plain numbers and a JSON id always serialise.
+        Tag(serde_json::to_vec(self)
+            .unwrap_or_default()
+            .into_boxed_slice())
+    }
+}
+
+/// The universe as the scanner announced it, and the queue's fill from this edge.
 #[derive(Debug)]
 pub struct Adhoc {
+    edge: usize,
     universe: AHashSet<Box<str>>,
     pending: usize,
     cap: usize,
 }
 
 impl Adhoc {
-    /// No symbols known yet; at most `cap` symbols waiting.
-    pub fn new(cap: usize) -> Adhoc {
+    /// No symbols known yet; at most `cap` symbols waiting from edge `edge`.
+    pub fn new(edge: usize, cap: usize) -> Adhoc {
         Adhoc {
+            edge,
             universe: AHashSet::new(),
             pending: 0,
             cap,
@@ -44,8 +70,8 @@ impl Adhoc {
     }
 
     /// Symbols that joined the universe.
-    pub fn learn(&mut self, names: Vec<Box<str>>) {
-        self.universe.extend(names);
+    pub fn learn(&mut self, names: &[Box<str>]) {
+        self.universe.extend(names.iter().cloned());
     }
 
     /// Symbols waiting in the queue.
@@ -58,17 +84,24 @@ impl Adhoc {
         self.pending = 0;
     }
 
-    /// A request of `symbols` symbols is done.
-    pub fn done(&mut self, symbols: usize) {
+    /// A request of `symbols` symbols is done: whom to answer, when this edge asked.
+    pub fn done(&mut self, tag: &Tag, symbols: usize) -> Option<Requester> {
+        let requester: Requester = serde_json::from_slice(&tag.0).ok()?;
+        if requester.edge != self.edge {
+            return None;
+        }
         self.pending = self.pending.saturating_sub(symbols);
+        Some(requester)
     }
 
-    /// Checks and queues a request; returns the symbols waiting after it.
+    /// Checks and queues a request from `conn` (`None` for HTTP); returns the symbols
+    /// waiting after it.
     pub fn request(
         &mut self,
-        scanner: &ScannerHandle,
+        bus: &EdgeLink,
         symbols: Vec<String>,
-        requester: Option<Requester>,
+        conn: Option<(usize, u32)>,
+        id: Option<Value>,
     ) -> Result<usize, Refusal> {
         let symbols: Vec<String> = symbols.into_iter().map(|s| s.to_uppercase()).collect();
         let unknown: Vec<&str> = symbols
@@ -99,13 +132,19 @@ impl Adhoc {
                 self.pending, self.cap
             )));
         }
-        match scanner.queue_scan(AdhocRequest { symbols, requester }) {
+        let requester = Requester {
+            edge: self.edge,
+            conn,
+            id,
+        }
+        .tag();
+        match bus.command(Command::Scan { symbols, requester }) {
             Ok(()) => {
                 self.pending += n;
                 Ok(self.pending)
             }
-            Err(QueueError::Full) => Err(Refusal::Full("the ad-hoc queue is full".into())),
-            Err(QueueError::Gone) => Err(Refusal::Gone),
+            Err(CommandError::Full) => Err(Refusal::Full("the ad-hoc queue is full".into())),
+            Err(CommandError::Gone) => Err(Refusal::Gone),
         }
     }
 }

@@ -13,8 +13,10 @@ use super::http::{Request, Response};
 use super::session::StatusView;
 use super::websocket::check_upgrade;
 use crate::alerts::{Acked, Alerts, Query, Severity};
+use crate::bus::Command;
+use crate::bus::local::EdgeLink;
 use crate::protocol::MAX_SYMBOL_LEN;
-use crate::scanner::{Command, RunState, ScannerHandle};
+use crate::scanner::RunState;
 
 /// What the reactor does with a request.
 #[derive(Debug)]
@@ -31,8 +33,8 @@ pub enum Action {
 pub struct ApiEnv<'a> {
     /// Current status.
     pub status: &'a mut StatusView,
-    /// The scanner's channels.
-    pub scanner: &'a ScannerHandle,
+    /// The bus to the producer.
+    pub bus: &'a EdgeLink,
     /// Ad-hoc requests: known symbols and the queue bound.
     pub adhoc: &'a mut Adhoc,
     /// Alerts: the history and acknowledgments.
@@ -224,7 +226,7 @@ fn upgrade(req: &Request<'_, '_>, access: &Access) -> Action {
 }
 
 fn control(env: &mut ApiEnv<'_>, cmd: Command, state: RunState) -> Response {
-    if !env.scanner.command(cmd) {
+    if env.bus.command(cmd).is_err() {
         return Response::error(503, "unavailable", "the scanner is not running");
     }
     // The scanner confirms with a status of its own; answer with the state it will have.
@@ -244,7 +246,7 @@ fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
         return Response::error(400, code.as_str(), &msg);
     }
     let n = body.symbols.len();
-    match env.adhoc.request(env.scanner, body.symbols, None) {
+    match env.adhoc.request(env.bus, body.symbols, None, None) {
         Ok(_) => Response::json(202, &serde_json::json!({ "queued": n })),
         Err(Refusal::Unknown(msg)) => Response::error(404, "not_found", &msg),
         Err(Refusal::TooLarge(msg)) => Response::error(400, "limit_exceeded", &msg),

@@ -11,12 +11,13 @@ use crossbeam_channel::TryRecvError;
 
 use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
-use super::session::AdhocDoneView;
+use super::session::{AdhocDoneView, ShownPhase};
 use super::websocket::text_frame;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
+use crate::bus::{Event, Tag};
 use crate::event::ScanEvent;
 use crate::protocol::{ErrorCode, close, write_envelope_raw};
-use crate::scanner::{self, Output, Requester, ScannerStatus};
+use crate::scanner::{self, ScannerStatus};
 
 impl Reactor {
     /// Brings the subscriber list, count and replay list in line with a connection.
@@ -72,23 +73,23 @@ impl Reactor {
                 self.more_results = true;
                 break;
             }
-            match self.scanner.events.try_recv() {
-                Ok(Output::Result(ev)) => {
+            match self.bus.events.try_recv() {
+                Ok(Event::Result(ev)) => {
                     results += 1;
                     self.publish(ev);
                 }
-                Ok(Output::Status(status)) => self.on_status(status),
-                Ok(Output::Symbols(names)) => self.adhoc.learn(names),
-                Ok(Output::AdhocDone {
+                Ok(Event::Status(status)) => self.on_status(status),
+                Ok(Event::Symbols(names)) => self.adhoc.learn(&names),
+                Ok(Event::AdhocDone {
                     requester,
                     symbols,
                     results,
-                }) => self.adhoc_done(requester, symbols, results),
-                Ok(Output::Failed(message)) => self.scanner_failed(message),
+                }) => self.adhoc_done(&requester, symbols, results),
+                Ok(Event::Failed(message)) => self.scanner_failed(&message),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !self.scanner_gone {
-                        self.scanner_failed("the scanner thread ended".to_owned());
+                        self.scanner_failed("the scanner thread ended");
                     }
                     break;
                 }
@@ -165,6 +166,7 @@ impl Reactor {
                 .observe(status.last_cycle_ms / 1000.0);
         }
         self.status.scanner = status;
+        self.status.phase = status.phase.into();
         // Results sent before this status may still wait in the channel behind it.
         self.status.scanner.results_total = status.results_total.max(self.history.head());
         // The reactor bounds the queue, so it has the exact count in symbols.
@@ -174,14 +176,15 @@ impl Reactor {
 
     /// The scanner thread is gone: say so in every status and in /healthz, and go on
     /// serving the stream and its history.
-    fn scanner_failed(&mut self, message: String) {
+    fn scanner_failed(&mut self, message: &str) {
         tracing::error!(%message, "the scanner has failed; serving history only");
         self.scanner_gone = true;
-        self.scanner_failure = Some(message);
-        self.scanner.mark_failed();
+        self.scanner_failure = Some(message.to_owned());
+        self.bus.mark_failed();
         self.adhoc.clear();
         self.status.scanner.state = scanner::RunState::Stopped;
         self.status.scanner.phase = scanner::Phase::Idle;
+        self.status.phase = ShownPhase::Idle;
         self.status.scanner.adhoc_queue = 0;
         self.status.health = session::Health::Degraded;
         self.status_changed = true;
@@ -189,23 +192,26 @@ impl Reactor {
 
     /// An ad-hoc request is done: its results went out before this, so tell the requester
     /// (if it is still there) with a status of phase `adhoc` carrying its request `id`.
-    fn adhoc_done(&mut self, requester: Option<Requester>, symbols: usize, results: usize) {
-        self.adhoc.done(symbols);
+    fn adhoc_done(&mut self, tag: &Tag, symbols: usize, results: usize) {
+        // Another edge's request, or one of this edge's from `POST /scan`: no one to tell.
+        let Some(requester) = self.adhoc.done(tag, symbols) else {
+            return;
+        };
         self.status.scanner.adhoc_queue = self.adhoc.pending();
-        let Some(requester) = requester else {
+        let Some((key, generation)) = requester.conn else {
             return;
         };
         let mut status = self.status;
-        status.scanner.phase = scanner::Phase::Adhoc;
+        status.phase = ShownPhase::Adhoc;
         let view = AdhocDoneView {
             status,
             symbols,
             results,
         };
-        let Some(conn) = self.conns.get_mut(requester.conn) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.generation != requester.generation {
+        if conn.generation != generation {
             return;
         }
         let Phase::WebSocket(session) = &mut conn.phase else {
@@ -221,7 +227,7 @@ impl Reactor {
         // A replaying requester gets its results from the ring later: answer after them.
         session.after_replay(conn.out.vec(), &self.scratch);
         self.metrics.frames_sent += 1;
-        self.mark_dirty(requester.conn);
+        self.mark_dirty(key);
     }
 
     /// Sends the latest status, encoded once, to every subscriber: at most once per

@@ -34,12 +34,13 @@ use slab::Slab;
 pub use session::StatusView;
 
 use crate::alerts::{AlertError, AlertSettings, Alerts, WebhookSettings};
+use crate::bus::local::{self as local_bus, EdgeLink};
 use crate::config::Config;
 use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
 use crate::protocol::close;
 use crate::scanner::{
-    self, RunState, ScannerHandle, ScannerOptions, ScannerStatus, Source, SourceSettings,
+    self, ProducerThread, RunState, ScannerOptions, ScannerStatus, Source, SourceSettings,
 };
 use conn::{Conn, Phase};
 
@@ -120,7 +121,10 @@ pub struct Reactor {
     next_generation: u32,
     history: History,
     status: StatusView,
-    scanner: ScannerHandle,
+    /// This edge's end of the bus to the producer.
+    bus: EdgeLink,
+    /// The producer's thread, joined after the bus is let go at shutdown.
+    producer: Option<ProducerThread>,
     adhoc: adhoc::Adhoc,
     /// The token and the origin allow-list.
     access: access::Access,
@@ -210,16 +214,25 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let options = ScannerOptions {
             progress_interval: config.progress_interval.0,
-            adhoc_queue: config.adhoc_queue,
         };
         // Symbols known up front can be asked for from the first request on.
-        let mut adhoc = adhoc::Adhoc::new(config.adhoc_queue);
+        let mut adhoc = adhoc::Adhoc::new(0, config.adhoc_queue);
         let mut names = Vec::new();
         let mut source = source;
         source.new_symbols(&mut names);
-        adhoc.learn(names);
+        adhoc.learn(&names);
         let alerts = Alerts::start(&alert_settings(&config), config.data_dir.as_deref())?;
-        let scanner = scanner::spawn(source, Arc::clone(&waker), options)?;
+        // Every ad-hoc request holds a symbol at least, so the edges' bound on symbols
+        // bounds the scans waiting too.
+        let (producer_link, mut edges) = local_bus::bus(
+            std::slice::from_ref(&waker),
+            scanner::EVENT_CHANNEL,
+            scanner::CONTROL_COMMANDS + config.adhoc_queue.max(1),
+        );
+        let bus = edges
+            .pop()
+            .ok_or_else(|| io::Error::other("no edge on the bus"))?;
+        let producer = scanner::spawn(source, producer_link, options)?;
         let epoch = new_epoch();
         tracing::info!(%local_addr, source = %config.source, %epoch, "listening");
         let now = Instant::now();
@@ -232,10 +245,12 @@ impl Reactor {
             history: History::new(config.history_size, epoch),
             status: StatusView {
                 scanner: ScannerStatus::initial(),
+                phase: ScannerStatus::initial().phase.into(),
                 subscribers: 0,
                 health: session::Health::Ok,
             },
-            scanner,
+            bus,
+            producer: Some(producer),
             adhoc,
             access: access::Access::new(&config),
             alerts,
@@ -335,7 +350,12 @@ impl Reactor {
             }
         }
         tracing::info!(open = self.conns.len(), "shut down");
-        self.scanner.shutdown();
+        // Letting go of the bus ends the producer; then wait for it.
+        let producer = self.producer.take();
+        drop(self);
+        if let Some(producer) = producer {
+            producer.join();
+        }
         Ok(())
     }
 

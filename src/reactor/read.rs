@@ -138,7 +138,7 @@ impl Reactor {
                 Parsed::Complete(req, used) => {
                     let mut env = ApiEnv {
                         status: &mut self.status,
-                        scanner: &self.scanner,
+                        bus: &self.bus,
                         adhoc: &mut self.adhoc,
                         alerts: &mut self.alerts,
                         max_symbols: self.config.max_filter_symbols,
@@ -216,7 +216,7 @@ impl Reactor {
             history: &self.history,
             status: self.status,
             counted: conn.subscriber,
-            scanner: &self.scanner,
+            bus: &self.bus,
             adhoc: &mut self.adhoc,
             conn: (key, conn.generation),
             metrics: &mut self.metrics,

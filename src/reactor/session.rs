@@ -16,13 +16,14 @@ use super::broadcast::{Subscription, Tail, delivery, write_result};
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
 use crate::alerts::{Acked, Alerts};
+use crate::bus::local::EdgeLink;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::protocol::{
     ClientMessage, ErrorCode, Request, Subscribe, close, json_string, parse_request, peek_id,
     write_envelope, write_envelope_raw, write_error,
 };
-use crate::scanner::{Phase, Requester, ScannerHandle, ScannerStatus};
+use crate::scanner::{Phase, ScannerStatus};
 
 /// The `status` a requester gets when its ad-hoc scan is done: the status with phase
 /// `adhoc`, plus how many symbols were scanned and results published.
@@ -37,12 +38,39 @@ pub struct AdhocDoneView {
     pub results: usize,
 }
 
+/// The `phase` a status shows: the scanner's, or `queued` in the reply to a `scan`
+/// (the request waits on the edge's side of the bus, which the scanner does not see).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShownPhase {
+    /// Inside a cycle.
+    Scanning,
+    /// Between cycles, or stopped.
+    Idle,
+    /// Answering an ad-hoc request.
+    Adhoc,
+    /// A `scan` request was queued.
+    Queued,
+}
+
+impl From<Phase> for ShownPhase {
+    fn from(phase: Phase) -> ShownPhase {
+        match phase {
+            Phase::Scanning => ShownPhase::Scanning,
+            Phase::Idle => ShownPhase::Idle,
+            Phase::Adhoc => ShownPhase::Adhoc,
+        }
+    }
+}
+
 /// The `data` of a `status` message and the body of `/stream/status`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StatusView {
     /// What the scanner last reported.
     #[serde(flatten)]
     pub scanner: ScannerStatus,
+    /// What it is doing.
+    pub phase: ShownPhase,
     /// Connections holding at least one subscription.
     pub subscribers: usize,
     /// `degraded` once the scanner thread has failed: history and the stream stay up.
@@ -85,8 +113,8 @@ pub struct Env<'a> {
     /// This connection is counted in `status.subscribers` (the reactor's own count
     /// catches up after the messages read in this turn).
     pub counted: bool,
-    /// The scanner's channels.
-    pub scanner: &'a ScannerHandle,
+    /// The bus to the producer.
+    pub bus: &'a EdgeLink,
     /// Ad-hoc requests: known symbols and the queue bound.
     pub adhoc: &'a mut Adhoc,
     /// This connection's slab key and generation, to be answered when a scan is done.
@@ -238,15 +266,13 @@ impl WsSession {
             }
             ClientMessage::Ping => reply::<()>(out, "pong", None, id),
             ClientMessage::Scan { symbols } => {
-                let requester = Requester {
-                    conn: env.conn.0,
-                    generation: env.conn.1,
-                    id: id.cloned(),
-                };
-                match env.adhoc.request(env.scanner, symbols, Some(requester)) {
+                match env
+                    .adhoc
+                    .request(env.bus, symbols, Some(env.conn), id.cloned())
+                {
                     Ok(queued) => {
                         let mut status = env.status;
-                        status.scanner.phase = Phase::Queued;
+                        status.phase = ShownPhase::Queued;
                         status.scanner.adhoc_queue = queued;
                         reply(out, "status", Some(&status), id);
                     }

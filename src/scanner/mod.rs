@@ -1,8 +1,9 @@
-//! The scanner thread: owns the source, numbers and stamps every result, and hands it
-//! to the reactor through a channel plus a `mio::Waker`.
+//! The scanner thread, the producer: owns the source, numbers and stamps every result,
+//! and publishes it on the bus to every edge.
 //!
-//! It must never touch a socket or block on the reactor: commands arrive on channels,
-//! results leave on a bounded channel, and one wake-up is sent per batch.
+//! It must never touch a socket or know an edge's types: commands arrive on the bus,
+//! events leave on it (bounded), one wake-up per batch, and a requester's tag comes back
+//! as it went.
 
 mod dedup;
 mod firehose;
@@ -20,8 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError, bounded, never};
-use mio::Waker;
+use crossbeam_channel::{Receiver, Select, TryRecvError, never};
 use serde::Serialize;
 
 pub use dedup::{Dedup, Materiality};
@@ -32,19 +32,22 @@ pub use replay::{CsvReplay, Speed};
 pub use scans::{MARKET_SCANS, Thresholds, evaluate};
 pub use sim::{Sim, SimOptions, ticker};
 
+use crate::bus::local::{Disconnected, ProducerLink};
+use crate::bus::{Command, Event, Tag};
 use crate::config::{Config, SourceSpec};
 use crate::event::{ScanEvent, ScanResult};
 use indicators::{IndicatorParams, Reference};
 use prior::Priors;
 
-/// Results waiting for the reactor at most; past it the scanner waits (backpressure).
+/// Events waiting for an edge at most; past it the scanner waits (backpressure).
 /// The channel's slots are allocated and touched up front (about 90 bytes each), so this
 /// is resident memory from the start: 8,192 is 0.7 MiB, several milliseconds of results
-/// at the highest rates the reactor delivers.
-const EVENT_CHANNEL: usize = 8_192;
+/// at the highest rates an edge delivers.
+pub const EVENT_CHANNEL: usize = 8_192;
 
-/// Start and stop commands waiting at most; past it the HTTP call is refused.
-const COMMANDS: usize = 16;
+/// Start and stop commands waiting at most, beside the ad-hoc scans (which the edges
+/// bound by symbols); past it the HTTP call is refused.
+pub const CONTROL_COMMANDS: usize = 16;
 
 /// Results published in one go at most, so a late scanner catches up in slices.
 const MAX_BATCH: usize = 4096;
@@ -155,8 +158,6 @@ pub enum Phase {
     Idle,
     /// Answering an ad-hoc request.
     Adhoc,
-    /// Reply to a `scan` request: it waits in the queue.
-    Queued,
 }
 
 /// The scanner's part of a `status` message (the reactor adds `subscribers`).
@@ -170,7 +171,8 @@ pub struct ScannerStatus {
     pub scanned: u64,
     /// Symbols in the universe.
     pub total: u64,
-    /// What it is doing.
+    /// What it is doing (edges show it as the status's `phase`).
+    #[serde(skip)]
     pub phase: Phase,
     /// Duration of the last cycle.
     pub last_cycle_ms: f64,
@@ -200,110 +202,14 @@ impl ScannerStatus {
     }
 }
 
-/// Control commands from the reactor.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Resume producing results.
-    Start,
-    /// Stop producing results (ad-hoc requests are still answered).
-    Stop,
-}
-
-/// Who asked for an ad-hoc scan; the scanner hands it back untouched when done.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Requester {
-    /// The requesting connection's slab key.
-    pub conn: usize,
-    /// Its generation, so a reused slot is not answered.
-    pub generation: u32,
-    /// The request's `id`.
-    pub id: Option<serde_json::Value>,
-}
-
-/// An ad-hoc scan request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdhocRequest {
-    /// Known symbols, upper case.
-    pub symbols: Vec<String>,
-    /// Whom to tell when done (`None` for `POST /scan`).
-    pub requester: Option<Requester>,
-}
-
-/// What the scanner sends the reactor.
+/// The scanner thread, to join once the edges have let go of the bus.
 #[derive(Debug)]
-pub enum Output {
-    /// A published result.
-    Result(Arc<ScanEvent>),
-    /// Progress or a state change.
-    Status(ScannerStatus),
-    /// Symbols that joined the universe.
-    Symbols(Vec<Box<str>>),
-    /// The scanner thread panicked with this message and has ended.
-    Failed(String),
-    /// An ad-hoc request is done; its results were published just before.
-    AdhocDone {
-        /// Who asked.
-        requester: Option<Requester>,
-        /// Symbols it held.
-        symbols: usize,
-        /// Results it published.
-        results: usize,
-    },
-}
+pub struct ProducerThread(JoinHandle<()>);
 
-/// Why an ad-hoc request was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueError {
-    /// The queue is at its limit: answer `queue_full`.
-    Full,
-    /// The scanner is gone.
-    Gone,
-}
-
-/// The reactor's side of the scanner: its channels and its thread.
-#[derive(Debug)]
-pub struct ScannerHandle {
-    /// Published results and statuses.
-    pub events: Receiver<Output>,
-    commands: Sender<Command>,
-    adhoc: Sender<AdhocRequest>,
-    thread: Option<JoinHandle<()>>,
-    /// The scanner reported a failure: refuse requests now, even before its thread has
-    /// ended and dropped its side of the channels.
-    failed: bool,
-}
-
-impl ScannerHandle {
-    /// Sends a control command; false when the scanner is gone or has 16 waiting.
-    pub fn command(&self, cmd: Command) -> bool {
-        !self.failed && self.commands.try_send(cmd).is_ok()
-    }
-
-    /// The scanner has failed: nothing sent to it would be answered.
-    pub fn mark_failed(&mut self) {
-        self.failed = true;
-    }
-
-    /// Queues an ad-hoc scan (the reactor bounds the symbols waiting).
-    pub fn queue_scan(&self, request: AdhocRequest) -> Result<(), QueueError> {
-        if self.failed {
-            return Err(QueueError::Gone);
-        }
-        match self.adhoc.try_send(request) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(QueueError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(QueueError::Gone),
-        }
-    }
-
-    /// Stops the thread: closes its command channels and the result channel, then joins.
-    pub fn shutdown(mut self) {
-        let thread = self.thread.take();
-        // Dropping every channel end makes the thread's next send or receive fail.
-        drop(self);
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+impl ProducerThread {
+    /// Waits for the thread, which ends when the edges' ends of the bus are dropped.
+    pub fn join(self) {
+        let _ = self.0.join();
     }
 }
 
@@ -312,8 +218,6 @@ impl ScannerHandle {
 pub struct ScannerOptions {
     /// Minimum time between progress statuses.
     pub progress_interval: Duration,
-    /// Ad-hoc requests waiting at most.
-    pub adhoc_queue: usize,
 }
 
 /// Builds the source a spec names, scanning as `settings` say.
@@ -387,23 +291,16 @@ impl SourceSettings {
     }
 }
 
-/// Starts the scanner thread over `source`; it wakes the reactor through `waker`.
+/// Starts the scanner thread over `source`, publishing on `bus`.
 pub fn spawn(
     mut source: Box<dyn Source>,
-    waker: Arc<Waker>,
+    bus: ProducerLink,
     options: ScannerOptions,
-) -> io::Result<ScannerHandle> {
-    let (events_tx, events) = bounded(EVENT_CHANNEL);
-    let (commands, commands_rx) = bounded(COMMANDS);
-    // The reactor bounds the symbols waiting; every request holds at least one.
-    let (adhoc, adhoc_rx) = bounded(options.adhoc_queue.max(1));
+) -> io::Result<ProducerThread> {
     let doorbell = source.doorbell();
     let scanner = Scanner {
         source,
-        waker,
-        events: events_tx,
-        commands: commands_rx,
-        adhoc: adhoc_rx,
+        bus,
         doorbell,
         throttle: StatusThrottle::new(options.progress_interval),
         seq: 0,
@@ -415,13 +312,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("scanner".into())
         .spawn(move || scanner.run())?;
-    Ok(ScannerHandle {
-        events,
-        commands,
-        adhoc,
-        thread: Some(thread),
-        failed: false,
-    })
+    Ok(ProducerThread(thread))
 }
 
 /// Decides when a progress status is due: at the end of every cycle, and during a cycle
@@ -472,15 +363,9 @@ impl StatusThrottle {
     }
 }
 
-/// The reactor has gone away; the scanner ends.
-struct Disconnected;
-
 struct Scanner {
     source: Box<dyn Source>,
-    waker: Arc<Waker>,
-    events: Sender<Output>,
-    commands: Receiver<Command>,
-    adhoc: Receiver<AdhocRequest>,
+    bus: ProducerLink,
     doorbell: Option<Receiver<()>>,
     throttle: StatusThrottle,
     seq: u64,
@@ -505,7 +390,7 @@ impl Scanner {
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic without a message".to_owned());
                 tracing::error!(%message, "the scanner thread panicked");
-                let _ = self.send(Output::Failed(message));
+                let _ = self.send(Event::Failed(message.into()));
                 let _ = self.wake();
             }
         }
@@ -514,10 +399,11 @@ impl Scanner {
     fn run_loop(&mut self) -> Result<(), Disconnected> {
         let mut doorbell = self.doorbell.take().unwrap_or_else(never);
         loop {
-            // Ad-hoc requests jump the queue: served before the next slice of a cycle.
+            // Commands first, in order: an ad-hoc scan is served before the next slice of a
+            // cycle.
             loop {
-                match self.adhoc.try_recv() {
-                    Ok(request) => self.serve_adhoc(request)?,
+                match self.bus.commands.try_recv() {
+                    Ok(cmd) => self.apply(cmd)?,
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return Err(Disconnected),
                 }
@@ -545,20 +431,13 @@ impl Scanner {
             };
             let wake = progress_due.map_or(due, |t| t.min(due));
             let mut select = Select::new();
-            let commands = select.recv(&self.commands);
-            // Ad-hoc requests are taken at the top of the loop; this only wakes for them.
-            select.recv(&self.adhoc);
+            // Commands are taken at the top of the loop; this only wakes for them.
+            select.recv(&self.bus.commands);
             let bell = select.recv(&doorbell);
             let Ok(op) = select.ready_timeout(wake.saturating_duration_since(now)) else {
                 continue;
             };
-            if op == commands {
-                match self.commands.try_recv() {
-                    Ok(cmd) => self.apply(cmd)?,
-                    Err(TryRecvError::Disconnected) => return Err(Disconnected),
-                    Err(TryRecvError::Empty) => {}
-                }
-            } else if op == bell {
+            if op == bell {
                 // Drain the ring: the data itself is read by the next poll.
                 loop {
                     match doorbell.try_recv() {
@@ -575,14 +454,14 @@ impl Scanner {
         }
     }
 
-    fn serve_adhoc(&mut self, request: AdhocRequest) -> Result<(), Disconnected> {
+    fn serve_adhoc(&mut self, symbols: &[String], requester: Tag) -> Result<(), Disconnected> {
         self.send_status(Phase::Adhoc)?;
-        self.source.scan(&request.symbols, &mut self.batch);
+        self.source.scan(symbols, &mut self.batch);
         let results = self.batch.len();
         self.publish()?;
-        self.send(Output::AdhocDone {
-            requester: request.requester,
-            symbols: request.symbols.len(),
+        self.send(Event::AdhocDone {
+            requester,
+            symbols: symbols.len(),
             results,
         })?;
         self.wake()
@@ -594,7 +473,7 @@ impl Scanner {
             return Ok(());
         }
         let names = std::mem::take(&mut self.names);
-        self.send(Output::Symbols(names))?;
+        self.send(Event::Symbols(names.into()))?;
         self.wake()
     }
 
@@ -613,6 +492,9 @@ impl Scanner {
             }
             Command::Stop => self.state = RunState::Stopped,
             Command::Start => {}
+            Command::Scan { symbols, requester } => {
+                return self.serve_adhoc(&symbols, requester);
+            }
         }
         self.send_status(self.idle_phase())
     }
@@ -627,9 +509,7 @@ impl Scanner {
             self.seq += 1;
             let prior = self.priors.observe(&result);
             let event = ScanEvent::publish(&result, self.seq, SystemTime::now()).with_prior(prior);
-            self.events
-                .send(Output::Result(Arc::new(event)))
-                .map_err(|_| Disconnected)?;
+            self.bus.send(Event::Result(Arc::new(event)))?;
         }
         self.wake()
     }
@@ -644,26 +524,29 @@ impl Scanner {
             phase,
             last_cycle_ms: p.last_cycle_ms,
             results_total: self.seq,
-            adhoc_queue: self.adhoc.len(),
+            // Edges bound the ad-hoc queue in symbols, and fill this in.
+            adhoc_queue: 0,
             counters: p.counters,
         };
-        self.send(Output::Status(status))?;
+        self.send(Event::Status(status))?;
         self.wake()
     }
 
-    fn send(&self, output: Output) -> Result<(), Disconnected> {
-        self.events.send(output).map_err(|_| Disconnected)
+    fn send(&self, event: Event) -> Result<(), Disconnected> {
+        self.bus.send(event)
     }
 
     fn wake(&self) -> Result<(), Disconnected> {
-        // A failed wake means the reactor's poll is gone: the server is ending.
-        self.waker.wake().map_err(|_| Disconnected)
+        self.bus.wake()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::local::{EdgeLink, bus};
+    use crossbeam_channel::bounded;
+    use mio::Waker;
 
     /// A source that counts how often the thread calls it, to catch a spinning loop.
     struct Counting {
@@ -697,21 +580,23 @@ mod tests {
     /// Runs a counting source on a real scanner thread; returns its calls after `setup`
     /// and a quiet 300 ms. A loop that waits as it should makes a handful, a spinning
     /// one hundreds of thousands.
-    fn calls_while_quiet(source: Counting, setup: impl FnOnce(&ScannerHandle)) -> u64 {
+    fn calls_while_quiet(source: Counting, setup: impl FnOnce(&EdgeLink)) -> u64 {
         let calls = Arc::clone(&source.calls);
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let options = ScannerOptions {
             progress_interval: Duration::from_millis(250),
-            adhoc_queue: 10,
         };
-        let handle = spawn(Box::new(source), waker, options).unwrap();
-        setup(&handle);
+        let (producer, mut edges) = bus(&[waker], 64, 16);
+        let thread = spawn(Box::new(source), producer, options).unwrap();
+        let edge = edges.pop().unwrap();
+        setup(&edge);
         std::thread::sleep(Duration::from_millis(100));
         let before = calls.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(300));
         let quiet = calls.load(Ordering::Relaxed) - before;
-        handle.shutdown();
+        drop(edge);
+        thread.join();
         quiet
     }
 
@@ -735,7 +620,7 @@ mod tests {
             bell: None,
             scanning: true,
         };
-        let calls = calls_while_quiet(source, |h| assert!(h.command(Command::Stop)));
+        let calls = calls_while_quiet(source, |h| assert_eq!(h.command(Command::Stop), Ok(())));
         assert!(calls <= 5, "{calls} idle calls in 300 ms while stopped");
     }
 
