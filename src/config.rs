@@ -12,146 +12,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// A duration written the human way: `250ms`, `25s`, `1m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl FromStr for Dur {
-    type Err = humantime::DurationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s).map(Dur)
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Where market data (or results) come from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    /// `sim`: the seeded synthetic market.
-    Sim,
-    /// `csv:PATH`: replay OHLCV bars from a file or a directory of files.
-    Csv {
-        /// File or directory.
-        path: PathBuf,
-    },
-    /// `jsonl:PATH` or `jsonl:-` (stdin): one tick per line.
-    Jsonl {
-        /// File, or `-`.
-        path: PathBuf,
-    },
-    /// `firehose:RATE`: exactly RATE synthetic results per second, for benchmarks.
-    Firehose {
-        /// Results per second.
-        rate: u32,
-    },
-}
-
-const SOURCES: &str = "sim, csv:PATH, jsonl:PATH, jsonl:- or firehose:RATE";
-
-impl FromStr for SourceSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
-        let path = || {
-            if arg.is_empty() {
-                Err(format!("{kind}:PATH needs a path, got `{s}`"))
-            } else {
-                Ok(PathBuf::from(arg))
-            }
-        };
-        match kind {
-            "sim" if arg.is_empty() => Ok(SourceSpec::Sim),
-            "csv" => Ok(SourceSpec::Csv { path: path()? }),
-            "jsonl" => Ok(SourceSpec::Jsonl { path: path()? }),
-            "firehose" => {
-                let rate = arg.parse().map_err(|_| {
-                    format!("firehose:RATE needs RATE as a whole number of results per second, got `{arg}`")
-                })?;
-                Ok(SourceSpec::Firehose { rate })
-            }
-            _ => Err(format!("unknown source `{s}`; known: {SOURCES}")),
-        }
-    }
-}
-
-impl fmt::Display for SourceSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SourceSpec::Sim => f.write_str("sim"),
-            SourceSpec::Csv { path } => write!(f, "csv:{}", path.display()),
-            SourceSpec::Jsonl { path } => write!(f, "jsonl:{}", path.display()),
-            SourceSpec::Firehose { rate } => write!(f, "firehose:{rate}"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for SourceSpec {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Replay speed: bars per second over all symbols, or as fast as the scanner goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Speed {
-    /// This many bars per second.
-    PerSecond(f64),
-    /// One time step after another, each scanned at once.
-    Max,
-}
-
-impl FromStr for Speed {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "max" {
-            return Ok(Speed::Max);
-        }
-        match s.parse::<f64>() {
-            Ok(r) if r.is_finite() && r > 0.0 => Ok(Speed::PerSecond(r)),
-            _ => Err(format!(
-                "replay speed is bars per second above 0, or `max`; got `{s}`"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Speed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Speed::PerSecond(r) => write!(f, "{r}"),
-            Speed::Max => f.write_str("max"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Speed {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(f64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Number(r) => Speed::from_str(&r.to_string()),
-            Raw::Text(s) => s.parse(),
-        }
-        .map_err(serde::de::Error::custom)
-    }
-}
+use crate::alerts::{AlertSettings, WebhookSettings};
+pub use crate::dur::Dur;
+use crate::scanner::indicators::{IndicatorParams, Reference};
+pub use crate::scanner::{
+    Materiality, ScanSettings, SimOptions, SourceSettings, SourceSpec, Speed, Thresholds,
+};
 
 /// The shared secret clients present. Its `Debug` does not show it, so a logged
 /// configuration does not leak it.
@@ -664,6 +530,63 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Each part's settings, mapped here and nowhere else.
+impl Config {
+    /// What building the source needs beyond its spec.
+    pub fn source_settings(&self) -> SourceSettings {
+        SourceSettings {
+            scan: ScanSettings {
+                indicators: IndicatorParams {
+                    rsi: self.rsi_period,
+                    sma_fast: self.sma_fast,
+                    sma_slow: self.sma_slow,
+                    range: self.range_bars,
+                    volume: self.volume_bars,
+                    reference: Reference::SessionOpen,
+                },
+                thresholds: Thresholds {
+                    price_change_pct: self.price_change_pct,
+                    volume_ratio: self.volume_spike_ratio,
+                    rsi_overbought: self.rsi_overbought,
+                    rsi_oversold: self.rsi_oversold,
+                    cross_bars: self.cross_bars,
+                },
+                materiality: Materiality {
+                    score_step: self.update_score_step,
+                    price_pct: self.update_price_pct,
+                },
+                scan_interval: self.scan_interval.0,
+                min_scan_interval: self.min_scan_interval.0,
+                max_symbols: self.max_symbols,
+            },
+            sim: SimOptions {
+                symbols: self.sim_symbols,
+                rate: self.sim_rate,
+                seed: self.sim_seed,
+                warmup: self.sim_warmup,
+            },
+            replay_speed: self.replay_speed,
+            jsonl_follow: self.jsonl_follow,
+        }
+    }
+
+    /// The alert engine's settings.
+    pub fn alert_settings(&self) -> AlertSettings {
+        AlertSettings {
+            rules: self.rules.clone(),
+            throttle: self.alert_throttle.0,
+            history: self.alert_history,
+            journal_max_bytes: self.journal_max_bytes,
+            webhook: self.webhook_url.as_ref().map(|url| WebhookSettings {
+                url: url.clone(),
+                timeout: self.webhook_timeout.0,
+                retries: self.webhook_retries,
+                backoff: Duration::from_millis(500),
+            }),
+        }
     }
 }
 

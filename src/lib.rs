@@ -37,6 +37,7 @@ pub mod alerts;
 pub mod bus;
 pub mod client;
 pub mod config;
+mod dur;
 pub mod event;
 pub mod history;
 pub mod metrics;
@@ -54,8 +55,8 @@ pub mod bench_api {
 #[doc(hidden)]
 pub mod fuzz_api;
 
-pub use config::{Config, ConfigError, Overrides, SourceSpec};
+pub use config::{Config, ConfigError, Overrides};
 pub use event::{EventKind, Scan, ScanEvent, ScanResult};
 pub use reactor::{Reactor, ServerError, ShutdownHandle, StatusView};
-pub use scanner::{Firehose, Progress, Source};
+pub use scanner::{Firehose, Progress, Source, SourceSpec};
 pub use timefmt::rfc3339;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Dur;
+use crate::dur::Dur;
 use crate::event::{EventKind, Scan, ScanEvent};
 
 /// What kind of alert a rule raises.

@@ -33,15 +33,13 @@ use slab::Slab;
 
 pub use session::StatusView;
 
-use crate::alerts::{AlertError, AlertSettings, Alerts, WebhookSettings};
+use crate::alerts::{AlertError, Alerts};
 use crate::bus::local::{self as local_bus, EdgeLink};
 use crate::config::Config;
 use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
 use crate::protocol::close;
-use crate::scanner::{
-    self, ProducerThread, RunState, ScannerOptions, ScannerStatus, Source, SourceSettings,
-};
+use crate::scanner::{self, ProducerThread, RunState, ScannerOptions, ScannerStatus, Source};
 use conn::{Conn, Phase};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -161,22 +159,6 @@ pub struct Reactor {
     scratch: Vec<u8>,
 }
 
-/// The alert engine's settings from the config.
-fn alert_settings(config: &Config) -> AlertSettings {
-    AlertSettings {
-        rules: config.rules.clone(),
-        throttle: config.alert_throttle.0,
-        history: config.alert_history,
-        journal_max_bytes: config.journal_max_bytes,
-        webhook: config.webhook_url.as_ref().map(|url| WebhookSettings {
-            url: url.clone(),
-            timeout: config.webhook_timeout.0,
-            retries: config.webhook_retries,
-            backoff: Duration::from_millis(500),
-        }),
-    }
-}
-
 fn token(key: usize, generation: u32) -> Token {
     Token(key | ((generation as usize) << 32))
 }
@@ -188,10 +170,12 @@ fn split(token: Token) -> (usize, u32) {
 impl Reactor {
     /// Binds the listener and starts the scanner over the configured source.
     pub fn bind(config: Config) -> Result<Reactor, ServerError> {
-        let source = scanner::source_for(&config.source, &SourceSettings::from_config(&config))
-            .map_err(|source| ServerError::Source {
-                spec: config.source.to_string(),
-                source,
+        let source =
+            scanner::source_for(&config.source, &config.source_settings()).map_err(|source| {
+                ServerError::Source {
+                    spec: config.source.to_string(),
+                    source,
+                }
             })?;
         Reactor::bind_with(config, source)
     }
@@ -221,7 +205,7 @@ impl Reactor {
         let mut source = source;
         source.new_symbols(&mut names);
         adhoc.learn(&names);
-        let alerts = Alerts::start(&alert_settings(&config), config.data_dir.as_deref())?;
+        let alerts = Alerts::start(&config.alert_settings(), config.data_dir.as_deref())?;
         // Every ad-hoc request holds a symbol at least, so the edges' bound on symbols
         // bounds the scans waiting too.
         let (producer_link, mut edges) = local_bus::bus(

@@ -14,6 +14,7 @@ mod prior;
 mod replay;
 mod scans;
 mod sim;
+mod spec;
 
 use std::io;
 use std::sync::Arc;
@@ -28,15 +29,14 @@ pub use dedup::{Dedup, Materiality};
 pub use firehose::Firehose;
 pub use jsonl::{JsonlFeed, parse_line};
 pub use market::{Feed, MarketScanner, ScanSettings, Universe};
-pub use replay::{CsvReplay, Speed};
+pub use replay::CsvReplay;
 pub use scans::{MARKET_SCANS, Thresholds, evaluate};
 pub use sim::{Sim, SimOptions, ticker};
+pub use spec::{SourceSpec, Speed};
 
 use crate::bus::local::{Disconnected, ProducerLink};
 use crate::bus::{Command, Event, Tag};
-use crate::config::{Config, SourceSpec};
 use crate::event::{ScanEvent, ScanResult};
-use indicators::{IndicatorParams, Reference};
 use prior::Priors;
 
 /// Events waiting for an edge at most; past it the scanner waits (backpressure).
@@ -249,46 +249,6 @@ pub struct SourceSettings {
     pub replay_speed: Speed,
     /// Keep reading a JSONL file as it grows.
     pub jsonl_follow: bool,
-}
-
-impl SourceSettings {
-    /// The settings `config` gives.
-    pub fn from_config(config: &Config) -> SourceSettings {
-        SourceSettings {
-            scan: ScanSettings {
-                indicators: IndicatorParams {
-                    rsi: config.rsi_period,
-                    sma_fast: config.sma_fast,
-                    sma_slow: config.sma_slow,
-                    range: config.range_bars,
-                    volume: config.volume_bars,
-                    reference: Reference::SessionOpen,
-                },
-                thresholds: Thresholds {
-                    price_change_pct: config.price_change_pct,
-                    volume_ratio: config.volume_spike_ratio,
-                    rsi_overbought: config.rsi_overbought,
-                    rsi_oversold: config.rsi_oversold,
-                    cross_bars: config.cross_bars,
-                },
-                materiality: Materiality {
-                    score_step: config.update_score_step,
-                    price_pct: config.update_price_pct,
-                },
-                scan_interval: config.scan_interval.0,
-                min_scan_interval: config.min_scan_interval.0,
-                max_symbols: config.max_symbols,
-            },
-            sim: SimOptions {
-                symbols: config.sim_symbols,
-                rate: config.sim_rate,
-                seed: config.sim_seed,
-                warmup: config.sim_warmup,
-            },
-            replay_speed: config.replay_speed,
-            jsonl_follow: config.jsonl_follow,
-        }
-    }
 }
 
 /// Starts the scanner thread over `source`, publishing on `bus`.

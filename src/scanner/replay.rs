@@ -18,7 +18,7 @@ use ahash::AHashMap;
 use super::BadInput;
 use super::indicators::{Bar, Reference};
 use super::market::{Feed, Universe, check_symbol};
-pub use crate::config::Speed;
+use super::spec::Speed;
 use crate::timefmt::{from_unix_seconds, parse_time};
 
 /// One row: which symbol (index into the names) and its bar.
