@@ -44,10 +44,26 @@ pub enum ErrorCode {
     SlowConsumer,
     /// The scanner has failed: requests to it cannot be served (HTTP 503).
     Unavailable,
+    /// HTTP: the path takes another method (405, with `Allow`).
+    MethodNotAllowed,
+    /// HTTP: the body is over the limit (413).
+    PayloadTooLarge,
+    /// HTTP: the request head is over the limit (431).
+    HeadersTooLarge,
+    /// HTTP: `/stream` without a WebSocket upgrade (426).
+    UpgradeRequired,
+    /// HTTP: the request head did not arrive in time (408).
+    RequestTimeout,
+    /// HTTP: the connection limit is reached (503).
+    ServerFull,
+    /// HTTP: the origin or host is not allowed (403).
+    Forbidden,
+    /// HTTP: `/healthz` once the scanner has failed (503).
+    Degraded,
 }
 
 impl ErrorCode {
-    /// Every code, for metrics.
+    /// Every code sent in a WebSocket `error`, for metrics.
     pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadJson,
         ErrorCode::BadRequest,
@@ -76,6 +92,39 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::UpgradeRequired => "upgrade_required",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Degraded => "degraded",
+        }
+    }
+
+    /// The HTTP status a refusal with this code gets (PROTOCOL.md, "HTTP endpoints").
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadJson
+            | ErrorCode::BadRequest
+            | ErrorCode::UnknownType
+            | ErrorCode::BadFilter
+            | ErrorCode::LimitExceeded => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UpgradeRequired => 426,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::QueueFull
+            | ErrorCode::SlowConsumer
+            | ErrorCode::Unavailable
+            | ErrorCode::ServerFull
+            | ErrorCode::Degraded => 503,
         }
     }
 }
@@ -177,6 +226,27 @@ pub fn json_string(s: &str) -> Box<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_codes_and_statuses_as_protocol_md_lists_them() {
+        let cases = [
+            (ErrorCode::MethodNotAllowed, "method_not_allowed", 405),
+            (ErrorCode::PayloadTooLarge, "payload_too_large", 413),
+            (ErrorCode::HeadersTooLarge, "headers_too_large", 431),
+            (ErrorCode::UpgradeRequired, "upgrade_required", 426),
+            (ErrorCode::RequestTimeout, "request_timeout", 408),
+            (ErrorCode::ServerFull, "server_full", 503),
+            (ErrorCode::Forbidden, "forbidden", 403),
+            (ErrorCode::Degraded, "degraded", 503),
+            (ErrorCode::Unauthorized, "unauthorized", 401),
+            (ErrorCode::NotFound, "not_found", 404),
+            (ErrorCode::LimitExceeded, "limit_exceeded", 400),
+            (ErrorCode::QueueFull, "queue_full", 503),
+        ];
+        for (code, word, status) in cases {
+            assert_eq!((code.as_str(), code.http_status()), (word, status));
+        }
+    }
 
     #[test]
     fn envelope_has_type_timestamp_data_and_id() {

@@ -13,6 +13,7 @@ use mio::net::TcpStream;
 use super::conn::{Conn, Phase};
 use super::http::Response;
 use super::{Reactor, token};
+use crate::protocol::ErrorCode;
 
 /// Connections past the limit that are still answered with 503 before closing; beyond
 /// these a new connection is dropped at once.
@@ -78,7 +79,7 @@ impl Reactor {
             self.metrics.count_http(503);
             Response::error(
                 503,
-                "server_full",
+                ErrorCode::ServerFull,
                 "connection limit reached; try again later",
             )
             .with_header("Retry-After", "1")

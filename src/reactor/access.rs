@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use super::host::HostCheck;
 use super::http::{Request, Response};
 use crate::config::{Config, Origin};
+use crate::protocol::ErrorCode;
 
 /// The access settings, checked per request.
 #[derive(Debug, Default)]
@@ -37,7 +38,7 @@ impl Access {
         let shown: String = req.host.unwrap_or_default().chars().take(200).collect();
         Some(Response::error(
             403,
-            "forbidden",
+            ErrorCode::Forbidden,
             &format!(
                 "host `{shown}` is not allowed; start the server with --allow-host {shown} to serve it"
             ),
@@ -56,7 +57,7 @@ impl Access {
             Some(_) => "wrong token",
         };
         Some(
-            Response::error(401, "unauthorized", message)
+            Response::error(401, ErrorCode::Unauthorized, message)
                 .with_header("WWW-Authenticate", "Bearer realm=\"scanstream\""),
         )
     }
@@ -79,7 +80,7 @@ impl Access {
         let shown: String = String::from_utf8_lossy(origin).chars().take(200).collect();
         Some(Response::error(
             403,
-            "forbidden",
+            ErrorCode::Forbidden,
             &format!("origin `{shown}` is not allowed"),
         ))
     }

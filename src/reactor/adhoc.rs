@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::bus::local::{CommandError, EdgeLink};
 use crate::bus::{Command, Tag};
+use crate::protocol::ErrorCode;
 
 /// Names listed in an unknown-symbols error at most.
 const NAMED: usize = 10;
@@ -26,6 +27,18 @@ pub enum Refusal {
     TooLarge(String),
     /// The scanner thread is gone.
     Gone,
+}
+
+impl Refusal {
+    /// The error code and message, the same over WebSocket and HTTP.
+    pub fn code(&self) -> (ErrorCode, &str) {
+        match self {
+            Refusal::Unknown(msg) => (ErrorCode::NotFound, msg),
+            Refusal::Full(msg) => (ErrorCode::QueueFull, msg),
+            Refusal::TooLarge(msg) => (ErrorCode::LimitExceeded, msg),
+            Refusal::Gone => (ErrorCode::Unavailable, "the scanner is not running"),
+        }
+    }
 }
 
 /// Who asked for an ad-hoc scan, as this edge knows it. It crosses the bus as an opaque

@@ -8,13 +8,14 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::access::Access;
-use super::adhoc::{Adhoc, Refusal};
+use super::adhoc::Adhoc;
 use super::http::{Request, Response};
 use super::session::StatusView;
 use super::websocket::check_upgrade;
 use crate::alerts::{Acked, Alerts, Query, Severity};
 use crate::bus::Command;
 use crate::bus::local::EdgeLink;
+use crate::protocol::ErrorCode;
 use crate::protocol::MAX_SYMBOL_LEN;
 use crate::scanner::RunState;
 
@@ -84,13 +85,13 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
                 "no endpoint at {}",
                 req.path.chars().take(200).collect::<String>()
             );
-            return Action::Respond(Response::error(404, "not_found", &msg));
+            return Action::Respond(Response::error(404, ErrorCode::NotFound, &msg));
         }
     };
     if req.method != allowed {
         let msg = format!("{} takes {allowed}", req.path);
         return Action::Respond(
-            Response::error(405, "method_not_allowed", &msg).with_header("Allow", allowed),
+            Response::error(405, ErrorCode::MethodNotAllowed, &msg).with_header("Allow", allowed),
         );
     }
     // A page elsewhere can make a browser POST here (no preflight for a plain form
@@ -118,7 +119,7 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
             None => Response::text(200, "text/plain; charset=utf-8", "ok"),
             Some(why) => {
                 let why: String = why.chars().take(200).collect();
-                Response::error(503, "degraded", &format!("scanner failed: {why}"))
+                Response::error(503, ErrorCode::Degraded, &format!("scanner failed: {why}"))
             }
         },
         "/metrics" => return Action::Metrics,
@@ -151,7 +152,7 @@ fn ack(path: &str, env: &mut ApiEnv<'_>) -> Response {
         Acked::Now(alert) | Acked::Already(alert) => Response::json(200, &alert.wire()),
         Acked::NotFound => {
             let shown: String = id.chars().take(100).collect();
-            Response::error(404, "not_found", &format!("no alert `{shown}`"))
+            Response::error(404, ErrorCode::NotFound, &format!("no alert `{shown}`"))
         }
     }
 }
@@ -168,7 +169,11 @@ fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
     for (key, value) in form_urlencoded::parse(req.query.as_bytes()) {
         let bad = |what: &str| {
             let shown: String = value.chars().take(100).collect();
-            Response::error(400, "bad_request", &format!("{key}: {what}, got `{shown}`"))
+            Response::error(
+                400,
+                ErrorCode::BadRequest,
+                &format!("{key}: {what}, got `{shown}`"),
+            )
         };
         match &*key {
             "unacked" => match &*value {
@@ -192,7 +197,7 @@ fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
                 let shown: String = key.chars().take(100).collect();
                 return Response::error(
                     400,
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     &format!(
                         "unknown parameter `{shown}`; known: unacked, symbol, severity, limit"
                     ),
@@ -227,7 +232,7 @@ fn upgrade(req: &Request<'_, '_>, access: &Access) -> Action {
 
 fn control(env: &mut ApiEnv<'_>, cmd: Command, state: RunState) -> Response {
     if env.bus.command(cmd).is_err() {
-        return Response::error(503, "unavailable", "the scanner is not running");
+        return Response::error(503, ErrorCode::Unavailable, "the scanner is not running");
     }
     // The scanner confirms with a status of its own; answer with the state it will have.
     env.status.scanner.state = state;
@@ -238,21 +243,25 @@ fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
     let body: ScanBody = match serde_json::from_slice(req.body) {
         Ok(body) => body,
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return Response::error(400, "bad_json", &format!("body is not JSON: {e}"));
+            return Response::error(400, ErrorCode::BadJson, &format!("body is not JSON: {e}"));
         }
-        Err(e) => return Response::error(400, "bad_request", &format!("body: {e}")),
+        Err(e) => return Response::error(400, ErrorCode::BadRequest, &format!("body: {e}")),
     };
     if let Err((code, msg)) = crate::protocol::check_symbols(&body.symbols, env.max_symbols) {
-        return Response::error(400, code.as_str(), &msg);
+        return Response::error(code.http_status(), code, &msg);
     }
     let n = body.symbols.len();
     match env.adhoc.request(env.bus, body.symbols, None, None) {
         Ok(_) => Response::json(202, &serde_json::json!({ "queued": n })),
-        Err(Refusal::Unknown(msg)) => Response::error(404, "not_found", &msg),
-        Err(Refusal::TooLarge(msg)) => Response::error(400, "limit_exceeded", &msg),
-        Err(Refusal::Full(msg)) => {
-            Response::error(503, "queue_full", &msg).with_header("Retry-After", "1")
+        Err(refusal) => {
+            let (code, msg) = refusal.code();
+            let response = Response::error(code.http_status(), code, msg);
+            // A full queue empties within the scanner's next turns.
+            if code == ErrorCode::QueueFull {
+                response.with_header("Retry-After", "1")
+            } else {
+                response
+            }
         }
-        Err(Refusal::Gone) => Response::error(503, "unavailable", "the scanner is not running"),
     }
 }

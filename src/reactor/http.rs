@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::host::host_part;
 use crate::protocol::ErrorBody;
+use crate::protocol::ErrorCode;
 
 /// Headers per request at most (431 past it).
 pub const MAX_HEADERS: usize = 64;
@@ -85,12 +86,23 @@ pub enum Parsed<'h, 'b> {
 pub struct HttpError {
     /// The status to answer with.
     pub status: u16,
+    /// The code of the JSON body.
+    pub code: ErrorCode,
     /// Why, for the JSON body.
     pub message: &'static str,
 }
 
 const fn fail(status: u16, message: &'static str) -> HttpError {
-    HttpError { status, message }
+    let code = match status {
+        413 => ErrorCode::PayloadTooLarge,
+        431 => ErrorCode::HeadersTooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    HttpError {
+        status,
+        code,
+        message,
+    }
 }
 
 /// Parses one request from the front of `buf`.
@@ -204,7 +216,8 @@ impl Response {
     }
 
     /// A JSON error body `{"code", "message"}`.
-    pub fn error(status: u16, code: &str, message: &str) -> Response {
+    pub fn error(status: u16, code: ErrorCode, message: &str) -> Response {
+        let code = code.as_str();
         Response::json(status, &ErrorBody { code, message })
     }
 
@@ -256,24 +269,7 @@ impl Response {
 impl From<HttpError> for Response {
     /// A refused request as a JSON error response.
     fn from(e: HttpError) -> Response {
-        Response::error(e.status, error_code(e.status), e.message)
-    }
-}
-
-/// The error code word for an HTTP status, used in JSON error bodies.
-pub fn error_code(status: u16) -> &'static str {
-    match status {
-        400 => "bad_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        413 => "payload_too_large",
-        426 => "upgrade_required",
-        431 => "headers_too_large",
-        503 => "unavailable",
-        _ => "error",
+        Response::error(e.status, e.code, e.message)
     }
 }
 
@@ -409,7 +405,7 @@ mod tests {
     #[test]
     fn response_encoding() {
         let mut out = Vec::new();
-        Response::error(405, "method_not_allowed", "use GET")
+        Response::error(405, ErrorCode::MethodNotAllowed, "use GET")
             .with_header("Allow", "GET")
             .write(&mut out, false);
         let text = String::from_utf8(out).unwrap();

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tungstenite::protocol::WebSocketContext;
 
 use super::Next;
-use super::adhoc::{Adhoc, Refusal};
+use super::adhoc::Adhoc;
 use super::broadcast::{Subscription, Tail, delivery, write_result};
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
@@ -276,18 +276,9 @@ impl WsSession {
                         status.scanner.adhoc_queue = queued;
                         reply(out, "status", Some(&status), id);
                     }
-                    Err(Refusal::Unknown(msg)) => {
-                        reply_error(out, env.metrics, ErrorCode::NotFound, &msg, id);
-                    }
-                    Err(Refusal::Full(msg)) => {
-                        reply_error(out, env.metrics, ErrorCode::QueueFull, &msg, id);
-                    }
-                    Err(Refusal::TooLarge(msg)) => {
-                        reply_error(out, env.metrics, ErrorCode::LimitExceeded, &msg, id);
-                    }
-                    Err(Refusal::Gone) => {
-                        let msg = "the scanner has failed; ad-hoc scans cannot be served";
-                        reply_error(out, env.metrics, ErrorCode::Unavailable, msg, id);
+                    Err(refusal) => {
+                        let (code, msg) = refusal.code();
+                        reply_error(out, env.metrics, code, msg, id);
                     }
                 }
             }

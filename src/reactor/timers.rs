@@ -12,6 +12,7 @@ use super::Reactor;
 use super::conn::{Conn, Phase};
 use super::http::Response;
 use super::outbuf::WsIo;
+use crate::protocol::ErrorCode;
 use crate::protocol::close;
 
 /// Timeouts the sweep enforces.
@@ -88,8 +89,11 @@ impl Reactor {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
                     };
-                    let response =
-                        Response::error(408, "request_timeout", "request not completed in time");
+                    let response = Response::error(
+                        408,
+                        ErrorCode::RequestTimeout,
+                        "request not completed in time",
+                    );
                     self.metrics.count_http(408);
                     response.write(conn.out.vec(), false);
                     self.close_conn(key, close::NORMAL, "", now);

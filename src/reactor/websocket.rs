@@ -11,13 +11,18 @@ use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 
 use super::http::{Request, Response};
+use crate::protocol::ErrorCode;
 use crate::protocol::close;
 
 /// Checks an upgrade request; the `Sec-WebSocket-Accept` value when it is good.
 pub fn check_upgrade(req: &Request<'_, '_>) -> Result<String, Response> {
     // "The method of the request MUST be GET, and the HTTP version MUST be at least 1.1."
     if req.method != "GET" {
-        let e = Response::error(405, "method_not_allowed", "use GET to open the stream");
+        let e = Response::error(
+            405,
+            ErrorCode::MethodNotAllowed,
+            "use GET to open the stream",
+        );
         return Err(e.with_header("Allow", "GET"));
     }
     if req.header("Upgrade").is_none() {
@@ -65,11 +70,11 @@ fn is_nonce(key: &[u8]) -> bool {
 }
 
 fn bad(message: &'static str) -> Response {
-    Response::error(400, "bad_request", message)
+    Response::error(400, ErrorCode::BadRequest, message)
 }
 
 fn upgrade_required(message: &'static str) -> Response {
-    Response::error(426, "upgrade_required", message)
+    Response::error(426, ErrorCode::UpgradeRequired, message)
         .with_header("Upgrade", "websocket")
         .with_header("Sec-WebSocket-Version", "13")
 }
