@@ -42,6 +42,7 @@ mod message;
 mod outbox;
 mod pacing;
 mod subs;
+mod table;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,7 +59,8 @@ use tungstenite::client::IntoClientRequest;
 
 pub use backoff::{Backoff, Clock, ManualClock, SystemClock};
 pub use message::{Event, ResultMessage, State, Subscribed};
-pub use subs::{Callback, SubscriptionManager, Table, TableHandle};
+pub use subs::{Callback, SubscriptionManager};
+pub use table::{Table, TableHandle};
 pub use worker::{ABNORMAL, describe, should_reconnect};
 
 use crate::protocol::{FilterError, FilterSpec};
