@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use mio::net::TcpStream;
 
+use super::Reactor;
 use super::conn::{Conn, Phase};
 use super::http::Response;
-use super::{Reactor, token};
 use crate::protocol::ErrorCode;
 
 /// Connections past the limit that are still answered with 503 before closing; beyond
@@ -61,19 +61,16 @@ impl Reactor {
             return; // dropping the socket closes it
         }
         let _ = socket.set_nodelay(true);
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut socket, token(key, generation), Interest::READABLE)
+        let id = self.conns.next_id();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, id.token(), Interest::READABLE)
         {
             tracing::warn!(error = %e, "cannot register a connection");
             return;
         }
-        let mut conn = Conn::new(socket, generation, now, self.config.head_timeout.0);
+        let mut conn = Conn::new(socket, id.generation, now, self.config.head_timeout.0);
         if full {
             self.metrics.rejected_full += 1;
             self.metrics.count_http(503);
@@ -88,9 +85,9 @@ impl Reactor {
                 deadline: now + self.config.close_timeout.0,
             };
         }
-        entry.insert(conn);
+        let key = self.conns.insert(conn).key;
         if full {
-            self.mark_dirty(key);
+            self.conns.mark_dirty(key);
         }
     }
 }

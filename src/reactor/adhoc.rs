@@ -9,6 +9,7 @@ use ahash::AHashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::conns::ConnId;
 use crate::bus::local::{CommandError, EdgeLink};
 use crate::bus::{Command, Tag};
 use crate::protocol::ErrorCode;
@@ -48,7 +49,7 @@ pub struct Requester {
     /// The edge that asked: only it answers and counts the scan done.
     pub edge: usize,
     /// The asking WebSocket (slab key, generation); `None` for `POST /scan`.
-    pub conn: Option<(usize, u32)>,
+    pub conn: Option<ConnId>,
     /// The request's `id`.
     pub id: Option<Value>,
 }
@@ -113,7 +114,7 @@ impl Adhoc {
         &mut self,
         bus: &EdgeLink,
         symbols: Vec<String>,
-        conn: Option<(usize, u32)>,
+        conn: Option<ConnId>,
         id: Option<Value>,
     ) -> Result<usize, Refusal> {
         let symbols: Vec<String> = symbols.into_iter().map(|s| s.to_uppercase()).collect();

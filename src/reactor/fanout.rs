@@ -11,6 +11,7 @@ use crossbeam_channel::TryRecvError;
 
 use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
+use super::conns::Replayed;
 use super::session::{AdhocDoneView, ShownPhase};
 use super::websocket::text_frame;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
@@ -22,47 +23,37 @@ use crate::scanner::{self, ScannerStatus};
 impl Reactor {
     /// Brings the subscriber list, count and replay list in line with a connection.
     pub(super) fn sync_subscriber(&mut self, key: usize) {
+        let Some(id) = self.conns.id(key) else {
+            return;
+        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let has = conn.has_subscriptions();
-        if has && !conn.listed {
-            conn.listed = true;
-            self.subscribers.push((key, conn.generation));
+        let newly_listed = has && !conn.listed;
+        conn.listed |= has;
+        let changed = has != conn.subscriber;
+        conn.subscriber = has;
+        let replay = conn.session().is_some_and(|s| s.is_replaying()) && !conn.replay_listed;
+        conn.replay_listed |= replay;
+        if newly_listed {
+            self.conns.subscribers.push(id);
         }
-        if has != conn.subscriber {
-            conn.subscriber = has;
+        if changed {
             if has {
                 self.status.subscribers += 1;
             } else {
                 self.status.subscribers -= 1;
-                self.subscribers_stale = true;
+                self.conns.subscribers_stale = true;
             }
         }
-        if conn.session().is_some_and(|s| s.is_replaying()) && !conn.replay_listed {
-            conn.replay_listed = true;
-            self.replaying.push((key, conn.generation));
+        if replay {
+            self.conns.replaying.push(id);
         }
-    }
-
-    pub(super) fn purge_subscribers(&mut self) {
-        if !self.subscribers_stale {
-            return;
-        }
-        self.subscribers_stale = false;
-        let conns = &mut self.conns;
-        self.subscribers
-            .retain(|&(key, generation)| match conns.get_mut(key) {
-                Some(c) if c.generation == generation => {
-                    c.listed = c.has_subscriptions();
-                    c.listed
-                }
-                _ => false,
-            });
     }
 
     pub(super) fn drain_scanner(&mut self) {
-        self.purge_subscribers();
+        self.conns.purge_subscribers();
         let mut results = 0;
         self.more_results = false;
         self.turn_full = false;
@@ -109,36 +100,28 @@ impl Reactor {
         self.turn_published.push(ev.published);
         self.history.push(Arc::clone(&ev));
         self.alerts.on_result(&ev, ev.published);
-        for i in 0..self.subscribers.len() {
-            let (key, generation) = self.subscribers[i];
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.generation != generation {
-                continue;
-            }
+        let cap = self.config.out_buffer_cap;
+        let (metrics, turn_full) = (&mut self.metrics, &mut self.turn_full);
+        self.conns.each_subscriber(|conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
-                continue;
+                return false;
             };
             if session.is_replaying() {
-                continue;
+                return false;
             }
             let d = delivery(&session.subs, &ev);
             if d.is_empty() {
-                continue;
+                return false;
             }
             let before = conn.out.pending();
             write_result(conn.out.vec(), &ev, &session.subs, d, &mut session.tail);
             conn.turn_bytes += conn.out.pending() - before;
             // Past a quarter of the cap in one turn: write before taking more results.
-            self.turn_full |= conn.turn_bytes > self.config.out_buffer_cap / 4;
-            self.metrics.deliveries += 1;
-            self.metrics.frames_sent += 1;
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-        }
+            *turn_full |= conn.turn_bytes > cap / 4;
+            metrics.deliveries += 1;
+            metrics.frames_sent += 1;
+            true
+        });
     }
 
     /// Closes a connection that did not keep up, saying why (`msg`), with 4008.
@@ -198,7 +181,7 @@ impl Reactor {
             return;
         };
         self.status.scanner.adhoc_queue = self.adhoc.pending();
-        let Some((key, generation)) = requester.conn else {
+        let Some(id) = requester.conn else {
             return;
         };
         let mut status = self.status;
@@ -208,12 +191,9 @@ impl Reactor {
             symbols,
             results,
         };
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_live(id) else {
             return;
         };
-        if conn.generation != generation {
-            return;
-        }
         let Phase::WebSocket(session) = &mut conn.phase else {
             return;
         };
@@ -227,7 +207,7 @@ impl Reactor {
         // A replaying requester gets its results from the ring later: answer after them.
         session.after_replay(conn.out.vec(), &self.scratch);
         self.metrics.frames_sent += 1;
-        self.mark_dirty(key);
+        self.conns.mark_dirty(id.key);
     }
 
     /// Sends the latest status, encoded once, to every subscriber: at most once per
@@ -264,61 +244,50 @@ impl Reactor {
 
     /// Appends `scratch`, one frame encoded once, to every subscribed connection.
     fn send_scratch_to_subscribers(&mut self) {
-        for &(key, generation) in &self.subscribers {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.generation != generation || !conn.has_subscriptions() {
-                continue;
+        let (scratch, metrics) = (&self.scratch, &mut self.metrics);
+        self.conns.each_subscriber(|conn| {
+            if !conn.has_subscriptions() {
+                return false;
             }
-            conn.out.extend(&self.scratch);
-            self.metrics.frames_sent += 1;
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-        }
+            conn.out.extend(scratch);
+            metrics.frames_sent += 1;
+            true
+        });
     }
 
     pub(super) fn pump_replays(&mut self, now: Instant) {
-        if self.replaying.is_empty() {
+        if self.conns.replaying.is_empty() {
             return;
         }
         let budget = self.config.out_buffer_cap / 2;
-        let mut list = std::mem::take(&mut self.replaying);
         let mut lost = Vec::new();
-        list.retain(|&(key, generation)| {
-            let Some(conn) = self.conns.get_mut(key) else {
-                return false;
-            };
-            if conn.generation != generation {
-                return false;
-            }
+        let (history, status, metrics) = (&self.history, &self.status, &mut self.metrics);
+        self.conns.retain_replaying(|id, conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
                 conn.replay_listed = false;
-                return false;
+                return Replayed {
+                    wrote: false,
+                    keep: false,
+                };
             };
             let before = conn.out.pending();
             let pumped = session.pump_replay(
                 &mut conn.out,
-                &self.history,
+                history,
                 budget,
                 REPLAY_VISITS,
-                &self.status,
-                &mut self.metrics,
+                status,
+                metrics,
             );
-            let still = session.is_replaying();
-            if conn.out.pending() != before && !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
             if pumped.is_err() {
-                lost.push(key);
+                lost.push(id.key);
             }
-            conn.replay_listed = still && pumped.is_ok();
-            conn.replay_listed
+            conn.replay_listed = session.is_replaying() && pumped.is_ok();
+            Replayed {
+                wrote: conn.out.pending() != before,
+                keep: conn.replay_listed,
+            }
         });
-        self.replaying = list;
         for key in lost {
             let msg = "the replay fell behind the history; resume with since";
             self.slow_consumer(key, msg, now);

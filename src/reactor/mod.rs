@@ -12,6 +12,7 @@ mod adhoc;
 mod api;
 pub(crate) mod broadcast;
 mod conn;
+mod conns;
 mod fanout;
 mod host;
 pub(crate) mod http;
@@ -29,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
 
 pub use session::StatusView;
 
@@ -40,7 +40,8 @@ use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
 use crate::protocol::close;
 use crate::scanner::{self, ProducerThread, RunState, ScannerOptions, ScannerStatus, Source};
-use conn::{Conn, Phase};
+use conn::Phase;
+use conns::{ConnId, Conns};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -115,8 +116,7 @@ pub struct Reactor {
     waker: Arc<Waker>,
     shutdown_flag: Arc<AtomicBool>,
     config: Config,
-    conns: Slab<Conn>,
-    next_generation: u32,
+    conns: Conns,
     history: History,
     status: StatusView,
     /// This edge's end of the bus to the producer.
@@ -128,16 +128,6 @@ pub struct Reactor {
     access: access::Access,
     alerts: Alerts,
     metrics: Metrics,
-    /// Connections that may hold subscriptions, as (slab key, generation). Entries of
-    /// closed or unsubscribed connections are skipped, and purged when `subscribers_stale`.
-    subscribers: Vec<(usize, u32)>,
-    subscribers_stale: bool,
-    /// Connections to write this turn (their `dirty` flag is set).
-    dirty: Vec<usize>,
-    /// Connections with a subscription still replaying history.
-    replaying: Vec<(usize, u32)>,
-    /// Connections that hit the read budget and have more to read.
-    pending_reads: Vec<(usize, u32)>,
     /// Publish instants of the results fanned out this turn.
     turn_published: Vec<Instant>,
     /// The channel held more than one turn's worth.
@@ -159,14 +149,6 @@ pub struct Reactor {
     scratch: Vec<u8>,
 }
 
-fn token(key: usize, generation: u32) -> Token {
-    Token(key | ((generation as usize) << 32))
-}
-
-fn split(token: Token) -> (usize, u32) {
-    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
-}
-
 impl Reactor {
     /// Binds the listener and starts the scanner over the configured source.
     pub fn bind(config: Config) -> Result<Reactor, ServerError> {
@@ -182,12 +164,6 @@ impl Reactor {
 
     /// Binds the listener and starts the scanner over `source`.
     pub fn bind_with(config: Config, source: Box<dyn Source>) -> Result<Reactor, ServerError> {
-        const {
-            assert!(
-                usize::BITS == 64,
-                "tokens pack a generation above the slab key"
-            )
-        };
         let poll = Poll::new()?;
         let addr = config.listen;
         let mut listener =
@@ -239,13 +215,7 @@ impl Reactor {
             access: access::Access::new(&config),
             alerts,
             metrics: Metrics::default(),
-            conns: Slab::new(),
-            next_generation: 0,
-            subscribers: Vec::new(),
-            subscribers_stale: false,
-            dirty: Vec::new(),
-            replaying: Vec::new(),
-            pending_reads: Vec::new(),
+            conns: Conns::default(),
             turn_published: Vec::new(),
             more_results: false,
             turn_full: false,
@@ -290,16 +260,13 @@ impl Reactor {
                     LISTENER => self.accept(now),
                     WAKER => {}
                     token => {
-                        let (key, generation) = split(token);
-                        if self
-                            .conns
-                            .get(key)
-                            .is_none_or(|c| c.generation != generation)
-                        {
+                        let id = ConnId::from_token(token);
+                        if !self.conns.is_live(id) {
                             continue; // a stale event for an older occupant of the slot
                         }
+                        let key = id.key;
                         if event.is_writable() {
-                            self.mark_dirty(key);
+                            self.conns.mark_dirty(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(key, now);
@@ -344,7 +311,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if self.more_results || !self.pending_reads.is_empty() || self.can_replay() {
+        if self.more_results || !self.conns.pending_reads.is_empty() || self.can_replay() {
             return Duration::ZERO;
         }
         let mut until = self.next_sweep;
@@ -361,34 +328,24 @@ impl Reactor {
     /// (a socket that took everything sends no `WRITABLE` edge).
     fn can_replay(&self) -> bool {
         let budget = self.config.out_buffer_cap / 2;
-        self.replaying.iter().any(|&(key, generation)| {
+        self.conns.replaying.iter().any(|&id| {
             self.conns
-                .get(key)
-                .is_some_and(|c| c.generation == generation && c.out.pending() < budget)
+                .get(id.key)
+                .is_some_and(|c| c.generation == id.generation && c.out.pending() < budget)
         })
-    }
-
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
-            }
-        }
     }
 
     /// Closes a connection's socket now and forgets it.
     fn drop_conn(&mut self, key: usize) {
-        if !self.conns.contains(key) {
+        let Some(mut conn) = self.conns.remove(key) else {
             return;
-        }
-        let mut conn = self.conns.remove(key);
+        };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         if conn.subscriber {
             self.status.subscribers -= 1;
         }
         if conn.listed {
-            self.subscribers_stale = true;
+            self.conns.subscribers_stale = true;
         }
     }
 
@@ -403,18 +360,18 @@ impl Reactor {
             conn.close(code, reason, now, linger);
         }
         self.sync_subscriber(key);
-        self.mark_dirty(key);
+        self.conns.mark_dirty(key);
     }
 
     /// Writes each dirty connection once.
     fn flush_dirty(&mut self, now: Instant) {
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.conns.dirty);
         for key in dirty.drain(..) {
             self.flush(key, now);
         }
         // Keep the capacity, and what flushing queued (a slow consumer's close frame).
-        dirty.append(&mut self.dirty);
-        self.dirty = dirty;
+        dirty.append(&mut self.conns.dirty);
+        self.conns.dirty = dirty;
     }
 
     fn flush(&mut self, key: usize, now: Instant) {
@@ -440,7 +397,11 @@ impl Reactor {
                     } else {
                         Interest::READABLE
                     };
-                    let t = token(key, conn.generation);
+                    let t = ConnId {
+                        key,
+                        generation: conn.generation,
+                    }
+                    .token();
                     if self
                         .poll
                         .registry()
@@ -460,7 +421,11 @@ impl Reactor {
                     }
                     Phase::Http { .. } if conn.read_paused && pending <= HTTP_OUT_CAP / 2 => {
                         conn.read_paused = false;
-                        self.pending_reads.push((key, conn.generation));
+                        let id = ConnId {
+                            key,
+                            generation: conn.generation,
+                        };
+                        self.conns.pending_reads.push(id);
                     }
                     Phase::Closing { .. } if conn.peer_done && pending == 0 => self.drop_conn(key),
                     _ => {}
@@ -489,15 +454,18 @@ impl Reactor {
         self.shutdown_deadline = Some(now + self.config.shutdown_timeout.0);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            match &self.conns[key].phase {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match &conn.phase {
                 Phase::WebSocket(_) => {
                     self.close_conn(key, close::GOING_AWAY, "server shutting down", now);
                 }
-                Phase::Http { .. } if self.conns[key].out.is_empty() => self.drop_conn(key),
+                Phase::Http { .. } if conn.out.is_empty() => self.drop_conn(key),
                 Phase::Http { .. } => {
                     let linger = self.config.shutdown_timeout.0;
-                    self.conns[key].close(close::GOING_AWAY, "", now, linger);
-                    self.mark_dirty(key);
+                    conn.close(close::GOING_AWAY, "", now, linger);
+                    self.conns.mark_dirty(key);
                 }
                 Phase::Closing { .. } => {}
             }
@@ -527,7 +495,7 @@ impl Reactor {
             }),
             ..Gauges::default()
         };
-        for (_, conn) in &self.conns {
+        for (_, conn) in self.conns.iter() {
             g.pending_bytes += conn.out.pending();
             if matches!(conn.phase, Phase::WebSocket(_)) {
                 g.websockets += 1;

@@ -11,6 +11,7 @@ use tungstenite::Message;
 
 use super::api::{self, Action, ApiEnv};
 use super::conn::Phase;
+use super::conns::ConnId;
 use super::http::{self, Limits, MAX_HEADERS, Parsed};
 use super::outbuf::WsIo;
 use super::session::{self, Env, WsSession};
@@ -51,14 +52,10 @@ impl Reactor {
 
     /// Reads connections that stopped at the read budget last turn.
     pub(super) fn retry_reads(&mut self, now: Instant) {
-        let pending = std::mem::take(&mut self.pending_reads);
-        for (key, generation) in pending {
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.generation == generation)
-            {
-                self.on_readable(key, now);
+        let pending = std::mem::take(&mut self.conns.pending_reads);
+        for id in pending {
+            if self.conns.is_live(id) {
+                self.on_readable(id.key, now);
             }
         }
     }
@@ -103,8 +100,8 @@ impl Reactor {
             }
         }
         // Budget spent with more perhaps waiting: go on next turn.
-        if let Some(conn) = self.conns.get(key) {
-            self.pending_reads.push((key, conn.generation));
+        if let Some(id) = self.conns.id(key) {
+            self.conns.pending_reads.push(id);
         }
     }
 
@@ -168,7 +165,7 @@ impl Reactor {
             *buf = rest;
             self.metrics.count_http(response.status);
             response.write_for(conn.out.vec(), keep_alive, http10);
-            self.mark_dirty(key);
+            self.conns.mark_dirty(key);
             if !keep_alive {
                 self.close_conn(key, close::NORMAL, "", now);
                 return Served::Done;
@@ -193,7 +190,7 @@ impl Reactor {
             now,
             self.config.message_burst,
         )));
-        self.mark_dirty(key);
+        self.conns.mark_dirty(key);
         // Frames may already wait behind the head, or in the socket.
         self.read_ws(key, now);
         Served::Done
@@ -218,7 +215,10 @@ impl Reactor {
             counted: conn.subscriber,
             bus: &self.bus,
             adhoc: &mut self.adhoc,
-            conn: (key, conn.generation),
+            conn: ConnId {
+                key,
+                generation: conn.generation,
+            },
             metrics: &mut self.metrics,
             alerts: &mut self.alerts,
             limits,
@@ -254,9 +254,10 @@ impl Reactor {
                 break;
             }
         }
-        if budget_left {
-            self.pending_reads.push((key, conn.generation));
-        }
+        let id = ConnId {
+            key,
+            generation: conn.generation,
+        };
         match (next, fault) {
             (Next::Close(code, reason), _) | (_, Some(ReadFault::Close(code, reason))) => {
                 tracing::debug!(key, code, reason, "closing websocket");
@@ -271,7 +272,7 @@ impl Reactor {
                         deadline: now + self.config.close_timeout.0,
                     };
                     self.sync_subscriber(key);
-                    self.mark_dirty(key);
+                    self.conns.mark_dirty(key);
                 }
             }
             _ => {
@@ -284,9 +285,13 @@ impl Reactor {
                 let has_output = !conn.out.is_empty();
                 self.sync_subscriber(key);
                 if has_output {
-                    self.mark_dirty(key);
+                    self.conns.mark_dirty(key);
                 }
             }
+        }
+        // Budget spent with more perhaps waiting (and nothing closed it): go on next turn.
+        if budget_left {
+            self.conns.pending_reads.push(id);
         }
     }
 

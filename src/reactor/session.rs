@@ -13,6 +13,7 @@ use tungstenite::protocol::WebSocketContext;
 use super::Next;
 use super::adhoc::Adhoc;
 use super::broadcast::{Subscription, Tail, delivery, write_result};
+use super::conns::ConnId;
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
 use crate::alerts::{Acked, Alerts};
@@ -118,7 +119,7 @@ pub struct Env<'a> {
     /// Ad-hoc requests: known symbols and the queue bound.
     pub adhoc: &'a mut Adhoc,
     /// This connection's slab key and generation, to be answered when a scan is done.
-    pub conn: (usize, u32),
+    pub conn: ConnId,
     /// Counters.
     pub metrics: &'a mut Metrics,
     /// Alerts, for acknowledgments.

@@ -111,7 +111,7 @@ impl Reactor {
                         out: &mut conn.out,
                     };
                     let _ = session.ctx.write(&mut io, Message::Ping(Bytes::new()));
-                    self.mark_dirty(key);
+                    self.conns.mark_dirty(key);
                 }
                 Due::Idle => self.close_conn(key, close::GOING_AWAY, "idle timeout", now),
                 Due::Linger => self.close_conn(key, close::NORMAL, "", now),
