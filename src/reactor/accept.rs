@@ -43,7 +43,7 @@ impl Reactor {
                 Err(e) => {
                     // Out of descriptors or memory: the pending connection stays in the
                     // backlog, so pause instead of spinning on the same error.
-                    self.metrics.accept_errors += 1;
+                    self.app.metrics.accept_errors += 1;
                     tracing::warn!(error = %e, "accept failed; pausing accepts");
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
@@ -53,11 +53,11 @@ impl Reactor {
     }
 
     pub(super) fn admit(&mut self, mut socket: TcpStream, now: Instant) {
-        self.metrics.accepted += 1;
+        self.app.metrics.accepted += 1;
         let open = self.conns.len();
         let full = open >= self.config.max_connections;
         if full && open >= self.config.max_connections + OVERFLOW {
-            self.metrics.rejected_full += 1;
+            self.app.metrics.rejected_full += 1;
             return; // dropping the socket closes it
         }
         let _ = socket.set_nodelay(true);
@@ -72,8 +72,8 @@ impl Reactor {
         }
         let mut conn = Conn::new(socket, id.generation, now, self.config.head_timeout.0);
         if full {
-            self.metrics.rejected_full += 1;
-            self.metrics.count_http(503);
+            self.app.metrics.rejected_full += 1;
+            self.app.metrics.count_http(503);
             Response::error(
                 503,
                 ErrorCode::ServerFull,

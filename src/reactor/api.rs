@@ -8,13 +8,11 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::access::Access;
-use super::adhoc::Adhoc;
+use super::app::App;
 use super::http::{Request, Response};
-use super::session::StatusView;
 use super::websocket::check_upgrade;
-use crate::alerts::{Acked, Alerts, Query, Severity};
+use crate::alerts::{Acked, Query, Severity};
 use crate::bus::Command;
-use crate::bus::local::EdgeLink;
 use crate::protocol::ErrorCode;
 use crate::protocol::MAX_SYMBOL_LEN;
 use crate::scanner::RunState;
@@ -28,24 +26,6 @@ pub enum Action {
     Upgrade(String),
     /// Send the metrics page (the reactor has the gauges).
     Metrics,
-}
-
-/// What routing needs from the reactor.
-pub struct ApiEnv<'a> {
-    /// Current status.
-    pub status: &'a mut StatusView,
-    /// The bus to the producer.
-    pub bus: &'a EdgeLink,
-    /// Ad-hoc requests: known symbols and the queue bound.
-    pub adhoc: &'a mut Adhoc,
-    /// Alerts: the history and acknowledgments.
-    pub alerts: &'a mut Alerts,
-    /// Symbols per scan request at most.
-    pub max_symbols: usize,
-    /// The token and the origin allow-list.
-    pub access: &'a Access,
-    /// Why the scanner thread ended, once it has.
-    pub scanner_failure: Option<&'a str>,
 }
 
 /// The dashboard: a page, its style and its script, embedded so the binary serves it
@@ -66,14 +46,14 @@ struct ScanBody {
 }
 
 /// Routes one request.
-pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
+pub fn route(req: &Request<'_, '_>, app: &mut App) -> Action {
     // Before anything else, the dashboard and `/stream` included: a rebound name must not
     // reach what it may read either.
-    if let Some(refusal) = env.access.check_host(req) {
+    if let Some(refusal) = app.access.check_host(req) {
         return Action::Respond(refusal);
     }
     let allowed = match req.path {
-        "/stream" => return upgrade(req, env.access),
+        "/stream" => return upgrade(req, &app.access),
         "/" | "/dashboard.css" | "/dashboard.js" | "/healthz" | "/metrics" | "/stream/status" => {
             "GET"
         }
@@ -97,14 +77,14 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
     // A page elsewhere can make a browser POST here (no preflight for a plain form
     // post); the allow-list, when given, refuses those as it refuses upgrades.
     if req.method == "POST" {
-        if let Some(refusal) = env.access.check_origin(req) {
+        if let Some(refusal) = app.access.check_origin(req) {
             return Action::Respond(refusal);
         }
     }
     // PROTOCOL.md leaves only `/`, `/healthz` and `/metrics` open: `/stream/status` is
     // under `/stream`.
     if req.method == "POST" || req.path == "/alerts" || req.path == "/stream/status" {
-        if let Some(refusal) = env.access.check_token(req, false) {
+        if let Some(refusal) = app.access.check_token(req, false) {
             return Action::Respond(refusal);
         }
     }
@@ -115,7 +95,7 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
             .with_header("Referrer-Policy", "no-referrer"),
         "/dashboard.css" => asset("text/css; charset=utf-8", DASHBOARD_CSS),
         "/dashboard.js" => asset("text/javascript; charset=utf-8", DASHBOARD_JS),
-        "/healthz" => match env.scanner_failure {
+        "/healthz" => match app.scanner_failure.as_deref() {
             None => Response::text(200, "text/plain; charset=utf-8", "ok"),
             Some(why) => {
                 let why: String = why.chars().take(200).collect();
@@ -123,12 +103,12 @@ pub fn route(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Action {
             }
         },
         "/metrics" => return Action::Metrics,
-        "/stream/status" => Response::json(200, env.status),
-        "/stream/start" => control(env, Command::Start, RunState::Running),
-        "/stream/stop" => control(env, Command::Stop, RunState::Stopped),
-        "/scan" => scan(req, env),
-        "/alerts" => list_alerts(req, env),
-        path => ack(path, env),
+        "/stream/status" => Response::json(200, &app.status),
+        "/stream/start" => control(app, Command::Start, RunState::Running),
+        "/stream/stop" => control(app, Command::Stop, RunState::Stopped),
+        "/scan" => scan(req, app),
+        "/alerts" => list_alerts(req, app),
+        path => ack(path, app),
     })
 }
 
@@ -146,9 +126,9 @@ fn ack_target(path: &str) -> Option<&str> {
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
-fn ack(path: &str, env: &mut ApiEnv<'_>) -> Response {
+fn ack(path: &str, app: &mut App) -> Response {
     let id = ack_target(path).unwrap_or_default();
-    match env.alerts.ack(id, SystemTime::now()) {
+    match app.alerts.ack(id, SystemTime::now()) {
         Acked::Now(alert) | Acked::Already(alert) => Response::json(200, &alert.wire()),
         Acked::NotFound => {
             let shown: String = id.chars().take(100).collect();
@@ -161,7 +141,7 @@ fn ack(path: &str, env: &mut ApiEnv<'_>) -> Response {
 const MAX_ALERTS_LISTED: usize = 1000;
 
 /// Alerts kept, newest first: `?unacked=true&symbol=TSLA&severity=warning&limit=100`.
-fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
+fn list_alerts(req: &Request<'_, '_>, app: &mut App) -> Response {
     let mut q = Query {
         limit: 100,
         ..Query::default()
@@ -205,7 +185,7 @@ fn list_alerts(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
             }
         }
     }
-    let alerts: Vec<_> = env
+    let alerts: Vec<_> = app
         .alerts
         .log()
         .query(&q)
@@ -230,16 +210,16 @@ fn upgrade(req: &Request<'_, '_>, access: &Access) -> Action {
     }
 }
 
-fn control(env: &mut ApiEnv<'_>, cmd: Command, state: RunState) -> Response {
-    if env.bus.command(cmd).is_err() {
+fn control(app: &mut App, cmd: Command, state: RunState) -> Response {
+    if app.bus.command(cmd).is_err() {
         return Response::error(503, ErrorCode::Unavailable, "the scanner is not running");
     }
     // The scanner confirms with a status of its own; answer with the state it will have.
-    env.status.scanner.state = state;
-    Response::json(200, env.status)
+    app.status.scanner.state = state;
+    Response::json(200, &app.status)
 }
 
-fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
+fn scan(req: &Request<'_, '_>, app: &mut App) -> Response {
     let body: ScanBody = match serde_json::from_slice(req.body) {
         Ok(body) => body,
         Err(e) if e.is_syntax() || e.is_eof() => {
@@ -247,11 +227,12 @@ fn scan(req: &Request<'_, '_>, env: &mut ApiEnv<'_>) -> Response {
         }
         Err(e) => return Response::error(400, ErrorCode::BadRequest, &format!("body: {e}")),
     };
-    if let Err((code, msg)) = crate::protocol::check_symbols(&body.symbols, env.max_symbols) {
+    if let Err((code, msg)) = crate::protocol::check_symbols(&body.symbols, app.limits.max_symbols)
+    {
         return Response::error(code.http_status(), code, &msg);
     }
     let n = body.symbols.len();
-    match env.adhoc.request(env.bus, body.symbols, None, None) {
+    match app.adhoc.request(&app.bus, body.symbols, None, None) {
         Ok(_) => Response::json(202, &serde_json::json!({ "queued": n })),
         Err(refusal) => {
             let (code, msg) = refusal.code();

@@ -41,9 +41,9 @@ impl Reactor {
         }
         if changed {
             if has {
-                self.status.subscribers += 1;
+                self.app.status.subscribers += 1;
             } else {
-                self.status.subscribers -= 1;
+                self.app.status.subscribers -= 1;
                 self.conns.subscribers_stale = true;
             }
         }
@@ -64,13 +64,13 @@ impl Reactor {
                 self.more_results = true;
                 break;
             }
-            match self.bus.events.try_recv() {
+            match self.app.bus.events.try_recv() {
                 Ok(Event::Result(ev)) => {
                     results += 1;
                     self.publish(ev);
                 }
                 Ok(Event::Status(status)) => self.on_status(status),
-                Ok(Event::Symbols(names)) => self.adhoc.learn(&names),
+                Ok(Event::Symbols(names)) => self.app.adhoc.learn(&names),
                 Ok(Event::AdhocDone {
                     requester,
                     symbols,
@@ -87,21 +87,21 @@ impl Reactor {
             }
         }
         if results > 0 {
-            self.metrics.batch_sizes.observe(results as f64);
+            self.app.metrics.batch_sizes.observe(results as f64);
         }
     }
 
     /// Records a result and appends it to every live connection whose subscriptions
     /// match it. Replaying connections take it from the ring later, in order.
     pub(super) fn publish(&mut self, ev: Arc<ScanEvent>) {
-        self.metrics.events_published += 1;
+        self.app.metrics.events_published += 1;
         // Statuses come at the progress interval; the count is exact between them.
-        self.status.scanner.results_total = ev.seq;
+        self.app.status.scanner.results_total = ev.seq;
         self.turn_published.push(ev.published);
-        self.history.push(Arc::clone(&ev));
-        self.alerts.on_result(&ev, ev.published);
+        self.app.history.push(Arc::clone(&ev));
+        self.app.alerts.on_result(&ev, ev.published);
         let cap = self.config.out_buffer_cap;
-        let (metrics, turn_full) = (&mut self.metrics, &mut self.turn_full);
+        let (metrics, turn_full) = (&mut self.app.metrics, &mut self.turn_full);
         self.conns.each_subscriber(|conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
                 return false;
@@ -131,29 +131,30 @@ impl Reactor {
         };
         session::reply_error(
             conn.out.vec(),
-            &mut self.metrics,
+            &mut self.app.metrics,
             ErrorCode::SlowConsumer,
             msg,
             None,
         );
-        self.metrics.slow_consumer_closes += 1;
+        self.app.metrics.slow_consumer_closes += 1;
         tracing::debug!(key, pending = conn.out.pending(), "slow consumer");
         self.close_conn(key, close::SLOW_CONSUMER, "slow consumer", now);
     }
 
     /// Keeps the scanner's status; it goes out with the next status broadcast.
     pub(super) fn on_status(&mut self, status: ScannerStatus) {
-        if status.cycle > self.status.scanner.cycle {
-            self.metrics
+        if status.cycle > self.app.status.scanner.cycle {
+            self.app
+                .metrics
                 .cycle_seconds
                 .observe(status.last_cycle_ms / 1000.0);
         }
-        self.status.scanner = status;
-        self.status.phase = status.phase.into();
+        self.app.status.scanner = status;
+        self.app.status.phase = status.phase.into();
         // Results sent before this status may still wait in the channel behind it.
-        self.status.scanner.results_total = status.results_total.max(self.history.head());
+        self.app.status.scanner.results_total = status.results_total.max(self.app.history.head());
         // The reactor bounds the queue, so it has the exact count in symbols.
-        self.status.scanner.adhoc_queue = self.adhoc.pending();
+        self.app.status.scanner.adhoc_queue = self.app.adhoc.pending();
         self.status_changed = true;
     }
 
@@ -162,14 +163,14 @@ impl Reactor {
     fn scanner_failed(&mut self, message: &str) {
         tracing::error!(%message, "the scanner has failed; serving history only");
         self.scanner_gone = true;
-        self.scanner_failure = Some(message.to_owned());
-        self.bus.mark_failed();
-        self.adhoc.clear();
-        self.status.scanner.state = scanner::RunState::Stopped;
-        self.status.scanner.phase = scanner::Phase::Idle;
-        self.status.phase = ShownPhase::Idle;
-        self.status.scanner.adhoc_queue = 0;
-        self.status.health = session::Health::Degraded;
+        self.app.scanner_failure = Some(message.to_owned());
+        self.app.bus.mark_failed();
+        self.app.adhoc.clear();
+        self.app.status.scanner.state = scanner::RunState::Stopped;
+        self.app.status.scanner.phase = scanner::Phase::Idle;
+        self.app.status.phase = ShownPhase::Idle;
+        self.app.status.scanner.adhoc_queue = 0;
+        self.app.status.health = session::Health::Degraded;
         self.status_changed = true;
     }
 
@@ -177,14 +178,14 @@ impl Reactor {
     /// (if it is still there) with a status of phase `adhoc` carrying its request `id`.
     fn adhoc_done(&mut self, tag: &Tag, symbols: usize, results: usize) {
         // Another edge's request, or one of this edge's from `POST /scan`: no one to tell.
-        let Some(requester) = self.adhoc.done(tag, symbols) else {
+        let Some(requester) = self.app.adhoc.done(tag, symbols) else {
             return;
         };
-        self.status.scanner.adhoc_queue = self.adhoc.pending();
+        self.app.status.scanner.adhoc_queue = self.app.adhoc.pending();
         let Some(id) = requester.conn else {
             return;
         };
-        let mut status = self.status;
+        let mut status = self.app.status;
         status.phase = ShownPhase::Adhoc;
         let view = AdhocDoneView {
             status,
@@ -206,7 +207,7 @@ impl Reactor {
         );
         // A replaying requester gets its results from the ring later: answer after them.
         session.after_replay(conn.out.vec(), &self.scratch);
-        self.metrics.frames_sent += 1;
+        self.app.metrics.frames_sent += 1;
         self.conns.mark_dirty(id.key);
     }
 
@@ -220,14 +221,14 @@ impl Reactor {
         self.status_changed = false;
         self.next_status = now + self.config.progress_interval.0;
         self.scratch.clear();
-        session::reply(&mut self.scratch, "status", Some(&self.status), None);
+        session::reply(&mut self.scratch, "status", Some(&self.app.status), None);
         self.send_scratch_to_subscribers();
     }
 
     /// Sends what the alert engine has for everyone (`alert`, `acked`) to every
     /// connection holding a subscription.
     pub(super) fn broadcast_alerts(&mut self) {
-        let pending: Vec<(&'static str, Arc<str>)> = self.alerts.take_broadcasts().collect();
+        let pending: Vec<(&'static str, Arc<str>)> = self.app.alerts.take_broadcasts().collect();
         for (ty, data) in pending {
             self.scratch.clear();
             text_frame(&mut self.scratch, |out| {
@@ -244,7 +245,7 @@ impl Reactor {
 
     /// Appends `scratch`, one frame encoded once, to every subscribed connection.
     fn send_scratch_to_subscribers(&mut self) {
-        let (scratch, metrics) = (&self.scratch, &mut self.metrics);
+        let (scratch, metrics) = (&self.scratch, &mut self.app.metrics);
         self.conns.each_subscriber(|conn| {
             if !conn.has_subscriptions() {
                 return false;
@@ -261,7 +262,8 @@ impl Reactor {
         }
         let budget = self.config.out_buffer_cap / 2;
         let mut lost = Vec::new();
-        let (history, status, metrics) = (&self.history, &self.status, &mut self.metrics);
+        let (history, status, metrics) =
+            (&self.app.history, &self.app.status, &mut self.app.metrics);
         self.conns.retain_replaying(|id, conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
                 conn.replay_listed = false;

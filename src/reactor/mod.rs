@@ -10,6 +10,7 @@ mod accept;
 pub(crate) mod access;
 mod adhoc;
 mod api;
+mod app;
 pub(crate) mod broadcast;
 mod conn;
 mod conns;
@@ -34,12 +35,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 pub use session::StatusView;
 
 use crate::alerts::{AlertError, Alerts};
-use crate::bus::local::{self as local_bus, EdgeLink};
+use crate::bus::local as local_bus;
 use crate::config::Config;
 use crate::history::History;
 use crate::metrics::{Gauges, Metrics};
 use crate::protocol::close;
 use crate::scanner::{self, ProducerThread, RunState, ScannerOptions, ScannerStatus, Source};
+use app::App;
 use conn::Phase;
 use conns::{ConnId, Conns};
 
@@ -117,17 +119,10 @@ pub struct Reactor {
     shutdown_flag: Arc<AtomicBool>,
     config: Config,
     conns: Conns,
-    history: History,
-    status: StatusView,
-    /// This edge's end of the bus to the producer.
-    bus: EdgeLink,
+    /// What the edge answers from, beside its connections.
+    app: App,
     /// The producer's thread, joined after the bus is let go at shutdown.
     producer: Option<ProducerThread>,
-    adhoc: adhoc::Adhoc,
-    /// The token and the origin allow-list.
-    access: access::Access,
-    alerts: Alerts,
-    metrics: Metrics,
     /// Publish instants of the results fanned out this turn.
     turn_published: Vec<Instant>,
     /// The channel held more than one turn's worth.
@@ -140,8 +135,6 @@ pub struct Reactor {
     next_status: Instant,
     /// The scanner thread has ended (it panicked or could not run).
     scanner_gone: bool,
-    /// Why the scanner thread ended, once it has.
-    scanner_failure: Option<String>,
     shutdown_deadline: Option<Instant>,
     accept_paused_until: Option<Instant>,
     next_sweep: Instant,
@@ -202,19 +195,28 @@ impl Reactor {
             local_addr,
             waker,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
-            history: History::new(config.history_size, epoch),
-            status: StatusView {
-                scanner: ScannerStatus::initial(),
-                phase: ScannerStatus::initial().phase.into(),
-                subscribers: 0,
-                health: session::Health::Ok,
+            app: App {
+                history: History::new(config.history_size, epoch),
+                status: StatusView {
+                    scanner: ScannerStatus::initial(),
+                    phase: ScannerStatus::initial().phase.into(),
+                    subscribers: 0,
+                    health: session::Health::Ok,
+                },
+                bus,
+                adhoc,
+                access: access::Access::new(&config),
+                alerts,
+                metrics: Metrics::default(),
+                limits: session::Limits {
+                    max_subscriptions: config.max_subscriptions,
+                    max_symbols: config.max_filter_symbols,
+                    rate: config.message_rate,
+                    burst: config.message_burst,
+                },
+                scanner_failure: None,
             },
-            bus,
             producer: Some(producer),
-            adhoc,
-            access: access::Access::new(&config),
-            alerts,
-            metrics: Metrics::default(),
             conns: Conns::default(),
             turn_published: Vec::new(),
             more_results: false,
@@ -222,7 +224,6 @@ impl Reactor {
             status_changed: false,
             next_status: now,
             scanner_gone: false,
-            scanner_failure: None,
             shutdown_deadline: None,
             accept_paused_until: None,
             next_sweep: now + config.sweep_interval.0,
@@ -342,7 +343,7 @@ impl Reactor {
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         if conn.subscriber {
-            self.status.subscribers -= 1;
+            self.app.status.subscribers -= 1;
         }
         if conn.listed {
             self.conns.subscribers_stale = true;
@@ -355,7 +356,7 @@ impl Reactor {
         let linger = self.config.close_timeout.0;
         if let Some(conn) = self.conns.get_mut(key) {
             if matches!(conn.phase, Phase::WebSocket(_)) {
-                self.metrics.count_close(code);
+                self.app.metrics.count_close(code);
             }
             conn.close(code, reason, now, linger);
         }
@@ -385,10 +386,10 @@ impl Reactor {
         conn.turn_bytes = 0;
         match conn
             .out
-            .write_to(&mut conn.socket, &mut self.metrics.write_calls)
+            .write_to(&mut conn.socket, &mut self.app.metrics.write_calls)
         {
             Ok((written, flushed)) => {
-                self.metrics.bytes_sent += written as u64;
+                self.app.metrics.bytes_sent += written as u64;
                 let wants_write = flushed == outbuf::Flushed::Blocked;
                 if wants_write != conn.wants_write {
                     conn.wants_write = wants_write;
@@ -441,7 +442,8 @@ impl Reactor {
         }
         let flushed = Instant::now();
         for published in self.turn_published.drain(..) {
-            self.metrics
+            self.app
+                .metrics
                 .observe_latency(flushed.saturating_duration_since(published));
         }
     }
@@ -476,20 +478,21 @@ impl Reactor {
     fn render_metrics(&self) -> String {
         let mut g = Gauges {
             connections: self.conns.len(),
-            subscribers: self.status.subscribers,
-            history_len: self.history.len(),
-            active: self.history.active_len(),
-            symbols: self.status.scanner.total,
-            adhoc_queue: self.adhoc.pending(),
-            scanner_running: self.status.scanner.state == RunState::Running && !self.scanner_gone,
-            cycles: self.status.scanner.cycle,
-            updates: self.status.scanner.counters.updates,
-            evaluated: self.status.scanner.counters.evaluated,
-            bad_input: self.status.scanner.counters.bad_input,
-            alerts: self.alerts.counters,
-            alert_history: self.alerts.log().len(),
-            alerts_unacked: self.alerts.log().unacked(),
-            webhook: self.alerts.webhook_stats().map(|w| {
+            subscribers: self.app.status.subscribers,
+            history_len: self.app.history.len(),
+            active: self.app.history.active_len(),
+            symbols: self.app.status.scanner.total,
+            adhoc_queue: self.app.adhoc.pending(),
+            scanner_running: self.app.status.scanner.state == RunState::Running
+                && !self.scanner_gone,
+            cycles: self.app.status.scanner.cycle,
+            updates: self.app.status.scanner.counters.updates,
+            evaluated: self.app.status.scanner.counters.evaluated,
+            bad_input: self.app.status.scanner.counters.bad_input,
+            alerts: self.app.alerts.counters,
+            alert_history: self.app.alerts.log().len(),
+            alerts_unacked: self.app.alerts.log().unacked(),
+            webhook: self.app.alerts.webhook_stats().map(|w| {
                 [&w.sent, &w.failed_attempts, &w.gave_up, &w.dropped]
                     .map(|c| c.load(Ordering::Relaxed))
             }),
@@ -501,7 +504,7 @@ impl Reactor {
                 g.websockets += 1;
             }
         }
-        self.metrics.render(&g)
+        self.app.metrics.render(&g)
     }
 }
 

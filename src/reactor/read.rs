@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use tungstenite::Message;
 
-use super::api::{self, Action, ApiEnv};
+use super::api::{self, Action};
+use super::app::Caller;
 use super::conn::Phase;
 use super::conns::ConnId;
 use super::http::{self, Limits, MAX_HEADERS, Parsed};
 use super::outbuf::WsIo;
-use super::session::{self, Env, WsSession};
+use super::session::WsSession;
 use super::websocket::{self, ReadFault};
 use super::{Next, Reactor};
 use crate::protocol::close;
@@ -127,23 +128,19 @@ impl Reactor {
                 Parsed::Partial => return Served::More,
                 Parsed::Error(e) => {
                     let response = http::Response::from(e);
-                    self.metrics.count_http(response.status);
+                    self.app.metrics.count_http(response.status);
                     response.write(conn.out.vec(), false);
                     self.close_conn(key, close::NORMAL, "", now);
                     return Served::Done;
                 }
                 Parsed::Complete(req, used) => {
-                    let mut env = ApiEnv {
-                        status: &mut self.status,
-                        bus: &self.bus,
-                        adhoc: &mut self.adhoc,
-                        alerts: &mut self.alerts,
-                        max_symbols: self.config.max_filter_symbols,
-                        access: &self.access,
-                        scanner_failure: self.scanner_failure.as_deref(),
-                    };
                     let http10 = req.minor_version == 0;
-                    (api::route(&req, &mut env), req.keep_alive(), http10, used)
+                    (
+                        api::route(&req, &mut self.app),
+                        req.keep_alive(),
+                        http10,
+                        used,
+                    )
                 }
             };
             *deadline = now + self.config.head_timeout.0;
@@ -163,7 +160,7 @@ impl Reactor {
                 return Served::Done;
             };
             *buf = rest;
-            self.metrics.count_http(response.status);
+            self.app.metrics.count_http(response.status);
             response.write_for(conn.out.vec(), keep_alive, http10);
             self.conns.mark_dirty(key);
             if !keep_alive {
@@ -177,8 +174,8 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return Served::Done;
         };
-        self.metrics.count_http(101);
-        self.metrics.upgrades += 1;
+        self.app.metrics.count_http(101);
+        self.app.metrics.upgrades += 1;
         websocket::write_accept(conn.out.vec(), accept);
         let ctx = websocket::context(
             early,
@@ -197,32 +194,17 @@ impl Reactor {
     }
 
     fn read_ws(&mut self, key: usize, now: Instant) {
-        let limits = session::Limits {
-            max_subscriptions: self.config.max_subscriptions,
-            max_symbols: self.config.max_filter_symbols,
-            rate: self.config.message_rate,
-            burst: self.config.message_burst,
-        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let Phase::WebSocket(session) = &mut conn.phase else {
             return;
         };
-        let mut env = Env {
-            history: &self.history,
-            status: self.status,
-            counted: conn.subscriber,
-            bus: &self.bus,
-            adhoc: &mut self.adhoc,
-            conn: ConnId {
-                key,
-                generation: conn.generation,
-            },
-            metrics: &mut self.metrics,
-            alerts: &mut self.alerts,
-            limits,
+        let id = ConnId {
+            key,
+            generation: conn.generation,
         };
+        let mut caller = Caller::new(id, conn.subscriber);
         let mut next = Next::Keep;
         let mut fault = None;
         let mut budget_left = true;
@@ -234,7 +216,7 @@ impl Reactor {
             match session.ctx.read(&mut io) {
                 Ok(Message::Text(text)) => {
                     conn.last_recv = now;
-                    next = session.on_text(&text, conn.out.vec(), &mut env, now);
+                    next = session.on_text(&text, conn.out.vec(), &mut self.app, &mut caller, now);
                 }
                 Ok(Message::Binary(_)) => {
                     next =
@@ -254,10 +236,6 @@ impl Reactor {
                 break;
             }
         }
-        let id = ConnId {
-            key,
-            generation: conn.generation,
-        };
         match (next, fault) {
             (Next::Close(code, reason), _) | (_, Some(ReadFault::Close(code, reason))) => {
                 tracing::debug!(key, code, reason, "closing websocket");

@@ -11,13 +11,11 @@ use serde_json::Value;
 use tungstenite::protocol::WebSocketContext;
 
 use super::Next;
-use super::adhoc::Adhoc;
+use super::app::{App, Caller};
 use super::broadcast::{Subscription, Tail, delivery, write_result};
-use super::conns::ConnId;
 use super::outbuf::OutBuf;
 use super::websocket::text_frame;
-use crate::alerts::{Acked, Alerts};
-use crate::bus::local::EdgeLink;
+use crate::alerts::Acked;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -103,29 +101,6 @@ pub struct Limits {
     pub rate: u32,
     /// Message burst.
     pub burst: u32,
-}
-
-/// What answering a message needs from the reactor.
-pub struct Env<'a> {
-    /// The result history and active set.
-    pub history: &'a History,
-    /// Current status, with this connection counted as `counted` says.
-    pub status: StatusView,
-    /// This connection is counted in `status.subscribers` (the reactor's own count
-    /// catches up after the messages read in this turn).
-    pub counted: bool,
-    /// The bus to the producer.
-    pub bus: &'a EdgeLink,
-    /// Ad-hoc requests: known symbols and the queue bound.
-    pub adhoc: &'a mut Adhoc,
-    /// This connection's slab key and generation, to be answered when a scan is done.
-    pub conn: ConnId,
-    /// Counters.
-    pub metrics: &'a mut Metrics,
-    /// Alerts, for acknowledgments.
-    pub alerts: &'a mut Alerts,
-    /// Limits.
-    pub limits: Limits,
 }
 
 /// A token bucket over client messages, and a count of refusals that decays at half
@@ -219,30 +194,37 @@ impl WsSession {
         &mut self,
         text: &str,
         out: &mut Vec<u8>,
-        env: &mut Env<'_>,
+        app: &mut App,
+        caller: &mut Caller,
         now: Instant,
     ) -> Next {
-        env.metrics.messages_received += 1;
-        if !self.rate.allow(now, env.limits.rate, env.limits.burst) {
+        app.metrics.messages_received += 1;
+        if !self.rate.allow(now, app.limits.rate, app.limits.burst) {
             // A client that keeps on past another burst's worth of refusals is closed.
-            if self.rate.strikes > f64::from(env.limits.burst) {
+            if self.rate.strikes > f64::from(app.limits.burst) {
                 return Next::Close(close::RATE_LIMIT, "message rate exceeded");
             }
-            let msg = format!("over {} messages per second", env.limits.rate);
+            let msg = format!("over {} messages per second", app.limits.rate);
             let id = peek_id(text);
-            reply_error(out, env.metrics, ErrorCode::RateLimited, &msg, id.as_ref());
+            reply_error(
+                out,
+                &mut app.metrics,
+                ErrorCode::RateLimited,
+                &msg,
+                id.as_ref(),
+            );
             return Next::Keep;
         }
-        let Request { id, message } = match parse_request(text, env.limits.max_symbols) {
+        let Request { id, message } = match parse_request(text, app.limits.max_symbols) {
             Ok(req) => req,
             Err(r) => {
-                reply_error(out, env.metrics, r.code, &r.message, r.id.as_ref());
+                reply_error(out, &mut app.metrics, r.code, &r.message, r.id.as_ref());
                 return Next::Keep;
             }
         };
         let id = id.as_ref();
         match message {
-            ClientMessage::Subscribe(sub) => self.subscribe(sub, out, env, id),
+            ClientMessage::Subscribe(sub) => self.subscribe(sub, out, app, caller, id),
             ClientMessage::Unsubscribe { subscription } => {
                 match self.subs.iter().position(|s| *s.name == *subscription) {
                     Some(i) => {
@@ -252,44 +234,42 @@ impl WsSession {
                             // Nothing left to replay for, nor a status owed.
                             self.cursor = None;
                             self.status_owed = false;
-                            if std::mem::take(&mut env.counted) {
-                                env.status.subscribers -= 1;
-                            }
+                            caller.counted = false;
                         }
                         let data = serde_json::json!({ "subscription": subscription });
                         reply(out, "unsubscribed", Some(&data), id);
                     }
                     None => {
                         let msg = format!("no subscription named `{subscription}`");
-                        reply_error(out, env.metrics, ErrorCode::NotFound, &msg, id);
+                        reply_error(out, &mut app.metrics, ErrorCode::NotFound, &msg, id);
                     }
                 }
             }
             ClientMessage::Ping => reply::<()>(out, "pong", None, id),
             ClientMessage::Scan { symbols } => {
-                match env
+                match app
                     .adhoc
-                    .request(env.bus, symbols, Some(env.conn), id.cloned())
+                    .request(&app.bus, symbols, Some(caller.id), id.cloned())
                 {
                     Ok(queued) => {
-                        let mut status = env.status;
+                        let mut status = caller.status(app);
                         status.phase = ShownPhase::Queued;
                         status.scanner.adhoc_queue = queued;
                         reply(out, "status", Some(&status), id);
                     }
                     Err(refusal) => {
                         let (code, msg) = refusal.code();
-                        reply_error(out, env.metrics, code, msg, id);
+                        reply_error(out, &mut app.metrics, code, msg, id);
                     }
                 }
             }
-            ClientMessage::Ack { alert_id } => match env.alerts.ack(&alert_id, SystemTime::now()) {
+            ClientMessage::Ack { alert_id } => match app.alerts.ack(&alert_id, SystemTime::now()) {
                 Acked::Now(alert) | Acked::Already(alert) => {
                     reply(out, "acked", Some(&alert.wire()), id);
                 }
                 Acked::NotFound => {
                     let msg = format!("no alert `{alert_id}`");
-                    reply_error(out, env.metrics, ErrorCode::NotFound, &msg, id);
+                    reply_error(out, &mut app.metrics, ErrorCode::NotFound, &msg, id);
                 }
             },
         }
@@ -300,19 +280,20 @@ impl WsSession {
         &mut self,
         req: Subscribe,
         out: &mut Vec<u8>,
-        env: &mut Env<'_>,
+        app: &mut App,
+        caller: &mut Caller,
         id: Option<&Value>,
     ) {
         let existing = self.subs.iter().position(|s| *s.name == *req.subscription);
-        if existing.is_none() && self.subs.len() >= env.limits.max_subscriptions {
+        if existing.is_none() && self.subs.len() >= app.limits.max_subscriptions {
             let msg = format!(
                 "at most {} subscriptions per connection",
-                env.limits.max_subscriptions
+                app.limits.max_subscriptions
             );
-            reply_error(out, env.metrics, ErrorCode::LimitExceeded, &msg, id);
+            reply_error(out, &mut app.metrics, ErrorCode::LimitExceeded, &msg, id);
             return;
         }
-        let history = env.history;
+        let history = &app.history;
         let head = history.head();
         let resume = req
             .since
@@ -362,15 +343,13 @@ impl WsSession {
             self.cursor = Some(at.min(start));
         }
         self.subs.push(sub);
-        if !std::mem::replace(&mut env.counted, true) {
-            env.status.subscribers += 1;
-        }
+        caller.counted = true;
         self.tail.reset();
         if resume.is_some_and(|r| r.from <= head) {
             // PROTOCOL.md: the status follows the replay.
             self.status_owed = true;
         } else {
-            reply(out, "status", Some(&env.status), None);
+            reply(out, "status", Some(&caller.status(app)), None);
         }
     }
 

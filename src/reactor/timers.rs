@@ -67,7 +67,7 @@ pub fn due(conn: &Conn, now: Instant, t: Timeouts) -> Due {
 
 impl Reactor {
     pub(super) fn sweep(&mut self, now: Instant) {
-        self.alerts.maintain();
+        self.app.alerts.maintain();
         let t = Timeouts {
             ping_interval: self.config.ping_interval.0,
             idle_timeout: self.config.idle_timeout.0,
@@ -94,7 +94,7 @@ impl Reactor {
                         ErrorCode::RequestTimeout,
                         "request not completed in time",
                     );
-                    self.metrics.count_http(408);
+                    self.app.metrics.count_http(408);
                     response.write(conn.out.vec(), false);
                     self.close_conn(key, close::NORMAL, "", now);
                 }

@@ -1,0 +1,68 @@
+//! What an edge answers from, apart from its connections: the history ring and active
+//! set, the status, the bus to the producer, the ad-hoc queue bound, access rules,
+//! alerts, counters and the per-connection limits.
+//!
+//! Handlers (the WebSocket session, the HTTP API) take `&mut App` beside the one
+//! connection they serve; nothing here holds a socket.
+
+use super::access::Access;
+use super::adhoc::Adhoc;
+use super::conns::ConnId;
+use super::session::{Limits, StatusView};
+use crate::alerts::Alerts;
+use crate::bus::local::EdgeLink;
+use crate::history::History;
+use crate::metrics::Metrics;
+
+/// The edge's state beside its connections.
+pub struct App {
+    /// The result history and active set.
+    pub history: History,
+    /// Current status.
+    pub status: StatusView,
+    /// This edge's end of the bus to the producer.
+    pub bus: EdgeLink,
+    /// Ad-hoc requests: known symbols and the queue bound.
+    pub adhoc: Adhoc,
+    /// The Host check, the token and the origin allow-list.
+    pub access: Access,
+    /// Alerts: the history and acknowledgments.
+    pub alerts: Alerts,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Why the scanner thread ended, once it has.
+    pub scanner_failure: Option<String>,
+}
+
+/// The connection a WebSocket message came on, as the answers need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// Which connection, to be answered when an ad-hoc scan is done.
+    pub id: ConnId,
+    /// It holds a subscription now (the edge's own count catches up after the
+    /// messages read in this turn).
+    pub counted: bool,
+    /// It was counted in `App::status` when the turn began.
+    counted_in_app: bool,
+}
+
+impl Caller {
+    /// Connection `id`, counted in the status's `subscribers` as `counted` says.
+    pub fn new(id: ConnId, counted: bool) -> Caller {
+        Caller {
+            id,
+            counted,
+            counted_in_app: counted,
+        }
+    }
+
+    /// The status as this connection should see it, itself counted as it stands now.
+    pub fn status(&self, app: &App) -> StatusView {
+        let mut status = app.status;
+        status.subscribers =
+            status.subscribers + usize::from(self.counted) - usize::from(self.counted_in_app);
+        status
+    }
+}
