@@ -510,6 +510,40 @@ fn ack_over_websocket_replies_broadcasts_once_and_is_idempotent() {
 }
 
 #[test]
+fn an_http_ack_waits_for_the_producer_and_pipelined_requests_keep_their_order() {
+    let server = TestServer::scripted_with(|c| {
+        c.rules = vec![rule(
+            "movers",
+            Kind::PriceChange,
+            Severity::Warning,
+            &["abs_change_pct >= 5"],
+        )];
+    });
+    server.push(res("TSLA", EventKind::New, |r| r.change_pct = 9.0));
+    wait_for_alerts(server.addr, 1);
+    // Three requests in one write: the ack is answered by the producer, the others by the
+    // edge at once; the responses still come in the order asked.
+    let mut s = raw(server.addr);
+    let post = "POST /alerts/a-1/ack HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
+    let missing = "POST /alerts/a-9/ack HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
+    let health = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    s.write_all(format!("{post}{health}{missing}{health}").as_bytes())
+        .unwrap();
+    let mut pending = Vec::new();
+    let acked = read_response(&mut s, &mut pending);
+    assert_eq!(acked.status, 200);
+    assert_eq!(acked.json()["alert_id"], "a-1");
+    assert_eq!(acked.json()["acknowledged"], true);
+    assert_eq!(read_response(&mut s, &mut pending).status, 200);
+    let missing = read_response(&mut s, &mut pending);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["message"], "no alert `a-9`");
+    assert_eq!(read_response(&mut s, &mut pending).body, b"ok");
+    // The edge's mirror has the acknowledgment.
+    assert_eq!(list(server.addr, "?unacked=true").len(), 0);
+}
+
+#[test]
 fn ack_and_listing_over_http() {
     let server = TestServer::scripted_with(|c| {
         c.rules = vec![

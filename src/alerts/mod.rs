@@ -2,9 +2,11 @@
 //! in a bounded history with acknowledgment, journaled when a data directory is set, and
 //! handed to handlers (WebSocket broadcast, log line, webhook).
 //!
-//! The reactor thread owns [`Alerts`] and calls it for every result it publishes, so
-//! matching is plain code over a few rules. Nothing here blocks on the network: the
-//! webhook handler only queues for its worker thread.
+//! The producer (the scanner thread) owns [`Alerts`] and calls it for every result it
+//! publishes, so matching is plain code over a few rules, and journal writes never run on
+//! a thread that serves sockets. What the edges must learn (an alert raised, one
+//! acknowledged) is queued as [`AlertNote`]s for the bus. Nothing here blocks on the
+//! network: the webhook handler only queues for its worker thread.
 
 mod journal;
 mod rule;
@@ -16,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ahash::AHashMap;
-use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde::{Deserialize, Serialize};
 
 pub use journal::{Journal, Loaded};
@@ -205,6 +206,13 @@ impl AlertLog {
         }
     }
 
+    /// Records that alert `id` was acknowledged at `at` (a mirror following the producer).
+    pub fn set_acked(&mut self, id: u64, at: SystemTime) {
+        if let Some(a) = self.find(id) {
+            a.acked_at = Some(at);
+        }
+    }
+
     /// Alerts matching `q`, newest first.
     pub fn query(&self, q: &Query) -> Vec<&Alert> {
         self.alerts
@@ -288,22 +296,37 @@ impl Handler for LogHandler {
     }
 }
 
-/// `websocket`: hands the alert to the reactor, which sends an `alert` message to every
-/// connection holding a subscription.
-#[derive(Debug)]
-pub struct WebSocketHandler {
-    tx: Sender<(&'static str, Arc<str>)>,
+/// What the edges learn of an alert.
+#[derive(Debug, Clone)]
+pub struct AlertNote {
+    /// The alert as it stands.
+    pub alert: Alert,
+    /// Its wire form (PROTOCOL.md `alert` data), encoded once.
+    pub json: Arc<str>,
+    /// Raised or acknowledged.
+    pub change: Change,
 }
 
-impl Handler for WebSocketHandler {
-    fn kind(&self) -> HandlerKind {
-        HandlerKind::Websocket
-    }
+/// What happened to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Raised: into every edge's history, and sent to every subscriber when `broadcast`
+    /// (its rule names the `websocket` handler).
+    Raised {
+        /// Send it as an `alert` message.
+        broadcast: bool,
+    },
+    /// Acknowledged now (not again): sent to every subscriber as `acked`.
+    Acked,
+}
 
-    fn deliver(&mut self, _alert: &Alert, json: &str) {
-        // The reactor holds the receiver for as long as it holds this handler.
-        let _ = self.tx.send(("alert", Arc::from(json)));
-    }
+/// The engine's counters and the webhook's, as the edges show them in `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AlertStats {
+    /// The engine's counters.
+    pub counters: AlertCounters,
+    /// The webhook's sent, failed attempts, gave up and dropped, when there is one.
+    pub webhook: Option<[u64; 4]>,
 }
 
 /// Alert settings, from the config.
@@ -322,7 +345,7 @@ pub struct AlertSettings {
 }
 
 /// Counters for `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AlertCounters {
     /// Alerts raised, by severity (info, warning, critical).
     pub raised: [u64; 3],
@@ -343,10 +366,8 @@ pub struct Alerts {
     next_id: u64,
     handlers: Vec<Box<dyn Handler>>,
     journal: Option<Journal>,
-    /// Messages for every subscribed connection, as (type, data): `alert` from the
-    /// WebSocket handler, `acked` from acknowledgments.
-    broadcasts: Receiver<(&'static str, Arc<str>)>,
-    broadcast_tx: Sender<(&'static str, Arc<str>)>,
+    /// What the edges have yet to learn, in order.
+    notes: Vec<AlertNote>,
     webhook_stats: Option<Arc<WebhookStats>>,
     /// Counters.
     pub counters: AlertCounters,
@@ -405,11 +426,8 @@ impl Alerts {
             }
             rules.push(rule);
         }
-        let (tx, broadcasts) = unbounded();
-        let mut handlers: Vec<Box<dyn Handler>> = vec![
-            Box::new(WebSocketHandler { tx: tx.clone() }),
-            Box::new(LogHandler),
-        ];
+        // The `websocket` handler is the edges' broadcast, marked on each note.
+        let mut handlers: Vec<Box<dyn Handler>> = vec![Box::new(LogHandler)];
         let mut webhook_stats = None;
         if let Some(w) = &settings.webhook {
             let hook = Webhook::start(w.clone()).map_err(AlertError::Webhook)?;
@@ -442,8 +460,7 @@ impl Alerts {
             next_id,
             handlers,
             journal,
-            broadcasts,
-            broadcast_tx: tx,
+            notes: Vec::new(),
             webhook_stats,
             counters: AlertCounters::default(),
         })
@@ -496,6 +513,13 @@ impl Alerts {
                     handler.deliver(&alert, &json);
                 }
             }
+            self.notes.push(AlertNote {
+                alert: alert.clone(),
+                json: json.into(),
+                change: Change::Raised {
+                    broadcast: kinds.contains(&HandlerKind::Websocket),
+                },
+            });
             self.log.push(alert);
         }
         raised
@@ -509,10 +533,11 @@ impl Alerts {
         let outcome = self.log.ack(n, at);
         if let Acked::Now(alert) = &outcome {
             self.counters.acked += 1;
-            // The receiver lives in `self`, so this cannot fail.
-            let _ = self
-                .broadcast_tx
-                .send(("acked", Arc::from(alert.to_json())));
+            self.notes.push(AlertNote {
+                alert: alert.clone(),
+                json: alert.to_json().into(),
+                change: Change::Acked,
+            });
             if let Some(journal) = &mut self.journal {
                 if let Err(e) = journal.append_ack(alert.id, at) {
                     self.counters.journal_errors += 1;
@@ -533,9 +558,20 @@ impl Alerts {
         }
     }
 
-    /// Messages for every subscribed connection since the last call, as (type, data).
-    pub fn take_broadcasts(&self) -> impl Iterator<Item = (&'static str, Arc<str>)> + '_ {
-        self.broadcasts.try_iter()
+    /// What the edges have yet to learn, oldest first.
+    pub fn take_notes(&mut self) -> Vec<AlertNote> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// The counters, the webhook's included.
+    pub fn stats(&self) -> AlertStats {
+        AlertStats {
+            counters: self.counters,
+            webhook: self.webhook_stats.as_deref().map(|w| {
+                [&w.sent, &w.failed_attempts, &w.gave_up, &w.dropped]
+                    .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            }),
+        }
     }
 
     /// The history.
@@ -652,16 +688,17 @@ mod tests {
         let last = alerts.log().iter().last().unwrap();
         assert_eq!(last.message, "TSLA abs_change_pct 9 >= 5 (price_change)");
         assert_eq!(last.result_seq, 4);
-        // The WebSocket handler queued one `alert` per alert, in order.
-        let sent: Vec<String> = alerts
-            .take_broadcasts()
-            .map(|(ty, d)| format!("{ty} {d}"))
-            .collect();
-        assert_eq!(sent.len(), 3);
+        // One note per alert for the edges, in order, to broadcast (the rule names the
+        // `websocket` handler).
+        let notes = alerts.take_notes();
+        assert_eq!(notes.len(), 3);
+        assert_eq!(notes[2].change, Change::Raised { broadcast: true });
         assert!(
-            sent[2].starts_with(r#"alert {"alert_id":"a-3","rule":"movers""#),
+            notes[2]
+                .json
+                .starts_with(r#"{"alert_id":"a-3","rule":"movers""#),
             "{}",
-            sent[2]
+            notes[2].json
         );
     }
 
@@ -669,7 +706,7 @@ mod tests {
     fn acks_are_recorded_once_and_broadcast_once() {
         let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
         alerts.on_result(&event("TSLA", 1, 7.9), Instant::now());
-        let _ = alerts.take_broadcasts().count();
+        let _ = alerts.take_notes();
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let Acked::Now(a) = alerts.ack("a-1", at) else {
             panic!("first ack")
@@ -679,8 +716,9 @@ mod tests {
         assert_eq!(alerts.ack("a-1", later), Acked::Already(a.clone()));
         assert_eq!(alerts.ack("a-2", at), Acked::NotFound);
         assert_eq!(alerts.ack("17", at), Acked::NotFound);
-        let sent: Vec<&str> = alerts.take_broadcasts().map(|(ty, _)| ty).collect();
-        assert_eq!(sent, ["acked"]);
+        let notes = alerts.take_notes();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].change, Change::Acked);
         assert_eq!(alerts.counters.acked, 1);
     }
 

@@ -10,6 +10,7 @@ pub mod local;
 
 use std::sync::Arc;
 
+use crate::alerts::{AlertNote, AlertStats};
 use crate::event::ScanEvent;
 use crate::scanner::ScannerStatus;
 
@@ -31,6 +32,20 @@ pub enum Event {
         /// Results it published.
         results: usize,
     },
+    /// An alert raised or acknowledged.
+    Alert(Arc<AlertNote>),
+    /// The alert engine's counters changed.
+    AlertStats(AlertStats),
+    /// An acknowledgment is answered: the alert as it stands, or `None` when there is no
+    /// such alert. Its `Alert` event, if it changed anything, came just before.
+    AckDone {
+        /// The requester's tag, as it came.
+        requester: Tag,
+        /// The alert asked for, as it came.
+        alert_id: Box<str>,
+        /// The alert's wire form.
+        alert: Option<Arc<str>>,
+    },
     /// The producer failed with this message and has ended.
     Failed(Arc<str>),
 }
@@ -42,6 +57,13 @@ pub enum Command {
     Start,
     /// Stop producing results (ad-hoc scans are still answered).
     Stop,
+    /// Acknowledge an alert.
+    Ack {
+        /// `a-17`.
+        alert_id: String,
+        /// Handed back in [`Event::AckDone`].
+        requester: Tag,
+    },
     /// Scan these symbols now (known ones, upper case).
     Scan {
         /// The symbols.

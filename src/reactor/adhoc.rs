@@ -6,10 +6,10 @@
 //! queued), and the symbols waiting stay within `adhoc_queue`.
 
 use ahash::AHashSet;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::conns::ConnId;
+use super::requester::Requester;
 use crate::bus::local::{CommandError, EdgeLink};
 use crate::bus::{Command, Tag};
 use crate::protocol::ErrorCode;
@@ -39,27 +39,6 @@ impl Refusal {
             Refusal::TooLarge(msg) => (ErrorCode::LimitExceeded, msg),
             Refusal::Gone => (ErrorCode::Unavailable, "the scanner is not running"),
         }
-    }
-}
-
-/// Who asked for an ad-hoc scan, as this edge knows it. It crosses the bus as an opaque
-/// [`Tag`] and comes back in the scan's `AdhocDone`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Requester {
-    /// The edge that asked: only it answers and counts the scan done.
-    pub edge: usize,
-    /// The asking WebSocket (slab key, generation); `None` for `POST /scan`.
-    pub conn: Option<ConnId>,
-    /// The request's `id`.
-    pub id: Option<Value>,
-}
-
-impl Requester {
-    fn tag(&self) -> Tag {
-        // Plain numbers and a JSON id always serialise.
-        Tag(serde_json::to_vec(self)
-            .unwrap_or_default()
-            .into_boxed_slice())
     }
 }
 
@@ -100,10 +79,7 @@ impl Adhoc {
 
     /// A request of `symbols` symbols is done: whom to answer, when this edge asked.
     pub fn done(&mut self, tag: &Tag, symbols: usize) -> Option<Requester> {
-        let requester: Requester = serde_json::from_slice(&tag.0).ok()?;
-        if requester.edge != self.edge {
-            return None;
-        }
+        let requester = Requester::read(tag, self.edge)?;
         self.pending = self.pending.saturating_sub(symbols);
         Some(requester)
     }

@@ -3,15 +3,13 @@
 //! It returns a value and never touches the connection: the reactor encodes the
 //! response, performs the upgrade or renders metrics.
 
-use std::time::SystemTime;
-
 use serde::Deserialize;
 
 use super::access::Access;
 use super::app::App;
 use super::http::{Request, Response};
 use super::websocket::check_upgrade;
-use crate::alerts::{Acked, Query, Severity};
+use crate::alerts::{Query, Severity};
 use crate::bus::Command;
 use crate::protocol::ErrorCode;
 use crate::protocol::MAX_SYMBOL_LEN;
@@ -26,6 +24,8 @@ pub enum Action {
     Upgrade(String),
     /// Send the metrics page (the reactor has the gauges).
     Metrics,
+    /// Ask the producer to acknowledge this alert, and answer when it has.
+    Ack(String),
 }
 
 /// The dashboard: a page, its style and its script, embedded so the binary serves it
@@ -108,7 +108,7 @@ pub fn route(req: &Request<'_, '_>, app: &mut App) -> Action {
         "/stream/stop" => control(app, Command::Stop, RunState::Stopped),
         "/scan" => scan(req, app),
         "/alerts" => list_alerts(req, app),
-        path => ack(path, app),
+        path => return Action::Ack(ack_target(path).unwrap_or_default().to_owned()),
     })
 }
 
@@ -124,17 +124,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 fn ack_target(path: &str) -> Option<&str> {
     let id = path.strip_prefix("/alerts/")?.strip_suffix("/ack")?;
     (!id.is_empty() && !id.contains('/')).then_some(id)
-}
-
-fn ack(path: &str, app: &mut App) -> Response {
-    let id = ack_target(path).unwrap_or_default();
-    match app.alerts.ack(id, SystemTime::now()) {
-        Acked::Now(alert) | Acked::Already(alert) => Response::json(200, &alert.wire()),
-        Acked::NotFound => {
-            let shown: String = id.chars().take(100).collect();
-            Response::error(404, ErrorCode::NotFound, &format!("no alert `{shown}`"))
-        }
-    }
 }
 
 /// Alerts one `GET /alerts` lists at most: one answer stays small, whatever the history.

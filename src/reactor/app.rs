@@ -8,14 +8,16 @@
 use super::access::Access;
 use super::adhoc::Adhoc;
 use super::conns::ConnId;
+use super::mirror::AlertMirror;
 use super::session::{Limits, StatusView};
-use crate::alerts::Alerts;
 use crate::bus::local::EdgeLink;
 use crate::history::History;
 use crate::metrics::Metrics;
 
 /// The edge's state beside its connections.
 pub struct App {
+    /// Which edge this is, in requester tags.
+    pub edge: usize,
     /// The result history and active set.
     pub history: History,
     /// Current status.
@@ -26,8 +28,8 @@ pub struct App {
     pub adhoc: Adhoc,
     /// The Host check, the token and the origin allow-list.
     pub access: Access,
-    /// Alerts: the history and acknowledgments.
-    pub alerts: Alerts,
+    /// The alert history as the producer publishes it, and its counters.
+    pub alerts: AlertMirror,
     /// Counters.
     pub metrics: Metrics,
     /// Per-connection limits.

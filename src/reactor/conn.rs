@@ -65,6 +65,18 @@ pub struct Conn {
     pub read_paused: bool,
     /// Last time anything arrived.
     pub last_recv: Instant,
+    /// An HTTP request waits for the producer's answer; nothing more is read meanwhile,
+    /// so responses keep their order.
+    pub awaiting: Option<Awaiting>,
+}
+
+/// How to answer an HTTP request once the producer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaiting {
+    /// Keep the connection open after the response.
+    pub keep_alive: bool,
+    /// The client speaks HTTP/1.0.
+    pub http10: bool,
 }
 
 impl Conn {
@@ -88,6 +100,7 @@ impl Conn {
             peer_done: false,
             read_paused: false,
             last_recv: now,
+            awaiting: None,
         }
     }
 

@@ -12,9 +12,12 @@ use crossbeam_channel::TryRecvError;
 use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
 use super::conns::Replayed;
+use super::http;
+use super::requester::Requester;
 use super::session::{AdhocDoneView, ShownPhase};
 use super::websocket::text_frame;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
+use crate::alerts::{AlertNote, Change};
 use crate::bus::{Event, Tag};
 use crate::event::ScanEvent;
 use crate::protocol::{ErrorCode, close, write_envelope_raw};
@@ -76,6 +79,15 @@ impl Reactor {
                     symbols,
                     results,
                 }) => self.adhoc_done(&requester, symbols, results),
+                Ok(Event::Alert(note)) => self.on_alert(&note),
+                Ok(Event::AlertStats(stats)) => self.app.alerts.stats = stats,
+                Ok(Event::AckDone {
+                    requester,
+                    alert_id,
+                    alert,
+                }) => {
+                    self.ack_done(&requester, &alert_id, alert.as_deref(), Instant::now());
+                }
                 Ok(Event::Failed(message)) => self.scanner_failed(&message),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -99,7 +111,6 @@ impl Reactor {
         self.app.status.scanner.results_total = ev.seq;
         self.turn_published.push(ev.published);
         self.app.history.push(Arc::clone(&ev));
-        self.app.alerts.on_result(&ev, ev.published);
         let cap = self.config.out_buffer_cap;
         let (metrics, turn_full) = (&mut self.app.metrics, &mut self.turn_full);
         self.conns.each_subscriber(|conn| {
@@ -172,6 +183,18 @@ impl Reactor {
         self.app.status.scanner.adhoc_queue = 0;
         self.app.status.health = session::Health::Degraded;
         self.status_changed = true;
+        // Requests waiting for the producer will not be answered by it.
+        let waiting: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.awaiting.is_some())
+            .map(|(key, _)| key)
+            .collect();
+        for key in waiting {
+            let refusal =
+                http::Response::error(503, ErrorCode::Unavailable, "the scanner is not running");
+            self.answer_waiting(key, refusal, Instant::now());
+        }
     }
 
     /// An ad-hoc request is done: its results went out before this, so tell the requester
@@ -225,21 +248,76 @@ impl Reactor {
         self.send_scratch_to_subscribers();
     }
 
-    /// Sends what the alert engine has for everyone (`alert`, `acked`) to every
-    /// connection holding a subscription.
-    pub(super) fn broadcast_alerts(&mut self) {
-        let pending: Vec<(&'static str, Arc<str>)> = self.app.alerts.take_broadcasts().collect();
-        for (ty, data) in pending {
-            self.scratch.clear();
-            text_frame(&mut self.scratch, |out| {
-                write_envelope_raw(
-                    out,
-                    ty,
-                    Some(|out: &mut Vec<u8>| out.extend_from_slice(data.as_bytes())),
-                    None,
-                );
-            });
-            self.send_scratch_to_subscribers();
+    /// An alert raised or acknowledged: into the mirror, and to every connection holding a
+    /// subscription as `alert` (when its rule broadcasts) or `acked`.
+    fn on_alert(&mut self, note: &AlertNote) {
+        self.app.alerts.apply(note);
+        let ty = match note.change {
+            Change::Raised { broadcast: false } => return,
+            Change::Raised { broadcast: true } => "alert",
+            Change::Acked => "acked",
+        };
+        self.scratch.clear();
+        text_frame(&mut self.scratch, |out| {
+            write_envelope_raw(
+                out,
+                ty,
+                Some(|out: &mut Vec<u8>| out.extend_from_slice(note.json.as_bytes())),
+                None,
+            );
+        });
+        self.send_scratch_to_subscribers();
+    }
+
+    /// An acknowledgment this edge sent is answered: tell the requester, a WebSocket with
+    /// `acked` (or `not_found`) carrying its request `id`, an HTTP request with its
+    /// response.
+    fn ack_done(&mut self, tag: &Tag, alert_id: &str, alert: Option<&str>, now: Instant) {
+        let Some(requester) = Requester::read(tag, self.app.edge) else {
+            return;
+        };
+        let Some(id) = requester.conn else {
+            return;
+        };
+        let Some(conn) = self.conns.get_live(id) else {
+            return;
+        };
+        let request_id = requester.id.as_ref();
+        let not_found = || {
+            let shown: String = alert_id.chars().take(100).collect();
+            format!("no alert `{shown}`")
+        };
+        match &mut conn.phase {
+            Phase::WebSocket(session) => {
+                self.scratch.clear();
+                match alert {
+                    Some(json) => {
+                        let data = |out: &mut Vec<u8>| out.extend_from_slice(json.as_bytes());
+                        text_frame(&mut self.scratch, |out| {
+                            write_envelope_raw(out, "acked", Some(data), request_id);
+                        });
+                    }
+                    None => session::reply_error(
+                        &mut self.scratch,
+                        &mut self.app.metrics,
+                        ErrorCode::NotFound,
+                        &not_found(),
+                        request_id,
+                    ),
+                }
+                // A replaying requester gets its results from the ring first.
+                session.after_replay(conn.out.vec(), &self.scratch);
+                self.app.metrics.frames_sent += 1;
+                self.conns.mark_dirty(id.key);
+            }
+            Phase::Http { .. } => {
+                let response = match alert {
+                    Some(json) => http::Response::raw_json(200, json),
+                    None => http::Response::error(404, ErrorCode::NotFound, &not_found()),
+                };
+                self.answer_waiting(id.key, response, now);
+            }
+            Phase::Closing { .. } => {}
         }
     }
 

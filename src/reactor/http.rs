@@ -215,6 +215,16 @@ impl Response {
         }
     }
 
+    /// A JSON response of a body encoded already.
+    pub fn raw_json(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
     /// A JSON error body `{"code", "message"}`.
     pub fn error(status: u16, code: ErrorCode, message: &str) -> Response {
         let code = code.as_str();

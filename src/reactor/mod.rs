@@ -17,8 +17,10 @@ mod conns;
 mod fanout;
 mod host;
 pub(crate) mod http;
+mod mirror;
 mod outbuf;
 mod read;
+mod requester;
 mod session;
 mod timers;
 pub(crate) mod websocket;
@@ -175,6 +177,8 @@ impl Reactor {
         source.new_symbols(&mut names);
         adhoc.learn(&names);
         let alerts = Alerts::start(&config.alert_settings(), config.data_dir.as_deref())?;
+        // The edge starts from the history the producer loaded from its journal.
+        let mirror = mirror::AlertMirror::new(config.alert_history, alerts.log().iter().cloned());
         // Every ad-hoc request holds a symbol at least, so the edges' bound on symbols
         // bounds the scans waiting too.
         let (producer_link, mut edges) = local_bus::bus(
@@ -185,7 +189,7 @@ impl Reactor {
         let bus = edges
             .pop()
             .ok_or_else(|| io::Error::other("no edge on the bus"))?;
-        let producer = scanner::spawn(source, producer_link, options)?;
+        let producer = scanner::spawn(source, alerts, producer_link, options)?;
         let epoch = new_epoch();
         tracing::info!(%local_addr, source = %config.source, %epoch, "listening");
         let now = Instant::now();
@@ -196,6 +200,7 @@ impl Reactor {
             waker,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             app: App {
+                edge: 0,
                 history: History::new(config.history_size, epoch),
                 status: StatusView {
                     scanner: ScannerStatus::initial(),
@@ -206,7 +211,7 @@ impl Reactor {
                 bus,
                 adhoc,
                 access: access::Access::new(&config),
-                alerts,
+                alerts: mirror,
                 metrics: Metrics::default(),
                 limits: session::Limits {
                     max_subscriptions: config.max_subscriptions,
@@ -283,7 +288,6 @@ impl Reactor {
             // entries out of the ring.
             self.pump_replays(now);
             self.drain_scanner();
-            self.broadcast_alerts();
             self.broadcast_status(now);
             if now >= self.next_sweep {
                 self.sweep(now);
@@ -489,13 +493,10 @@ impl Reactor {
             updates: self.app.status.scanner.counters.updates,
             evaluated: self.app.status.scanner.counters.evaluated,
             bad_input: self.app.status.scanner.counters.bad_input,
-            alerts: self.app.alerts.counters,
+            alerts: self.app.alerts.stats.counters,
             alert_history: self.app.alerts.log().len(),
             alerts_unacked: self.app.alerts.log().unacked(),
-            webhook: self.app.alerts.webhook_stats().map(|w| {
-                [&w.sent, &w.failed_attempts, &w.gave_up, &w.dropped]
-                    .map(|c| c.load(Ordering::Relaxed))
-            }),
+            webhook: self.app.alerts.stats.webhook,
             ..Gauges::default()
         };
         for (_, conn) in self.conns.iter() {

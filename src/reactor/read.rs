@@ -11,14 +11,16 @@ use tungstenite::Message;
 
 use super::api::{self, Action};
 use super::app::Caller;
-use super::conn::Phase;
+use super::conn::{Awaiting, Phase};
 use super::conns::ConnId;
 use super::http::{self, Limits, MAX_HEADERS, Parsed};
 use super::outbuf::WsIo;
+use super::requester::Requester;
 use super::session::WsSession;
 use super::websocket::{self, ReadFault};
 use super::{Next, Reactor};
-use crate::protocol::close;
+use crate::bus::Command;
+use crate::protocol::{ErrorCode, close};
 
 /// Bytes read into an HTTP buffer per `read` call.
 const HTTP_CHUNK: usize = 4096;
@@ -120,6 +122,9 @@ impl Reactor {
                 conn.read_paused = true;
                 return Served::Paused;
             }
+            if conn.awaiting.is_some() {
+                return Served::Paused;
+            }
             let Phase::Http { buf, deadline } = &mut conn.phase else {
                 return Served::Done;
             };
@@ -152,6 +157,18 @@ impl Reactor {
                     http::Response::text(200, "text/plain; version=0.0.4; charset=utf-8", body)
                 }
                 Action::Upgrade(accept) => return self.upgrade(key, &accept, rest, now),
+                Action::Ack(alert_id) => match self.ask_ack(key, alert_id) {
+                    Ok(()) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.awaiting = Some(Awaiting { keep_alive, http10 });
+                            if let Phase::Http { buf, .. } = &mut conn.phase {
+                                *buf = rest;
+                            }
+                        }
+                        return Served::Paused;
+                    }
+                    Err(response) => response,
+                },
             };
             let Some(conn) = self.conns.get_mut(key) else {
                 return Served::Done;
@@ -167,6 +184,48 @@ impl Reactor {
                 self.close_conn(key, close::NORMAL, "", now);
                 return Served::Done;
             }
+        }
+    }
+
+    /// Sends the producer an acknowledgment for connection `key`; the 503 to answer when
+    /// it cannot take it.
+    fn ask_ack(&mut self, key: usize, alert_id: String) -> Result<(), http::Response> {
+        let requester = Requester {
+            edge: self.app.edge,
+            conn: self.conns.id(key),
+            id: None,
+        }
+        .tag();
+        self.app
+            .bus
+            .command(Command::Ack {
+                alert_id,
+                requester,
+            })
+            .map_err(|_| {
+                http::Response::error(503, ErrorCode::Unavailable, "the scanner is not running")
+            })
+    }
+
+    /// Answers the HTTP request that waited for the producer, then reads on.
+    pub(super) fn answer_waiting(&mut self, key: usize, response: http::Response, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(Awaiting { keep_alive, http10 }) = conn.awaiting.take() else {
+            return;
+        };
+        self.app.metrics.count_http(response.status);
+        response.write_for(conn.out.vec(), keep_alive, http10);
+        if let Phase::Http { deadline, .. } = &mut conn.phase {
+            *deadline = now + self.config.head_timeout.0;
+        }
+        self.conns.mark_dirty(key);
+        if !keep_alive {
+            self.close_conn(key, close::NORMAL, "", now);
+        } else if let Some(id) = self.conns.id(key) {
+            // Requests pipelined behind it wait in the buffer or the socket.
+            self.conns.pending_reads.push(id);
         }
     }
 

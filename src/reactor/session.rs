@@ -4,7 +4,7 @@
 //! Functions here write replies into the connection's out buffer and return a [`Next`];
 //! they never touch the socket, the poll or another connection.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -14,8 +14,9 @@ use super::Next;
 use super::app::{App, Caller};
 use super::broadcast::{Subscription, Tail, delivery, write_result};
 use super::outbuf::OutBuf;
+use super::requester::Requester;
 use super::websocket::text_frame;
-use crate::alerts::Acked;
+use crate::bus::Command;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -263,15 +264,26 @@ impl WsSession {
                     }
                 }
             }
-            ClientMessage::Ack { alert_id } => match app.alerts.ack(&alert_id, SystemTime::now()) {
-                Acked::Now(alert) | Acked::Already(alert) => {
-                    reply(out, "acked", Some(&alert.wire()), id);
+            ClientMessage::Ack { alert_id } => {
+                // The producer answers; `acked` (or `not_found`) follows with this `id`.
+                let requester = Requester {
+                    edge: app.edge,
+                    conn: Some(caller.id),
+                    id: id.cloned(),
                 }
-                Acked::NotFound => {
-                    let msg = format!("no alert `{alert_id}`");
-                    reply_error(out, &mut app.metrics, ErrorCode::NotFound, &msg, id);
+                .tag();
+                if app
+                    .bus
+                    .command(Command::Ack {
+                        alert_id,
+                        requester,
+                    })
+                    .is_err()
+                {
+                    let msg = "the scanner is not running";
+                    reply_error(out, &mut app.metrics, ErrorCode::Unavailable, msg, id);
                 }
-            },
+            }
         }
         Next::Keep
     }

@@ -44,6 +44,8 @@ pub enum Due {
 /// Decides what is due for a connection at `now`.
 pub fn due(conn: &Conn, now: Instant, t: Timeouts) -> Due {
     match &conn.phase {
+        // The producer's answer is awaited, not the client's bytes.
+        Phase::Http { .. } if conn.awaiting.is_some() => Due::Nothing,
         Phase::Http { buf, deadline } if now >= *deadline => {
             // An idle kept-alive connection just ends; a slow request gets told why.
             match (buf.is_empty(), conn.out.is_empty()) {
@@ -67,7 +69,6 @@ pub fn due(conn: &Conn, now: Instant, t: Timeouts) -> Due {
 
 impl Reactor {
     pub(super) fn sweep(&mut self, now: Instant) {
-        self.app.alerts.maintain();
         let t = Timeouts {
             ping_interval: self.config.ping_interval.0,
             idle_timeout: self.config.idle_timeout.0,

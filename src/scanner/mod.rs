@@ -34,6 +34,7 @@ pub use scans::{MARKET_SCANS, Thresholds, evaluate};
 pub use sim::{Sim, SimOptions, ticker};
 pub use spec::{SourceSpec, Speed};
 
+use crate::alerts::{Acked, AlertStats, Alerts};
 use crate::bus::local::{Disconnected, ProducerLink};
 use crate::bus::{Command, Event, Tag};
 use crate::event::{ScanEvent, ScanResult};
@@ -48,6 +49,9 @@ pub const EVENT_CHANNEL: usize = 8_192;
 /// Start and stop commands waiting at most, beside the ad-hoc scans (which the edges
 /// bound by symbols); past it the HTTP call is refused.
 pub const CONTROL_COMMANDS: usize = 16;
+
+/// How often the webhook's counters are looked at while nothing else happens.
+const WEBHOOK_STATS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Results published in one go at most, so a late scanner catches up in slices.
 const MAX_BATCH: usize = 4096;
@@ -251,15 +255,19 @@ pub struct SourceSettings {
     pub jsonl_follow: bool,
 }
 
-/// Starts the scanner thread over `source`, publishing on `bus`.
+/// Starts the scanner thread over `source`, running `alerts` on what it publishes, and
+/// publishing on `bus`.
 pub fn spawn(
     mut source: Box<dyn Source>,
+    alerts: Alerts,
     bus: ProducerLink,
     options: ScannerOptions,
 ) -> io::Result<ProducerThread> {
     let doorbell = source.doorbell();
     let scanner = Scanner {
         source,
+        alerts,
+        alert_stats: AlertStats::default(),
         bus,
         doorbell,
         throttle: StatusThrottle::new(options.progress_interval),
@@ -325,6 +333,10 @@ impl StatusThrottle {
 
 struct Scanner {
     source: Box<dyn Source>,
+    /// Rules, throttles, the authoritative history, the journal and the webhook.
+    alerts: Alerts,
+    /// The counters the edges were last sent.
+    alert_stats: AlertStats,
     bus: ProducerLink,
     doorbell: Option<Receiver<()>>,
     throttle: StatusThrottle,
@@ -378,6 +390,8 @@ impl Scanner {
                 RunState::Stopped => self.source.idle(now),
             };
             self.announce()?;
+            // The webhook's worker counts on its own thread: pass its counters on.
+            self.send_alert_stats()?;
             let progress = self.source.progress();
             if self.state == RunState::Running {
                 if let Some(phase) = self.throttle.check(now, &progress) {
@@ -389,7 +403,10 @@ impl Scanner {
                 RunState::Running => self.throttle.next_due(&progress),
                 RunState::Stopped => None,
             };
-            let wake = progress_due.map_or(due, |t| t.min(due));
+            let mut wake = progress_due.map_or(due, |t| t.min(due));
+            if self.alerts.webhook_stats().is_some() {
+                wake = wake.min(now + WEBHOOK_STATS_INTERVAL);
+            }
             let mut select = Select::new();
             // Commands are taken at the top of the loop; this only wakes for them.
             select.recv(&self.bus.commands);
@@ -455,6 +472,23 @@ impl Scanner {
             Command::Scan { symbols, requester } => {
                 return self.serve_adhoc(&symbols, requester);
             }
+            Command::Ack {
+                alert_id,
+                requester,
+            } => {
+                let alert = match self.alerts.ack(&alert_id, SystemTime::now()) {
+                    Acked::Now(alert) | Acked::Already(alert) => Some(alert.to_json().into()),
+                    Acked::NotFound => None,
+                };
+                self.send_notes()?;
+                self.send_alert_stats()?;
+                self.send(Event::AckDone {
+                    requester,
+                    alert_id: alert_id.into(),
+                    alert,
+                })?;
+                return self.wake();
+            }
         }
         self.send_status(self.idle_phase())
     }
@@ -464,13 +498,21 @@ impl Scanner {
         if self.batch.is_empty() {
             return Ok(());
         }
-        for result in self.batch.drain(..) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for result in batch.drain(..) {
             let result = result.rounded();
             self.seq += 1;
             let prior = self.priors.observe(&result);
             let event = ScanEvent::publish(&result, self.seq, SystemTime::now()).with_prior(prior);
+            let raised = self.alerts.on_result(&event, event.published);
             self.bus.send(Event::Result(Arc::new(event)))?;
+            if raised > 0 {
+                // An alert follows the result that raised it.
+                self.send_notes()?;
+            }
         }
+        self.batch = batch;
+        self.send_alert_stats()?;
         self.wake()
     }
 
@@ -490,6 +532,29 @@ impl Scanner {
         };
         self.send(Event::Status(status))?;
         self.wake()
+    }
+
+    /// Publishes what the alert engine has for the edges.
+    fn send_notes(&mut self) -> Result<(), Disconnected> {
+        for note in self.alerts.take_notes() {
+            self.send(Event::Alert(Arc::new(note)))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the alert counters when they changed, and compacts the journal when it
+    /// has grown (appends come with raised or acknowledged alerts).
+    fn send_alert_stats(&mut self) -> Result<(), Disconnected> {
+        let stats = self.alerts.stats();
+        if stats == self.alert_stats {
+            return Ok(());
+        }
+        let before = self.alert_stats.counters;
+        if stats.counters.raised != before.raised || stats.counters.acked != before.acked {
+            self.alerts.maintain();
+        }
+        self.alert_stats = self.alerts.stats();
+        self.send(Event::AlertStats(self.alert_stats))
     }
 
     fn send(&self, event: Event) -> Result<(), Disconnected> {
@@ -548,7 +613,8 @@ mod tests {
             progress_interval: Duration::from_millis(250),
         };
         let (producer, mut edges) = bus(&[waker], 64, 16);
-        let thread = spawn(Box::new(source), producer, options).unwrap();
+        let alerts = Alerts::start(&crate::Config::default().alert_settings(), None).unwrap();
+        let thread = spawn(Box::new(source), alerts, producer, options).unwrap();
         let edge = edges.pop().unwrap();
         setup(&edge);
         std::thread::sleep(Duration::from_millis(100));
