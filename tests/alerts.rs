@@ -8,9 +8,8 @@ use common::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -146,31 +145,6 @@ fn assert_400(addr: SocketAddr, path: &str) {
 
 fn ack_msg(id: &str, alert_id: &str) -> Value {
     json!({"type": "ack", "id": id, "data": {"alert_id": alert_id}})
-}
-
-/// A directory of its own under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("scanstream-alerts-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The journal's lines, each parsed; fails on a line that is not JSON or a missing final
@@ -669,7 +643,7 @@ fn a_torn_journal_line_is_skipped_and_cut_off() {
         journal_alert(2, "MSFT", 7.0),
         &torn[..torn.len() / 2]
     );
-    std::fs::write(dir.path().join("alerts.jsonl"), text).unwrap();
+    std::fs::write(dir.join("alerts.jsonl"), text).unwrap();
 
     let server = journaled(dir.path());
     let loaded = list(server.addr, "");
@@ -936,7 +910,7 @@ fn a_bad_rule_is_refused_at_start_naming_the_rule_and_field() {
 #[test]
 fn the_binary_refuses_a_config_file_rule_with_an_unknown_scan() {
     let dir = TempDir::new();
-    let path = dir.path().join("scanstream.toml");
+    let path = dir.join("scanstream.toml");
     std::fs::write(
         &path,
         r#"listen = "127.0.0.1:0"

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,14 +12,6 @@ use common::*;
 use scanstream::SourceSpec;
 use scanstream::scanner::ticker;
 use serde_json::{Value, json};
-
-/// A scratch directory of its own for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scanstream-it-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The next `result` message, skipping everything else.
 fn next_result(ws: &mut Ws) -> Value {
@@ -341,7 +332,7 @@ fn climb_then_drop() -> String {
 
 #[test]
 fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
-    let dir = scratch("csv");
+    let dir = TempDir::new();
     std::fs::write(dir.join("acme.csv"), climb_then_drop()).unwrap();
     // A second symbol, and a bad row that is skipped and counted.
     std::fs::write(
@@ -350,7 +341,9 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
     )
     .unwrap();
     let server = TestServer::with(|c| {
-        c.source = SourceSpec::Csv { path: dir.clone() };
+        c.source = SourceSpec::Csv {
+            path: dir.path().to_owned(),
+        };
         c.replay_speed = "max".parse().unwrap();
         c.sma_fast = 5;
         c.sma_slow = 20;
@@ -394,12 +387,11 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
         http(server.addr, "GET", "/stream/status", None).json()["total"],
         2
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_jsonl_file_is_followed_as_it_grows_and_bad_lines_are_counted() {
-    let dir = scratch("jsonl");
+    let dir = TempDir::new();
     let path = dir.join("ticks.jsonl");
     let tick = |symbol: &str, price: f64| {
         format!("{{\"symbol\":\"{symbol}\",\"price\":{price},\"volume\":100}}\n")
@@ -448,7 +440,6 @@ fn a_jsonl_file_is_followed_as_it_grows_and_bad_lines_are_counted() {
         (r["scan"].as_str(), r["event"].as_str()),
         (Some("price_change"), Some("clear"))
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

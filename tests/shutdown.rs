@@ -75,8 +75,7 @@ fn shutdown_handle_closes_1001_and_run_returns_ok() {
 
 #[test]
 fn a_bad_config_file_is_refused_with_its_line() {
-    let dir = std::env::temp_dir().join(format!("scanstream-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let path = dir.join("bad.toml");
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\nping_interval = 25\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_scanstream"))
@@ -90,8 +89,7 @@ fn a_bad_config_file_is_refused_with_its_line() {
 
 #[test]
 fn flags_win_over_the_config_file() {
-    let dir = std::env::temp_dir().join(format!("scanstream-flags-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new();
     let path = dir.join("ok.toml");
     std::fs::write(&path, "source = \"firehose:0\"\nlisten = \"127.0.0.1:1\"\n").unwrap();
     let (mut child, addr) = spawn_binary(&["--config", path.to_str().unwrap()]);

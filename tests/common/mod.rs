@@ -2,6 +2,11 @@
 //! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+mod temp_dir;
+
+#[allow(unused_imports)] // each test binary uses its own part of these too
+pub use temp_dir::TempDir;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
