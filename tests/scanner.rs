@@ -4,8 +4,8 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -444,39 +444,21 @@ fn a_jsonl_file_is_followed_as_it_grows_and_bad_lines_are_counted() {
 
 #[test]
 fn the_binary_reads_jsonl_from_stdin() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanstream"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
+    let mut server = BinaryServer::start_with(
+        &[
             "--source",
             "jsonl:-",
             "--scan-interval",
             "100ms",
             "--min-scan-interval",
             "100ms",
-            "--log",
-            "info",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The log's first line names the address the server took.
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            log.read_line(&mut line).unwrap() > 0,
-            "the server ended early"
-        );
-        if let Some(rest) = line.split("local_addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep reading the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    let stdin = child.stdin.as_mut().unwrap();
+        ],
+        |c| {
+            c.stdin(Stdio::piped());
+        },
+    );
+    let addr = server.addr;
+    let stdin = server.stdin();
     stdin
         .write_all(b"{\"symbol\":\"ACME\",\"price\":10,\"volume\":5}\n")
         .unwrap();
@@ -499,11 +481,11 @@ fn the_binary_reads_jsonl_from_stdin() {
         metric(addr, "scanstream_events_published_total") >= 1.0
     });
     // Closing stdin ends the feed, not the server.
-    drop(child.stdin.take());
+    server.close_stdin();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http(addr, "GET", "/healthz", None).status, 200);
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    assert!(child.wait().unwrap().success());
+    server.terminate();
+    assert!(server.exit_within(TIMEOUT).success());
 }
 
 #[test]

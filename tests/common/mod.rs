@@ -2,10 +2,11 @@
 //! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+mod binary;
 mod temp_dir;
 
 #[allow(unused_imports)] // each test binary uses its own part of these too
-pub use temp_dir::TempDir;
+pub use {binary::*, temp_dir::TempDir};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -26,6 +27,11 @@ use tungstenite::{Message, WebSocket};
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Ws = WebSocket<TcpStream>;
+
+/// `ws://…/stream` on `addr`.
+pub fn stream_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/stream")
+}
 
 /// A server running on its own thread; shut down gracefully when dropped.
 pub struct TestServer {
@@ -102,9 +108,8 @@ impl TestServer {
             .unwrap();
     }
 
-    /// `ws://…/stream`.
     pub fn url(&self) -> String {
-        format!("ws://{}/stream", self.addr)
+        stream_url(self.addr)
     }
 
     /// Stops the server and waits for `run` to return.
@@ -412,20 +417,17 @@ pub fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap()
 }
 
-/// Waits for the first client event `want` accepts, failing the test after `TIMEOUT`.
+/// Waits for the first item `want` accepts (a client event, a line a program wrote),
+/// failing the test after `TIMEOUT`.
 #[track_caller]
-pub fn wait_for<T>(
-    events: &Receiver<scanstream::client::Event>,
-    what: &str,
-    mut want: impl FnMut(&scanstream::client::Event) -> Option<T>,
-) -> T {
+pub fn wait_for<E, T>(items: &Receiver<E>, what: &str, mut want: impl FnMut(&E) -> Option<T>) -> T {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ev = events
+        let item = items
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no {what} within {TIMEOUT:?}"));
-        if let Some(t) = want(&ev) {
+        if let Some(t) = want(&item) {
             return t;
         }
     }
