@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, metric, result, wait_for};
+use common::{Frame, TestServer, metric, parse_client_frame, result, wait_for};
 use crossbeam_channel::Receiver;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -161,44 +161,15 @@ fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<Str
                 None => continue,
             }
         }
-        while let Some((text, used)) = client_frame(&pending) {
-            if let Some(text) = text {
-                sent.lock().unwrap().push(text);
+        while let Some((frame, used)) = parse_client_frame(&pending) {
+            if let Frame::Text(text) = frame {
+                sent.lock().unwrap().push(String::from_utf8(text).unwrap());
             }
             pending.drain(..used);
         }
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
-}
-
-/// One masked client frame from the front of `b`: its text (for a text frame) and its
-/// length, or `None` when incomplete.
-fn client_frame(b: &[u8]) -> Option<(Option<String>, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let opcode = b[0] & 0x0f;
-    let (len, mut at) = match b[1] & 0x7f {
-        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let mask: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    at += 4;
-    let payload = b.get(at..at + len)?;
-    let text = (opcode == 1).then(|| {
-        let bytes: Vec<u8> = payload
-            .iter()
-            .enumerate()
-            .map(|(i, x)| x ^ mask[i % 4])
-            .collect();
-        String::from_utf8(bytes).unwrap()
-    });
-    Some((text, at + len))
 }
 
 /// Server to client, unless frozen.

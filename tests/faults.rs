@@ -102,25 +102,22 @@ fn clients_vanishing_mid_handshake_or_mid_frame_disturb_no_one() {
     let mut watcher = connect(&server);
     subscribe(&mut watcher, json!({"subscription": "all"}));
 
-    let upgrade = b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    // Half a subscribe: a masked text frame announcing 100 bytes, with 10 sent.
-    let mut half_frame = vec![0x81, 0x80 | 100, 1, 2, 3, 4];
-    half_frame.extend_from_slice(&[b'x'; 10]);
+    // Half a subscribe: a text frame announcing 100 bytes, with 10 sent.
+    let half_frame = cut_frame(100, 10);
     let mut pushed = 0;
     for round in 0..40 {
         let mut s = raw(server.addr);
         match round % 4 {
             // Mid-handshake: part of the request head.
-            0 => s.write_all(&upgrade[..round + 10]).unwrap(),
+            0 => s.write_all(&UPGRADE[..round + 10]).unwrap(),
             // Mid-frame, after a completed handshake.
             1 | 2 => {
-                s.write_all(upgrade).unwrap();
+                s.write_all(UPGRADE).unwrap();
                 read_response(&mut s, &mut Vec::new());
                 s.write_all(&half_frame).unwrap();
             }
             // Mid-handshake, before the server could answer.
-            _ => s.write_all(upgrade).unwrap(),
+            _ => s.write_all(UPGRADE).unwrap(),
         }
         if round % 2 == 0 {
             reset(s);
@@ -165,9 +162,7 @@ fn half_open_connections_are_reaped_by_the_timeouts() {
     // handshake with half a frame sent, one silent after its handshake. None reads.
     let silent_http = raw(server.addr);
     let mut half_frame = raw_ws(server.addr);
-    half_frame
-        .write_all(&[0x81, 0x80 | 50, 9, 9, 9, 9, b'{'])
-        .unwrap();
+    half_frame.write_all(&cut_frame(50, 1)).unwrap();
     let silent_ws = raw_ws(server.addr);
     assert_eq!(metric(server.addr, "scanstream_connections_open"), 4.0);
     eventually("every half-open connection reaped", || {

@@ -3,10 +3,11 @@
 #![allow(dead_code)] // each test binary uses its own part of this
 
 mod binary;
+mod frames;
 mod temp_dir;
 
 #[allow(unused_imports)] // each test binary uses its own part of these too
-pub use {binary::*, temp_dir::TempDir};
+pub use {binary::*, frames::*, temp_dir::TempDir};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -444,112 +445,6 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out waiting for {what}");
-}
-
-/// Opens a WebSocket over raw TCP (handshake done, 101 read) for tests that misbehave.
-#[track_caller]
-pub fn raw_ws(addr: SocketAddr) -> TcpStream {
-    let mut s = raw(addr);
-    s.write_all(
-        b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut pending = Vec::new();
-    // The 101 has no body; read_response stops at the blank line.
-    let res = read_response(&mut s, &mut pending);
-    assert_eq!(res.status, 101);
-    assert!(pending.is_empty(), "server sent frames before any request");
-    s
-}
-
-/// A client frame: FIN set, `opcode`, masked with a fixed key unless `masked` is false.
-pub fn client_frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => f.push(mask_bit | n as u8),
-        n if n <= 0xffff => {
-            f.push(mask_bit | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(mask_bit | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x12, 0x34, 0x56, 0x78];
-        f.extend_from_slice(&key);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        f.extend_from_slice(payload);
-    }
-    f
-}
-
-/// Reads one server frame from a raw stream: (opcode, payload).
-#[track_caller]
-pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0; 2];
-    s.read_exact(&mut head).expect("frame header");
-    assert_eq!(head[1] & 0x80, 0, "server frames are never masked");
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0; 2];
-            s.read_exact(&mut b).unwrap();
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0; 8];
-            s.read_exact(&mut b).unwrap();
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).unwrap();
-    (head[0] & 0x0f, payload)
-}
-
-/// Reads raw frames until a close frame and returns its code.
-#[track_caller]
-pub fn raw_close_code(s: &mut TcpStream) -> u16 {
-    loop {
-        let (opcode, payload) = read_frame(s);
-        if opcode == 0x8 {
-            assert!(payload.len() >= 2, "close frame without a code");
-            return u16::from_be_bytes([payload[0], payload[1]]);
-        }
-    }
-}
-
-/// Reads raw text frames until one of type `ty`; only progress statuses may come first.
-#[track_caller]
-pub fn raw_expect(s: &mut TcpStream, ty: &str) -> Value {
-    raw_next_of(s, ty, true)
-}
-
-/// Reads raw text frames, skipping any other type, until one of type `ty`.
-#[track_caller]
-pub fn raw_skip_to(s: &mut TcpStream, ty: &str) -> Value {
-    raw_next_of(s, ty, false)
-}
-
-#[track_caller]
-fn raw_next_of(s: &mut TcpStream, ty: &str, strict: bool) -> Value {
-    loop {
-        let (opcode, payload) = read_frame(s);
-        if opcode == 0x1 {
-            let v: Value = serde_json::from_slice(&payload).expect("JSON");
-            if v["type"] == ty {
-                return v;
-            }
-            if strict {
-                assert_eq!(v["type"], "status", "expected {ty}, got {v}");
-            }
-        }
-    }
 }
 
 /// Checks an error response: its status and a JSON body `{"code", "message"}`.
