@@ -22,6 +22,21 @@ fn rule(name: &str, kind: Kind, severity: Severity, when: &[&str]) -> RuleSpec {
     RuleSpec::new(name, kind, severity, when)
 }
 
+/// The rule most tests use: a move of 5% either way is a warning.
+fn movers() -> RuleSpec {
+    rule(
+        "movers",
+        Kind::PriceChange,
+        Severity::Warning,
+        &["abs_change_pct >= 5"],
+    )
+}
+
+/// A scripted server with `rules` and nothing else changed.
+fn with_rules(rules: Vec<RuleSpec>) -> TestServer {
+    TestServer::scripted_with(|c| c.rules = rules)
+}
+
 fn events(list: &[&str]) -> Option<Vec<String>> {
     Some(list.iter().map(|s| (*s).to_owned()).collect())
 }
@@ -165,14 +180,12 @@ fn journal_lines(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn price_change_fires_on_a_big_move_either_way_and_not_on_a_small_one() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule(
-            "big-movers",
-            Kind::PriceChange,
-            Severity::Warning,
-            &["abs_change_pct >= 5"],
-        )];
-    });
+    let server = with_rules(vec![rule(
+        "big-movers",
+        Kind::PriceChange,
+        Severity::Warning,
+        &["abs_change_pct >= 5"],
+    )]);
     let mut ws = watcher(&server);
     server.push(res("AAPL", EventKind::New, |r| r.change_pct = 2.0));
     server.push(res("TSLA", EventKind::New, |r| r.change_pct = -6.0));
@@ -222,9 +235,12 @@ fn price_change_fires_on_a_big_move_either_way_and_not_on_a_small_one() {
 
 #[test]
 fn new_opportunity_fires_on_new_and_not_on_update() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule("entries", Kind::NewOpportunity, Severity::Info, &[])];
-    });
+    let server = with_rules(vec![rule(
+        "entries",
+        Kind::NewOpportunity,
+        Severity::Info,
+        &[],
+    )]);
     let mut ws = watcher(&server);
     // An ad-hoc scan's `new` is an answer to a request, not an opportunity arriving.
     let resp = http(
@@ -258,14 +274,12 @@ fn new_opportunity_fires_on_new_and_not_on_update() {
 
 #[test]
 fn volume_spike_fires_at_its_ratio() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule(
-            "volume",
-            Kind::VolumeSpike,
-            Severity::Critical,
-            &["volume_ratio >= 3"],
-        )];
-    });
+    let server = with_rules(vec![rule(
+        "volume",
+        Kind::VolumeSpike,
+        Severity::Critical,
+        &["volume_ratio >= 3"],
+    )]);
     let mut ws = watcher(&server);
     server.push(res("IBM", EventKind::New, |r| r.volume_ratio = 2.9));
     server.push(res("NVDA", EventKind::New, |r| r.volume_ratio = 4.0));
@@ -288,12 +302,10 @@ fn volume_spike_fires_at_its_ratio() {
 
 #[test]
 fn threshold_fires_on_new_and_update_when_its_condition_holds() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![RuleSpec {
-            events: events(&["new", "update"]),
-            ..rule("hot", Kind::Threshold, Severity::Warning, &["rsi >= 80"])
-        }];
-    });
+    let server = with_rules(vec![RuleSpec {
+        events: events(&["new", "update"]),
+        ..rule("hot", Kind::Threshold, Severity::Warning, &["rsi >= 80"])
+    }]);
     let mut ws = watcher(&server);
     server.push(res("AAPL", EventKind::Update, |r| r.rsi = Some(79.9)));
     // A result without an RSI never matches a condition on it.
@@ -325,12 +337,7 @@ fn throttle_holds_back_a_second_alert_per_rule_and_symbol() {
             RuleSpec {
                 events: events(&["new", "update"]),
                 symbols: Some(vec!["TSLA".into(), "NVDA".into()]),
-                ..rule(
-                    "movers",
-                    Kind::PriceChange,
-                    Severity::Warning,
-                    &["abs_change_pct >= 5"],
-                )
+                ..movers()
             },
             // A rule's own throttle wins over the setting.
             RuleSpec {
@@ -403,14 +410,7 @@ fn throttle_holds_back_a_second_alert_per_rule_and_symbol() {
 
 #[test]
 fn ack_over_websocket_replies_broadcasts_once_and_is_idempotent() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule(
-            "movers",
-            Kind::PriceChange,
-            Severity::Warning,
-            &["abs_change_pct >= 5"],
-        )];
-    });
+    let server = with_rules(vec![movers()]);
     let mut acker = watcher(&server);
     let mut other = watcher(&server);
     // Connected but not subscribed: gets no alerts and no acks.
@@ -484,22 +484,15 @@ fn ack_over_websocket_replies_broadcasts_once_and_is_idempotent() {
 
 #[test]
 fn ack_and_listing_over_http() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![
-            rule(
-                "movers",
-                Kind::PriceChange,
-                Severity::Warning,
-                &["abs_change_pct >= 5"],
-            ),
-            rule(
-                "volume",
-                Kind::VolumeSpike,
-                Severity::Info,
-                &["volume_ratio >= 3"],
-            ),
-        ];
-    });
+    let server = with_rules(vec![
+        movers(),
+        rule(
+            "volume",
+            Kind::VolumeSpike,
+            Severity::Info,
+            &["volume_ratio >= 3"],
+        ),
+    ]);
     let addr = server.addr;
     assert!(list(addr, "").is_empty());
     server.push(res("AAPL", EventKind::New, |r| r.change_pct = -6.0));
@@ -564,12 +557,7 @@ fn journaled(dir: &Path) -> TestServer {
     let dir = dir.to_owned();
     TestServer::scripted_with(move |c| {
         c.data_dir = Some(dir);
-        c.rules = vec![rule(
-            "movers",
-            Kind::PriceChange,
-            Severity::Warning,
-            &["abs_change_pct >= 5"],
-        )];
+        c.rules = vec![movers()];
     })
 }
 
@@ -758,12 +746,7 @@ fn webhook_server(url: &str, timeout: Duration, retries: u32) -> TestServer {
         c.webhook_retries = retries;
         c.rules = vec![RuleSpec {
             handlers: Some(vec![HandlerKind::Webhook]),
-            ..rule(
-                "movers",
-                Kind::PriceChange,
-                Severity::Warning,
-                &["abs_change_pct >= 5"],
-            )
+            ..movers()
         }];
     })
 }

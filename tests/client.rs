@@ -39,6 +39,12 @@ fn config(url: &str) -> ClientConfig {
     c
 }
 
+/// A URL on a port with nothing behind it (the port was free a moment ago).
+fn nothing_listening() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    common::stream_url(listener.local_addr().unwrap())
+}
+
 /// Subscribes `name` to everything.
 fn subscribe_all(client: &Client, name: &str) {
     let options = SubscriptionOptions::default();
@@ -249,14 +255,9 @@ fn reconnects_when_the_server_comes_back_on_the_same_port() {
 
 #[test]
 fn backoff_follows_its_schedule_on_an_injected_clock_and_rng() {
-    // A port with nothing behind it: every attempt is refused at once.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Every attempt is refused at once.
     let clock = Arc::new(ManualClock::default());
-    let mut c = config(&format!("ws://127.0.0.1:{port}/stream"));
+    let mut c = config(&nothing_listening());
     c.backoff = Backoff::default();
     c.jitter_seed = Some(42);
     c.clock = clock.clone();
@@ -615,14 +616,8 @@ fn two_hundred_clients_spread_their_return_after_a_restart() {
 
 #[test]
 fn closing_does_not_hang_on_a_full_events_channel() {
-    // Nothing listens on this port; the client keeps reporting reconnects into a
-    // one-slot channel nobody reads.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut c = config(&format!("ws://127.0.0.1:{port}/stream"));
+    // The client keeps reporting reconnects into a one-slot channel nobody reads.
+    let mut c = config(&nothing_listening());
     c.events = Some(1);
     let client = Client::start(c).unwrap();
     thread::sleep(Duration::from_millis(300));

@@ -78,11 +78,7 @@ fn a_scanner_panic_degrades_health_but_the_stream_and_history_stay() {
 #[test]
 fn a_healthy_server_says_ok() {
     let server = TestServer::scripted();
-    let health = http(server.addr, "GET", "/healthz", None);
-    assert_eq!(
-        (health.status, health.body.as_slice()),
-        (200, b"ok".as_slice())
-    );
+    assert_healthy(server.addr);
     assert_eq!(
         http(server.addr, "GET", "/stream/status", None).json()["health"],
         "ok"

@@ -105,11 +105,7 @@ fn a_snapshot_plus_events_keeps_an_exact_table() {
         http(server.addr, "GET", "/stream/status", None).json()["results_total"].as_u64() > Some(20)
     });
     let mut ws = connect(&server);
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "data": {"snapshot": true}}),
-    );
-    expect_message(&mut ws, "subscribed");
+    subscribe(&mut ws, json!({"snapshot": true}));
     let snapshot = expect_message(&mut ws, "snapshot")["data"].clone();
     let mut table: HashMap<(String, String), Value> = HashMap::new();
     for r in snapshot["results"].as_array().unwrap() {
@@ -155,11 +151,7 @@ fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
     });
     let mut ws = connect(&server);
     // Symbols with conditions open now, from the snapshot: a scan of them finds some.
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "data": {"snapshot": true}}),
-    );
-    expect_message(&mut ws, "subscribed");
+    subscribe(&mut ws, json!({"snapshot": true}));
     let snapshot = expect_message(&mut ws, "snapshot")["data"]["results"].clone();
     let symbols: BTreeSet<String> = snapshot
         .as_array()

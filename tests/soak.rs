@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BinaryServer, http};
+use common::{BinaryServer, assert_healthy};
 use loadgen::soak::{self, SoakConfig, SoakReport};
 
 #[track_caller]
@@ -87,11 +87,7 @@ fn soak_60_seconds_200_clients() {
 
     // The server is still there, healthy, and logged no panic.
     assert!(server.is_running(), "the server exited");
-    let health = http(server.addr, "GET", "/healthz", None);
-    assert_eq!(
-        (health.status, health.body.as_slice()),
-        (200, b"ok".as_slice())
-    );
+    assert_healthy(server.addr);
     let log = server.log();
     assert!(
         !log.contains("panicked"),

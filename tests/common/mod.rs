@@ -407,6 +407,18 @@ pub fn closed_by_server(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// `/healthz` says 200 `ok`.
+#[track_caller]
+pub fn assert_healthy(addr: SocketAddr) {
+    let health = http(addr, "GET", "/healthz", None);
+    assert_eq!(
+        (health.status, health.body.as_slice()),
+        (200, b"ok".as_slice()),
+        "{}",
+        String::from_utf8_lossy(&health.body)
+    );
+}
+
 /// A metric's value from `/metrics` (the first line that starts with `name`).
 #[track_caller]
 pub fn metric(addr: SocketAddr, name: &str) -> f64 {
