@@ -1,5 +1,7 @@
 //! Shared vocabulary for the integration tests: a real server on 127.0.0.1:0, a
-//! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts.
+//! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts. Beside
+//! it: the `scanstream` program as a child process (`binary`), WebSocket frames by hand
+//! (`frames`), and scratch directories (`temp_dir`).
 #![allow(dead_code)] // each test binary uses its own part of this
 
 mod binary;
