@@ -149,7 +149,7 @@ impl Proxy {
     }
 }
 
-/// Client to server: forwards bytes and decodes the client's (masked) text frames.
+/// Client to server: decodes the client's (masked) text frames and forwards the bytes.
 fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<String>>>) {
     let mut buf = [0u8; 16 * 1024];
     let mut pending = Vec::new();
@@ -159,24 +159,24 @@ fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<Str
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
         pending.extend_from_slice(&buf[..n]);
         if !in_frames {
-            match pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(end) => {
-                    pending.drain(..end + 4);
-                    in_frames = true;
-                }
-                None => continue,
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                pending.drain(..end + 4);
+                in_frames = true;
             }
         }
-        while let Some((frame, used)) = parse_client_frame(&pending) {
-            if let Frame::Text(text) = frame {
-                sent.lock().unwrap().push(String::from_utf8(text).unwrap());
+        if in_frames {
+            // Recorded before forwarded: a message the server has answered is in `sent`.
+            while let Some((frame, used)) = parse_client_frame(&pending) {
+                if let Frame::Text(text) = frame {
+                    sent.lock().unwrap().push(String::from_utf8(text).unwrap());
+                }
+                pending.drain(..used);
             }
-            pending.drain(..used);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(Shutdown::Both);
