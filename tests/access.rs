@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -449,13 +448,9 @@ fn the_token_comes_from_a_flag_the_environment_or_the_file() {
     assert!(err.contains("no path"), "{err}");
 
     // The binary reads SCANSTREAM_TOKEN; a bad one stops it with a clear message.
-    let out = Command::new(env!("CARGO_BIN_EXE_scanstream"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("SCANSTREAM_TOKEN", "short-1")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr =
+        Binary::spawn(scanstream(&["--listen", "127.0.0.1:0"]).env("SCANSTREAM_TOKEN", "short-1"))
+            .expect_failure();
     assert!(stderr.contains("token"), "{stderr}");
     assert!(stderr.contains("8 to 512"), "{stderr}");
     assert!(

@@ -8,9 +8,7 @@ use common::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +20,21 @@ use serde_json::{Value, json};
 /// A rule on every scan and symbol, with the default events, throttle and handlers.
 fn rule(name: &str, kind: Kind, severity: Severity, when: &[&str]) -> RuleSpec {
     RuleSpec::new(name, kind, severity, when)
+}
+
+/// The rule most tests use: a move of 5% either way is a warning.
+fn movers() -> RuleSpec {
+    rule(
+        "movers",
+        Kind::PriceChange,
+        Severity::Warning,
+        &["abs_change_pct >= 5"],
+    )
+}
+
+/// A scripted server with `rules` and nothing else changed.
+fn with_rules(rules: Vec<RuleSpec>) -> TestServer {
+    TestServer::scripted_with(|c| c.rules = rules)
 }
 
 fn events(list: &[&str]) -> Option<Vec<String>> {
@@ -148,31 +161,6 @@ fn ack_msg(id: &str, alert_id: &str) -> Value {
     json!({"type": "ack", "id": id, "data": {"alert_id": alert_id}})
 }
 
-/// A directory of its own under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("scanstream-alerts-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The journal's lines, each parsed; fails on a line that is not JSON or a missing final
 /// newline.
 #[track_caller]
@@ -192,14 +180,12 @@ fn journal_lines(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn price_change_fires_on_a_big_move_either_way_and_not_on_a_small_one() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule(
-            "big-movers",
-            Kind::PriceChange,
-            Severity::Warning,
-            &["abs_change_pct >= 5"],
-        )];
-    });
+    let server = with_rules(vec![rule(
+        "big-movers",
+        Kind::PriceChange,
+        Severity::Warning,
+        &["abs_change_pct >= 5"],
+    )]);
     let mut ws = watcher(&server);
     server.push(res("AAPL", EventKind::New, |r| r.change_pct = 2.0));
     server.push(res("TSLA", EventKind::New, |r| r.change_pct = -6.0));
@@ -249,9 +235,12 @@ fn price_change_fires_on_a_big_move_either_way_and_not_on_a_small_one() {
 
 #[test]
 fn new_opportunity_fires_on_new_and_not_on_update() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule("entries", Kind::NewOpportunity, Severity::Info, &[])];
-    });
+    let server = with_rules(vec![rule(
+        "entries",
+        Kind::NewOpportunity,
+        Severity::Info,
+        &[],
+    )]);
     let mut ws = watcher(&server);
     // An ad-hoc scan's `new` is an answer to a request, not an opportunity arriving.
     let resp = http(
@@ -285,14 +274,12 @@ fn new_opportunity_fires_on_new_and_not_on_update() {
 
 #[test]
 fn volume_spike_fires_at_its_ratio() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule(
-            "volume",
-            Kind::VolumeSpike,
-            Severity::Critical,
-            &["volume_ratio >= 3"],
-        )];
-    });
+    let server = with_rules(vec![rule(
+        "volume",
+        Kind::VolumeSpike,
+        Severity::Critical,
+        &["volume_ratio >= 3"],
+    )]);
     let mut ws = watcher(&server);
     server.push(res("IBM", EventKind::New, |r| r.volume_ratio = 2.9));
     server.push(res("NVDA", EventKind::New, |r| r.volume_ratio = 4.0));
@@ -315,12 +302,10 @@ fn volume_spike_fires_at_its_ratio() {
 
 #[test]
 fn threshold_fires_on_new_and_update_when_its_condition_holds() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![RuleSpec {
-            events: events(&["new", "update"]),
-            ..rule("hot", Kind::Threshold, Severity::Warning, &["rsi >= 80"])
-        }];
-    });
+    let server = with_rules(vec![RuleSpec {
+        events: events(&["new", "update"]),
+        ..rule("hot", Kind::Threshold, Severity::Warning, &["rsi >= 80"])
+    }]);
     let mut ws = watcher(&server);
     server.push(res("AAPL", EventKind::Update, |r| r.rsi = Some(79.9)));
     // A result without an RSI never matches a condition on it.
@@ -352,12 +337,7 @@ fn throttle_holds_back_a_second_alert_per_rule_and_symbol() {
             RuleSpec {
                 events: events(&["new", "update"]),
                 symbols: Some(vec!["TSLA".into(), "NVDA".into()]),
-                ..rule(
-                    "movers",
-                    Kind::PriceChange,
-                    Severity::Warning,
-                    &["abs_change_pct >= 5"],
-                )
+                ..movers()
             },
             // A rule's own throttle wins over the setting.
             RuleSpec {
@@ -430,14 +410,7 @@ fn throttle_holds_back_a_second_alert_per_rule_and_symbol() {
 
 #[test]
 fn ack_over_websocket_replies_broadcasts_once_and_is_idempotent() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![rule(
-            "movers",
-            Kind::PriceChange,
-            Severity::Warning,
-            &["abs_change_pct >= 5"],
-        )];
-    });
+    let server = with_rules(vec![movers()]);
     let mut acker = watcher(&server);
     let mut other = watcher(&server);
     // Connected but not subscribed: gets no alerts and no acks.
@@ -545,22 +518,15 @@ fn an_http_ack_waits_for_the_producer_and_pipelined_requests_keep_their_order() 
 
 #[test]
 fn ack_and_listing_over_http() {
-    let server = TestServer::scripted_with(|c| {
-        c.rules = vec![
-            rule(
-                "movers",
-                Kind::PriceChange,
-                Severity::Warning,
-                &["abs_change_pct >= 5"],
-            ),
-            rule(
-                "volume",
-                Kind::VolumeSpike,
-                Severity::Info,
-                &["volume_ratio >= 3"],
-            ),
-        ];
-    });
+    let server = with_rules(vec![
+        movers(),
+        rule(
+            "volume",
+            Kind::VolumeSpike,
+            Severity::Info,
+            &["volume_ratio >= 3"],
+        ),
+    ]);
     let addr = server.addr;
     assert!(list(addr, "").is_empty());
     server.push(res("AAPL", EventKind::New, |r| r.change_pct = -6.0));
@@ -625,12 +591,7 @@ fn journaled(dir: &Path) -> TestServer {
     let dir = dir.to_owned();
     TestServer::scripted_with(move |c| {
         c.data_dir = Some(dir);
-        c.rules = vec![rule(
-            "movers",
-            Kind::PriceChange,
-            Severity::Warning,
-            &["abs_change_pct >= 5"],
-        )];
+        c.rules = vec![movers()];
     })
 }
 
@@ -703,7 +664,7 @@ fn a_torn_journal_line_is_skipped_and_cut_off() {
         journal_alert(2, "MSFT", 7.0),
         &torn[..torn.len() / 2]
     );
-    std::fs::write(dir.path().join("alerts.jsonl"), text).unwrap();
+    std::fs::write(dir.join("alerts.jsonl"), text).unwrap();
 
     let server = journaled(dir.path());
     let loaded = list(server.addr, "");
@@ -819,12 +780,7 @@ fn webhook_server(url: &str, timeout: Duration, retries: u32) -> TestServer {
         c.webhook_retries = retries;
         c.rules = vec![RuleSpec {
             handlers: Some(vec![HandlerKind::Webhook]),
-            ..rule(
-                "movers",
-                Kind::PriceChange,
-                Severity::Warning,
-                &["abs_change_pct >= 5"],
-            )
+            ..movers()
         }];
     })
 }
@@ -970,7 +926,7 @@ fn a_bad_rule_is_refused_at_start_naming_the_rule_and_field() {
 #[test]
 fn the_binary_refuses_a_config_file_rule_with_an_unknown_scan() {
     let dir = TempDir::new();
-    let path = dir.path().join("scanstream.toml");
+    let path = dir.join("scanstream.toml");
     std::fs::write(
         &path,
         r#"listen = "127.0.0.1:0"
@@ -984,26 +940,8 @@ when = ["score >= 1"]
 "#,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanstream"))
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let until = Instant::now() + TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server started with a bad rule");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr =
+        Binary::spawn(&mut scanstream(&["--config", path.to_str().unwrap()])).expect_failure();
     assert!(stderr.contains("odd-scan"), "{stderr}");
     assert!(stderr.contains("moonshot"), "{stderr}");
 }

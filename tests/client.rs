@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, metric, result, wait_for};
+use common::{Frame, TIMEOUT, TestServer, metric, parse_client_frame, result, wait_for};
 use crossbeam_channel::Receiver;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -23,8 +23,6 @@ use scanstream::client::{
 use scanstream::config::Dur;
 use scanstream::protocol::FilterSpec;
 use scanstream::{EventKind, Scan, SourceSpec};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// A client with an events channel and quick reconnects.
 fn config(url: &str) -> ClientConfig {
@@ -37,6 +35,19 @@ fn config(url: &str) -> ClientConfig {
     };
     c.jitter_seed = Some(7);
     c
+}
+
+/// A URL on a port with nothing behind it (the port was free a moment ago).
+fn nothing_listening() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    common::stream_url(listener.local_addr().unwrap())
+}
+
+/// A started client and its events.
+fn start(c: ClientConfig) -> (Client, Receiver<Event>) {
+    let client = Client::start(c).unwrap();
+    let events = client.events().unwrap().clone();
+    (client, events)
 }
 
 /// Subscribes `name` to everything.
@@ -138,7 +149,7 @@ impl Proxy {
     }
 }
 
-/// Client to server: forwards bytes and decodes the client's (masked) text frames.
+/// Client to server: decodes the client's (masked) text frames and forwards the bytes.
 fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<String>>>) {
     let mut buf = [0u8; 16 * 1024];
     let mut pending = Vec::new();
@@ -148,57 +159,28 @@ fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<Str
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
         pending.extend_from_slice(&buf[..n]);
         if !in_frames {
-            match pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(end) => {
-                    pending.drain(..end + 4);
-                    in_frames = true;
-                }
-                None => continue,
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                pending.drain(..end + 4);
+                in_frames = true;
             }
         }
-        while let Some((text, used)) = client_frame(&pending) {
-            if let Some(text) = text {
-                sent.lock().unwrap().push(text);
+        if in_frames {
+            // Recorded before forwarded: a message the server has answered is in `sent`.
+            while let Some((frame, used)) = parse_client_frame(&pending) {
+                if let Frame::Text(text) = frame {
+                    sent.lock().unwrap().push(String::from_utf8(text).unwrap());
+                }
+                pending.drain(..used);
             }
-            pending.drain(..used);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
-}
-
-/// One masked client frame from the front of `b`: its text (for a text frame) and its
-/// length, or `None` when incomplete.
-fn client_frame(b: &[u8]) -> Option<(Option<String>, usize)> {
-    if b.len() < 2 {
-        return None;
-    }
-    let opcode = b[0] & 0x0f;
-    let (len, mut at) = match b[1] & 0x7f {
-        126 => (u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let mask: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    at += 4;
-    let payload = b.get(at..at + len)?;
-    let text = (opcode == 1).then(|| {
-        let bytes: Vec<u8> = payload
-            .iter()
-            .enumerate()
-            .map(|(i, x)| x ^ mask[i % 4])
-            .collect();
-        String::from_utf8(bytes).unwrap()
-    });
-    Some((text, at + len))
 }
 
 /// Server to client, unless frozen.
@@ -224,8 +206,7 @@ fn downstream_copy(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBoo
 fn reconnects_when_the_server_comes_back_on_the_same_port() {
     let server = TestServer::scripted();
     let addr = server.addr;
-    let client = Client::start(config(&server.url())).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(config(&server.url()));
     subscribe_all(&client, "main");
     state(&events, "connected", |s| *s == State::Connected);
     let first = subscribed(&events);
@@ -278,19 +259,13 @@ fn reconnects_when_the_server_comes_back_on_the_same_port() {
 
 #[test]
 fn backoff_follows_its_schedule_on_an_injected_clock_and_rng() {
-    // A port with nothing behind it: every attempt is refused at once.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Every attempt is refused at once.
     let clock = Arc::new(ManualClock::default());
-    let mut c = config(&format!("ws://127.0.0.1:{port}/stream"));
+    let mut c = config(&nothing_listening());
     c.backoff = Backoff::default();
     c.jitter_seed = Some(42);
     c.clock = clock.clone();
-    let client = Client::start(c).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(c);
     let mut delays = Vec::new();
     while delays.len() < 12 {
         if let State::Reconnecting { attempt, delay } = state(&events, "reconnecting", |s| {
@@ -330,8 +305,7 @@ fn backoff_follows_its_schedule_on_an_injected_clock_and_rng() {
 fn resume_is_lossless_across_random_cuts() {
     let server = TestServer::firehose(2000);
     let proxy = Proxy::new(server.addr);
-    let client = Client::start(config(&proxy.url())).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(config(&proxy.url()));
     subscribe_all(&client, "all");
     subscribed(&events);
 
@@ -381,8 +355,7 @@ fn offline_requests_wait_in_order_and_subscriptions_are_not_replayed() {
     let proxy = Proxy::new(addr);
     let mut c = config(&proxy.url());
     c.queue_capacity = 3;
-    let client = Client::start(c).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(c);
     subscribe_all(&client, "main");
     subscribed(&events);
     server.stop().unwrap();
@@ -444,8 +417,7 @@ fn a_gap_is_reported_when_the_history_is_too_short() {
         c.history_size = 50;
     });
     let proxy = Proxy::new(server.addr);
-    let client = Client::start(config(&proxy.url())).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(config(&proxy.url()));
     subscribe_all(&client, "all");
     subscribed(&events);
     let last = wait_for(&events, "results", |ev| match ev {
@@ -488,8 +460,7 @@ fn a_silent_server_is_given_up_and_the_connection_replaced() {
     let mut c = config(&proxy.url());
     c.server_ping_interval = Duration::from_millis(100);
     c.liveness_margin = Duration::from_millis(300);
-    let client = Client::start(c).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(c);
     state(&events, "connected", |s| *s == State::Connected);
     // Pings keep a healthy connection up past the liveness limit.
     thread::sleep(Duration::from_millis(800));
@@ -507,8 +478,7 @@ fn a_silent_server_is_given_up_and_the_connection_replaced() {
 #[test]
 fn the_live_table_follows_the_snapshot_and_events() {
     let server = TestServer::scripted();
-    let client = Client::start(config(&server.url())).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(config(&server.url()));
     // Two opportunities open before the client subscribes.
     server.push(result("AAPL", Scan::PriceChange, EventKind::New));
     server.push(result("MSFT", Scan::VolumeSpike, EventKind::New));
@@ -554,11 +524,10 @@ fn close_codes_decide_whether_to_come_back() {
             while ws.read().is_ok() {}
         }
     });
-    let client = Client::start(config(&url)).unwrap();
-    let events = client.events().unwrap().clone();
+    let (_client, events) = start(config(&url));
     let mut seen = Vec::new();
     let end = loop {
-        match events.recv_timeout(WAIT).expect("events") {
+        match events.recv_timeout(TIMEOUT).expect("events") {
             Event::Disconnected { code, .. } => seen.push(code),
             Event::State(s @ State::Closed { .. }) => break s,
             _ => {}
@@ -606,7 +575,7 @@ fn two_hundred_clients_spread_their_return_after_a_restart() {
             Client::start(c).unwrap()
         })
         .collect();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + TIMEOUT;
     while up.load(Ordering::SeqCst) < CLIENTS && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
@@ -614,7 +583,7 @@ fn two_hundred_clients_spread_their_return_after_a_restart() {
     let down = Instant::now();
     server.stop().unwrap();
     let _server = TestServer::scripted_with(|c| c.listen = addr);
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + TIMEOUT;
     while returns.lock().unwrap().len() < CLIENTS && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
@@ -650,14 +619,8 @@ fn two_hundred_clients_spread_their_return_after_a_restart() {
 
 #[test]
 fn closing_does_not_hang_on_a_full_events_channel() {
-    // Nothing listens on this port; the client keeps reporting reconnects into a
-    // one-slot channel nobody reads.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut c = config(&format!("ws://127.0.0.1:{port}/stream"));
+    // The client keeps reporting reconnects into a one-slot channel nobody reads.
+    let mut c = config(&nothing_listening());
     c.events = Some(1);
     let client = Client::start(c).unwrap();
     thread::sleep(Duration::from_millis(300));
@@ -666,7 +629,7 @@ fn closing_does_not_hang_on_a_full_events_channel() {
         client.close();
         let _ = done_tx.send(());
     });
-    done.recv_timeout(WAIT).expect("close returned");
+    done.recv_timeout(TIMEOUT).expect("close returned");
 }
 
 /// What became of a batch of requests queued while the client could not connect.
@@ -690,8 +653,7 @@ struct Drained {
 /// the server closes the connection for its rate.
 fn queue_then_connect(proxy: &Proxy, c: ClientConfig, n: usize) -> Drained {
     proxy.refuse.store(true, Ordering::SeqCst);
-    let client = Client::start(c).unwrap();
-    let events = client.events().unwrap().clone();
+    let (client, events) = start(c);
     // Sent first on the connect, and counted by the server like any message.
     subscribe_all(&client, "main");
     state(&events, "a refused attempt", |s| {

@@ -4,83 +4,29 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, eventually, metric, result};
+use common::{Binary, TIMEOUT, TestServer, eventually, metric, result, scanstream, wait_for};
+use crossbeam_channel::Receiver;
 use scanstream::{EventKind, Scan};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn client(server: &TestServer, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_scanstream"))
-        .arg("client")
-        .args(["--url", &server.url()])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn scanstream client")
+fn client(server: &TestServer, args: &[&str]) -> Binary {
+    Binary::spawn(
+        scanstream(&["client", "--url", &server.url()])
+            .args(args)
+            .stdout(Stdio::piped()),
+    )
 }
 
-/// The child's stdout, a line at a time, from a thread.
-fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Reads lines until `want` accepts one.
-fn until<T>(rx: &mpsc::Receiver<String>, what: &str, mut want: impl FnMut(&str) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no {what}"));
-        if let Some(t) = want(&line) {
-            return t;
-        }
-    }
-}
-
-fn json_until(rx: &mpsc::Receiver<String>, what: &str, want: impl Fn(&Value) -> bool) -> Value {
-    until(rx, what, |line| {
+/// Reads `--json` lines until `want` accepts one.
+fn json_until(rx: &Receiver<String>, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    wait_for(rx, what, |line| {
         let v: Value = serde_json::from_str(line).expect("every --json line is JSON");
         want(&v).then_some(v)
     })
-}
-
-fn interrupt(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn exit_within(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the client did not exit within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -100,7 +46,7 @@ fn json_lines_carry_states_snapshot_results_and_replies() {
             "a-9",
         ],
     );
-    let rx = lines(child.stdout.take().unwrap());
+    let rx = child.stdout_lines();
     json_until(&rx, "connected", |v| {
         v["type"] == "state" && v["data"]["state"] == "connected"
     });
@@ -131,9 +77,9 @@ fn json_lines_carry_states_snapshot_results_and_replies() {
         serde_json::json!(["default"])
     );
 
-    interrupt(&child);
+    child.interrupt();
     assert!(
-        exit_within(&mut child, WAIT).success(),
+        child.exit_within(TIMEOUT).success(),
         "Ctrl-C is a clean end"
     );
 }
@@ -142,8 +88,8 @@ fn json_lines_carry_states_snapshot_results_and_replies() {
 fn the_readable_view_has_aligned_columns_and_no_colour_off_a_terminal() {
     let server = TestServer::scripted();
     let mut child = client(&server, &["--no-snapshot"]);
-    let rx = lines(child.stdout.take().unwrap());
-    until(&rx, "connected", |l| {
+    let rx = child.stdout_lines();
+    wait_for(&rx, "connected", |l| {
         l.contains("connected to").then_some(())
     });
     // Connected comes before the subscription stands; a result pushed between the two
@@ -153,13 +99,13 @@ fn the_readable_view_has_aligned_columns_and_no_colour_off_a_terminal() {
     });
     server.push(result("TSLA", Scan::VolumeSpike, EventKind::New));
     server.push(result("NVDA", Scan::NewHigh, EventKind::Clear));
-    let header = until(&rx, "header", |l| {
+    let header = wait_for(&rx, "header", |l| {
         l.starts_with("time").then(|| l.to_owned())
     });
-    let first = until(&rx, "TSLA row", |l| {
+    let first = wait_for(&rx, "TSLA row", |l| {
         l.contains("TSLA").then(|| l.to_owned())
     });
-    let second = until(&rx, "NVDA row", |l| {
+    let second = wait_for(&rx, "NVDA row", |l| {
         l.contains("NVDA").then(|| l.to_owned())
     });
     for line in [&header, &first, &second] {
@@ -176,15 +122,15 @@ fn the_readable_view_has_aligned_columns_and_no_colour_off_a_terminal() {
         assert_eq!(first_at, Some(at), "{col} in {first:?}");
     }
     assert!(second.contains("clear"));
-    interrupt(&child);
-    assert!(exit_within(&mut child, WAIT).success());
+    child.interrupt();
+    assert!(child.exit_within(TIMEOUT).success());
 }
 
 #[test]
 fn a_row_that_leaves_the_filters_is_shown_leaving() {
     let server = TestServer::scripted();
     let mut child = client(&server, &["--min-score", "2", "--no-snapshot"]);
-    let rx = lines(child.stdout.take().unwrap());
+    let rx = child.stdout_lines();
     eventually("the client subscribed", || {
         metric(server.addr, "scanstream_subscribers") >= 1.0
     });
@@ -194,44 +140,40 @@ fn a_row_that_leaves_the_filters_is_shown_leaving() {
     r.event = EventKind::Update;
     r.score = 1.5;
     server.push(r);
-    let opened = until(&rx, "TSLA new", |l| {
+    let opened = wait_for(&rx, "TSLA new", |l| {
         l.contains("TSLA").then(|| l.to_owned())
     });
     assert!(opened.contains("new"), "{opened:?}");
-    let left = until(&rx, "TSLA leaving", |l| {
+    let left = wait_for(&rx, "TSLA leaving", |l| {
         l.contains("TSLA").then(|| l.to_owned())
     });
     assert!(left.contains(" left ") && left.contains("1.50"), "{left:?}");
-    interrupt(&child);
-    assert!(exit_within(&mut child, WAIT).success());
+    child.interrupt();
+    assert!(child.exit_within(TIMEOUT).success());
 }
 
 #[test]
 fn a_closed_stdout_is_a_normal_end() {
     let server = TestServer::scripted();
     let mut child = client(&server, &["--json"]);
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
+    let mut reader = BufReader::new(child.take_stdout());
     let mut first = String::new();
     reader.read_line(&mut first).unwrap();
     assert!(first.contains("\"state\""));
     drop(reader);
     // Writing now fails with a broken pipe, which ends the client without an error.
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+    let deadline = Instant::now() + TIMEOUT;
+    while child.is_running() && Instant::now() < deadline {
         server.push(result("IBM", Scan::PriceChange, EventKind::New));
         thread::sleep(Duration::from_millis(20));
     }
-    let status = exit_within(&mut child, Duration::from_secs(1));
+    let status = child.exit_within(Duration::from_secs(1));
     assert!(status.success(), "{status:?}");
 }
 
 #[test]
 fn filters_the_server_would_refuse_are_refused_at_start() {
     let server = TestServer::scripted();
-    let child = client(&server, &["--scans", "price_change,nope"]);
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = client(&server, &["--scans", "price_change,nope"]).expect_failure();
     assert!(stderr.contains("unknown scan `nope`"), "{stderr}");
 }

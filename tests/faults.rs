@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -78,11 +78,7 @@ fn a_scanner_panic_degrades_health_but_the_stream_and_history_stay() {
 #[test]
 fn a_healthy_server_says_ok() {
     let server = TestServer::scripted();
-    let health = http(server.addr, "GET", "/healthz", None);
-    assert_eq!(
-        (health.status, health.body.as_slice()),
-        (200, b"ok".as_slice())
-    );
+    assert_healthy(server.addr);
     assert_eq!(
         http(server.addr, "GET", "/stream/status", None).json()["health"],
         "ok"
@@ -102,25 +98,22 @@ fn clients_vanishing_mid_handshake_or_mid_frame_disturb_no_one() {
     let mut watcher = connect(&server);
     subscribe(&mut watcher, json!({"subscription": "all"}));
 
-    let upgrade = b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    // Half a subscribe: a masked text frame announcing 100 bytes, with 10 sent.
-    let mut half_frame = vec![0x81, 0x80 | 100, 1, 2, 3, 4];
-    half_frame.extend_from_slice(&[b'x'; 10]);
+    // Half a subscribe: a text frame announcing 100 bytes, with 10 sent.
+    let half_frame = cut_frame(100, 10);
     let mut pushed = 0;
     for round in 0..40 {
         let mut s = raw(server.addr);
         match round % 4 {
             // Mid-handshake: part of the request head.
-            0 => s.write_all(&upgrade[..round + 10]).unwrap(),
+            0 => s.write_all(&UPGRADE[..round + 10]).unwrap(),
             // Mid-frame, after a completed handshake.
             1 | 2 => {
-                s.write_all(upgrade).unwrap();
+                s.write_all(UPGRADE).unwrap();
                 read_response(&mut s, &mut Vec::new());
                 s.write_all(&half_frame).unwrap();
             }
             // Mid-handshake, before the server could answer.
-            _ => s.write_all(upgrade).unwrap(),
+            _ => s.write_all(UPGRADE).unwrap(),
         }
         if round % 2 == 0 {
             reset(s);
@@ -165,9 +158,7 @@ fn half_open_connections_are_reaped_by_the_timeouts() {
     // handshake with half a frame sent, one silent after its handshake. None reads.
     let silent_http = raw(server.addr);
     let mut half_frame = raw_ws(server.addr);
-    half_frame
-        .write_all(&[0x81, 0x80 | 50, 9, 9, 9, 9, b'{'])
-        .unwrap();
+    half_frame.write_all(&cut_frame(50, 1)).unwrap();
     let silent_ws = raw_ws(server.addr);
     assert_eq!(metric(server.addr, "scanstream_connections_open"), 4.0);
     eventually("every half-open connection reaped", || {
@@ -178,78 +169,39 @@ fn half_open_connections_are_reaped_by_the_timeouts() {
 
 /// The server binary with its descriptor limit lowered to `nofile`, on a port of its
 /// choosing, reading from an idle source.
-struct LimitedServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl LimitedServer {
-    fn start(nofile: u32) -> LimitedServer {
-        let mut child = Command::new("sh")
+fn limited_server(nofile: u32) -> BinaryServer {
+    // The limit is set by a shell that then becomes the server.
+    let binary = Binary::spawn(
+        Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_scanstream"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--source",
-                "firehose:0",
-                "--log",
-                "info",
-            ])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(at) = line.find("local_addr=") {
-                    let addr = line[at + 11..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .to_owned();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(TIMEOUT)
-            .expect("the server's address")
-            .parse()
-            .unwrap();
-        LimitedServer { child, addr }
-    }
-
-    /// CPU time the server has used, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line.
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    }
+            .arg(BIN)
+            .args(SERVER_ARGS)
+            .args(["--source", "firehose:0"])
+            .stdout(Stdio::null()),
+    );
+    BinaryServer::listening(binary)
 }
 
-impl Drop for LimitedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// CPU time a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 #[test]
 fn accept_failing_with_emfile_pauses_instead_of_spinning() {
-    let server = LimitedServer::start(64);
+    let server = limited_server(64);
     // More connections than descriptors: the rest wait in the backlog while accept fails.
     let mut held: Vec<TcpStream> = (0..120).map(|_| raw(server.addr)).collect();
     std::thread::sleep(Duration::from_millis(300));
-    let before = server.cpu_ticks();
+    let before = cpu_ticks(server.id());
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    let used = server.cpu_ticks() - before;
+    let used = cpu_ticks(server.id()) - before;
     let elapsed_ticks = started.elapsed().as_secs_f64() * 100.0;
     // A loop spinning on the failing accept would burn the whole core (~200 ticks).
     assert!(
@@ -271,6 +223,6 @@ fn accept_failing_with_emfile_pauses_instead_of_spinning() {
         "accept never failed: the limit was not reached"
     );
     assert!(errors < 100.0, "{errors} accept failures in about 2.5 s");
-    let mut ws = connect_url(&format!("ws://{}/stream", server.addr), server.addr);
+    let mut ws = connect_url(&server.url(), server.addr);
     subscribe(&mut ws, json!({"subscription": "after"}));
 }

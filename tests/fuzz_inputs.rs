@@ -2,8 +2,11 @@
 //! points the fuzz targets in `fuzz/` call: what once broke stays fixed. Inputs live in
 //! `fuzz/seeds/TARGET/` and `tests/fuzz_inputs/TARGET/` (crash files go there).
 
+mod common;
+
 use std::path::Path;
 
+use common::{OP_CLOSE, OP_TEXT, client_frame, unmasked_frame};
 use scanstream::fuzz_api;
 
 fn replay(target: &str, run: fn(&[u8])) {
@@ -63,24 +66,37 @@ fn config_file() {
 fn the_connection_checker_rejects_what_a_server_must_not_send() {
     let ok = b"HTTP/1.1 404 Not Found\r\nContent-Length: 35\r\n\r\n{\"code\":\"not_found\",\"message\":\"no\"}";
     assert_eq!(fuzz_api::check_server_bytes(ok), Ok(()));
-    let upgrade = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
-    let frame = |bytes: &[u8]| [upgrade.as_slice(), bytes].concat();
+    // After the upgrade, the frames given, as a server would send them.
+    let upgraded = |frames: &[Vec<u8>]| {
+        let mut bytes = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        frames.iter().for_each(|f| bytes.extend_from_slice(f));
+        bytes
+    };
+    let close = |code: u16| unmasked_frame(OP_CLOSE, &code.to_be_bytes());
     assert_eq!(
-        fuzz_api::check_server_bytes(&frame(b"\x81\x0c{\"type\":\"x\"}")),
+        fuzz_api::check_server_bytes(&upgraded(&[unmasked_frame(OP_TEXT, br#"{"type":"x"}"#)])),
         Ok(())
     );
     assert_eq!(
-        fuzz_api::check_server_bytes(&frame(b"\x88\x02\x03\xe8")),
+        fuzz_api::check_server_bytes(&upgraded(&[close(1000)])),
         Ok(())
     );
+    let mut reserved_bit = unmasked_frame(OP_TEXT, b"");
+    reserved_bit[0] |= 0x40; // RSV1, with no extension negotiated
     let bad: [(&[u8], &str); 7] = [
         (b"HTTP/1.1 200 OK\r\n\r\nhello", "Content-Length"),
         (b"garbage\r\n\r\n", "not an HTTP response"),
-        (&frame(b"\x81\x85abcdhello"), "masked"),
-        (&frame(b"\x81\x05hello"), "text frame"),
-        (&frame(b"\x88\x02\x03\xed"), "close code 1005"),
-        (&frame(b"\x88\x02\x03\xe8\x81\x00"), "after the close"),
-        (&frame(b"\xc1\x00"), "reserved bits"),
+        (&upgraded(&[client_frame(OP_TEXT, b"hello")]), "masked"),
+        (
+            &upgraded(&[unmasked_frame(OP_TEXT, b"hello")]),
+            "text frame",
+        ),
+        (&upgraded(&[close(1005)]), "close code 1005"),
+        (
+            &upgraded(&[close(1000), unmasked_frame(OP_TEXT, b"")]),
+            "after the close",
+        ),
+        (&upgraded(&[reserved_bit]), "reserved bits"),
     ];
     for (bytes, why) in bad {
         let err = fuzz_api::check_server_bytes(bytes).unwrap_err();

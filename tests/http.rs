@@ -432,8 +432,7 @@ fn idle_kept_alive_connection_is_closed_quietly() {
 fn websocket_upgrade_gets_101_with_accept() {
     let server = TestServer::scripted();
     let mut s = raw(server.addr);
-    s.write_all(upgrade_request(&good_upgrade_headers(RFC_KEY)).as_bytes())
-        .unwrap();
+    s.write_all(UPGRADE).unwrap();
     let resp = read_response(&mut s, &mut Vec::new());
     assert_eq!(resp.status, 101);
     assert_eq!(resp.header("Sec-WebSocket-Accept"), Some(RFC_ACCEPT));
@@ -612,12 +611,11 @@ fn abrupt_client(addr: std::net::SocketAddr, i: usize) {
         }
         // A finished WebSocket handshake, half a frame, then gone.
         1 | 3 => {
-            let req = upgrade_request(&good_upgrade_headers(RFC_KEY));
-            s.write_all(req.as_bytes()).unwrap();
+            s.write_all(UPGRADE).unwrap();
             let resp = read_response(&mut s, &mut Vec::new());
             assert_eq!(resp.status, 101);
-            // A masked text frame announcing 10 bytes, with only 3 of them.
-            let _ = s.write_all(&[0x81, 0x80 | 10, 1, 2, 3, 4, b'a', b'b', b'c']);
+            // A text frame announcing 10 bytes, with only 3 of them.
+            let _ = s.write_all(&cut_frame(10, 3));
         }
         // Connect and drop at once.
         _ => {}

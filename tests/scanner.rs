@@ -4,23 +4,14 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use scanstream::SourceSpec;
 use scanstream::scanner::ticker;
 use serde_json::{Value, json};
-
-/// A scratch directory of its own for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scanstream-it-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The next `result` message, skipping everything else.
 fn next_result(ws: &mut Ws) -> Value {
@@ -114,11 +105,7 @@ fn a_snapshot_plus_events_keeps_an_exact_table() {
         http(server.addr, "GET", "/stream/status", None).json()["results_total"].as_u64() > Some(20)
     });
     let mut ws = connect(&server);
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "data": {"snapshot": true}}),
-    );
-    expect_message(&mut ws, "subscribed");
+    subscribe(&mut ws, json!({"snapshot": true}));
     let snapshot = expect_message(&mut ws, "snapshot")["data"].clone();
     let mut table: HashMap<(String, String), Value> = HashMap::new();
     for r in snapshot["results"].as_array().unwrap() {
@@ -164,11 +151,7 @@ fn an_adhoc_scan_is_queued_answered_and_reported_to_its_requester() {
     });
     let mut ws = connect(&server);
     // Symbols with conditions open now, from the snapshot: a scan of them finds some.
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "data": {"snapshot": true}}),
-    );
-    expect_message(&mut ws, "subscribed");
+    subscribe(&mut ws, json!({"snapshot": true}));
     let snapshot = expect_message(&mut ws, "snapshot")["data"]["results"].clone();
     let symbols: BTreeSet<String> = snapshot
         .as_array()
@@ -341,7 +324,7 @@ fn climb_then_drop() -> String {
 
 #[test]
 fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
-    let dir = scratch("csv");
+    let dir = TempDir::new();
     std::fs::write(dir.join("acme.csv"), climb_then_drop()).unwrap();
     // A second symbol, and a bad row that is skipped and counted.
     std::fs::write(
@@ -350,7 +333,9 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
     )
     .unwrap();
     let server = TestServer::with(|c| {
-        c.source = SourceSpec::Csv { path: dir.clone() };
+        c.source = SourceSpec::Csv {
+            path: dir.path().to_owned(),
+        };
         c.replay_speed = "max".parse().unwrap();
         c.sma_fast = 5;
         c.sma_slow = 20;
@@ -394,12 +379,11 @@ fn a_csv_replay_at_full_speed_finds_what_the_bars_show() {
         http(server.addr, "GET", "/stream/status", None).json()["total"],
         2
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_jsonl_file_is_followed_as_it_grows_and_bad_lines_are_counted() {
-    let dir = scratch("jsonl");
+    let dir = TempDir::new();
     let path = dir.join("ticks.jsonl");
     let tick = |symbol: &str, price: f64| {
         format!("{{\"symbol\":\"{symbol}\",\"price\":{price},\"volume\":100}}\n")
@@ -448,44 +432,25 @@ fn a_jsonl_file_is_followed_as_it_grows_and_bad_lines_are_counted() {
         (r["scan"].as_str(), r["event"].as_str()),
         (Some("price_change"), Some("clear"))
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn the_binary_reads_jsonl_from_stdin() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanstream"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
+    let mut server = BinaryServer::start_with(
+        &[
             "--source",
             "jsonl:-",
             "--scan-interval",
             "100ms",
             "--min-scan-interval",
             "100ms",
-            "--log",
-            "info",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The log's first line names the address the server took.
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            log.read_line(&mut line).unwrap() > 0,
-            "the server ended early"
-        );
-        if let Some(rest) = line.split("local_addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep reading the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    let stdin = child.stdin.as_mut().unwrap();
+        ],
+        |c| {
+            c.stdin(Stdio::piped());
+        },
+    );
+    let addr = server.addr;
+    let stdin = server.stdin();
     stdin
         .write_all(b"{\"symbol\":\"ACME\",\"price\":10,\"volume\":5}\n")
         .unwrap();
@@ -508,11 +473,11 @@ fn the_binary_reads_jsonl_from_stdin() {
         metric(addr, "scanstream_events_published_total") >= 1.0
     });
     // Closing stdin ends the feed, not the server.
-    drop(child.stdin.take());
+    server.close_stdin();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http(addr, "GET", "/healthz", None).status, 200);
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    assert!(child.wait().unwrap().success());
+    server.terminate();
+    assert!(server.exit_within(TIMEOUT).success());
 }
 
 #[test]

@@ -5,95 +5,12 @@
 //! every request must be answered, RSS must stay flat after the warm-up, and the server
 //! must still be healthy at the end, with no panic in its log.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{BinaryServer, assert_healthy};
 use loadgen::soak::{self, SoakConfig, SoakReport};
-
-/// The server process, killed when the test ends however it ends.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Everything it logged after the `listening` line.
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on port 0 (sim source) and reads its address from the log.
-fn start_server() -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scanstream"))
-        .args(["--listen", "127.0.0.1:0", "--log", "info"])
-        // About 150 results a second (a 60 s test checks behaviour, not throughput), so
-        // an unoptimised server and driver keep up on a busy machine. The ring then holds
-        // some 20 s: it is full by the end of the warm-up, so its growth does not count
-        // against RSS, and a resume needs only a few seconds of it.
-        .args(["--sim-rate", "300", "--history-size", "3000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start scanstream");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(String::new()));
-    let server = |addr| Server {
-        child,
-        addr,
-        log: log.clone(),
-    };
-    let mut lines = BufReader::new(stderr).lines();
-    let addr: SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("the log ended before `listening`")
-            .expect("read the log");
-        if let Some(rest) = line.split("local_addr=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|a| a.parse().ok())
-                .expect("an address after local_addr=");
-        }
-    };
-    // Keep draining the log, so the server never blocks on a full pipe, and keep it.
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    server(addr)
-}
-
-/// `GET /healthz`: the status code and the body.
-fn healthz(addr: SocketAddr) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect for /healthz");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read /healthz");
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .trim()
-        .to_string();
-    (status, body)
-}
 
 #[track_caller]
 fn zero(r: &SoakReport, what: &str, n: u64) {
@@ -103,13 +20,17 @@ fn zero(r: &SoakReport, what: &str, n: u64) {
 #[test]
 fn soak_60_seconds_200_clients() {
     loadgen::sys::raise_nofile();
-    let mut server = start_server();
+    // About 150 results a second (a 60 s test checks behaviour, not throughput), so an
+    // unoptimised server and driver keep up on a busy machine. The ring then holds some
+    // 20 s: it is full by the end of the warm-up, so its growth does not count against
+    // RSS, and a resume needs only a few seconds of it.
+    let mut server = BinaryServer::start(&["--sim-rate", "300", "--history-size", "3000"]);
     let mut cfg = SoakConfig::new(server.addr);
     cfg.clients = 200;
     cfg.duration = Duration::from_secs(60);
     cfg.warmup = Duration::from_secs(25);
     cfg.seed = 7;
-    cfg.rss_pid = Some(server.child.id());
+    cfg.rss_pid = Some(server.id());
     // Many samples (at random intervals around 0.5 s), so each third's median is steady.
     cfg.rss_every = Duration::from_millis(500);
     // A looser allowance than the long soak's 10 % + 2 MiB: in one minute the server's
@@ -165,12 +86,9 @@ fn soak_60_seconds_200_clients() {
     assert!(r.passed(), "{:?}\n{}", r.failures(), r.table());
 
     // The server is still there, healthy, and logged no panic.
-    assert!(
-        server.child.try_wait().expect("try_wait").is_none(),
-        "the server exited"
-    );
-    assert_eq!(healthz(server.addr), (200, "ok".to_string()));
-    let log = server.log.lock().unwrap();
+    assert!(server.is_running(), "the server exited");
+    assert_healthy(server.addr);
+    let log = server.log();
     assert!(
         !log.contains("panicked"),
         "the server log has a panic:\n{log}"

@@ -372,21 +372,17 @@ fn protocol_violations_close_with_their_codes() {
     let cases: [(&str, Vec<u8>, u16); 5] = [
         (
             "unmasked frame",
-            client_frame(0x1, br#"{"type":"ping"}"#, false),
+            unmasked_frame(OP_TEXT, br#"{"type":"ping"}"#),
             1002,
         ),
-        ("binary message", client_frame(0x2, b"\x00\x01", true), 1003),
-        (
-            "invalid UTF-8",
-            client_frame(0x1, b"\xff\xfe{}", true),
-            1007,
-        ),
+        ("binary message", client_frame(OP_BINARY, b"\x00\x01"), 1003),
+        ("invalid UTF-8", client_frame(OP_TEXT, b"\xff\xfe{}"), 1007),
         (
             "message over the limit",
-            client_frame(0x1, &vec![b' '; 2000], true),
+            client_frame(OP_TEXT, &vec![b' '; 2000]),
             1009,
         ),
-        ("reserved opcode", client_frame(0x3, b"", true), 1002),
+        ("reserved opcode", client_frame(0x3, b""), 1002),
     ];
     for (what, frame, code) in cases {
         let mut s = raw_ws(server.addr);
@@ -408,7 +404,7 @@ fn a_frame_written_one_byte_at_a_time_is_understood() {
     let server = TestServer::scripted();
     let mut s = raw_ws(server.addr);
     s.set_nodelay(true).unwrap();
-    for b in client_frame(0x1, br#"{"type":"ping","id":"slow"}"#, true) {
+    for b in client_frame(OP_TEXT, br#"{"type":"ping","id":"slow"}"#) {
         s.write_all(&[b]).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -419,8 +415,8 @@ fn a_frame_written_one_byte_at_a_time_is_understood() {
 fn two_messages_in_one_write_get_two_replies_in_order() {
     let server = TestServer::scripted();
     let mut s = raw_ws(server.addr);
-    let mut bytes = client_frame(0x1, br#"{"type":"ping","id":1}"#, true);
-    bytes.extend(client_frame(0x1, br#"{"type":"ping","id":2}"#, true));
+    let mut bytes = client_frame(OP_TEXT, br#"{"type":"ping","id":1}"#);
+    bytes.extend(client_frame(OP_TEXT, br#"{"type":"ping","id":2}"#));
     s.write_all(&bytes).unwrap();
     assert_eq!(raw_expect(&mut s, "pong")["id"], 1);
     assert_eq!(raw_expect(&mut s, "pong")["id"], 2);
@@ -430,11 +426,8 @@ fn two_messages_in_one_write_get_two_replies_in_order() {
 fn frames_sent_with_the_handshake_are_not_lost() {
     let server = TestServer::scripted();
     let mut s = raw(server.addr);
-    let mut bytes =
-        b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            .to_vec();
-    bytes.extend(client_frame(0x1, br#"{"type":"ping","id":"early"}"#, true));
+    let mut bytes = UPGRADE.to_vec();
+    bytes.extend(client_frame(OP_TEXT, br#"{"type":"ping","id":"early"}"#));
     s.write_all(&bytes).unwrap();
     let mut pending = Vec::new();
     assert_eq!(read_response(&mut s, &mut pending).status, 101);
@@ -445,18 +438,17 @@ fn frames_sent_with_the_handshake_are_not_lost() {
         assert!(n > 0, "closed before the pong");
         pending.extend_from_slice(&chunk[..n]);
     }
-    assert_eq!(pending[0], 0x81, "a text frame");
-    let v: Value = serde_json::from_slice(&pending[2..2 + pending[1] as usize]).unwrap();
-    assert_eq!(v["type"], "pong");
+    let (frame, _) = parse_frame(&pending).expect("a whole frame");
+    assert_eq!(frame.json()["type"], "pong");
 }
 
 #[test]
 fn client_pings_are_answered_and_close_is_echoed() {
     let server = TestServer::scripted();
     let mut s = raw_ws(server.addr);
-    s.write_all(&client_frame(0x9, b"hi", true)).unwrap();
-    assert_eq!(read_frame(&mut s), (0xA, b"hi".to_vec()));
-    s.write_all(&client_frame(0x8, &1000u16.to_be_bytes(), true))
+    s.write_all(&client_frame(OP_PING, b"hi")).unwrap();
+    assert_eq!(read_frame(&mut s), Frame::Pong(b"hi".to_vec()));
+    s.write_all(&client_frame(OP_CLOSE, &1000u16.to_be_bytes()))
         .unwrap();
     assert_eq!(raw_close_code(&mut s), 1000);
     assert!(closed_by_server(&mut s));
@@ -470,8 +462,11 @@ fn server_pings_and_closes_a_silent_client() {
         c.sweep_interval = Dur(Duration::from_millis(50));
     });
     let mut s = raw_ws(server.addr);
-    let (opcode, _) = read_frame(&mut s);
-    assert_eq!(opcode, 0x9, "expected a ping");
+    let frame = read_frame(&mut s);
+    assert!(
+        matches!(frame, Frame::Ping(_)),
+        "expected a ping, got {frame:?}"
+    );
     // Never answering: closed with 1001 once idle.
     assert_eq!(raw_close_code(&mut s), 1001);
 }
@@ -513,9 +508,8 @@ fn message_rate_limit_then_close_4029() {
     let mut bytes = Vec::new();
     for i in 0..4 {
         bytes.extend(client_frame(
-            0x1,
+            OP_TEXT,
             format!(r#"{{"type":"ping","id":{i}}}"#).as_bytes(),
-            true,
         ));
     }
     s.write_all(&bytes).unwrap();
@@ -528,7 +522,7 @@ fn message_rate_limit_then_close_4029() {
     assert_eq!(refused["id"], 3);
     let mut flood = Vec::new();
     for _ in 0..10 {
-        flood.extend(client_frame(0x1, br#"{"type":"ping"}"#, true));
+        flood.extend(client_frame(OP_TEXT, br#"{"type":"ping"}"#));
     }
     s.write_all(&flood).unwrap();
     assert_eq!(raw_close_code(&mut s), 4029);
@@ -542,7 +536,7 @@ fn a_reader_that_stalls_is_closed_4008_while_another_gets_everything() {
     });
     let mut stalled = raw_ws(server.addr);
     stalled
-        .write_all(&client_frame(0x1, br#"{"type":"subscribe"}"#, true))
+        .write_all(&client_frame(OP_TEXT, br#"{"type":"subscribe"}"#))
         .unwrap();
     raw_skip_to(&mut stalled, "subscribed");
     let mut healthy = connect(&server);
@@ -598,7 +592,7 @@ fn pongs_to_a_client_that_never_reads_are_capped_with_4008() {
     let mut s = raw_ws(server.addr);
     let mut writer = s.try_clone().unwrap();
     let pinger = std::thread::spawn(move || {
-        let ping = client_frame(0x9, &[b'p'; 125], true);
+        let ping = client_frame(OP_PING, &[b'p'; 125]);
         let batch: Vec<u8> = ping
             .iter()
             .copied()
@@ -791,11 +785,7 @@ fn random_frames_never_hurt_the_server() {
             let len = (noise.next() % 300) as usize;
             match kind {
                 // A well-formed frame with a random opcode and payload.
-                0 => bytes.extend(client_frame(
-                    (noise.next() % 16) as u8,
-                    &noise.bytes(len),
-                    true,
-                )),
+                0 => bytes.extend(client_frame((noise.next() % 16) as u8, &noise.bytes(len))),
                 // A text frame holding random JSON-ish text.
                 1 => {
                     let text: String = noise
@@ -804,16 +794,15 @@ fn random_frames_never_hurt_the_server() {
                         .map(|b| char::from(b' ' + b % 95))
                         .collect();
                     bytes.extend(client_frame(
-                        0x1,
+                        OP_TEXT,
                         format!("{{\"type\":\"{text}\"}}").as_bytes(),
-                        true,
                     ));
                 }
                 // Raw noise.
                 2 => bytes.extend(noise.bytes(len)),
                 // A frame cut short.
                 _ => {
-                    let f = client_frame(0x1, &noise.bytes(len + 10), true);
+                    let f = client_frame(OP_TEXT, &noise.bytes(len + 10));
                     bytes.extend_from_slice(&f[..f.len() / 2]);
                 }
             }
@@ -839,29 +828,24 @@ fn subscribes_in_one_write_count_the_connection_once() {
     let mut bytes = Vec::new();
     for name in ["a", "a", "b"] {
         let msg = format!(r#"{{"type":"subscribe","data":{{"subscription":"{name}"}}}}"#);
-        bytes.extend(client_frame(0x1, msg.as_bytes(), true));
+        bytes.extend(client_frame(OP_TEXT, msg.as_bytes()));
     }
     bytes.extend(client_frame(
-        0x1,
+        OP_TEXT,
         br#"{"type":"unsubscribe","data":{"subscription":"a"}}"#,
-        true,
     ));
     bytes.extend(client_frame(
-        0x1,
+        OP_TEXT,
         br#"{"type":"unsubscribe","data":{"subscription":"b"}}"#,
-        true,
     ));
     bytes.extend(client_frame(
-        0x1,
+        OP_TEXT,
         br#"{"type":"subscribe","data":{"subscription":"c"}}"#,
-        true,
     ));
     s.write_all(&bytes).unwrap();
     let mut counts = Vec::new();
     while counts.len() < 4 {
-        let (opcode, payload) = read_frame(&mut s);
-        assert_eq!(opcode, 0x1);
-        let v: Value = serde_json::from_slice(&payload).unwrap();
+        let v = read_frame(&mut s).json();
         if v["type"] == "status" {
             counts.push(v["data"]["subscribers"].as_u64().unwrap());
         }

@@ -1,6 +1,15 @@
 //! Shared vocabulary for the integration tests: a real server on 127.0.0.1:0, a
-//! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts.
+//! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts. Beside
+//! it: the `scanstream` program as a child process (`binary`), WebSocket frames by hand
+//! (`frames`), and scratch directories (`temp_dir`).
 #![allow(dead_code)] // each test binary uses its own part of this
+
+mod binary;
+mod frames;
+mod temp_dir;
+
+#[allow(unused_imports)] // each test binary uses its own part of these too
+pub use {binary::*, frames::*, temp_dir::TempDir};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -21,6 +30,11 @@ use tungstenite::{Message, WebSocket};
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Ws = WebSocket<TcpStream>;
+
+/// `ws://…/stream` on `addr`.
+pub fn stream_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/stream")
+}
 
 /// A server running on its own thread; shut down gracefully when dropped.
 pub struct TestServer {
@@ -97,9 +111,8 @@ impl TestServer {
             .unwrap();
     }
 
-    /// `ws://…/stream`.
     pub fn url(&self) -> String {
-        format!("ws://{}/stream", self.addr)
+        stream_url(self.addr)
     }
 
     /// Stops the server and waits for `run` to return.
@@ -396,6 +409,18 @@ pub fn closed_by_server(stream: &mut TcpStream) -> bool {
     }
 }
 
+/// `/healthz` says 200 `ok`.
+#[track_caller]
+pub fn assert_healthy(addr: SocketAddr) {
+    let health = http(addr, "GET", "/healthz", None);
+    assert_eq!(
+        (health.status, health.body.as_slice()),
+        (200, b"ok".as_slice()),
+        "{}",
+        String::from_utf8_lossy(&health.body)
+    );
+}
+
 /// A metric's value from `/metrics` (the first line that starts with `name`).
 #[track_caller]
 pub fn metric(addr: SocketAddr, name: &str) -> f64 {
@@ -407,20 +432,17 @@ pub fn metric(addr: SocketAddr, name: &str) -> f64 {
         .unwrap()
 }
 
-/// Waits for the first client event `want` accepts, failing the test after `TIMEOUT`.
+/// Waits for the first item `want` accepts (a client event, a line a program wrote),
+/// failing the test after `TIMEOUT`.
 #[track_caller]
-pub fn wait_for<T>(
-    events: &Receiver<scanstream::client::Event>,
-    what: &str,
-    mut want: impl FnMut(&scanstream::client::Event) -> Option<T>,
-) -> T {
+pub fn wait_for<E, T>(items: &Receiver<E>, what: &str, mut want: impl FnMut(&E) -> Option<T>) -> T {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ev = events
+        let item = items
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no {what} within {TIMEOUT:?}"));
-        if let Some(t) = want(&ev) {
+        if let Some(t) = want(&item) {
             return t;
         }
     }
@@ -437,112 +459,6 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out waiting for {what}");
-}
-
-/// Opens a WebSocket over raw TCP (handshake done, 101 read) for tests that misbehave.
-#[track_caller]
-pub fn raw_ws(addr: SocketAddr) -> TcpStream {
-    let mut s = raw(addr);
-    s.write_all(
-        b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut pending = Vec::new();
-    // The 101 has no body; read_response stops at the blank line.
-    let res = read_response(&mut s, &mut pending);
-    assert_eq!(res.status, 101);
-    assert!(pending.is_empty(), "server sent frames before any request");
-    s
-}
-
-/// A client frame: FIN set, `opcode`, masked with a fixed key unless `masked` is false.
-pub fn client_frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => f.push(mask_bit | n as u8),
-        n if n <= 0xffff => {
-            f.push(mask_bit | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(mask_bit | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x12, 0x34, 0x56, 0x78];
-        f.extend_from_slice(&key);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        f.extend_from_slice(payload);
-    }
-    f
-}
-
-/// Reads one server frame from a raw stream: (opcode, payload).
-#[track_caller]
-pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0; 2];
-    s.read_exact(&mut head).expect("frame header");
-    assert_eq!(head[1] & 0x80, 0, "server frames are never masked");
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0; 2];
-            s.read_exact(&mut b).unwrap();
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0; 8];
-            s.read_exact(&mut b).unwrap();
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).unwrap();
-    (head[0] & 0x0f, payload)
-}
-
-/// Reads raw frames until a close frame and returns its code.
-#[track_caller]
-pub fn raw_close_code(s: &mut TcpStream) -> u16 {
-    loop {
-        let (opcode, payload) = read_frame(s);
-        if opcode == 0x8 {
-            assert!(payload.len() >= 2, "close frame without a code");
-            return u16::from_be_bytes([payload[0], payload[1]]);
-        }
-    }
-}
-
-/// Reads raw text frames until one of type `ty`; only progress statuses may come first.
-#[track_caller]
-pub fn raw_expect(s: &mut TcpStream, ty: &str) -> Value {
-    raw_next_of(s, ty, true)
-}
-
-/// Reads raw text frames, skipping any other type, until one of type `ty`.
-#[track_caller]
-pub fn raw_skip_to(s: &mut TcpStream, ty: &str) -> Value {
-    raw_next_of(s, ty, false)
-}
-
-#[track_caller]
-fn raw_next_of(s: &mut TcpStream, ty: &str, strict: bool) -> Value {
-    loop {
-        let (opcode, payload) = read_frame(s);
-        if opcode == 0x1 {
-            let v: Value = serde_json::from_slice(&payload).expect("JSON");
-            if v["type"] == ty {
-                return v;
-            }
-            if strict {
-                assert_eq!(v["type"], "status", "expected {ty}, got {v}");
-            }
-        }
-    }
 }
 
 /// Checks an error response: its status and a JSON body `{"code", "message"}`.
