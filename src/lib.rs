@@ -18,7 +18,8 @@
 //!
 //! # Layout
 //!
-//! - [`alerts`]: rules, throttling, handlers, the alert history and its journal.
+//! - [`alerts`]: rules, throttling, handlers, the alert history and its journal, run by
+//!   the producer.
 //! - [`bus`]: the seam: `Event` and `Command`, and the in-process bus that carries them.
 //! - [`client`]: a client that reconnects by itself and resumes without loss.
 //! - [`config`]: settings from defaults, the TOML file and flags.
@@ -26,9 +27,11 @@
 //! - [`protocol`]: client messages, filters, error and close codes (sans-IO).
 //! - [`history`]: the resume ring and the active set.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
-//! - [`scanner`]: the scanner thread; the `Source` trait it runs (the market scanner or
-//!   the benchmark firehose); feeds (`sim`, `csv`, `jsonl`), indicators, scans, dedup.
-//! - `reactor`: the event loop: connections, HTTP, WebSocket, fan-out, timers.
+//! - [`scanner`]: the scanner thread, the producer; the `Source` trait it runs (the
+//!   market scanner or the benchmark firehose); feeds (`sim`, `csv`, `jsonl`),
+//!   indicators, scans, dedup.
+//! - `reactor`: an edge: its connections (`conns`), what it answers from (`app`: history,
+//!   status, the alert mirror), HTTP, WebSocket, fan-out, timers.
 //! - `timefmt`: RFC 3339 timestamps.
 
 #![warn(missing_docs)]

@@ -1,10 +1,12 @@
-//! The reactor: one thread, one `mio::Poll`, every socket.
+//! The reactor, an edge: one thread, one `mio::Poll`, every socket it serves.
 //!
-//! It owns the listener and every connection (in a slab, generation-stamped), the
-//! subscriber list, the history ring and all timers. Each loop turn it accepts, reads and
-//! answers, drains the scanner's channel and fans results out into out buffers, pumps
-//! replays, sweeps timers, then writes each dirty connection once. It must never block:
-//! no locks, no blocking I/O, nothing slow on behalf of one client.
+//! It owns the listener and every connection (`conns`), and what it answers from (`app`:
+//! the history ring, the status, the alert mirror, its end of the bus). Each loop turn it
+//! accepts, reads and answers, drains the producer's events and fans results out into
+//! out buffers, pumps replays, sweeps timers, then writes each dirty connection once. It
+//! must never block: no locks, no blocking I/O, nothing slow on behalf of one client;
+//! what needs the producer (an ad-hoc scan, an acknowledgment) goes as a command, and
+//! the answer comes back as an event.
 
 mod accept;
 pub(crate) mod access;
