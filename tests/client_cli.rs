@@ -55,9 +55,20 @@ fn json_lines_carry_states_snapshot_results_and_replies() {
     // The ad-hoc request is answered with its id, then runs.
     let queued = json_until(&rx, "queued", |v| v["type"] == "status" && v["id"].is_u64());
     assert_eq!(queued["data"]["phase"], "queued");
-    let refused = json_until(&rx, "ack answer", |v| v["type"] == "error");
+    // The scan and the ack both go to the producer, which answers in its own order.
+    let (mut refused, mut adhoc) = (None, None);
+    while refused.is_none() || adhoc.is_none() {
+        let v = json_until(&rx, "ack answer and ad-hoc result", |v| {
+            v["type"] == "error" || v["type"] == "result"
+        });
+        if v["type"] == "error" {
+            refused = Some(v);
+        } else {
+            adhoc = Some(v);
+        }
+    }
+    let (refused, adhoc) = (refused.unwrap_or_default(), adhoc.unwrap_or_default());
     assert_eq!(refused["data"]["code"], "not_found");
-    let adhoc = json_until(&rx, "ad-hoc result", |v| v["type"] == "result");
     assert_eq!(adhoc["data"]["adhoc"], true);
     assert!(
         adhoc["timestamp"]
