@@ -7,14 +7,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::msg::{self, Kind};
-use crate::stats::{Histogram, SeqOutcome, SeqTrack};
-use crate::sys;
+use crate::rng::Rng;
+use crate::seq::{Seq, Tally};
+use crate::stats::Histogram;
+use crate::sys::{self, wall_ns};
 use crate::ws::{self, Frame, Parsed, WsError};
 
 /// What to run.
@@ -145,11 +147,12 @@ struct Conn {
     out: Vec<u8>,
     accept: String,
     opened: Instant,
-    seq: SeqTrack,
+    seq: Seq,
     window_msgs: u64,
     /// Inside a fragmented message: its frames are skipped, the message counted once.
     fragmented: bool,
-    rng: u32,
+    /// Masks and the handshake nonce.
+    rng: Rng,
     /// A `subscribed` reply arrived.
     subscribed: bool,
     /// Churn: when our close frame went out.
@@ -159,8 +162,8 @@ struct Conn {
 }
 
 impl Conn {
-    /// A connection in `state` over `sock`; `rng` seeds its masks (never 0).
-    fn new(sock: TcpStream, state: State, rng: u32) -> Conn {
+    /// A connection in `state` over `sock`; `seed` seeds its masks and nonce.
+    fn new(sock: TcpStream, state: State, seed: u64) -> Conn {
         Conn {
             sock,
             state,
@@ -168,10 +171,10 @@ impl Conn {
             out: Vec::new(),
             accept: String::new(),
             opened: Instant::now(),
-            seq: SeqTrack::default(),
+            seq: Seq::default(),
             window_msgs: 0,
             fragmented: false,
-            rng: rng | 1,
+            rng: Rng::new(seed),
             subscribed: false,
             closing_since: Instant::now(),
             server_closed: false,
@@ -179,13 +182,7 @@ impl Conn {
     }
 
     fn mask(&mut self) -> [u8; 4] {
-        // xorshift32: masks only need to vary, not to be secret, from a load generator.
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.rng = x;
-        x.to_ne_bytes()
+        self.rng.mask()
     }
 
     /// Writes what is queued until done or `WouldBlock`.
@@ -212,8 +209,7 @@ struct Counters {
     bytes: u64,
     hist: Histogram,
     negative: u64,
-    lost: u64,
-    duplicated: u64,
+    seq: Tally,
     bad_results: u64,
     others: HashMap<Vec<u8>, u64>,
     disconnects: u64,
@@ -262,11 +258,7 @@ fn on_frames(
                 match msg::classify(payload) {
                     Kind::Result { seq, ts_ns } => {
                         // seq continuity spans the whole run; counts only the window.
-                        match conn.seq.observe(seq) {
-                            SeqOutcome::First | SeqOutcome::InOrder => {}
-                            SeqOutcome::Gap(n) => c.lost += n,
-                            SeqOutcome::Duplicate => c.duplicated += 1,
-                        }
+                        c.seq.add(conn.seq.observe(seq));
                         if in_window {
                             c.messages += 1;
                             conn.window_msgs += 1;
@@ -324,12 +316,6 @@ fn count_other(c: &mut Counters, t: &[u8]) {
             c.others.insert(t.to_vec(), 1);
         }
     }
-}
-
-fn wall_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// What wakes a churn slot.
@@ -600,8 +586,11 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return self.fail(i, None, &e.to_string()),
         };
-        let rng = (self.request_seed as u32).wrapping_add((i as u32).wrapping_mul(2_654_435_761));
-        let mut conn = Conn::new(sock, State::Connecting, rng);
+        let seed = self
+            .request_seed
+            .wrapping_add(i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut conn = Conn::new(sock, State::Connecting, seed);
         if let Err(e) = self.poll.registry().register(
             &mut conn.sock,
             Token(i),
@@ -851,14 +840,7 @@ impl Engine {
             return self.fail(i, conn, &e.to_string());
         }
         // A different nonce per connection; the server checks only its form.
-        let seed = self
-            .request_seed
-            .wrapping_add(i as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&seed.to_le_bytes());
-        nonce[8..].copy_from_slice(&(i as u64).to_le_bytes());
-        let key = ws::client_key(nonce);
+        let key = ws::client_key(conn.rng.nonce());
         conn.accept = ws::accept_key(key.as_bytes());
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -1095,8 +1077,8 @@ impl Engine {
             min_per_client: fair.iter().copied().min().unwrap_or(0),
             max_per_client: fair.iter().copied().max().unwrap_or(0),
             fairness_clients: fair.len() as u64,
-            lost: self.c.lost,
-            duplicated: self.c.duplicated,
+            lost: self.c.seq.lost,
+            duplicated: self.c.seq.duplicated,
             bad_results: self.c.bad_results,
             other_messages: others.into_iter().collect(),
             disconnects: self.c.disconnects,
@@ -1280,8 +1262,8 @@ mod tests {
         assert!(carry.is_empty());
         assert_eq!(c.messages, 7);
         assert_eq!(conn.window_msgs, 7);
-        assert_eq!(c.lost, 1);
-        assert_eq!(c.duplicated, 1);
+        assert_eq!(c.seq.lost, 1);
+        assert_eq!(c.seq.duplicated, 1);
         assert_eq!(c.hist.max(), 1_000_000);
         assert_eq!(c.others.get(&b"status"[..]), Some(&1));
         assert_eq!(c.others.get(&b"(fragmented)"[..]), Some(&1));
@@ -1303,7 +1285,7 @@ mod tests {
         assert!(used < buf.len());
         // Outside the window nothing is counted, but seq continuity is kept.
         assert_eq!(c.messages, 0);
-        assert_eq!(conn.seq.observe(3), SeqOutcome::Gap(1));
+        assert_eq!(conn.seq.observe(3), crate::seq::Outcome::Gap(1));
 
         let (used, _, end) = on_frames(&mut conn, &text(b"x", true, 0), 0, true, &mut c, 64);
         assert!(matches!(end, Some(End::Protocol(_))));
@@ -1488,18 +1470,16 @@ mod tests {
     fn garbage_never_panics() {
         let (mut conn, _l) = test_conn();
         let mut c = Counters::default();
-        let mut x: u32 = 0x1234_5678;
+        let mut rng = Rng::new(0x1234_5678);
         let mut buf = Vec::new();
         for round in 0..2000u32 {
             buf.clear();
             // Mostly valid-looking headers with random bytes around them.
             for _ in 0..(round % 64) {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
+                let x = rng.next_u64();
                 buf.push(x as u8);
                 if x.is_multiple_of(7) {
-                    buf.extend(result(u64::from(x)));
+                    buf.extend(result(x));
                 }
             }
             conn.fragmented = round.is_multiple_of(3);

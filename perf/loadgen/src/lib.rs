@@ -4,7 +4,9 @@
 
 pub mod engine;
 pub mod msg;
+pub mod rng;
 pub mod selftest;
+pub mod seq;
 pub mod soak;
 pub mod stats;
 pub mod sys;

@@ -20,6 +20,8 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use serde_json::{Value, json};
 
 use crate::msg::{self, Kind};
+use crate::rng::Rng;
+use crate::seq::{Seq, Tally};
 use crate::stats::Histogram;
 use crate::sys;
 use crate::ws::{self, Frame, Parsed, WsError};
@@ -730,87 +732,10 @@ fn round3(v: f64) -> f64 {
     (v * 1e3).round() / 1e3
 }
 
-/// SplitMix64: small, seedable with any value, good enough to pick actions.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `lo..hi`.
-    pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        lo + hi.saturating_sub(lo).mul_f64(self.unit())
-    }
-}
-
-/// The `seq` continuity of one client: every result must carry the last `seq` plus one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Continuity {
-    /// The last `seq` seen, or the `seq` of the `subscribed` reply the chain starts from.
-    /// `None`: the next result starts the chain (after a resume that did not recover).
-    pub last: Option<u64>,
-}
-
-/// What one result meant for its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// It started the chain.
-    First,
-    InOrder,
-    /// This many `seq` values were skipped before it.
-    Lost(u64),
-    /// Not above the last one: seen before.
-    Duplicate,
-}
-
-impl Continuity {
-    pub fn from(seq: u64) -> Continuity {
-        Continuity { last: Some(seq) }
-    }
-
-    pub fn observe(&mut self, seq: u64) -> Step {
-        match self.last {
-            None => {
-                self.last = Some(seq);
-                Step::First
-            }
-            Some(last) if seq <= last => Step::Duplicate,
-            Some(last) => {
-                self.last = Some(seq);
-                if seq == last + 1 {
-                    Step::InOrder
-                } else {
-                    Step::Lost(seq - last - 1)
-                }
-            }
-        }
-    }
-}
-
 /// Where a client stands on its results: the chain it follows and its run's epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
-    pub seq: Continuity,
+    pub seq: Seq,
     pub epoch: String,
 }
 
@@ -845,7 +770,7 @@ pub fn after_subscribed(chain: Option<Chain>, resumed: bool, reply: &Subscribed)
                 (c, true)
             } else {
                 let fresh = Chain {
-                    seq: Continuity::default(),
+                    seq: Seq::default(),
                     epoch: reply.epoch.clone(),
                 };
                 (fresh, false)
@@ -853,7 +778,7 @@ pub fn after_subscribed(chain: Option<Chain>, resumed: bool, reply: &Subscribed)
         }
         _ => (
             Chain {
-                seq: Continuity::from(reply.seq),
+                seq: Seq::after(reply.seq),
                 epoch: reply.epoch.clone(),
             },
             true,
@@ -944,6 +869,8 @@ struct Client {
 struct Shared {
     r: SoakReport,
     reply_hist: Histogram,
+    /// `seq` values lost and duplicated, over every client.
+    seq: Tally,
     symbols: Vec<Box<str>>,
     symbol_set: HashSet<Box<str>>,
     alert_ids: VecDeque<Box<str>>,
@@ -999,7 +926,7 @@ impl Client {
     }
 
     fn mask(&mut self) -> [u8; 4] {
-        (self.masks.next_u64() as u32).to_ne_bytes()
+        self.masks.mask()
     }
 
     /// Queues a request (a text message with a fresh `id`) and remembers it.
@@ -1020,11 +947,12 @@ impl Client {
 
     fn subscribe(&mut self, now: Instant) {
         let mut data = json!({"subscription": SUBSCRIPTION, "filters": {}});
-        let resume = match &self.chain {
-            Some(Chain {
-                seq: Continuity { last: Some(last) },
-                epoch,
-            }) => {
+        let resume = match self
+            .chain
+            .as_ref()
+            .and_then(|c| Some((c.seq.last()?, &c.epoch)))
+        {
+            Some((last, epoch)) => {
                 data["since"] = json!(last);
                 data["epoch"] = json!(epoch);
                 true
@@ -1054,11 +982,7 @@ impl Client {
     fn on_result(&mut self, seq: u64, sh: &mut Shared) {
         sh.r.results += 1;
         match (self.sub, self.chain.as_mut()) {
-            (Sub::On | Sub::Unsubscribing, Some(chain)) => match chain.seq.observe(seq) {
-                Step::First | Step::InOrder => {}
-                Step::Lost(n) => sh.r.lost += n,
-                Step::Duplicate => sh.r.duplicated += 1,
-            },
+            (Sub::On | Sub::Unsubscribing, Some(chain)) => sh.seq.add(chain.seq.observe(seq)),
             _ => sh.r.stray_results += 1,
         }
     }
@@ -1357,9 +1281,7 @@ impl Client {
         let Phase::Connecting(since) = self.phase else {
             return;
         };
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&self.masks.next_u64().to_le_bytes());
-        nonce[8..].copy_from_slice(&self.masks.next_u64().to_le_bytes());
+        let nonce = self.masks.nonce();
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
@@ -1596,8 +1518,8 @@ pub fn run(cfg: SoakConfig) -> io::Result<SoakReport> {
                 r.actions.total(),
                 r.results,
                 r.resumes,
-                r.lost,
-                r.duplicated,
+                sh.seq.lost,
+                sh.seq.duplicated,
                 r.connect_failures + r.unexpected_disconnects + r.reply_timeouts + r.not_recovered,
                 r.rss.last().map_or(0, |s| s.kib)
             );
@@ -1685,6 +1607,8 @@ pub fn run(cfg: SoakConfig) -> io::Result<SoakReport> {
         }
     }
     let mut r = std::mem::take(&mut sh.r);
+    r.lost = sh.seq.lost;
+    r.duplicated = sh.seq.duplicated;
     r.addr = cfg.addr.to_string();
     r.clients = cfg.clients;
     r.seed = cfg.seed;
@@ -1763,31 +1687,7 @@ fn read_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn continuity_counts_gaps_and_duplicates() {
-        let mut c = Continuity::from(100);
-        let got: Vec<Step> = [101, 102, 105, 105, 103, 106, 110]
-            .iter()
-            .map(|&s| c.observe(s))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                Step::InOrder,
-                Step::InOrder,
-                Step::Lost(2),
-                Step::Duplicate,
-                Step::Duplicate,
-                Step::InOrder,
-                Step::Lost(3),
-            ]
-        );
-        assert_eq!(c.last, Some(110));
-        let mut fresh = Continuity::default();
-        assert_eq!(fresh.observe(7), Step::First);
-        assert_eq!(fresh.observe(8), Step::InOrder);
-    }
+    use crate::seq::Outcome;
 
     fn reply(epoch: &str, seq: u64, recovered: bool) -> Subscribed {
         Subscribed {
@@ -1802,44 +1702,44 @@ mod tests {
     fn a_fresh_subscribe_starts_at_the_replys_seq() {
         let (chain, ok) = after_subscribed(None, false, &reply("e1", 500, true));
         assert!(ok);
-        assert_eq!(chain.seq.last, Some(500));
+        assert_eq!(chain.seq.last(), Some(500));
         // Results at or below the reply's seq would be duplicates; 501 is next.
         let mut seq = chain.seq;
-        assert_eq!(seq.observe(500), Step::Duplicate);
-        assert_eq!(seq.observe(501), Step::InOrder);
+        assert_eq!(seq.observe(500), Outcome::Duplicate);
+        assert_eq!(seq.observe(501), Outcome::InOrder);
         // An unsubscribe forgets the chain, so a later fresh subscribe starts again,
         // whatever came before.
         let old = Chain {
-            seq: Continuity::from(10),
+            seq: Seq::after(10),
             epoch: "e1".into(),
         };
         let (chain, ok) = after_subscribed(Some(old), false, &reply("e1", 900, true));
         assert!(ok);
-        assert_eq!(chain.seq.last, Some(900));
+        assert_eq!(chain.seq.last(), Some(900));
     }
 
     #[test]
     fn a_resume_goes_on_from_the_last_seq_seen() {
         let old = Chain {
-            seq: Continuity::from(1234),
+            seq: Seq::after(1234),
             epoch: "e1".into(),
         };
         // The server's newest seq is far ahead; the replay starts at 1235.
         let (chain, ok) = after_subscribed(Some(old.clone()), true, &reply("e1", 2000, true));
         assert!(ok);
         let mut seq = chain.seq;
-        assert_eq!(seq.observe(1235), Step::InOrder);
+        assert_eq!(seq.observe(1235), Outcome::InOrder);
         // A replay that starts one late is a loss; one early, a duplicate.
         let (chain, _) = after_subscribed(Some(old.clone()), true, &reply("e1", 2000, true));
         let mut seq = chain.seq;
-        assert_eq!(seq.observe(1236), Step::Lost(1));
+        assert_eq!(seq.observe(1236), Outcome::Gap(1));
         let (chain, _) = after_subscribed(Some(old.clone()), true, &reply("e1", 2000, true));
         let mut seq = chain.seq;
-        assert_eq!(seq.observe(1234), Step::Duplicate);
+        assert_eq!(seq.observe(1234), Outcome::Duplicate);
         // Not recovered, or another run: counted, and the next result starts anew.
         let (chain, ok) = after_subscribed(Some(old.clone()), true, &reply("e1", 2000, false));
         assert!(!ok);
-        assert_eq!(chain.seq.last, None);
+        assert_eq!(chain.seq.last(), None);
         let (chain, ok) = after_subscribed(Some(old), true, &reply("e2", 5, true));
         assert!(!ok);
         assert_eq!(chain.epoch, "e2");
@@ -1974,8 +1874,8 @@ mod tests {
         let r = &sh.r;
         assert_eq!(r.stray_results, 1);
         assert_eq!(r.results, 5);
-        assert_eq!(r.lost, 1);
-        assert_eq!(r.duplicated, 1);
+        assert_eq!(sh.seq.lost, 1);
+        assert_eq!(sh.seq.duplicated, 1);
         assert_eq!(r.replies.get("subscribed"), Some(&1));
         assert_eq!(r.replies.get("acked"), Some(&1));
         assert_eq!(r.acked_broadcasts, 1);
@@ -1985,7 +1885,7 @@ mod tests {
         assert!(!sh.symbols.is_empty());
         assert!(c.pending.is_empty());
         assert_eq!(c.sub, Sub::On);
-        assert_eq!(c.chain.as_ref().map(|ch| ch.seq.last), Some(Some(45)));
+        assert_eq!(c.chain.as_ref().map(|ch| ch.seq.last()), Some(Some(45)));
     }
 
     #[test]
@@ -1995,7 +1895,7 @@ mod tests {
         let mut sh = Shared::default();
         c.sub = Sub::Unsubscribing;
         c.chain = Some(Chain {
-            seq: Continuity::from(10),
+            seq: Seq::after(10),
             epoch: "e1".into(),
         });
         for (id, req) in [
@@ -2028,26 +1928,12 @@ mod tests {
             ],
         );
         let r = &sh.r;
-        assert_eq!((r.results, r.stray_results, r.lost), (2, 1, 0));
+        assert_eq!((r.results, r.stray_results, sh.seq.lost), (2, 1, 0));
         assert_eq!(r.replies.get("status queued"), Some(&1));
         assert_eq!(r.errors.get("queue_full"), Some(&1));
         assert_eq!(r.unexpected_errors, 0);
         assert_eq!(r.adhoc_done, 1);
         assert_eq!(c.sub, Sub::Off);
         assert!(c.chain.is_none());
-    }
-
-    #[test]
-    fn rng_is_seeded_and_in_range() {
-        let mut a = Rng::new(42);
-        let mut b = Rng::new(42);
-        for _ in 0..1000 {
-            let x = a.below(7);
-            assert_eq!(x, b.below(7));
-            assert!(x < 7);
-            let d = a.between(Duration::from_millis(100), Duration::from_secs(3));
-            b.between(Duration::from_millis(100), Duration::from_secs(3));
-            assert!(d >= Duration::from_millis(100) && d < Duration::from_secs(3));
-        }
     }
 }
