@@ -2,6 +2,7 @@
 //! the load engine and the soak driver, for the `loadgen` program and for tests that drive
 //! a server from Rust (the main crate's `tests/soak.rs` runs [`soak::run`]).
 
+pub mod conn;
 pub mod engine;
 pub mod msg;
 pub mod rng;
