@@ -317,12 +317,13 @@ impl Conn {
         }
     }
 
-    /// Handles the frames that came with the `101`, as [`frames`] does, receiving them at
-    /// `now_ns`; the socket may hold more, for [`Conn::read_frames`].
-    pub fn early_frames<F>(&mut self, max_frame: usize, now_ns: i64, mut on_frame: F) -> Option<End>
+    /// Handles the frames that came with the `101` as [`Conn::read_frames`] does, all at
+    /// one receive time; the socket may hold more, for [`Conn::read_frames`].
+    pub fn early_frames<F>(&mut self, max_frame: usize, mut on_frame: F) -> Option<End>
     where
         F: FnMut(Frame<'_>, i64) -> Result<(), WsError>,
     {
+        let now_ns = sys::wall_ns();
         let early = std::mem::take(&mut self.partial);
         let h = frames(&early, max_frame, &mut self.out, |f| on_frame(f, now_ns));
         self.partial.extend_from_slice(&early[h.used..]);

@@ -376,10 +376,11 @@ impl Engine {
         if let Some(sub) = &self.cfg.subscribe {
             client.conn.out().text(sub);
         }
+        // Frames that came with the 101 response; the socket may hold more.
         let in_window = self.in_window;
         let Client { conn, track } = client;
         let c = &mut self.c;
-        let end = conn.early_frames(self.cfg.max_frame, wall_ns(), |f, now_ns| {
+        let end = conn.early_frames(self.cfg.max_frame, |f, now_ns| {
             on_frame(f, now_ns, in_window, track, c)
         });
         if let Some(end) = end {
