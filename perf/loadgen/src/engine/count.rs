@@ -47,8 +47,9 @@ pub(super) struct Track {
 
 /// Counts one frame received at `now_ns` (wall clock); results count for rates and
 /// latency only `in_window`, while `seq` continuity spans the whole run. Pings and close
-/// frames never come here: the connection answers and ends on them.
-#[inline]
+/// frames never come here: the connection answers and ends on them. Always inlined, into
+/// [`crate::conn::frames`]: see there why.
+#[inline(always)]
 pub(super) fn on_frame(
     frame: Frame<'_>,
     now_ns: i64,

@@ -411,8 +411,9 @@ impl Engine {
             return false;
         };
         let in_window = *in_window;
-        let r = conn.read_frames(rbuf, cfg.max_frame, |f, now_ns| {
-            on_frame(f, now_ns, in_window, track, c)
+        let counters = &mut *c;
+        let r = conn.read_frames(rbuf, cfg.max_frame, move |f, now_ns| {
+            on_frame(f, now_ns, in_window, track, counters)
         });
         if in_window {
             c.bytes += r.bytes;
