@@ -6,10 +6,12 @@
 //! when connections open, end and count, and never parses a frame itself.
 //!
 //! `count` says what a frame means to the benchmark, `churn` runs churn mode, `window`
-//! measures the window and `report` holds the figures handed to the caller.
+//! measures the window, `report` holds the figures handed to the caller and `output`
+//! prints them.
 
 mod churn;
 mod count;
+mod output;
 mod report;
 mod window;
 
