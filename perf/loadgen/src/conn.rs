@@ -357,6 +357,7 @@ impl Conn {
             }
             rb.buf[..k].copy_from_slice(&self.partial);
             self.partial.clear();
+            let room = rb.buf.len() - k;
             let n = match self.sock.read(&mut rb.buf[k..]) {
                 Ok(0) => {
                     r.end = Some(End::Abrupt);
@@ -411,8 +412,9 @@ impl Conn {
                 // A frame larger than the buffer (a big snapshot): grow to hold it whole.
                 rb.buf.resize(h.need + rb.chunk / 2, 0);
             }
-            if rb.skip_last_read && n < rb.buf.len() - k && !closing {
-                // A short read emptied the socket. Linux epoll wakes an edge-triggered
+            if rb.skip_last_read && n < room && !closing {
+                // A short read emptied the socket (the room it had counts, not the room
+                // the buffer may have grown to since). Linux epoll wakes an edge-triggered
                 // waiter on every arrival, so the read that would only say WouldBlock can
                 // be skipped: with a server writing one small frame at a time it is half
                 // of all syscalls. Not while closing: a FIN that came with the last bytes
@@ -455,6 +457,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -497,6 +500,48 @@ mod tests {
         }
         let h = frames(&buf, 100, &mut out, |_| Ok(()));
         assert!(matches!(h.end, Some(End::Protocol(WsError::TooBig(300)))));
+    }
+
+    /// An open connection over loopback, and the server's end of it.
+    fn open_pair() -> (Conn, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let conn = Conn {
+            sock: TcpStream::from_std(client),
+            phase: Phase::Open,
+            opened: Instant::now(),
+            partial: Vec::new(),
+            out: Outbox::new(1),
+            accept: String::new(),
+            nonces: Rng::new(2),
+        };
+        (conn, server)
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_buffer_is_read_whole_without_a_new_edge() {
+        // The read that filled the buffer was once taken for a short read after the
+        // buffer had grown for the frame, and the rest of the frame waited for the
+        // server's next write.
+        let (mut conn, mut server) = open_pair();
+        let big = server_frame(ws::OP_TEXT, &[b'x'; 5000]);
+        server.write_all(&big).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while conn.sock.peek(&mut [0; 8192]).unwrap_or(0) < big.len() {
+            assert!(Instant::now() < deadline, "the bytes never arrived");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut rb = ReadBuf::new(1024, true);
+        let mut texts = 0;
+        let r = conn.read_frames(&mut rb, 1 << 20, |f, _| {
+            texts += usize::from(matches!(f, Frame::Text { fin: true, .. }));
+            Ok(())
+        });
+        assert!(r.end.is_none());
+        assert_eq!(r.bytes, big.len() as u64);
+        assert_eq!(texts, 1, "the frame was not read whole");
     }
 
     #[test]
