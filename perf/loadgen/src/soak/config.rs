@@ -33,7 +33,7 @@ pub struct SoakConfig {
     /// the samples do not keep in step with the server's once-a-second bursts (at a
     /// fixed period they would read the same phase of the burst for many samples on end).
     pub rss_every: Duration,
-    /// The RSS rule's allowance: see [`judge_rss`].
+    /// The RSS rule's allowance: see [`judge_rss`](super::judge_rss).
     pub rss_growth_pct: u64,
     pub rss_slack_kib: u64,
     /// Each client acts once every `act_min..act_max`, uniformly at random.
