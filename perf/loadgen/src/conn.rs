@@ -48,6 +48,15 @@ pub enum End {
     Protocol(WsError),
 }
 
+/// How far a step of the opening got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing more to do until the socket's next event.
+    Waiting,
+    /// The step is done: the request is sent, or the connection is open.
+    Done,
+}
+
 /// Why a connection never opened.
 #[derive(Debug)]
 pub enum OpenError {
@@ -281,14 +290,14 @@ impl Conn {
     }
 
     /// The socket turned writable while connecting: checks the connect and sends the
-    /// upgrade request for `path` on `host`. `Ok(false)`: not connected yet, a spurious
-    /// wake-up; wait for the next event.
-    pub fn send_upgrade(&mut self, host: &str, path: &str) -> Result<bool, OpenError> {
+    /// upgrade request for `path` on `host`. `Waiting`: not connected yet, a spurious
+    /// wake-up.
+    pub fn send_upgrade(&mut self, host: &str, path: &str) -> Result<Progress, OpenError> {
         let err = match self.sock.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
             Ok(None) => match self.sock.peer_addr() {
                 Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(Progress::Waiting),
                 Err(e) => Some(e),
             },
         };
@@ -304,18 +313,18 @@ impl Conn {
         self.phase = Phase::Handshaking;
         self.flush()
             .map_err(|e| OpenError::Handshake(e.to_string()))?;
-        Ok(true)
+        Ok(Progress::Done)
     }
 
-    /// Reads the answer to the upgrade request. `Ok(true)`: the `101` is whole and right,
-    /// and the connection is open; frames that came with it wait for
-    /// [`Conn::early_frames`]. `Ok(false)`: more is needed and the socket has nothing now.
-    pub fn read_upgrade(&mut self) -> Result<bool, OpenError> {
+    /// Reads the answer to the upgrade request. `Done`: the `101` is whole and right, and
+    /// the connection is open; frames that came with it wait for [`Conn::early_frames`].
+    /// `Waiting`: more is needed and the socket has nothing now.
+    pub fn read_upgrade(&mut self) -> Result<Progress, OpenError> {
         match ws::read_handshake(&mut self.sock, &mut self.partial, &self.accept) {
-            Ok(false) => Ok(false),
+            Ok(false) => Ok(Progress::Waiting),
             Ok(true) => {
                 self.phase = Phase::Open;
-                Ok(true)
+                Ok(Progress::Done)
             }
             Err(why) => Err(OpenError::Handshake(why)),
         }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use crate::conn::{Conn, End, Phase, ReadBuf};
+use crate::conn::{Conn, End, Phase, Progress, ReadBuf};
 use crate::sys::wall_ns;
 use count::{Counters, Track, on_frame};
 use report::summary;
@@ -366,8 +366,8 @@ impl Engine {
             return;
         };
         match client.conn.read_upgrade() {
-            Ok(false) => return,
-            Ok(true) => {}
+            Ok(Progress::Waiting) => return,
+            Ok(Progress::Done) => {}
             Err(e) => {
                 let client = self.conns[i].take();
                 return self.fail(i, client, &e.to_string());

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::SoakConfig;
 use super::session::{Pending, Request, Session, Sub};
 use super::shared::Shared;
-use crate::conn::{Conn, End, Phase, ReadBuf};
+use crate::conn::{Conn, End, Phase, Progress, ReadBuf};
 use crate::rng::Rng;
 
 /// The subscription name every client uses.
@@ -197,8 +197,8 @@ impl Client {
             return false;
         };
         match conn.read_upgrade() {
-            Ok(false) => return false,
-            Ok(true) => {}
+            Ok(Progress::Waiting) => return false,
+            Ok(Progress::Done) => {}
             Err(e) => {
                 self.connect_failed(reg, format!("{}: {e}", e.step()), sh, now);
                 return false;
