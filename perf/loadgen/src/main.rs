@@ -8,9 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use serde_json::{Map, Value, json};
 
-use loadgen::engine::{Churn, Config, Engine, LatencySummary, Report};
+use loadgen::engine::{Churn, Config, Engine};
 use loadgen::{selftest, soak, sys};
 
 const DEFAULT_SUBSCRIBE: &str = r#"{"type":"subscribe","data":{"subscription":"default"}}"#;
@@ -234,11 +233,10 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("cannot create the poller: {e}"))?
         .run(!args.json)
         .map_err(|e| format!("poll failed: {e}"))?;
-    let line = json_line(&url, args.selftest, &report);
     if !args.json {
-        print_table(&url, &report);
+        print!("{}", report.table(&url));
     }
-    println!("{line}");
+    println!("{}", report.json_line(&url, args.selftest));
     if report.connected == 0 {
         return Err("no connection was opened".into());
     }
@@ -246,26 +244,7 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("no churn cycle completed".into());
     }
     if args.selftest && !args.json {
-        let rate = rate(report.messages, report.duration_s);
-        let busy = busy(&report);
-        let per_cpu_s = if report.loadgen_cpu_ns > 0 {
-            report.messages as f64 / (report.loadgen_cpu_ns as f64 / 1e9)
-        } else {
-            0.0
-        };
-        println!(
-            "self-test: {} msg/s over {:.1} s with the receiver thread busy {:.0} % of the window \
-             ({} msg per receiver CPU-second): {}",
-            group(rate as u64),
-            report.duration_s,
-            busy * 100.0,
-            group(per_cpu_s as u64),
-            if rate >= SELFTEST_TARGET {
-                "meets the 2,000,000 msg/s mark"
-            } else {
-                "BELOW the 2,000,000 msg/s mark"
-            }
-        );
+        println!("{}", report.selftest_line(SELFTEST_TARGET));
     }
     Ok(())
 }
@@ -363,331 +342,6 @@ fn resolve(authority: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{authority}` resolves to nothing"))
 }
 
-fn rate(n: u64, secs: f64) -> f64 {
-    if secs > 0.0 { n as f64 / secs } else { 0.0 }
-}
-
-/// Share of the window the load generator's thread was on a CPU.
-fn busy(r: &Report) -> f64 {
-    if r.duration_s > 0.0 {
-        r.loadgen_cpu_ns as f64 / 1e9 / r.duration_s
-    } else {
-        0.0
-    }
-}
-
-fn ms(ns: u64) -> f64 {
-    (ns as f64 / 1000.0).round() / 1000.0
-}
-
-fn json_line(url: &str, selftest: bool, r: &Report) -> String {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.to_string(), v);
-    };
-    put("url", json!(url));
-    put("selftest", json!(selftest));
-    let churn = r.churn.as_ref();
-    put(
-        "mode",
-        json!(match (selftest, churn.is_some()) {
-            (true, _) => "selftest",
-            (false, true) => "churn",
-            (false, false) => "steady",
-        }),
-    );
-    put("clients", json!(r.clients));
-    put("connected", json!(r.connected));
-    put("connect_failures", json!(r.connect_failures));
-    put("connect_errors", json!(r.connect_errors));
-    put("ramp_s", json!(round3(r.ramp_s)));
-    put("warmup_s", json!(r.warmup_s));
-    put("duration_s", json!(round3(r.duration_s)));
-    put("messages", json!(r.messages));
-    put("msgs_per_s", json!(rate(r.messages, r.duration_s).round()));
-    put("bytes", json!(r.bytes));
-    put("bytes_per_s", json!(rate(r.bytes, r.duration_s).round()));
-    put("latency_samples", json!(r.latency.count));
-    put("p50_ms", json!(ms(r.latency.p50_ns)));
-    put("p90_ms", json!(ms(r.latency.p90_ns)));
-    put("p99_ms", json!(ms(r.latency.p99_ns)));
-    put("p999_ms", json!(ms(r.latency.p999_ns)));
-    put("max_ms", json!(ms(r.latency.max_ns)));
-    put("min_ms", json!(ms(r.latency.min_ns)));
-    put("negative_latency", json!(r.negative_latency));
-    // Connections live a fraction of a second in churn mode: no per-client fairness.
-    let steady = churn.is_none();
-    put("min_per_client", json!(steady.then_some(r.min_per_client)));
-    put("max_per_client", json!(steady.then_some(r.max_per_client)));
-    put(
-        "fairness_clients",
-        json!(steady.then_some(r.fairness_clients)),
-    );
-    put("lost", json!(r.lost));
-    put("duplicated", json!(r.duplicated));
-    put("bad_results", json!(r.bad_results));
-    put("other_messages", json!(r.other_messages));
-    put("disconnects", json!(r.disconnects));
-    let codes: Map<String, Value> = r
-        .close_codes
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    put("close_codes", Value::Object(codes));
-    put("protocol_errors", json!(r.protocol_errors));
-    let s = r.server.as_ref();
-    put("server_pid", json!(s.map(|s| s.pid)));
-    let cpu_ns = s.and_then(|s| s.cpu_ns);
-    put(
-        "server_cpu_s",
-        json!(cpu_ns.map(|n| round6(n as f64 / 1e9))),
-    );
-    put("server_cpu_source", json!(s.map(|s| s.cpu_source)));
-    let per = |n: u64, d: u64| (n as f64 / d as f64 * 10.0).round() / 10.0;
-    // Under churn the server's CPU goes mostly to connections, so per result it would
-    // mislead: it is given per cycle instead.
-    put(
-        "server_cpu_ns_per_msg",
-        json!(
-            cpu_ns
-                .filter(|_| r.messages > 0 && steady)
-                .map(|n| per(n, r.messages))
-        ),
-    );
-    put(
-        "server_rss_kib_start",
-        json!(s.and_then(|s| s.rss_kib_start)),
-    );
-    put("server_rss_kib_max", json!(s.and_then(|s| s.rss_kib_max)));
-    put("server_rss_kib_end", json!(s.and_then(|s| s.rss_kib_end)));
-    put(
-        "loadgen_cpu_s",
-        json!(round6(r.loadgen_cpu_ns as f64 / 1e9)),
-    );
-    put("loadgen_busy_pct", json!((busy(r) * 1000.0).round() / 10.0));
-    put("msgs_per_s_by_second", json!(r.intervals));
-    if let Some(c) = churn {
-        put("cycles", json!(c.cycles));
-        put("cycles_per_s", json!(rate(c.cycles, r.duration_s).round()));
-        put("cycles_total", json!(c.cycles_total));
-        put("errors", json!(c.errors.values().sum::<u64>()));
-        put("errors_in_window", json!(c.errors_in_window));
-        put("churn_errors", json!(c.errors));
-        let l = &c.cycle_latency;
-        put("cycle_p50_ms", json!(ms(l.p50_ns)));
-        put("cycle_p99_ms", json!(ms(l.p99_ns)));
-        put("cycle_p999_ms", json!(ms(l.p999_ns)));
-        put("cycle_max_ms", json!(ms(l.max_ns)));
-        put(
-            "server_cpu_ns_per_cycle",
-            json!(cpu_ns.filter(|_| c.cycles > 0).map(|n| per(n, c.cycles))),
-        );
-        put("cycles_per_s_by_second", json!(c.cycles_by_second));
-    }
-    Value::Object(m).to_string()
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1e3).round() / 1e3
-}
-
-fn round6(v: f64) -> f64 {
-    (v * 1e6).round() / 1e6
-}
-
-/// 1234567 as "1,234,567".
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-fn latency_line(l: &LatencySummary) -> String {
-    format!(
-        "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
-        ms(l.p50_ns),
-        ms(l.p90_ns),
-        ms(l.p99_ns),
-        ms(l.p999_ns),
-        ms(l.max_ns),
-        group(l.count)
-    )
-}
-
-fn print_table(url: &str, r: &Report) {
-    let row = |k: &str, v: String| println!("{k:<16} {v}");
-    println!("loadgen {url}");
-    if r.churn.is_some() {
-        row(
-            "clients",
-            format!(
-                "{} churn slots started in {:.2} s; {} handshakes, {} connect or handshake failures (whole run)",
-                r.clients,
-                r.ramp_s,
-                group(r.connected),
-                r.connect_failures
-            ),
-        );
-    } else {
-        row(
-            "clients",
-            format!(
-                "{} requested, {} connected in {:.2} s, {} failed",
-                r.clients, r.connected, r.ramp_s, r.connect_failures
-            ),
-        );
-    }
-    for (why, n) in &r.connect_errors {
-        row("  failure", format!("{n} x {why}"));
-    }
-    row(
-        "window",
-        format!("{:.3} s after {:.1} s warm-up", r.duration_s, r.warmup_s),
-    );
-    row(
-        "results",
-        format!(
-            "{} ({} msg/s, {:.2} MB/s on the wire)",
-            group(r.messages),
-            group(rate(r.messages, r.duration_s).round() as u64),
-            rate(r.bytes, r.duration_s) / 1e6
-        ),
-    );
-    row("latency ms", latency_line(&r.latency));
-    if r.negative_latency > 0 {
-        row(
-            "  clock",
-            format!("{} results stamped after they arrived", r.negative_latency),
-        );
-    }
-    if let Some(c) = &r.churn {
-        row(
-            "churn cycles",
-            format!(
-                "{} in the window ({} cycles/s), {} in the whole run",
-                group(c.cycles),
-                group(rate(c.cycles, r.duration_s).round() as u64),
-                group(c.cycles_total)
-            ),
-        );
-        row(
-            "cycle ms",
-            format!("connect to subscribed: {}", latency_line(&c.cycle_latency)),
-        );
-        let total: u64 = c.errors.values().sum();
-        row(
-            "churn errors",
-            format!(
-                "{total} in the whole run, {} in the window",
-                c.errors_in_window
-            ),
-        );
-        for (why, n) in &c.errors {
-            row("  error", format!("{n} x {why}"));
-        }
-        if !c.cycles_by_second.is_empty() {
-            let iv: Vec<String> = c.cycles_by_second.iter().map(|&n| group(n)).collect();
-            row("cycles by second", iv.join(" "));
-        }
-    } else {
-        row(
-            "per client",
-            format!(
-                "fewest {}  most {}  (of {} open at the window's start)",
-                group(r.min_per_client),
-                group(r.max_per_client),
-                r.fairness_clients
-            ),
-        );
-    }
-    row(
-        "seq",
-        format!(
-            "lost {}  duplicated {}  unreadable results {}",
-            r.lost, r.duplicated, r.bad_results
-        ),
-    );
-    let codes: Vec<String> = r
-        .close_codes
-        .iter()
-        .map(|(c, n)| format!("{c}: {n}"))
-        .collect();
-    row(
-        "disconnects",
-        format!(
-            "{}  close codes {{{}}}  protocol errors {}",
-            r.disconnects,
-            codes.join(", "),
-            r.protocol_errors
-        ),
-    );
-    if let Some(e) = &r.last_protocol_error {
-        row("  last error", e.clone());
-    }
-    if !r.other_messages.is_empty() {
-        let o: Vec<String> = r
-            .other_messages
-            .iter()
-            .map(|(t, n)| format!("{t}: {n}"))
-            .collect();
-        row("other messages", o.join(", "));
-    }
-    if let Some(s) = &r.server {
-        let kib = |v: Option<u64>| v.map_or("?".to_string(), group);
-        let cpu = match s.cpu_ns {
-            Some(ns) if r.churn.as_ref().is_some_and(|c| c.cycles > 0) => format!(
-                "{:.3} s ({}), {:.1} ns per churn cycle",
-                ns as f64 / 1e9,
-                s.cpu_source,
-                ns as f64 / r.churn.as_ref().map_or(1, |c| c.cycles) as f64
-            ),
-            Some(ns) if r.messages > 0 && r.churn.is_none() => format!(
-                "{:.3} s ({}), {:.1} ns per delivered message",
-                ns as f64 / 1e9,
-                s.cpu_source,
-                ns as f64 / r.messages as f64
-            ),
-            Some(ns) => format!("{:.3} s ({})", ns as f64 / 1e9, s.cpu_source),
-            None => "unreadable".to_string(),
-        };
-        row(&format!("server {}", s.pid), format!("CPU {cpu}"));
-        row(
-            "",
-            format!(
-                "RSS KiB start {}  max {}  end {}",
-                kib(s.rss_kib_start),
-                kib(s.rss_kib_max),
-                kib(s.rss_kib_end)
-            ),
-        );
-    }
-    let b = busy(r);
-    row(
-        "loadgen",
-        format!(
-            "CPU {:.3} s, busy {:.0} % of the window",
-            r.loadgen_cpu_ns as f64 / 1e9,
-            b * 100.0
-        ),
-    );
-    if b > 0.9 {
-        println!(
-            "WARNING: the load generator was busy {:.0} % of the window; the figures may show its limit, not the server's",
-            b * 100.0
-        );
-    }
-    if !r.intervals.is_empty() {
-        let iv: Vec<String> = r.intervals.iter().map(|&n| group(n)).collect();
-        row("msg/s by second", iv.join(" "));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,13 +370,5 @@ mod tests {
             Ok(SocketAddr::from(([127, 0, 0, 1], 80)))
         );
         assert_eq!(resolve("[::1]").map(|a| a.port()), Ok(80));
-    }
-
-    #[test]
-    fn grouping() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(1000), "1,000");
-        assert_eq!(group(1234567), "1,234,567");
     }
 }

@@ -89,7 +89,7 @@ fn serve(
     let mut alive = socks.len();
     let mut ts = [0u8; 30];
     while alive > 0 {
-        msg::format_rfc3339(now_ns(), &mut ts);
+        msg::format_rfc3339(crate::sys::wall_ns(), &mut ts);
         alive = 0;
         for ((sock, batch), seq) in socks.iter_mut().zip(&mut batches).zip(&mut seqs) {
             let Some(s) = sock else { continue };
@@ -115,12 +115,6 @@ fn write_digits(out: &mut [u8], mut v: u64) {
         *d = b'0' + (v % 10) as u8;
         v /= 10;
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Answers one upgrade request with 101; ignores whatever the client sends afterwards.

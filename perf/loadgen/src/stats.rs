@@ -1,4 +1,4 @@
-//! Latency histogram and `seq` accounting.
+//! The latency histogram: fixed size, O(1) to record, percentiles within 0.1 %.
 
 /// Sub-buckets per power of two: 2^10, so a bucket is at most 1/1024 (0.1 %) wide.
 const PRECISION_BITS: u32 = 10;
@@ -93,44 +93,6 @@ impl Histogram {
     }
 }
 
-/// What one `seq` meant for its connection.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub enum SeqOutcome {
-    First,
-    InOrder,
-    /// This many values were skipped before this one.
-    Gap(u64),
-    /// Not above the last one seen: a duplicate or out of order.
-    Duplicate,
-}
-
-/// The `seq` continuity of one connection: every result should be the previous plus one.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SeqTrack {
-    last: Option<u64>,
-}
-
-impl SeqTrack {
-    #[inline]
-    pub fn observe(&mut self, seq: u64) -> SeqOutcome {
-        match self.last {
-            None => {
-                self.last = Some(seq);
-                SeqOutcome::First
-            }
-            Some(last) if seq == last.wrapping_add(1) => {
-                self.last = Some(seq);
-                SeqOutcome::InOrder
-            }
-            Some(last) if seq > last => {
-                self.last = Some(seq);
-                SeqOutcome::Gap(seq - last - 1)
-            }
-            Some(_) => SeqOutcome::Duplicate,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,26 +147,5 @@ mod tests {
         assert_eq!(h.quantile(0.5), 100);
         assert_eq!(h.quantile(0.999), 100);
         assert_eq!(h.quantile(0.9999), 5_000_000_000);
-    }
-
-    #[test]
-    fn seq_gaps_and_duplicates() {
-        let mut t = SeqTrack::default();
-        let got: Vec<_> = [10, 11, 12, 15, 15, 14, 16, 20]
-            .map(|s| t.observe(s))
-            .to_vec();
-        assert_eq!(
-            got,
-            [
-                SeqOutcome::First,
-                SeqOutcome::InOrder,
-                SeqOutcome::InOrder,
-                SeqOutcome::Gap(2),
-                SeqOutcome::Duplicate,
-                SeqOutcome::Duplicate,
-                SeqOutcome::InOrder,
-                SeqOutcome::Gap(3),
-            ]
-        );
     }
 }

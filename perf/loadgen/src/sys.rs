@@ -1,8 +1,10 @@
 //! What the load generator reads from the operating system: a server's CPU time and RSS
-//! from /proc, its own thread's CPU time, the open-file limit and CPU affinity.
+//! from /proc, its own thread's CPU time, the wall clock, the open-file limit and CPU
+//! affinity.
 
 use std::fs;
 use std::os::fd::AsRawFd;
+use std::time::SystemTime;
 
 /// A server's CPU time (user + system, every thread) read two ways.
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,6 +92,13 @@ fn parse_vmrss(text: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The wall clock in nanoseconds since the Unix epoch, as the server stamps its results.
+pub fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// CPU time of the calling thread in nanoseconds.

@@ -178,6 +178,15 @@ pub fn client_key(nonce: [u8; 16]) -> String {
     data_encoding::BASE64.encode(&nonce)
 }
 
+/// The upgrade request for `path` (path and query) on `host`, with `key` from
+/// [`client_key`].
+pub fn upgrade_request(host: &str, path: &str, key: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
 /// Writes `out` to `sock` until it is empty or the socket would block; what is written
 /// leaves `out`.
 pub fn flush(sock: &mut impl std::io::Write, out: &mut Vec<u8>) -> std::io::Result<()> {
@@ -413,5 +422,13 @@ mod tests {
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert_eq!(client_key(*b"the sample nonce"), "dGhlIHNhbXBsZSBub25jZQ==");
+    }
+
+    #[test]
+    fn upgrade_request_is_a_whole_http_head() {
+        let req = upgrade_request("h:1", "/stream?token=x", "k==");
+        assert!(req.starts_with("GET /stream?token=x HTTP/1.1\r\nHost: h:1\r\n"));
+        assert!(req.contains("\r\nSec-WebSocket-Key: k==\r\n"));
+        assert!(req.ends_with("Sec-WebSocket-Version: 13\r\n\r\n"));
     }
 }
