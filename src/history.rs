@@ -22,8 +22,9 @@ pub struct Resume {
     pub recovered: bool,
 }
 
-/// Ring of recent results plus the active set.
-#[derive(Debug)]
+/// Ring of recent results plus the active set. A clone shares the results (`Arc`s): it is
+/// how a late edge gets the producer's cut.
+#[derive(Debug, Clone)]
 pub struct History {
     ring: VecDeque<Arc<ScanEvent>>,
     capacity: usize,

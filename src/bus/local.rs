@@ -2,8 +2,9 @@
 //! edge's `mio::Waker`, and one bounded channel of commands that every edge shares.
 //!
 //! A result is published once and every edge gets the same `Arc`. A full edge channel
-//! holds the producer back (backpressure), and a gone edge ends it: the edges going away
-//! is how a process shuts down.
+//! holds the producer back (backpressure). A gone edge is forgotten, and the last one
+//! going away ends the producer: that is how a process shuts down. An edge may attach
+//! to a running producer: it gets a cut first, then everything after it.
 
 use std::sync::Arc;
 
@@ -25,23 +26,33 @@ pub enum CommandError {
     Gone,
 }
 
-/// The producer's end: publishes to every edge, takes their commands.
+/// An edge as the producer sees it: where its events go and how to wake it.
+pub type EdgeEnd = (Sender<Event>, Arc<Waker>);
+
+/// The producer's end: publishes to every edge, takes their commands and new edges.
 #[derive(Debug)]
 pub struct ProducerLink {
-    edges: Vec<(Sender<Event>, Arc<Waker>)>,
+    edges: Vec<EdgeEnd>,
     /// Commands from every edge.
     pub commands: Receiver<Command>,
+    /// Edges attaching to the running producer.
+    pub attach: Receiver<EdgeEnd>,
 }
 
 impl ProducerLink {
     /// Sends `event` to every edge, waiting while an edge's channel is full. Edges are
     /// woken by [`wake`](ProducerLink::wake), once per batch.
-    pub fn send(&self, event: Event) -> Result<(), Disconnected> {
+    pub fn send(&mut self, event: Event) -> Result<(), Disconnected> {
         if let [(only, _)] = &self.edges[..] {
-            return only.send(event).map_err(|_| Disconnected);
+            if only.send(event).is_err() {
+                self.edges.clear();
+            }
+        } else {
+            // A gone edge is forgotten; the others go on.
+            self.edges.retain(|(tx, _)| tx.send(event.clone()).is_ok());
         }
-        for (tx, _) in &self.edges {
-            tx.send(event.clone()).map_err(|_| Disconnected)?;
+        if self.edges.is_empty() {
+            return Err(Disconnected);
         }
         Ok(())
     }
@@ -49,10 +60,39 @@ impl ProducerLink {
     /// Wakes every edge.
     pub fn wake(&self) -> Result<(), Disconnected> {
         for (_, waker) in &self.edges {
-            // A failed wake means the edge's poll is gone: the process is ending.
-            waker.wake().map_err(|_| Disconnected)?;
+            // A failed wake means that edge's poll is gone; its channel tells the rest.
+            let _ = waker.wake();
+        }
+        if self.edges.is_empty() {
+            return Err(Disconnected);
         }
         Ok(())
+    }
+
+    /// Adds an edge that has had its cut.
+    pub fn add(&mut self, edge: EdgeEnd) {
+        self.edges.push(edge);
+    }
+}
+
+/// Attaches edges to a running producer; any thread may hold one.
+#[derive(Debug, Clone)]
+pub struct Attacher {
+    attach: Sender<EdgeEnd>,
+    commands: Sender<Command>,
+    events: usize,
+}
+
+impl Attacher {
+    /// A new edge woken through `waker`: its first event is the cut.
+    pub fn attach(&self, waker: Arc<Waker>) -> Result<EdgeLink, Disconnected> {
+        let (tx, rx) = bounded(self.events);
+        self.attach.send((tx, waker)).map_err(|_| Disconnected)?;
+        Ok(EdgeLink {
+            events: rx,
+            commands: self.commands.clone(),
+            failed: false,
+        })
     }
 }
 
@@ -86,9 +126,14 @@ impl EdgeLink {
 }
 
 /// A bus for one producer and an edge per waker: `events` results waiting per edge at
-/// most, `commands` commands waiting at most.
-pub fn bus(wakers: &[Arc<Waker>], events: usize, commands: usize) -> (ProducerLink, Vec<EdgeLink>) {
+/// most, `commands` commands waiting at most; and a way to attach more edges later.
+pub fn bus(
+    wakers: &[Arc<Waker>],
+    events: usize,
+    commands: usize,
+) -> (ProducerLink, Vec<EdgeLink>, Attacher) {
     let (commands_tx, commands_rx) = bounded(commands);
+    let (attach_tx, attach_rx) = bounded(16);
     let (edges, links) = wakers
         .iter()
         .map(|waker| {
@@ -104,6 +149,12 @@ pub fn bus(wakers: &[Arc<Waker>], events: usize, commands: usize) -> (ProducerLi
     let producer = ProducerLink {
         edges,
         commands: commands_rx,
+        attach: attach_rx,
     };
-    (producer, links)
+    let attacher = Attacher {
+        attach: attach_tx,
+        commands: commands_tx,
+        events,
+    };
+    (producer, links, attacher)
 }

@@ -10,13 +10,17 @@ pub mod local;
 
 use std::sync::Arc;
 
-use crate::alerts::{AlertNote, AlertStats};
+use crate::alerts::{Alert, AlertNote, AlertStats};
 use crate::event::ScanEvent;
+use crate::history::History;
 use crate::scanner::ScannerStatus;
 
 /// Producer to edges.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The first event a late edge gets: the state as of `history.head()`; every event
+    /// after it follows on from there.
+    Cut(Box<Cut>),
     /// A published result, encoded once; every edge gets the same `Arc`.
     Result(Arc<ScanEvent>),
     /// Progress or a state change.
@@ -48,6 +52,21 @@ pub enum Event {
     },
     /// The producer failed with this message and has ended.
     Failed(Arc<str>),
+}
+
+/// What an edge needs to serve from, as one consistent cut at a `seq`.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    /// The history tail, the active set and the run's epoch.
+    pub history: History,
+    /// The last status.
+    pub status: ScannerStatus,
+    /// The alert history, oldest first.
+    pub alerts: Vec<Alert>,
+    /// The alert counters.
+    pub alert_stats: AlertStats,
+    /// Every symbol the universe holds.
+    pub symbols: Vec<Box<str>>,
 }
 
 /// Edges to producer.

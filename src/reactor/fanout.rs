@@ -13,12 +13,13 @@ use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
 use super::conns::Replayed;
 use super::http;
+use super::mirror::AlertMirror;
 use super::requester::Requester;
 use super::session::{AdhocDoneView, ShownPhase};
 use super::websocket::text_frame;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
 use crate::alerts::{AlertNote, Change};
-use crate::bus::{Event, Tag};
+use crate::bus::{Cut, Event, Tag};
 use crate::event::ScanEvent;
 use crate::protocol::{ErrorCode, close, write_envelope_raw};
 use crate::scanner::{self, ScannerStatus};
@@ -72,6 +73,7 @@ impl Reactor {
                     results += 1;
                     self.publish(ev);
                 }
+                Ok(Event::Cut(cut)) => self.on_cut(*cut),
                 Ok(Event::Status(status)) => self.on_status(status),
                 Ok(Event::Symbols(names)) => self.app.adhoc.learn(&names),
                 Ok(Event::AdhocDone {
@@ -167,6 +169,15 @@ impl Reactor {
         // The reactor bounds the queue, so it has the exact count in symbols.
         self.app.status.scanner.adhoc_queue = self.app.adhoc.pending();
         self.status_changed = true;
+    }
+
+    /// A late edge's first event: serve from the producer's state as of its cut.
+    fn on_cut(&mut self, cut: Cut) {
+        self.app.history = cut.history;
+        self.app.alerts = AlertMirror::new(self.config.alert_history, cut.alerts);
+        self.app.alerts.stats = cut.alert_stats;
+        self.app.adhoc.learn(&cut.symbols);
+        self.on_status(cut.status);
     }
 
     /// The scanner thread is gone: say so in every status and in /healthz, and go on

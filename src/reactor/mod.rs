@@ -125,8 +125,11 @@ pub struct Reactor {
     conns: Conns,
     /// What the edge answers from, beside its connections.
     app: App,
-    /// The producer's thread, joined after the bus is let go at shutdown.
+    /// The producer's thread, joined after the bus is let go at shutdown (the first
+    /// edge holds it).
     producer: Option<ProducerThread>,
+    /// Attaches more edges to the producer.
+    attacher: Option<local_bus::Attacher>,
     /// Publish instants of the results fanned out this turn.
     turn_published: Vec<Instant>,
     /// The channel held more than one turn's worth.
@@ -161,29 +164,17 @@ impl Reactor {
 
     /// Binds the listener and starts the scanner over `source`.
     pub fn bind_with(config: Config, source: Box<dyn Source>) -> Result<Reactor, ServerError> {
-        let poll = Poll::new()?;
-        let addr = config.listen;
-        let mut listener =
-            TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let options = ScannerOptions {
-            progress_interval: config.progress_interval.0,
-        };
+        let (poll, listener, waker) = listen(config.listen)?;
         // Symbols known up front can be asked for from the first request on.
-        let mut adhoc = adhoc::Adhoc::new(0, config.adhoc_queue);
         let mut names = Vec::new();
         let mut source = source;
         source.new_symbols(&mut names);
-        adhoc.learn(&names);
         let alerts = Alerts::start(&config.alert_settings(), config.data_dir.as_deref())?;
         // The edge starts from the history the producer loaded from its journal.
         let mirror = mirror::AlertMirror::new(config.alert_history, alerts.log().iter().cloned());
         // Every ad-hoc request holds a symbol at least, so the edges' bound on symbols
         // bounds the scans waiting too.
-        let (producer_link, mut edges) = local_bus::bus(
+        let (producer_link, mut edges, attacher) = local_bus::bus(
             std::slice::from_ref(&waker),
             scanner::EVENT_CHANNEL,
             scanner::CONTROL_COMMANDS + config.adhoc_queue.max(1),
@@ -191,9 +182,42 @@ impl Reactor {
         let bus = edges
             .pop()
             .ok_or_else(|| io::Error::other("no edge on the bus"))?;
-        let producer = scanner::spawn(source, alerts, producer_link, options)?;
         let epoch = new_epoch();
-        tracing::info!(%local_addr, source = %config.source, %epoch, "listening");
+        let history = History::new(config.history_size, epoch);
+        let options = ScannerOptions {
+            progress_interval: config.progress_interval.0,
+            history: history.clone(),
+            symbols: names.clone(),
+        };
+        let producer = scanner::spawn(source, alerts, producer_link, options)?;
+        let mut edge = Reactor::edge(config, 0, (poll, listener, waker), bus, history, mirror)?;
+        edge.app.adhoc.learn(&names);
+        edge.producer = Some(producer);
+        edge.attacher = Some(attacher);
+        Ok(edge)
+    }
+
+    /// Something that attaches more edges to this server's producer, from any thread.
+    /// The producer ends when every edge and every maker is gone: drop it before
+    /// waiting for [`run`](Reactor::run) to return.
+    pub fn edge_maker(&self) -> Option<EdgeMaker> {
+        Some(EdgeMaker {
+            attacher: self.attacher.clone()?,
+            config: self.config.clone(),
+        })
+    }
+
+    /// An edge on `listener` over `bus`, serving from `history` and `alerts`.
+    fn edge(
+        config: Config,
+        index: usize,
+        (poll, listener, waker): (Poll, TcpListener, Arc<Waker>),
+        bus: local_bus::EdgeLink,
+        history: History,
+        alerts: mirror::AlertMirror,
+    ) -> Result<Reactor, ServerError> {
+        let local_addr = listener.local_addr()?;
+        tracing::info!(%local_addr, source = %config.source, epoch = history.epoch(), edge = index, "listening");
         let now = Instant::now();
         Ok(Reactor {
             poll,
@@ -202,8 +226,8 @@ impl Reactor {
             waker,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             app: App {
-                edge: 0,
-                history: History::new(config.history_size, epoch),
+                edge: index,
+                history,
                 status: StatusView {
                     scanner: ScannerStatus::initial(),
                     phase: ScannerStatus::initial().phase.into(),
@@ -211,9 +235,9 @@ impl Reactor {
                     health: session::Health::Ok,
                 },
                 bus,
-                adhoc,
+                adhoc: adhoc::Adhoc::new(index, config.adhoc_queue),
                 access: access::Access::new(&config),
-                alerts: mirror,
+                alerts,
                 metrics: Metrics::default(),
                 limits: session::Limits {
                     max_subscriptions: config.max_subscriptions,
@@ -223,7 +247,8 @@ impl Reactor {
                 },
                 scanner_failure: None,
             },
-            producer: Some(producer),
+            producer: None,
+            attacher: None,
             conns: Conns::default(),
             turn_published: Vec::new(),
             more_results: false,
@@ -508,6 +533,44 @@ impl Reactor {
             }
         }
         self.app.metrics.render(&g)
+    }
+}
+
+/// A poll, a listener on `addr` registered with it, and a waker.
+fn listen(addr: SocketAddr) -> Result<(Poll, TcpListener, Arc<Waker>), ServerError> {
+    let poll = Poll::new()?;
+    let mut listener =
+        TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    Ok((poll, listener, waker))
+}
+
+/// Starts more edges on a running server's producer: each attaches, gets the producer's
+/// cut (history, active set, alerts, status) and then everything after it.
+#[derive(Debug, Clone)]
+pub struct EdgeMaker {
+    attacher: local_bus::Attacher,
+    config: Config,
+}
+
+impl EdgeMaker {
+    /// Binds edge number `index` on `addr`; run it with [`Reactor::run`].
+    pub fn bind(&self, index: usize, addr: SocketAddr) -> Result<Reactor, ServerError> {
+        let (poll, listener, waker) = listen(addr)?;
+        let bus = self
+            .attacher
+            .attach(Arc::clone(&waker))
+            .map_err(|_| io::Error::other("the producer has ended"))?;
+        let config = Config {
+            listen: addr,
+            ..self.config.clone()
+        };
+        // Empty until the cut arrives, the first thing the edge reads.
+        let history = History::new(config.history_size, String::new());
+        let alerts = mirror::AlertMirror::new(config.alert_history, Vec::new());
+        Reactor::edge(config, index, (poll, listener, waker), bus, history, alerts)
     }
 }
 

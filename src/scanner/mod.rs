@@ -35,9 +35,10 @@ pub use sim::{Sim, SimOptions, ticker};
 pub use spec::{SourceSpec, Speed};
 
 use crate::alerts::{Acked, AlertStats, Alerts};
-use crate::bus::local::{Disconnected, ProducerLink};
-use crate::bus::{Command, Event, Tag};
+use crate::bus::local::{Disconnected, EdgeEnd, ProducerLink};
+use crate::bus::{Command, Cut, Event, Tag};
 use crate::event::{ScanEvent, ScanResult};
+use crate::history::History;
 use prior::Priors;
 
 /// Events waiting for an edge at most; past it the scanner waits (backpressure).
@@ -222,6 +223,10 @@ impl ProducerThread {
 pub struct ScannerOptions {
     /// Minimum time between progress statuses.
     pub progress_interval: Duration,
+    /// The history kept for edges that attach later: results, and this run's epoch.
+    pub history: History,
+    /// The symbols known before the thread starts.
+    pub symbols: Vec<Box<str>>,
 }
 
 /// Builds the source a spec names, scanning as `settings` say.
@@ -268,6 +273,9 @@ pub fn spawn(
         source,
         alerts,
         alert_stats: AlertStats::default(),
+        history: options.history,
+        universe: options.symbols,
+        last_status: ScannerStatus::initial(),
         bus,
         doorbell,
         throttle: StatusThrottle::new(options.progress_interval),
@@ -337,6 +345,10 @@ struct Scanner {
     alerts: Alerts,
     /// The counters the edges were last sent.
     alert_stats: AlertStats,
+    /// What a late edge gets in its cut: the results, the symbols and the last status.
+    history: History,
+    universe: Vec<Box<str>>,
+    last_status: ScannerStatus,
     bus: ProducerLink,
     doorbell: Option<Receiver<()>>,
     throttle: StatusThrottle,
@@ -410,11 +422,16 @@ impl Scanner {
             let mut select = Select::new();
             // Commands are taken at the top of the loop; this only wakes for them.
             select.recv(&self.bus.commands);
+            let attach = select.recv(&self.bus.attach);
             let bell = select.recv(&doorbell);
             let Ok(op) = select.ready_timeout(wake.saturating_duration_since(now)) else {
                 continue;
             };
-            if op == bell {
+            if op == attach {
+                if let Ok(edge) = self.bus.attach.try_recv() {
+                    self.attach(edge);
+                }
+            } else if op == bell {
                 // Drain the ring: the data itself is read by the next poll.
                 loop {
                     match doorbell.try_recv() {
@@ -428,6 +445,21 @@ impl Scanner {
                     }
                 }
             }
+        }
+    }
+
+    /// A late edge: its cut first, as of the newest result, then everything after it.
+    fn attach(&mut self, (tx, waker): EdgeEnd) {
+        let cut = Cut {
+            history: self.history.clone(),
+            status: self.last_status,
+            alerts: self.alerts.log().iter().cloned().collect(),
+            alert_stats: self.alert_stats,
+            symbols: self.universe.clone(),
+        };
+        if tx.send(Event::Cut(Box::new(cut))).is_ok() {
+            let _ = waker.wake();
+            self.bus.add((tx, waker));
         }
     }
 
@@ -450,6 +482,7 @@ impl Scanner {
             return Ok(());
         }
         let names = std::mem::take(&mut self.names);
+        self.universe.extend(names.iter().cloned());
         self.send(Event::Symbols(names.into()))?;
         self.wake()
     }
@@ -505,7 +538,9 @@ impl Scanner {
             let prior = self.priors.observe(&result);
             let event = ScanEvent::publish(&result, self.seq, SystemTime::now()).with_prior(prior);
             let raised = self.alerts.on_result(&event, event.published);
-            self.bus.send(Event::Result(Arc::new(event)))?;
+            let event = Arc::new(event);
+            self.history.push(Arc::clone(&event));
+            self.bus.send(Event::Result(event))?;
             if raised > 0 {
                 // An alert follows the result that raised it.
                 self.send_notes()?;
@@ -530,6 +565,7 @@ impl Scanner {
             adhoc_queue: 0,
             counters: p.counters,
         };
+        self.last_status = status;
         self.send(Event::Status(status))?;
         self.wake()
     }
@@ -557,7 +593,7 @@ impl Scanner {
         self.send(Event::AlertStats(self.alert_stats))
     }
 
-    fn send(&self, event: Event) -> Result<(), Disconnected> {
+    fn send(&mut self, event: Event) -> Result<(), Disconnected> {
         self.bus.send(event)
     }
 
@@ -611,8 +647,10 @@ mod tests {
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let options = ScannerOptions {
             progress_interval: Duration::from_millis(250),
+            history: History::new(16, "test".into()),
+            symbols: Vec::new(),
         };
-        let (producer, mut edges) = bus(&[waker], 64, 16);
+        let (producer, mut edges, _) = bus(&[waker], 64, 16);
         let alerts = Alerts::start(&crate::Config::default().alert_settings(), None).unwrap();
         let thread = spawn(Box::new(source), alerts, producer, options).unwrap();
         let edge = edges.pop().unwrap();

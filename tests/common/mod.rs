@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use scanstream::{
-    Config, EventKind, Progress, Reactor, Scan, ScanResult, ServerError, ShutdownHandle, Source,
-    SourceSpec,
+    Config, EdgeMaker, EventKind, Progress, Reactor, Scan, ScanResult, ServerError, ShutdownHandle,
+    Source, SourceSpec,
 };
 use serde_json::{Value, json};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -43,6 +43,8 @@ pub struct TestServer {
     thread: Option<JoinHandle<Result<(), ServerError>>>,
     /// Feeds the scripted source (when the server runs one).
     pub feed: Option<Sender<ScanResult>>,
+    /// Attaches more edges to this server's producer.
+    maker: Option<EdgeMaker>,
 }
 
 /// Defaults for tests: port 0 and a firehose that emits nothing.
@@ -93,13 +95,25 @@ impl TestServer {
     fn run(reactor: Reactor) -> TestServer {
         let addr = reactor.local_addr();
         let handle = reactor.shutdown_handle();
+        let maker = reactor.edge_maker();
         let thread = std::thread::spawn(move || reactor.run());
         TestServer {
             addr,
             handle,
             thread: Some(thread),
             feed: None,
+            maker,
         }
+    }
+
+    /// Another edge on this server's producer, on a port of its own, attached now.
+    /// Drop it before the server: the producer ends when its last edge does.
+    pub fn attach_edge(&self, index: usize) -> TestServer {
+        let maker = self.maker.as_ref().expect("a server with a producer");
+        let edge = maker
+            .bind(index, "127.0.0.1:0".parse().unwrap())
+            .expect("bind an edge");
+        TestServer::run(edge)
     }
 
     /// Publishes a result through the scripted source.
@@ -117,6 +131,8 @@ impl TestServer {
 
     /// Stops the server and waits for `run` to return.
     pub fn stop(mut self) -> Result<(), ServerError> {
+        // A maker can attach edges, so it keeps the producer, which the server joins.
+        self.maker = None;
         self.handle.shutdown();
         self.thread.take().unwrap().join().unwrap()
     }
@@ -124,6 +140,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        self.maker = None;
         if let Some(thread) = self.thread.take() {
             self.handle.shutdown();
             let _ = thread.join();
