@@ -382,6 +382,7 @@ impl Scanner {
 
     fn run_loop(&mut self) -> Result<(), Disconnected> {
         let mut doorbell = self.doorbell.take().unwrap_or_else(never);
+        let mut attach_rx = self.bus.attach.clone();
         loop {
             // Commands first, in order: an ad-hoc scan is served before the next slice of a
             // cycle.
@@ -422,14 +423,17 @@ impl Scanner {
             let mut select = Select::new();
             // Commands are taken at the top of the loop; this only wakes for them.
             select.recv(&self.bus.commands);
-            let attach = select.recv(&self.bus.attach);
+            let attach = select.recv(&attach_rx);
             let bell = select.recv(&doorbell);
             let Ok(op) = select.ready_timeout(wake.saturating_duration_since(now)) else {
                 continue;
             };
             if op == attach {
-                if let Ok(edge) = self.bus.attach.try_recv() {
-                    self.attach(edge);
+                match attach_rx.try_recv() {
+                    Ok(edge) => self.attach(edge),
+                    // Nothing can attach any more; a disconnected channel is always ready.
+                    Err(TryRecvError::Disconnected) => attach_rx = never(),
+                    Err(TryRecvError::Empty) => {}
                 }
             } else if op == bell {
                 // Drain the ring: the data itself is read by the next poll.
