@@ -150,6 +150,18 @@ pub fn write_close(out: &mut Vec<u8>, code: u16, mask: [u8; 4]) {
     write_frame(out, OP_CLOSE, &code.to_be_bytes(), mask);
 }
 
+/// A whole unmasked server frame (`fin` false for a fragment), for tests that play the
+/// server.
+pub fn server_frame(opcode: u8, payload: &[u8], fin: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    write_server_header(&mut out, opcode, payload.len());
+    if !fin {
+        out[0] &= 0x7F;
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
 /// Appends an unmasked server frame header, for the self-test's in-process sender.
 pub fn write_server_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
     out.push(0x80 | opcode);

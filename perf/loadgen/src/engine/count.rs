@@ -121,13 +121,7 @@ mod tests {
     use crate::ws;
 
     fn text(payload: &[u8], fin: bool, opcode: u8) -> Vec<u8> {
-        let mut out = Vec::new();
-        ws::write_server_header(&mut out, opcode, payload.len());
-        if !fin {
-            out[0] &= 0x7F;
-        }
-        out.extend_from_slice(payload);
-        out
+        ws::server_frame(opcode, payload, fin)
     }
 
     fn result(seq: u64) -> Vec<u8> {
