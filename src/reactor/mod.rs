@@ -217,7 +217,8 @@ impl Reactor {
         alerts: mirror::AlertMirror,
     ) -> Result<Reactor, ServerError> {
         let local_addr = listener.local_addr()?;
-        tracing::info!(%local_addr, source = %config.source, epoch = history.epoch(), edge = index, "listening");
+        // The epoch last: the browser tests read it off the end of this line.
+        tracing::info!(%local_addr, source = %config.source, edge = index, epoch = %history.epoch(), "listening");
         let now = Instant::now();
         Ok(Reactor {
             poll,
