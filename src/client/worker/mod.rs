@@ -16,7 +16,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use rand::RngCore;
-use serde_json::Value;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::http::{HeaderValue, header};
@@ -24,7 +23,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
-use super::message::{Envelope, ErrorData, Event, ResultMessage, SnapshotData, State, Subscribed};
+use super::message::{Event, State};
 use super::outbox::Outbox;
 use super::pacing::Pacing;
 use super::subs::{Callback, SubscriptionManager};
@@ -33,24 +32,13 @@ use super::{ClientConfig, StateCallback};
 use crate::protocol::FilterSpec;
 use crate::protocol::close;
 
+mod codes;
+mod incoming;
+
+pub use codes::{ABNORMAL, describe, should_reconnect};
+
 pub(super) const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
-
-/// Close code for a connection that ended without a close frame (RFC 6455 7.1.5).
-pub const ABNORMAL: u16 = 1006;
-
-/// Whether a connection that ended with `code` should be opened again.
-///
-/// PROTOCOL.md: 1001 (server going away), 1006 (no close frame: a network fault) and
-/// 4000-4499 reconnect; 4500-4999 do not. Beyond it: the server-side failures RFC 6455
-/// registers as passing (1011 internal error, 1012 restart, 1013 try again later, 1014
-/// bad gateway) reconnect; a normal close (1000) and the codes that say this client broke
-/// the protocol (1002, 1003, 1007, 1008, 1009, 1010) do not, since coming back would only
-/// repeat the mistake. Codes no one has defined reconnect, so a server that grows new
-/// codes does not strand its clients.
-pub fn should_reconnect(code: u16) -> bool {
-    !matches!(code, 1000 | 1002 | 1003 | 1007..=1010 | 4500..=4999)
-}
 
 /// What the caller's handle asks of the thread.
 pub(super) enum Command {
@@ -500,103 +488,6 @@ impl Worker {
     fn next_send(&self) -> Option<Instant> {
         self.outbox().is_waiting().then(|| self.pacing.ready_at())
     }
-
-    /// One text message from the server.
-    fn message(&mut self, text: &str, ws: &mut WebSocket<TcpStream>) {
-        let env: Envelope = match serde_json::from_str(text) {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable message from the server");
-                return;
-            }
-        };
-        let request = env.id.as_ref().and_then(Value::as_u64);
-        let answered = request.and_then(|id| self.outbox().answered(id));
-        if env.kind == "error" && env.data["code"] == "rate_limited" {
-            // Not the request's answer: the server's bucket was empty. The request goes
-            // back to the front of the queue, and sends wait out a hold. A refused
-            // subscription is the subscription manager's to report, below.
-            let now = self.config.clock.now();
-            match answered {
-                Some(req) => {
-                    tracing::debug!(id = req.id, "rate_limited; sent again after a hold");
-                    self.pacing.refused(req.round, now);
-                    self.outbox().retry(req);
-                    return;
-                }
-                None => self.pacing.refused(self.pacing.round(), now),
-            }
-        } else if answered.is_some() {
-            self.pacing.answered();
-        }
-        let sub_request = env.id.as_ref().and_then(Value::as_str);
-        match env.kind.as_str() {
-            "result" => match serde_json::from_value::<ResultMessage>(env.data) {
-                Ok(mut r) => {
-                    r.timestamp = env.timestamp.unwrap_or_default();
-                    if let Some(ev) = self.subs.on_result(r) {
-                        self.emit(ev);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable result"),
-            },
-            "subscribed" => match serde_json::from_value::<Subscribed>(env.data) {
-                Ok(s) => {
-                    let (events, send_now) = self.subs.on_subscribed(s, sub_request);
-                    for ev in events {
-                        self.emit(ev);
-                    }
-                    if let Some(text) = send_now {
-                        self.send_control(ws, text);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable subscribed"),
-            },
-            "snapshot" => match serde_json::from_value::<SnapshotData>(env.data) {
-                Ok(s) => {
-                    if let Some(ev) = self.subs.on_snapshot(&s.subscription, s.seq, s.results) {
-                        self.emit(ev);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable snapshot"),
-            },
-            "error" => {
-                let data: ErrorData = serde_json::from_value(env.data).unwrap_or(ErrorData {
-                    code: "unknown".into(),
-                    message: String::new(),
-                });
-                let subscription = sub_request.and_then(|id| self.subs.request_subscription(id));
-                let ev = Event::Error {
-                    code: data.code,
-                    message: data.message,
-                    id: request,
-                    subscription: subscription.clone(),
-                };
-                if let Some(name) = &subscription {
-                    self.subs.notify(name, &ev);
-                }
-                self.emit(ev);
-            }
-            _ if request.is_some() => {
-                let ev = Event::Reply {
-                    id: request.unwrap_or_default(),
-                    kind: env.kind,
-                    data: env.data,
-                };
-                self.emit(ev);
-            }
-            "unsubscribed" => {
-                let subscription = env.data["subscription"].as_str().unwrap_or_default();
-                self.emit(Event::Unsubscribed {
-                    subscription: subscription.to_owned(),
-                });
-            }
-            "status" => self.emit(Event::Status(env.data)),
-            "alert" => self.emit(Event::Alert(env.data)),
-            "acked" => self.emit(Event::Acked(env.data)),
-            _ => {}
-        }
-    }
 }
 
 /// Queues `text` on the socket; a `WouldBlock` leaves it in tungstenite's buffer, which
@@ -631,44 +522,5 @@ fn refused(status: u16, body: String) -> End {
             code: ABNORMAL,
             reason,
         },
-    }
-}
-
-/// Words for the close codes PROTOCOL.md and RFC 6455 define.
-pub fn describe(code: u16) -> &'static str {
-    match code {
-        1000 => "normal close",
-        1001 => "server going away",
-        1002 => "protocol error",
-        1003 => "unsupported data",
-        1005 => "closed without a code",
-        1006 => "connection lost",
-        1007 => "invalid payload",
-        1009 => "message too big",
-        1011 => "server error",
-        1012 => "server restarting",
-        1013 => "try again later",
-        close::SLOW_CONSUMER => "slow consumer",
-        close::RATE_LIMIT => "rate limited",
-        close::UNAUTHORIZED => "unauthorized",
-        close::SERVER_FULL => "server full",
-        4000..=4007 | 4009..=4028 | 4030..=4499 => "server asked to reconnect",
-        4501 | 4502 | 4504..=4999 => "server asked not to reconnect",
-        _ => "closed",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_codes_decide_reconnects() {
-        for code in [1001, 1006, 1011, 1012, 1013, 4000, 4008, 4029, 4499] {
-            assert!(should_reconnect(code), "{code}");
-        }
-        for code in [1000, 1002, 1003, 1007, 1008, 1009, 1010, 4500, 4503, 4999] {
-            assert!(!should_reconnect(code), "{code}");
-        }
     }
 }
