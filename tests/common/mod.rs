@@ -4,6 +4,7 @@
 //! (`frames`), and scratch directories (`temp_dir`).
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod alerts;
 mod binary;
 mod frames;
 mod temp_dir;
