@@ -5,12 +5,16 @@
 //! Handlers (the WebSocket session, the HTTP API) take `&mut App` beside the one
 //! connection they serve; nothing here holds a socket.
 
+use serde_json::Value;
+
 use super::access::Access;
 use super::adhoc::Adhoc;
 use super::conns::ConnId;
 use super::mirror::AlertMirror;
+use super::requester::Requester;
 use super::session::{Limits, StatusView};
-use crate::bus::local::EdgeLink;
+use crate::bus::Command;
+use crate::bus::local::{CommandError, EdgeLink};
 use crate::history::History;
 use crate::metrics::Metrics;
 
@@ -36,6 +40,28 @@ pub struct App {
     pub limits: Limits,
     /// Why the scanner thread ended, once it has.
     pub scanner_failure: Option<String>,
+}
+
+impl App {
+    /// Asks the producer to acknowledge `alert_id` for connection `conn` (request `id`);
+    /// the answer comes back as an `AckDone` event.
+    pub fn ask_ack(
+        &self,
+        alert_id: String,
+        conn: Option<ConnId>,
+        id: Option<Value>,
+    ) -> Result<(), CommandError> {
+        let requester = Requester {
+            edge: self.edge,
+            conn,
+            id,
+        }
+        .tag();
+        self.bus.command(Command::Ack {
+            alert_id,
+            requester,
+        })
+    }
 }
 
 /// The connection a WebSocket message came on, as the answers need it.

@@ -106,11 +106,16 @@ impl Conns {
             .filter(|c| c.generation == id.generation)
     }
 
-    /// Is `id` still open?
-    pub fn is_live(&self, id: ConnId) -> bool {
+    /// The connection `id` names, if it is still open, to read.
+    pub fn live(&self, id: ConnId) -> Option<&Conn> {
         self.slab
             .get(id.key)
-            .is_some_and(|c| c.generation == id.generation)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// Is `id` still open?
+    pub fn is_live(&self, id: ConnId) -> bool {
+        self.live(id).is_some()
     }
 
     /// The id of the connection in slot `key`.

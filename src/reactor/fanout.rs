@@ -16,12 +16,11 @@ use super::http;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
 use super::session::{AdhocDoneView, ShownPhase};
-use super::websocket::text_frame;
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
 use crate::alerts::{AlertNote, Change};
 use crate::bus::{Cut, Event, Tag};
 use crate::event::ScanEvent;
-use crate::protocol::{ErrorCode, close, write_envelope_raw};
+use crate::protocol::{ErrorCode, close};
 use crate::scanner::{self, ScannerStatus};
 
 impl Reactor {
@@ -189,7 +188,6 @@ impl Reactor {
         self.app.bus.mark_failed();
         self.app.adhoc.clear();
         self.app.status.scanner.state = scanner::RunState::Stopped;
-        self.app.status.scanner.phase = scanner::Phase::Idle;
         self.app.status.phase = ShownPhase::Idle;
         self.app.status.scanner.adhoc_queue = 0;
         self.app.status.health = session::Health::Degraded;
@@ -269,14 +267,7 @@ impl Reactor {
             Change::Acked => "acked",
         };
         self.scratch.clear();
-        text_frame(&mut self.scratch, |out| {
-            write_envelope_raw(
-                out,
-                ty,
-                Some(|out: &mut Vec<u8>| out.extend_from_slice(note.json.as_bytes())),
-                None,
-            );
-        });
+        session::reply_raw(&mut self.scratch, ty, &note.json, None);
         self.send_scratch_to_subscribers();
     }
 
@@ -302,12 +293,7 @@ impl Reactor {
             Phase::WebSocket(session) => {
                 self.scratch.clear();
                 match alert {
-                    Some(json) => {
-                        let data = |out: &mut Vec<u8>| out.extend_from_slice(json.as_bytes());
-                        text_frame(&mut self.scratch, |out| {
-                            write_envelope_raw(out, "acked", Some(data), request_id);
-                        });
-                    }
+                    Some(json) => session::reply_raw(&mut self.scratch, "acked", json, request_id),
                     None => session::reply_error(
                         &mut self.scratch,
                         &mut self.app.metrics,

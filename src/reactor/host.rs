@@ -7,7 +7,7 @@
 //!
 //! Sans-IO: functions over the header's bytes.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::AllowedHost;
 
@@ -73,11 +73,7 @@ pub enum HostCheck {
 impl HostCheck {
     /// On for a loopback listener or whenever names are listed.
     pub fn new(listen: SocketAddr, allowed: &[AllowedHost]) -> HostCheck {
-        let loopback = match listen.ip() {
-            IpAddr::V4(ip) => ip.is_loopback(),
-            IpAddr::V6(ip) => ip.is_loopback(),
-        };
-        if loopback || !allowed.is_empty() {
+        if listen.ip().is_loopback() || !allowed.is_empty() {
             HostCheck::Only(allowed.to_vec())
         } else {
             HostCheck::Off

@@ -363,8 +363,8 @@ impl Reactor {
         let budget = self.config.out_buffer_cap / 2;
         self.conns.replaying.iter().any(|&id| {
             self.conns
-                .get(id.key)
-                .is_some_and(|c| c.generation == id.generation && c.out.pending() < budget)
+                .live(id)
+                .is_some_and(|c| c.out.pending() < budget)
         })
     }
 

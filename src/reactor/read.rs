@@ -15,11 +15,9 @@ use super::conn::{Awaiting, Phase};
 use super::conns::ConnId;
 use super::http::{self, Limits, MAX_HEADERS, Parsed};
 use super::outbuf::WsIo;
-use super::requester::Requester;
 use super::session::WsSession;
 use super::websocket::{self, ReadFault};
 use super::{Next, Reactor};
-use crate::bus::Command;
 use crate::protocol::{ErrorCode, close};
 
 /// Bytes read into an HTTP buffer per `read` call.
@@ -190,18 +188,8 @@ impl Reactor {
     /// Sends the producer an acknowledgment for connection `key`; the 503 to answer when
     /// it cannot take it.
     fn ask_ack(&mut self, key: usize, alert_id: String) -> Result<(), http::Response> {
-        let requester = Requester {
-            edge: self.app.edge,
-            conn: self.conns.id(key),
-            id: None,
-        }
-        .tag();
         self.app
-            .bus
-            .command(Command::Ack {
-                alert_id,
-                requester,
-            })
+            .ask_ack(alert_id, self.conns.id(key), None)
             .map_err(|_| {
                 http::Response::error(503, ErrorCode::Unavailable, "the scanner is not running")
             })

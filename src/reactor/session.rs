@@ -14,9 +14,7 @@ use super::Next;
 use super::app::{App, Caller};
 use super::broadcast::{Subscription, Tail, delivery, write_result};
 use super::outbuf::OutBuf;
-use super::requester::Requester;
 use super::websocket::text_frame;
-use crate::bus::Command;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -266,20 +264,7 @@ impl WsSession {
             }
             ClientMessage::Ack { alert_id } => {
                 // The producer answers; `acked` (or `not_found`) follows with this `id`.
-                let requester = Requester {
-                    edge: app.edge,
-                    conn: Some(caller.id),
-                    id: id.cloned(),
-                }
-                .tag();
-                if app
-                    .bus
-                    .command(Command::Ack {
-                        alert_id,
-                        requester,
-                    })
-                    .is_err()
-                {
+                if app.ask_ack(alert_id, Some(caller.id), id.cloned()).is_err() {
                     let msg = "the scanner is not running";
                     reply_error(out, &mut app.metrics, ErrorCode::Unavailable, msg, id);
                 }
@@ -439,6 +424,12 @@ pub fn reply<T: Serialize + ?Sized>(
     id: Option<&Value>,
 ) {
     text_frame(out, |out| write_envelope(out, ty, data, id));
+}
+
+/// Appends a message frame whose `data` is JSON encoded already (an alert).
+pub fn reply_raw(out: &mut Vec<u8>, ty: &str, json: &str, id: Option<&Value>) {
+    let data = |out: &mut Vec<u8>| out.extend_from_slice(json.as_bytes());
+    text_frame(out, |out| write_envelope_raw(out, ty, Some(data), id));
 }
 
 /// Appends an `error` frame and counts it.
