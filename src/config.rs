@@ -215,7 +215,9 @@ settings! {
     source: SourceSpec = SourceSpec::Sim;
     /// Log filter, as RUST_LOG takes it (RUST_LOG wins when set) [default: info]
     log: String = "info".to_owned();
-    /// Open connections at most; past it new ones get HTTP 503 [default: 10000]
+    /// Edges: event loops on threads of their own, sharing the port (SO_REUSEPORT); 0 is one per core [default: 1]
+    threads: usize = 1;
+    /// Open connections at most, over every edge; past it new ones get HTTP 503 [default: 10000]
     max_connections: usize = 10_000;
     /// Bytes of an HTTP request head at most (431 past it) [default: 16384]
     max_head_bytes: usize = 16 * 1024;
@@ -478,6 +480,7 @@ impl Config {
         }
         let capped = [
             ("adhoc_queue", self.adhoc_queue, 1_000_000),
+            ("threads", self.threads, 1024),
             ("max_symbols", self.max_symbols, 10_000_000),
             ("sim_symbols", self.sim_symbols, 10_000_000),
             ("alert_history", self.alert_history, 10_000_000),
@@ -535,6 +538,14 @@ impl Config {
 
 /// Each part's settings, mapped here and nowhere else.
 impl Config {
+    /// How many edges to run: `threads`, or one per core for 0.
+    pub fn edges(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
     /// What building the source needs beyond its spec.
     pub fn source_settings(&self) -> SourceSettings {
         SourceSettings {

@@ -232,9 +232,9 @@ fn fuzz_server() -> (std::net::SocketAddr, impl Fn() -> bool) {
             allow_origin: vec!["https://desk.example.com".parse().expect("origin")],
             ..Config::default()
         };
-        let reactor = crate::Reactor::bind(config).expect("bind the fuzz server");
-        let addr = reactor.local_addr();
-        (addr, std::thread::spawn(move || reactor.run()))
+        let server = crate::Server::bind(config).expect("bind the fuzz server");
+        let addr = server.local_addr();
+        (addr, std::thread::spawn(move || server.run()))
     });
     (*addr, move || !thread.is_finished())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scanstream::{Config, Overrides, Reactor, ShutdownHandle};
+use scanstream::{Config, Overrides, Server, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
 
 /// A real-time market scanner that streams its results over WebSocket.
@@ -55,9 +55,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let reactor = Reactor::bind(config)?;
-    watch_signals(reactor.shutdown_handle())?;
-    reactor.run()?;
+    let server = Server::bind(config)?;
+    watch_signals(server.shutdown_handle())?;
+    server.run()?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use scanstream::alerts::{HandlerKind, Kind, RuleSpec, Severity};
 use scanstream::config::Dur;
-use scanstream::{EventKind, Reactor};
+use scanstream::{EventKind, Server};
 use serde_json::json;
 // ---------------------------------------------------------------------------------------
 // Rule kinds
@@ -470,7 +470,7 @@ fn a_bad_rule_is_refused_at_start_naming_the_rule_and_field() {
     for (rules, name, field) in cases {
         let mut config = test_config();
         config.rules = rules;
-        let err = match Reactor::bind(config) {
+        let err = match Server::bind(config) {
             Ok(_) => panic!("rule `{name}` was accepted"),
             Err(e) => e.to_string(),
         };

@@ -1,10 +1,12 @@
-//! Accepting connections: the connection limit (503 for a few past it, then plain
-//! refusal) and a pause when `accept` fails for lack of descriptors.
+//! Accepting connections: the connection limit, over every edge of the process (503 for
+//! a few past it, then plain refusal), and a pause when `accept` fails for lack of
+//! descriptors.
 //!
 //! The listener is edge-triggered: connections left in the backlog are picked up by the
 //! retry after a pause, never by spinning on the failing call.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::Interest;
@@ -13,6 +15,7 @@ use mio::net::TcpStream;
 use super::Reactor;
 use super::conn::{Conn, Phase};
 use super::http::Response;
+use super::shared::Shared;
 use crate::protocol::ErrorCode;
 
 /// Connections past the limit that are still answered with 503 before closing; beyond
@@ -43,7 +46,7 @@ impl Reactor {
                 Err(e) => {
                     // Out of descriptors or memory: the pending connection stays in the
                     // backlog, so pause instead of spinning on the same error.
-                    self.app.metrics.accept_errors += 1;
+                    self.app.metrics.accept_errors.inc();
                     tracing::warn!(error = %e, "accept failed; pausing accepts");
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
@@ -53,11 +56,14 @@ impl Reactor {
     }
 
     pub(super) fn admit(&mut self, mut socket: TcpStream, now: Instant) {
-        self.app.metrics.accepted += 1;
-        let open = self.conns.len();
+        self.app.metrics.accepted.inc();
+        // Counted before the check, so edges accepting at once cannot both take the last
+        // place.
+        let open = self.app.shared.open.fetch_add(1, Ordering::Relaxed);
         let full = open >= self.config.max_connections;
         if full && open >= self.config.max_connections + OVERFLOW {
-            self.app.metrics.rejected_full += 1;
+            Shared::release(&self.app.shared.open, 1);
+            self.app.metrics.rejected_full.inc();
             return; // dropping the socket closes it
         }
         let _ = socket.set_nodelay(true);
@@ -68,11 +74,12 @@ impl Reactor {
             .register(&mut socket, id.token(), Interest::READABLE)
         {
             tracing::warn!(error = %e, "cannot register a connection");
+            Shared::release(&self.app.shared.open, 1);
             return;
         }
         let mut conn = Conn::new(socket, id.generation, now, self.config.head_timeout.0);
         if full {
-            self.app.metrics.rejected_full += 1;
+            self.app.metrics.rejected_full.inc();
             self.app.metrics.count_http(503);
             Response::error(
                 503,

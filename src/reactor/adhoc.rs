@@ -3,13 +3,18 @@
 //!
 //! Both the WebSocket `scan` message and `POST /scan` come through here, so both see the
 //! same checks: every symbol must be known (the error names the others, nothing is
-//! queued), and the symbols waiting stay within `adhoc_queue`.
+//! queued), and the symbols waiting stay within `adhoc_queue`, counted over every edge of
+//! the process.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ahash::AHashSet;
 use serde_json::Value;
 
 use super::conns::ConnId;
 use super::requester::Requester;
+use super::shared::Shared;
 use crate::bus::local::{CommandError, EdgeLink};
 use crate::bus::{Command, Tag};
 use crate::protocol::ErrorCode;
@@ -42,22 +47,24 @@ impl Refusal {
     }
 }
 
-/// The universe as the scanner announced it, and the queue's fill from this edge.
+/// The universe as the scanner announced it, and the queue's fill.
 #[derive(Debug)]
 pub struct Adhoc {
     edge: usize,
     universe: AHashSet<Box<str>>,
-    pending: usize,
+    /// Where the symbols waiting from every edge are counted.
+    shared: Arc<Shared>,
     cap: usize,
 }
 
 impl Adhoc {
-    /// No symbols known yet; at most `cap` symbols waiting from edge `edge`.
-    pub fn new(edge: usize, cap: usize) -> Adhoc {
+    /// No symbols known yet; at most `cap` symbols waiting from the edges of `shared`,
+    /// this one `edge`.
+    pub fn new(edge: usize, shared: Arc<Shared>, cap: usize) -> Adhoc {
         Adhoc {
             edge,
             universe: AHashSet::new(),
-            pending: 0,
+            shared,
             cap,
         }
     }
@@ -69,18 +76,19 @@ impl Adhoc {
 
     /// Symbols waiting in the queue.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.shared.adhoc_pending.load(Ordering::Relaxed)
     }
 
     /// The scanner is gone: nothing queued will be answered.
     pub fn clear(&mut self) {
-        self.pending = 0;
+        self.shared.adhoc_pending.store(0, Ordering::Relaxed);
     }
 
     /// A request of `symbols` symbols is done: whom to answer, when this edge asked.
+    /// Every edge sees every answer; the asking edge alone releases its symbols.
     pub fn done(&mut self, tag: &Tag, symbols: usize) -> Option<Requester> {
         let requester = Requester::read(tag, self.edge)?;
-        self.pending = self.pending.saturating_sub(symbols);
+        Shared::release(&self.shared.adhoc_pending, symbols);
         Some(requester)
     }
 
@@ -116,23 +124,25 @@ impl Adhoc {
                 self.cap
             )));
         }
-        if self.pending + n > self.cap {
-            return Err(Refusal::Full(format!(
-                "the ad-hoc queue holds {} of {} symbols; {n} more do not fit",
-                self.pending, self.cap
-            )));
-        }
+        let pending = &self.shared.adhoc_pending;
+        let before = Shared::reserve(pending, n, self.cap).map_err(|held| {
+            Refusal::Full(format!(
+                "the ad-hoc queue holds {held} of {} symbols; {n} more do not fit",
+                self.cap
+            ))
+        })?;
         let requester = Requester {
             edge: self.edge,
             conn,
             id,
         }
         .tag();
-        match bus.command(Command::Scan { symbols, requester }) {
-            Ok(()) => {
-                self.pending += n;
-                Ok(self.pending)
-            }
+        let sent = bus.command(Command::Scan { symbols, requester });
+        if sent.is_err() {
+            Shared::release(pending, n);
+        }
+        match sent {
+            Ok(()) => Ok(before + n),
             Err(CommandError::Full) => Err(Refusal::Full("the ad-hoc queue is full".into())),
             Err(CommandError::Gone) => Err(Refusal::Gone),
         }

@@ -103,7 +103,7 @@ pub fn route(req: &Request<'_, '_>, app: &mut App) -> Action {
             }
         },
         "/metrics" => return Action::Metrics,
-        "/stream/status" => Response::json(200, &app.status),
+        "/stream/status" => Response::json(200, &app.status()),
         "/stream/start" => control(app, Command::Start, RunState::Running),
         "/stream/stop" => control(app, Command::Stop, RunState::Stopped),
         "/scan" => scan(req, app),
@@ -205,7 +205,7 @@ fn control(app: &mut App, cmd: Command, state: RunState) -> Response {
     }
     // The scanner confirms with a status of its own; answer with the state it will have.
     app.status.scanner.state = state;
-    Response::json(200, &app.status)
+    Response::json(200, &app.status())
 }
 
 fn scan(req: &Request<'_, '_>, app: &mut App) -> Response {

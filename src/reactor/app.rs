@@ -5,6 +5,9 @@
 //! Handlers (the WebSocket session, the HTTP API) take `&mut App` beside the one
 //! connection they serve; nothing here holds a socket.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use serde_json::Value;
 
 use super::access::Access;
@@ -13,6 +16,7 @@ use super::conns::ConnId;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
 use super::session::{Limits, StatusView};
+use super::shared::Shared;
 use crate::bus::Command;
 use crate::bus::local::{CommandError, EdgeLink};
 use crate::history::History;
@@ -24,7 +28,8 @@ pub struct App {
     pub edge: usize,
     /// The result history and active set.
     pub history: History,
-    /// Current status.
+    /// Current status, as the producer last reported it; [`App::status`] adds the
+    /// process's counts.
     pub status: StatusView,
     /// This edge's end of the bus to the producer.
     pub bus: EdgeLink,
@@ -34,8 +39,10 @@ pub struct App {
     pub access: Access,
     /// The alert history as the producer publishes it, and its counters.
     pub alerts: AlertMirror,
-    /// Counters.
-    pub metrics: Metrics,
+    /// This edge's counters (in `shared` too, for `/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// What the edges of this process share.
+    pub shared: Arc<Shared>,
     /// Per-connection limits.
     pub limits: Limits,
     /// Why the scanner thread ended, once it has.
@@ -43,6 +50,24 @@ pub struct App {
 }
 
 impl App {
+    /// The status to show: the producer's, with the subscribers and ad-hoc symbols
+    /// waiting counted over every edge of the process.
+    pub fn status(&self) -> StatusView {
+        let mut status = self.status;
+        status.subscribers = self.shared.subscribers.load(Ordering::Relaxed);
+        status.scanner.adhoc_queue = self.adhoc.pending();
+        status
+    }
+
+    /// A connection took its first subscription (`true`) or gave up its last.
+    pub fn count_subscriber(&self, subscribed: bool) {
+        if subscribed {
+            self.shared.subscribers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            Shared::release(&self.shared.subscribers, 1);
+        }
+    }
+
     /// Asks the producer to acknowledge `alert_id` for connection `conn` (request `id`);
     /// the answer comes back as an `AckDone` event.
     pub fn ask_ack(
@@ -88,7 +113,7 @@ impl Caller {
 
     /// The status as this connection should see it, itself counted as it stands now.
     pub fn status(&self, app: &App) -> StatusView {
-        let mut status = app.status;
+        let mut status = app.status();
         status.subscribers =
             status.subscribers + usize::from(self.counted) - usize::from(self.counted_in_app);
         status

@@ -43,12 +43,8 @@ impl Reactor {
             self.conns.subscribers.push(id);
         }
         if changed {
-            if has {
-                self.app.status.subscribers += 1;
-            } else {
-                self.app.status.subscribers -= 1;
-                self.conns.subscribers_stale = true;
-            }
+            self.app.count_subscriber(has);
+            self.conns.subscribers_stale |= !has;
         }
         if replay {
             self.conns.replaying.push(id);
@@ -107,13 +103,13 @@ impl Reactor {
     /// Records a result and appends it to every live connection whose subscriptions
     /// match it. Replaying connections take it from the ring later, in order.
     pub(super) fn publish(&mut self, ev: Arc<ScanEvent>) {
-        self.app.metrics.events_published += 1;
+        self.app.metrics.events_published.inc();
         // Statuses come at the progress interval; the count is exact between them.
         self.app.status.scanner.results_total = ev.seq;
         self.turn_published.push(ev.published);
         self.app.history.push(Arc::clone(&ev));
         let cap = self.config.out_buffer_cap;
-        let (metrics, turn_full) = (&mut self.app.metrics, &mut self.turn_full);
+        let (metrics, turn_full) = (&self.app.metrics, &mut self.turn_full);
         self.conns.each_subscriber(|conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
                 return false;
@@ -130,8 +126,8 @@ impl Reactor {
             conn.turn_bytes += conn.out.pending() - before;
             // Past a quarter of the cap in one turn: write before taking more results.
             *turn_full |= conn.turn_bytes > cap / 4;
-            metrics.deliveries += 1;
-            metrics.frames_sent += 1;
+            metrics.deliveries.inc();
+            metrics.frames_sent.inc();
             true
         });
     }
@@ -143,12 +139,12 @@ impl Reactor {
         };
         session::reply_error(
             conn.out.vec(),
-            &mut self.app.metrics,
+            &self.app.metrics,
             ErrorCode::SlowConsumer,
             msg,
             None,
         );
-        self.app.metrics.slow_consumer_closes += 1;
+        self.app.metrics.slow_consumer_closes.inc();
         tracing::debug!(key, pending = conn.out.pending(), "slow consumer");
         self.close_conn(key, close::SLOW_CONSUMER, "slow consumer", now);
     }
@@ -165,8 +161,6 @@ impl Reactor {
         self.app.status.phase = status.phase.into();
         // Results sent before this status may still wait in the channel behind it.
         self.app.status.scanner.results_total = status.results_total.max(self.app.history.head());
-        // The reactor bounds the queue, so it has the exact count in symbols.
-        self.app.status.scanner.adhoc_queue = self.app.adhoc.pending();
         self.status_changed = true;
     }
 
@@ -189,7 +183,6 @@ impl Reactor {
         self.app.adhoc.clear();
         self.app.status.scanner.state = scanner::RunState::Stopped;
         self.app.status.phase = ShownPhase::Idle;
-        self.app.status.scanner.adhoc_queue = 0;
         self.app.status.health = session::Health::Degraded;
         self.status_changed = true;
         // Requests waiting for the producer will not be answered by it.
@@ -213,11 +206,10 @@ impl Reactor {
         let Some(requester) = self.app.adhoc.done(tag, symbols) else {
             return;
         };
-        self.app.status.scanner.adhoc_queue = self.app.adhoc.pending();
         let Some(id) = requester.conn else {
             return;
         };
-        let mut status = self.app.status;
+        let mut status = self.app.status();
         status.phase = ShownPhase::Adhoc;
         let view = AdhocDoneView {
             status,
@@ -239,7 +231,7 @@ impl Reactor {
         );
         // A replaying requester gets its results from the ring later: answer after them.
         session.after_replay(conn.out.vec(), &self.scratch);
-        self.app.metrics.frames_sent += 1;
+        self.app.metrics.frames_sent.inc();
         self.conns.mark_dirty(id.key);
     }
 
@@ -253,7 +245,7 @@ impl Reactor {
         self.status_changed = false;
         self.next_status = now + self.config.progress_interval.0;
         self.scratch.clear();
-        session::reply(&mut self.scratch, "status", Some(&self.app.status), None);
+        session::reply(&mut self.scratch, "status", Some(&self.app.status()), None);
         self.send_scratch_to_subscribers();
     }
 
@@ -296,7 +288,7 @@ impl Reactor {
                     Some(json) => session::reply_raw(&mut self.scratch, "acked", json, request_id),
                     None => session::reply_error(
                         &mut self.scratch,
-                        &mut self.app.metrics,
+                        &self.app.metrics,
                         ErrorCode::NotFound,
                         &not_found(),
                         request_id,
@@ -304,7 +296,7 @@ impl Reactor {
                 }
                 // A replaying requester gets its results from the ring first.
                 session.after_replay(conn.out.vec(), &self.scratch);
-                self.app.metrics.frames_sent += 1;
+                self.app.metrics.frames_sent.inc();
                 self.conns.mark_dirty(id.key);
             }
             Phase::Http { .. } => {
@@ -320,13 +312,13 @@ impl Reactor {
 
     /// Appends `scratch`, one frame encoded once, to every subscribed connection.
     fn send_scratch_to_subscribers(&mut self) {
-        let (scratch, metrics) = (&self.scratch, &mut self.app.metrics);
+        let (scratch, metrics) = (&self.scratch, &self.app.metrics);
         self.conns.each_subscriber(|conn| {
             if !conn.has_subscriptions() {
                 return false;
             }
             conn.out.extend(scratch);
-            metrics.frames_sent += 1;
+            metrics.frames_sent.inc();
             true
         });
     }
@@ -337,8 +329,8 @@ impl Reactor {
         }
         let budget = self.config.out_buffer_cap / 2;
         let mut lost = Vec::new();
-        let (history, status, metrics) =
-            (&self.app.history, &self.app.status, &mut self.app.metrics);
+        let status = self.app.status();
+        let (history, metrics) = (&self.app.history, &self.app.metrics);
         self.conns.retain_replaying(|id, conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
                 conn.replay_listed = false;
@@ -353,7 +345,7 @@ impl Reactor {
                 history,
                 budget,
                 REPLAY_VISITS,
-                status,
+                &status,
                 metrics,
             );
             if pumped.is_err() {

@@ -1,4 +1,5 @@
-//! The reactor, an edge: one thread, one `mio::Poll`, every socket it serves.
+//! The reactor, an edge: one thread, one `mio::Poll`, every socket it serves; and the
+//! server (`server`), that runs one producer and `--threads` edges on one port.
 //!
 //! It owns the listener and every connection (`conns`), and what it answers from (`app`:
 //! the history ring, the status, the alert mirror, its end of the bus). Each loop turn it
@@ -23,31 +24,36 @@ mod mirror;
 mod outbuf;
 mod read;
 mod requester;
+mod server;
 mod session;
+mod shared;
 mod timers;
 pub(crate) mod websocket;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 
+pub use server::{EdgeMaker, Server};
 pub use session::StatusView;
 
-use crate::alerts::{AlertError, Alerts};
+use crate::alerts::AlertError;
 use crate::bus::local as local_bus;
 use crate::config::Config;
 use crate::history::History;
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{self, Gauges, Metrics};
 use crate::protocol::close;
-use crate::scanner::{self, ProducerThread, RunState, ScannerOptions, ScannerStatus, Source};
+use crate::scanner::{RunState, ScannerStatus};
 use app::App;
 use conn::Phase;
 use conns::{ConnId, Conns};
+use server::Listening;
+use shared::Shared;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -101,35 +107,32 @@ pub enum ServerError {
 /// Asks a running server to shut down gracefully, from any thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    shared: Arc<Shared>,
 }
 
 impl ShutdownHandle {
-    /// Starts the graceful shutdown: close 1001 to every WebSocket, flush, return.
+    /// Starts the graceful shutdown: every edge closes its WebSockets with 1001, flushes
+    /// and returns.
     pub fn shutdown(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        // If the wake fails the poll is already gone, which is the goal.
-        let _ = self.waker.wake();
+        self.shared.shutdown();
     }
 }
 
-/// The server: a bound listener, a scanner thread and the event loop.
-pub struct Reactor {
+/// What an edge starts serving from: the history ring and the alert history.
+struct Start {
+    history: History,
+    alerts: mirror::AlertMirror,
+}
+
+/// An edge: a listener, its connections and the event loop that serves them.
+struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    waker: Arc<Waker>,
-    shutdown_flag: Arc<AtomicBool>,
     config: Config,
     conns: Conns,
     /// What the edge answers from, beside its connections.
     app: App,
-    /// The producer's thread, joined after the bus is let go at shutdown (the first
-    /// edge holds it).
-    producer: Option<ProducerThread>,
-    /// Attaches more edges to the producer.
-    attacher: Option<local_bus::Attacher>,
     /// Publish instants of the results fanned out this turn.
     turn_published: Vec<Instant>,
     /// The channel held more than one turn's worth.
@@ -150,85 +153,26 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    /// Binds the listener and starts the scanner over the configured source.
-    pub fn bind(config: Config) -> Result<Reactor, ServerError> {
-        let source =
-            scanner::source_for(&config.source, &config.source_settings()).map_err(|source| {
-                ServerError::Source {
-                    spec: config.source.to_string(),
-                    source,
-                }
-            })?;
-        Reactor::bind_with(config, source)
-    }
-
-    /// Binds the listener and starts the scanner over `source`.
-    pub fn bind_with(config: Config, source: Box<dyn Source>) -> Result<Reactor, ServerError> {
-        let (poll, listener, waker) = listen(config.listen)?;
-        // Symbols known up front can be asked for from the first request on.
-        let mut names = Vec::new();
-        let mut source = source;
-        source.new_symbols(&mut names);
-        let alerts = Alerts::start(&config.alert_settings(), config.data_dir.as_deref())?;
-        // The edge starts from the history the producer loaded from its journal.
-        let mirror = mirror::AlertMirror::new(config.alert_history, alerts.log().iter().cloned());
-        // Every ad-hoc request holds a symbol at least, so the edges' bound on symbols
-        // bounds the scans waiting too.
-        let (producer_link, mut edges, attacher) = local_bus::bus(
-            std::slice::from_ref(&waker),
-            scanner::EVENT_CHANNEL,
-            scanner::CONTROL_COMMANDS + config.adhoc_queue.max(1),
-        );
-        let bus = edges
-            .pop()
-            .ok_or_else(|| io::Error::other("no edge on the bus"))?;
-        let epoch = new_epoch();
-        let history = History::new(config.history_size, epoch);
-        let options = ScannerOptions {
-            progress_interval: config.progress_interval.0,
-            history: history.clone(),
-            symbols: names.clone(),
-        };
-        let producer = scanner::spawn(source, alerts, producer_link, options)?;
-        let mut edge = Reactor::edge(config, 0, (poll, listener, waker), bus, history, mirror)?;
-        edge.app.adhoc.learn(&names);
-        edge.producer = Some(producer);
-        edge.attacher = Some(attacher);
-        Ok(edge)
-    }
-
-    /// Something that attaches more edges to this server's producer, from any thread.
-    /// The producer ends when every edge and every maker is gone: drop it before
-    /// waiting for [`run`](Reactor::run) to return.
-    pub fn edge_maker(&self) -> Option<EdgeMaker> {
-        Some(EdgeMaker {
-            attacher: self.attacher.clone()?,
-            config: self.config.clone(),
-        })
-    }
-
-    /// An edge on `listener` over `bus`, serving from `history` and `alerts`.
+    /// Edge number `index` on `listening`, over `bus`, serving from `start`; one of the
+    /// edges of `shared`, counting into `metrics`.
     fn edge(
         config: Config,
         index: usize,
-        (poll, listener, waker): (Poll, TcpListener, Arc<Waker>),
+        (poll, listener, _waker): Listening,
         bus: local_bus::EdgeLink,
-        history: History,
-        alerts: mirror::AlertMirror,
+        start: Start,
+        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
     ) -> Result<Reactor, ServerError> {
         let local_addr = listener.local_addr()?;
-        // The epoch last: the browser tests read it off the end of this line.
-        tracing::info!(%local_addr, source = %config.source, edge = index, epoch = %history.epoch(), "listening");
         let now = Instant::now();
         Ok(Reactor {
             poll,
             listener: Some(listener),
             local_addr,
-            waker,
-            shutdown_flag: Arc::new(AtomicBool::new(false)),
             app: App {
                 edge: index,
-                history,
+                history: start.history,
                 status: StatusView {
                     scanner: ScannerStatus::initial(),
                     phase: ScannerStatus::initial().phase.into(),
@@ -236,10 +180,11 @@ impl Reactor {
                     health: session::Health::Ok,
                 },
                 bus,
-                adhoc: adhoc::Adhoc::new(index, config.adhoc_queue),
+                adhoc: adhoc::Adhoc::new(index, Arc::clone(&shared), config.adhoc_queue),
                 access: access::Access::new(&config),
-                alerts,
-                metrics: Metrics::default(),
+                alerts: start.alerts,
+                metrics,
+                shared,
                 limits: session::Limits {
                     max_subscriptions: config.max_subscriptions,
                     max_symbols: config.max_filter_symbols,
@@ -248,8 +193,6 @@ impl Reactor {
                 },
                 scanner_failure: None,
             },
-            producer: None,
-            attacher: None,
             conns: Conns::default(),
             turn_published: Vec::new(),
             more_results: false,
@@ -266,20 +209,12 @@ impl Reactor {
     }
 
     /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// A handle that stops the server gracefully.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            flag: Arc::clone(&self.shutdown_flag),
-            waker: Arc::clone(&self.waker),
-        }
-    }
-
     /// Runs until shut down. Only poll failures end it with an error.
-    pub fn run(mut self) -> Result<(), ServerError> {
+    fn run(mut self) -> Result<(), ServerError> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -308,7 +243,7 @@ impl Reactor {
                     }
                 }
             }
-            if self.shutdown_flag.load(Ordering::SeqCst) && self.shutdown_deadline.is_none() {
+            if self.app.shared.shutting_down() && self.shutdown_deadline.is_none() {
                 self.begin_shutdown(now);
             }
             self.retry_reads(now);
@@ -333,12 +268,11 @@ impl Reactor {
                 }
             }
         }
-        tracing::info!(open = self.conns.len(), "shut down");
-        // Letting go of the bus ends the producer; then wait for it.
-        let producer = self.producer.take();
-        drop(self);
-        if let Some(producer) = producer {
-            producer.join();
+        tracing::info!(edge = self.app.edge, open = self.conns.len(), "shut down");
+        // What this edge still counts leaves the process's counts with it.
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.drop_conn(key);
         }
         Ok(())
     }
@@ -374,8 +308,9 @@ impl Reactor {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
+        Shared::release(&self.app.shared.open, 1);
         if conn.subscriber {
-            self.app.status.subscribers -= 1;
+            self.app.count_subscriber(false);
         }
         if conn.listed {
             self.conns.subscribers_stale = true;
@@ -418,10 +353,10 @@ impl Reactor {
         conn.turn_bytes = 0;
         match conn
             .out
-            .write_to(&mut conn.socket, &mut self.app.metrics.write_calls)
+            .write_to(&mut conn.socket, &self.app.metrics.write_calls)
         {
             Ok((written, flushed)) => {
-                self.app.metrics.bytes_sent += written as u64;
+                self.app.metrics.bytes_sent.add(written as u64);
                 let wants_write = flushed == outbuf::Flushed::Blocked;
                 if wants_write != conn.wants_write {
                     conn.wants_write = wants_write;
@@ -481,7 +416,11 @@ impl Reactor {
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
-        tracing::info!(open = self.conns.len(), "shutting down");
+        tracing::info!(
+            edge = self.app.edge,
+            open = self.conns.len(),
+            "shutting down"
+        );
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -506,81 +445,41 @@ impl Reactor {
         }
     }
 
-    /// The metrics page.
+    /// The metrics page: every edge's counters added up, and the process's gauges.
     fn render_metrics(&self) -> String {
-        let mut g = Gauges {
-            connections: self.conns.len(),
-            subscribers: self.app.status.subscribers,
-            history_len: self.app.history.len(),
-            active: self.app.history.active_len(),
-            symbols: self.app.status.scanner.total,
-            adhoc_queue: self.app.adhoc.pending(),
-            scanner_running: self.app.status.scanner.state == RunState::Running
-                && !self.scanner_gone,
-            cycles: self.app.status.scanner.cycle,
-            updates: self.app.status.scanner.counters.updates,
-            evaluated: self.app.status.scanner.counters.evaluated,
-            bad_input: self.app.status.scanner.counters.bad_input,
-            alerts: self.app.alerts.stats.counters,
-            alert_history: self.app.alerts.log().len(),
-            alerts_unacked: self.app.alerts.log().unacked(),
-            webhook: self.app.alerts.stats.webhook,
-            ..Gauges::default()
+        self.publish_gauges();
+        let app = &self.app;
+        let scanner = &app.status.scanner;
+        let g = Gauges {
+            connections: app.shared.open.load(Ordering::Relaxed),
+            subscribers: app.shared.subscribers.load(Ordering::Relaxed),
+            history_len: app.history.len(),
+            active: app.history.active_len(),
+            symbols: scanner.total,
+            adhoc_queue: app.adhoc.pending(),
+            scanner_running: scanner.state == RunState::Running && !self.scanner_gone,
+            cycles: scanner.cycle,
+            updates: scanner.counters.updates,
+            evaluated: scanner.counters.evaluated,
+            bad_input: scanner.counters.bad_input,
+            alerts: app.alerts.stats.counters,
+            alert_history: app.alerts.log().len(),
+            alerts_unacked: app.alerts.log().unacked(),
+            webhook: app.alerts.stats.webhook,
         };
+        let edges: Vec<&Metrics> = app.shared.metrics.iter().map(|m| &**m).collect();
+        metrics::render(&edges, &g)
+    }
+
+    /// Sets this edge's gauges that take a walk over its connections; the sweep calls
+    /// it, so another edge's `/metrics` shows them as of the last sweep.
+    fn publish_gauges(&self) {
+        let (mut websockets, mut pending) = (0, 0);
         for (_, conn) in self.conns.iter() {
-            g.pending_bytes += conn.out.pending();
-            if matches!(conn.phase, Phase::WebSocket(_)) {
-                g.websockets += 1;
-            }
+            pending += conn.out.pending() as u64;
+            websockets += u64::from(matches!(conn.phase, Phase::WebSocket(_)));
         }
-        self.app.metrics.render(&g)
+        self.app.metrics.websockets.set(websockets);
+        self.app.metrics.pending_bytes.set(pending);
     }
-}
-
-/// A poll, a listener on `addr` registered with it, and a waker.
-fn listen(addr: SocketAddr) -> Result<(Poll, TcpListener, Arc<Waker>), ServerError> {
-    let poll = Poll::new()?;
-    let mut listener =
-        TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    Ok((poll, listener, waker))
-}
-
-/// Starts more edges on a running server's producer: each attaches, gets the producer's
-/// cut (history, active set, alerts, status) and then everything after it.
-#[derive(Debug, Clone)]
-pub struct EdgeMaker {
-    attacher: local_bus::Attacher,
-    config: Config,
-}
-
-impl EdgeMaker {
-    /// Binds edge number `index` on `addr`; run it with [`Reactor::run`].
-    pub fn bind(&self, index: usize, addr: SocketAddr) -> Result<Reactor, ServerError> {
-        let (poll, listener, waker) = listen(addr)?;
-        let bus = self
-            .attacher
-            .attach(Arc::clone(&waker))
-            .map_err(|_| io::Error::other("the producer has ended"))?;
-        let config = Config {
-            listen: addr,
-            ..self.config.clone()
-        };
-        // Empty until the cut arrives, the first thing the edge reads.
-        let history = History::new(config.history_size, String::new());
-        let alerts = mirror::AlertMirror::new(config.alert_history, Vec::new());
-        Reactor::edge(config, index, (poll, listener, waker), bus, history, alerts)
-    }
-}
-
-/// A short random identifier for this run, so clients can tell a restart.
-fn new_epoch() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }

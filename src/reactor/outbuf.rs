@@ -6,6 +6,8 @@
 
 use std::io::{self, Write};
 
+use crate::metrics::Counter;
+
 /// Capacity kept after a flush empties the buffer; above it the memory is returned, so an
 /// idle connection that once took a burst does not hold it for ever.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -61,13 +63,13 @@ impl OutBuf {
     pub fn write_to<W: Write>(
         &mut self,
         w: &mut W,
-        calls: &mut u64,
+        calls: &Counter,
     ) -> io::Result<(usize, Flushed)> {
         if self.is_empty() {
             return Ok((0, Flushed::All));
         }
         let written = loop {
-            *calls += 1;
+            calls.inc();
             match w.write(&self.buf[self.pos..]) {
                 // A zero-byte write on a non-empty buffer means the peer is gone.
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -165,18 +167,15 @@ mod tests {
             room: 4,
             got: Vec::new(),
         };
-        let mut calls = 0;
-        assert_eq!(
-            out.write_to(&mut w, &mut calls).unwrap(),
-            (4, Flushed::Blocked)
-        );
+        let calls = Counter::default();
+        assert_eq!(out.write_to(&mut w, &calls).unwrap(), (4, Flushed::Blocked));
         assert_eq!(out.pending(), 7);
         out.extend(b"!");
         w.room = 100;
-        assert_eq!(out.write_to(&mut w, &mut calls).unwrap(), (8, Flushed::All));
+        assert_eq!(out.write_to(&mut w, &calls).unwrap(), (8, Flushed::All));
         assert_eq!(w.got, b"hello world!");
         assert!(out.is_empty());
-        assert_eq!(calls, 2, "one write call per flush");
+        assert_eq!(calls.get(), 2, "one write call per flush");
     }
 
     #[test]
@@ -189,16 +188,16 @@ mod tests {
             room: usize::MAX,
             got: Vec::new(),
         };
-        let mut calls = 0;
-        out.write_to(&mut w, &mut calls).unwrap();
-        assert_eq!(calls, 1);
+        let calls = Counter::default();
+        out.write_to(&mut w, &calls).unwrap();
+        assert_eq!(calls.get(), 1);
     }
 
     #[test]
     fn idle_buffers_are_released_busy_ones_kept() {
         let mut out = OutBuf::default();
         out.extend(b"reply");
-        out.write_to(&mut Vec::new(), &mut 0).unwrap();
+        out.write_to(&mut Vec::new(), &Counter::default()).unwrap();
         out.release_if_idle();
         assert!(out.buf.capacity() > 0, "released right after use");
         out.release_if_idle();
@@ -218,6 +217,6 @@ mod tests {
         }
         let mut out = OutBuf::default();
         out.extend(b"x");
-        assert!(out.write_to(&mut Zero, &mut 0).is_err());
+        assert!(out.write_to(&mut Zero, &Counter::default()).is_err());
     }
 }

@@ -222,7 +222,7 @@ impl Reactor {
             return Served::Done;
         };
         self.app.metrics.count_http(101);
-        self.app.metrics.upgrades += 1;
+        self.app.metrics.upgrades.inc();
         websocket::write_accept(conn.out.vec(), accept);
         let ctx = websocket::context(
             early,

@@ -197,7 +197,7 @@ impl WsSession {
         caller: &mut Caller,
         now: Instant,
     ) -> Next {
-        app.metrics.messages_received += 1;
+        app.metrics.messages_received.inc();
         if !self.rate.allow(now, app.limits.rate, app.limits.burst) {
             // A client that keeps on past another burst's worth of refusals is closed.
             if self.rate.strikes > f64::from(app.limits.burst) {
@@ -205,19 +205,13 @@ impl WsSession {
             }
             let msg = format!("over {} messages per second", app.limits.rate);
             let id = peek_id(text);
-            reply_error(
-                out,
-                &mut app.metrics,
-                ErrorCode::RateLimited,
-                &msg,
-                id.as_ref(),
-            );
+            reply_error(out, &app.metrics, ErrorCode::RateLimited, &msg, id.as_ref());
             return Next::Keep;
         }
         let Request { id, message } = match parse_request(text, app.limits.max_symbols) {
             Ok(req) => req,
             Err(r) => {
-                reply_error(out, &mut app.metrics, r.code, &r.message, r.id.as_ref());
+                reply_error(out, &app.metrics, r.code, &r.message, r.id.as_ref());
                 return Next::Keep;
             }
         };
@@ -240,7 +234,7 @@ impl WsSession {
                     }
                     None => {
                         let msg = format!("no subscription named `{subscription}`");
-                        reply_error(out, &mut app.metrics, ErrorCode::NotFound, &msg, id);
+                        reply_error(out, &app.metrics, ErrorCode::NotFound, &msg, id);
                     }
                 }
             }
@@ -258,7 +252,7 @@ impl WsSession {
                     }
                     Err(refusal) => {
                         let (code, msg) = refusal.code();
-                        reply_error(out, &mut app.metrics, code, msg, id);
+                        reply_error(out, &app.metrics, code, msg, id);
                     }
                 }
             }
@@ -266,7 +260,7 @@ impl WsSession {
                 // The producer answers; `acked` (or `not_found`) follows with this `id`.
                 if app.ask_ack(alert_id, Some(caller.id), id.cloned()).is_err() {
                     let msg = "the scanner is not running";
-                    reply_error(out, &mut app.metrics, ErrorCode::Unavailable, msg, id);
+                    reply_error(out, &app.metrics, ErrorCode::Unavailable, msg, id);
                 }
             }
         }
@@ -287,7 +281,7 @@ impl WsSession {
                 "at most {} subscriptions per connection",
                 app.limits.max_subscriptions
             );
-            reply_error(out, &mut app.metrics, ErrorCode::LimitExceeded, &msg, id);
+            reply_error(out, &app.metrics, ErrorCode::LimitExceeded, &msg, id);
             return;
         }
         let history = &app.history;
@@ -362,7 +356,7 @@ impl WsSession {
         budget: usize,
         visits: usize,
         status: &StatusView,
-        metrics: &mut Metrics,
+        metrics: &Metrics,
     ) -> Result<(), FellBehind> {
         let Some(mut next) = self.cursor else {
             return Ok(());
@@ -377,8 +371,8 @@ impl WsSession {
             let d = delivery(&self.subs, ev);
             if !d.is_empty() {
                 write_result(out.vec(), ev, &self.subs, d, &mut self.tail);
-                metrics.replayed += 1;
-                metrics.frames_sent += 1;
+                metrics.replayed.inc();
+                metrics.frames_sent.inc();
             }
             next = ev.seq + 1;
         }
@@ -435,7 +429,7 @@ pub fn reply_raw(out: &mut Vec<u8>, ty: &str, json: &str, id: Option<&Value>) {
 /// Appends an `error` frame and counts it.
 pub fn reply_error(
     out: &mut Vec<u8>,
-    metrics: &mut Metrics,
+    metrics: &Metrics,
     code: ErrorCode,
     msg: &str,
     id: Option<&Value>,

@@ -1,5 +1,6 @@
 //! The timer sweep: one pass over every connection each `sweep_interval` for head
-//! deadlines, pings, idle WebSockets and closing deadlines.
+//! deadlines, pings, idle WebSockets and closing deadlines; then the edge's gauges for
+//! the other edges' `/metrics`.
 //!
 //! The decision is a pure function of a connection's phase and times; the reactor
 //! carries it out. A coarse sweep is enough at 10k connections (see DESIGN.md).
@@ -118,6 +119,7 @@ impl Reactor {
                 Due::Linger => self.close_conn(key, close::NORMAL, "", now),
             }
         }
+        self.publish_gauges();
     }
 }
 

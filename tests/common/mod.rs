@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use scanstream::{
-    Config, EdgeMaker, EventKind, Progress, Reactor, Scan, ScanResult, ServerError, ShutdownHandle,
+    Config, EdgeMaker, EventKind, Progress, Scan, ScanResult, Server, ServerError, ShutdownHandle,
     Source, SourceSpec,
 };
 use serde_json::{Value, json};
@@ -48,13 +48,47 @@ pub struct TestServer {
     maker: Option<EdgeMaker>,
 }
 
-/// Defaults for tests: port 0 and a firehose that emits nothing.
+/// Defaults for tests: port 0, a firehose that emits nothing, and the edges this test
+/// runs with (see [`with_edges`]).
 pub fn test_config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         source: SourceSpec::Firehose { rate: 0 },
+        threads: edges(),
         ..Config::default()
     }
+}
+
+thread_local! {
+    static EDGES: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// The edges (`--threads`) the servers of this test run: 1 unless [`with_edges`] says.
+pub fn edges() -> usize {
+    EDGES.with(|e| e.get())
+}
+
+/// Runs `test` with every server it starts (in process or the binary) on `n` edges.
+pub fn with_edges(n: usize, test: fn()) {
+    EDGES.with(|e| e.set(n));
+    test();
+}
+
+/// Runs the named tests of this file again against servers of two edges, as
+/// `two_edges::NAME`: every check then also holds with connections spread by the kernel
+/// over two event loops that share the port.
+#[macro_export]
+macro_rules! on_two_edges {
+    ($($test:ident),* $(,)?) => {
+        mod two_edges {
+            $(
+                #[test]
+                fn $test() {
+                    $crate::common::with_edges(2, super::$test);
+                }
+            )*
+        }
+    };
 }
 
 impl TestServer {
@@ -68,7 +102,7 @@ impl TestServer {
         let mut config = test_config();
         tweak(&mut config);
         let (tx, rx) = unbounded();
-        let reactor = Reactor::bind_with(
+        let server = Server::bind_with(
             config,
             Box::new(Scripted {
                 rx,
@@ -76,7 +110,7 @@ impl TestServer {
             }),
         )
         .expect("bind");
-        let mut server = TestServer::run(reactor);
+        let mut server = TestServer::run(server);
         server.feed = Some(tx);
         server
     }
@@ -85,7 +119,7 @@ impl TestServer {
     pub fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config();
         tweak(&mut config);
-        TestServer::run(Reactor::bind(config).expect("bind"))
+        TestServer::run(Server::bind(config).expect("bind"))
     }
 
     /// A firehose server at `rate` results per second.
@@ -93,11 +127,11 @@ impl TestServer {
         TestServer::with(|c| c.source = SourceSpec::Firehose { rate })
     }
 
-    fn run(reactor: Reactor) -> TestServer {
-        let addr = reactor.local_addr();
-        let handle = reactor.shutdown_handle();
-        let maker = reactor.edge_maker();
-        let thread = std::thread::spawn(move || reactor.run());
+    fn run(server: Server) -> TestServer {
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let maker = server.edge_maker();
+        let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
             handle,

@@ -1,0 +1,71 @@
+//! What the edges of one process share: the shutdown flag and every edge's waker, the
+//! counts that the limits and the status take over the whole process (open connections,
+//! subscribers, ad-hoc symbols waiting), and every edge's counters for `/metrics`.
+//!
+//! Each count changes when a connection opens, subscribes or leaves, or a request is
+//! queued: rare beside deliveries, which touch nothing here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use mio::Waker;
+
+use crate::metrics::Metrics;
+
+/// One process's edges, as each of them sees the others.
+#[derive(Debug)]
+pub struct Shared {
+    shutdown: AtomicBool,
+    wakers: Vec<Arc<Waker>>,
+    /// Open connections on every edge, against `max_connections`.
+    pub open: AtomicUsize,
+    /// Connections holding a subscription on every edge, for `status.subscribers`.
+    pub subscribers: AtomicUsize,
+    /// Symbols in ad-hoc requests sent and not yet answered, against `adhoc_queue`.
+    pub adhoc_pending: AtomicUsize,
+    /// Each edge's counters, by edge.
+    pub metrics: Vec<Arc<Metrics>>,
+}
+
+impl Shared {
+    /// Shared by the edges woken through `wakers`, one each.
+    pub fn new(wakers: Vec<Arc<Waker>>) -> Shared {
+        Shared {
+            shutdown: AtomicBool::new(false),
+            metrics: wakers.iter().map(|_| Arc::default()).collect(),
+            wakers,
+            open: AtomicUsize::new(0),
+            subscribers: AtomicUsize::new(0),
+            adhoc_pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts the graceful shutdown of every edge.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for waker in &self.wakers {
+            // If the wake fails that poll is already gone, which is the goal.
+            let _ = waker.wake();
+        }
+    }
+
+    /// Has shutdown begun?
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Takes `n` from a count (saturating: a count never wraps below zero).
+    pub fn release(count: &AtomicUsize, n: usize) {
+        let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
+    }
+
+    /// Adds `n` to `count` if that keeps it at most `cap`; the count before, or `Err` with
+    /// the count that left no room.
+    pub fn reserve(count: &AtomicUsize, n: usize, cap: usize) -> Result<usize, usize> {
+        count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            (v + n <= cap).then_some(v + n)
+        })
+    }
+}
