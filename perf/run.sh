@@ -6,6 +6,7 @@
 #   DURATION=10 perf/run.sh fanout-1k     # a shorter measured window (default 30 s)
 #   SATURATE_DURATION=10                  # the window of each saturate step (default 10 s)
 #   PEER_THREADS=2 SERVER_CORES=0,1       # the peer on two worker threads, servers on both cores
+#   SERVER_FLAGS="--threads 2"            # more flags for scanstream
 #
 # The server runs on core 0 and the load generator on core 1 (taskset); the file limit is
 # raised for the idle and churn scenarios. Rows are saved in perf/results/*.json; `all`
@@ -22,7 +23,7 @@ OUT=perf/results
 mkdir -p "$OUT"
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 [ -n "$SCENARIO" ] || usage
@@ -47,7 +48,7 @@ start_server() {
     case $name in
         scanstream)
             taskset -c "${SERVER_CORES:-0}" "$BIN/scanstream" --listen "127.0.0.1:$PORT_SCAN" \
-                --source "firehose:$rate" --log warn >"$OUT/$name.log" 2>&1 &
+                --source "firehose:$rate" --log warn ${SERVER_FLAGS:-} >"$OUT/$name.log" 2>&1 &
             SERVER_PID=$!
             URL="ws://127.0.0.1:$PORT_SCAN/stream"
             wait_port "$PORT_SCAN"

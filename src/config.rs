@@ -630,6 +630,20 @@ mod tests {
     }
 
     #[test]
+    fn threads_0_is_one_edge_per_core_and_too_many_are_refused() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let edges = |threads| Config {
+            threads,
+            ..Config::default()
+        };
+        assert_eq!(edges(0).edges(), cores);
+        assert_eq!(edges(3).edges(), 3);
+        assert_eq!(Config::default().edges(), 1);
+        let err = edges(1025).validate().unwrap_err().to_string();
+        assert!(err.contains("threads"), "{err}");
+    }
+
+    #[test]
     fn bad_files_name_the_problem() {
         let cases = [
             ("listne = \"x\"", "unknown field `listne`"),

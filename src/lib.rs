@@ -14,7 +14,9 @@
 //! WebSocket connections through tungstenite's state machine, and copies each result into
 //! the out buffer of every connection whose filters match, writing each buffer once per
 //! loop turn. The two meet only at the bus: events one way, commands the other, and a
-//! requester's tag that the producer hands back without reading it.
+//! requester's tag that the producer hands back without reading it. A [`Server`] runs
+//! one producer and `--threads` edges, each on a thread of its own, on one port
+//! (`SO_REUSEPORT`); every edge gets the same published copy of each result.
 //!
 //! # Layout
 //!
@@ -26,12 +28,15 @@
 //! - [`event`]: scan results and their encode-once published form.
 //! - [`protocol`]: client messages, filters, error and close codes (sans-IO).
 //! - [`history`]: the resume ring and the active set.
-//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`metrics`]: each edge's counters and histograms (written by that edge alone, added
+//!   up at render), in the Prometheus text format.
 //! - [`scanner`]: the scanner thread, the producer; the `Source` trait it runs (the
 //!   market scanner or the benchmark firehose); feeds (`sim`, `csv`, `jsonl`),
 //!   indicators, scans, dedup.
-//! - `reactor`: an edge: its connections (`conns`), what it answers from (`app`: history,
-//!   status, the alert mirror), HTTP, WebSocket, fan-out, timers.
+//! - `reactor`: the server (`server`: the producer and the edges) and what a process's
+//!   edges count together (`shared`); an edge: its connections (`conns`), what it
+//!   answers from (`app`: history, status, the alert mirror), HTTP, WebSocket, fan-out,
+//!   timers.
 //! - `timefmt`: RFC 3339 timestamps.
 
 #![warn(missing_docs)]

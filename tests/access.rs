@@ -458,3 +458,17 @@ fn the_token_comes_from_a_flag_the_environment_or_the_file() {
         "the secret is printed: {stderr}"
     );
 }
+
+on_two_edges!(
+    posts_need_the_token,
+    alerts_need_the_token_and_the_open_endpoints_stay_open,
+    the_stream_takes_the_token_in_the_header_or_the_query,
+    the_origin_allow_list_guards_upgrades,
+    origin_is_checked_before_the_token,
+    a_guess_of_any_length_is_refused_alike,
+    a_loopback_server_answers_only_loopback_host_names,
+    allow_host_adds_names_and_turns_the_check_on_for_any_address,
+    the_client_library_presents_its_token,
+    by_default_the_server_listens_on_loopback_without_a_token,
+    the_token_comes_from_a_flag_the_environment_or_the_file,
+);

@@ -297,3 +297,11 @@ fn webhook_retries_after_a_server_error() {
     assert_eq!(metric(server.addr, "scanstream_webhook_gave_up_total"), 0.0);
     assert!(requests.try_recv().is_err(), "a third request after a 200");
 }
+
+on_two_edges!(
+    alerts_and_acks_survive_a_restart,
+    a_torn_journal_line_is_skipped_and_cut_off,
+    webhook_posts_the_alert_json,
+    webhook_timeout_gives_up_and_the_server_keeps_serving,
+    webhook_retries_after_a_server_error,
+);

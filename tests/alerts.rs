@@ -501,3 +501,16 @@ when = ["score >= 1"]
     assert!(stderr.contains("odd-scan"), "{stderr}");
     assert!(stderr.contains("moonshot"), "{stderr}");
 }
+
+on_two_edges!(
+    price_change_fires_on_a_big_move_either_way_and_not_on_a_small_one,
+    new_opportunity_fires_on_new_and_not_on_update,
+    volume_spike_fires_at_its_ratio,
+    threshold_fires_on_new_and_update_when_its_condition_holds,
+    throttle_holds_back_a_second_alert_per_rule_and_symbol,
+    ack_over_websocket_replies_broadcasts_once_and_is_idempotent,
+    an_http_ack_waits_for_the_producer_and_pipelined_requests_keep_their_order,
+    ack_and_listing_over_http,
+    a_bad_rule_is_refused_at_start_naming_the_rule_and_field,
+    the_binary_refuses_a_config_file_rule_with_an_unknown_scan,
+);

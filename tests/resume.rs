@@ -280,3 +280,13 @@ fn a_slow_reader_after_an_unrecovered_resume_is_closed_not_skipped() {
         }
     }
 }
+
+on_two_edges!(
+    replay_comes_in_order_before_live_results,
+    replay_applies_the_subscription_filters,
+    history_too_short_or_another_epoch_is_not_recovered,
+    a_replay_larger_than_the_out_buffer_cap_is_paced_not_cut,
+    resume_across_disconnects_matches_a_client_that_stayed,
+    resuming_from_another_epoch_on_a_full_ring_is_not_cut_off,
+    a_slow_reader_after_an_unrecovered_resume_is_closed_not_skipped,
+);

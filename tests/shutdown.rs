@@ -55,3 +55,8 @@ fn flags_win_over_the_config_file() {
         "the file's firehose:0 applied"
     );
 }
+
+on_two_edges!(
+    sigterm_sends_1001_to_every_websocket_and_exits_0,
+    shutdown_handle_closes_1001_and_run_returns_ok,
+);

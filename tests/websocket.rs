@@ -366,3 +366,16 @@ fn next_non_status_or_queued(ws: &mut Ws) -> Value {
         }
     }
 }
+
+on_two_edges!(
+    every_filter_field_narrows_the_stream,
+    unsubscribe_stops_delivery_and_unknown_names_are_not_found,
+    results_carry_four_decimals_and_filters_judge_what_is_sent,
+    a_result_arrives_once_naming_every_matching_subscription,
+    resubscribing_with_the_same_name_replaces_its_filters,
+    bad_messages_get_errors_and_the_connection_stays,
+    a_bad_filter_leaves_the_old_subscription_in_place,
+    subscription_and_symbol_limits,
+    snapshot_holds_exactly_the_open_opportunities_that_match,
+    scan_requests_are_queued_and_answered_with_adhoc_results,
+);

@@ -498,3 +498,22 @@ fn subscribes_in_one_write_count_the_connection_once() {
     }
     assert_eq!(counts, [1, 1, 1, 1]);
 }
+
+on_two_edges!(
+    protocol_violations_close_with_their_codes,
+    a_frame_written_one_byte_at_a_time_is_understood,
+    two_messages_in_one_write_get_two_replies_in_order,
+    frames_sent_with_the_handshake_are_not_lost,
+    client_pings_are_answered_and_close_is_echoed,
+    server_pings_and_closes_a_silent_client,
+    answering_pings_keeps_a_client_open,
+    message_rate_limit_then_close_4029,
+    a_reader_that_stalls_is_closed_4008_while_another_gets_everything,
+    pongs_to_a_client_that_never_reads_are_capped_with_4008,
+    a_burst_of_results_does_not_cut_off_a_reader_that_keeps_up,
+    a_result_is_not_sent_twice_while_another_subscription_replays,
+    replacing_a_subscription_during_a_replay_keeps_its_held_back_results,
+    replacing_the_only_subscription_does_not_count_a_second_subscriber,
+    random_frames_never_hurt_the_server,
+    subscribes_in_one_write_count_the_connection_once,
+);

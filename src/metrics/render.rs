@@ -145,6 +145,19 @@ pub fn render(edges: &[&Metrics], g: &Gauges) -> String {
     for (name, help, value) in counters {
         metric(&mut out, name, "counter", help, value);
     }
+    // How the kernel spread the connections over the edges sharing the port.
+    let _ = writeln!(
+        out,
+        "# HELP scanstream_edge_connections_open Open connections by edge, as of its last sweep.\n\
+         # TYPE scanstream_edge_connections_open gauge"
+    );
+    for (edge, m) in edges.iter().enumerate() {
+        let n = m.connections.get();
+        let _ = writeln!(
+            out,
+            "scanstream_edge_connections_open{{edge=\"{edge}\"}} {n}"
+        );
+    }
     render_alerts(&mut out, g);
     let _ = writeln!(
         out,
@@ -176,7 +189,7 @@ pub fn render(edges: &[&Metrics], g: &Gauges) -> String {
             "scanstream_http_responses_total{{status=\"{status}\"}} {n}"
         );
     }
-    let histograms: [(fn(&Metrics) -> &Histogram, &[&Metrics], &str, &str); 3] = [
+    let histograms: [HistogramFamily; 3] = [
         (
             |m| &m.batch_sizes,
             edges,
@@ -205,6 +218,14 @@ pub fn render(edges: &[&Metrics], g: &Gauges) -> String {
     }
     out
 }
+
+/// A histogram of each edge, the edges to add up, its name and its help.
+type HistogramFamily<'a> = (
+    fn(&Metrics) -> &Histogram,
+    &'a [&'a Metrics],
+    &'static str,
+    &'static str,
+);
 
 /// Every edge's counts of `tally` added up, in code order.
 fn tallies(edges: &[&Metrics], tally: fn(&Metrics) -> &Tally) -> BTreeMap<u16, u64> {
@@ -324,6 +345,7 @@ mod tests {
         assert!(text.contains("scanstream_protocol_errors_total{code=\"4008\"} 1"));
         assert!(text.contains("scanstream_http_responses_total{status=\"404\"} 1"));
         assert!(text.contains("scanstream_deliveries_total 7\n"));
+        assert!(text.contains("scanstream_edge_connections_open{edge=\"1\"} 0\n"));
         assert!(text.contains("# TYPE scanstream_publish_to_flush_seconds histogram"));
     }
 

@@ -479,6 +479,7 @@ impl Reactor {
             pending += conn.out.pending() as u64;
             websockets += u64::from(matches!(conn.phase, Phase::WebSocket(_)));
         }
+        self.app.metrics.connections.set(self.conns.len() as u64);
         self.app.metrics.websockets.set(websockets);
         self.app.metrics.pending_bytes.set(pending);
     }

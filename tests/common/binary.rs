@@ -226,7 +226,10 @@ impl BinaryServer {
     #[track_caller]
     pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> BinaryServer {
         let mut command = scanstream(&SERVER_ARGS);
-        command.args(["--threads", &super::edges().to_string()]);
+        // Only when asked for: a flag given twice is an error, and a test may give it.
+        if super::edges() != 1 {
+            command.args(["--threads", &super::edges().to_string()]);
+        }
         command.args(args);
         setup(&mut command);
         BinaryServer::listening(Binary::spawn(&mut command))
