@@ -4,13 +4,11 @@
 //! [`Config`], the optional [`Overrides`] that both clap and the TOML file fill, and the
 //! merge between them. Nothing here opens sockets or starts threads.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::alerts::{AlertSettings, WebhookSettings};
 pub use crate::dur::Dur;
@@ -19,142 +17,9 @@ pub use crate::scanner::{
     Materiality, ScanSettings, SimOptions, SourceSettings, SourceSpec, Speed, Thresholds,
 };
 
-/// The shared secret clients present. Its `Debug` does not show it, so a logged
-/// configuration does not leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+mod values;
 
-impl Token {
-    /// The secret, to compare against.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(…)")
-    }
-}
-
-impl Token {
-    /// It travels in a header (and percent-encoded in a query string): visible ASCII.
-    fn is_valid(&self) -> bool {
-        (8..=512).contains(&self.0.len()) && self.0.bytes().all(|b| b.is_ascii_graphic())
-    }
-}
-
-// Parsing takes anything and `Config::validate` judges it: an error from here would be
-// printed with the value in it, and the value is a secret.
-impl FromStr for Token {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Token(s.to_owned()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Token {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Token)
-    }
-}
-
-/// A web origin, `scheme://host[:port]`, kept lowercase as browsers send it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin(String);
-
-impl Origin {
-    /// As a browser sends it in `Origin`.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Origin {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().trim_end_matches('/').to_ascii_lowercase();
-        let Some((scheme, authority)) = lower.split_once("://") else {
-            return Err(format!("an origin is scheme://host[:port], got `{s}`"));
-        };
-        let ok = matches!(scheme, "http" | "https")
-            && !authority.is_empty()
-            && authority
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-        if !ok {
-            return Err(format!(
-                "an origin is http(s)://host[:port] with no path, got `{s}`"
-            ));
-        }
-        Ok(Origin(lower))
-    }
-}
-
-impl<'de> Deserialize<'de> for Origin {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A name requests may give in `Host` beside the loopback ones (`--allow-host`):
-/// `scanner.example.com`, `.example.com` for it and every name under it, or `*` for any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedHost(String);
-
-impl AllowedHost {
-    /// Does `host` (a `Host` value without its port) match?
-    pub fn matches(&self, host: &str) -> bool {
-        let host = host.strip_suffix('.').unwrap_or(host);
-        match self.0.as_str() {
-            "*" => true,
-            suffix if suffix.starts_with('.') => {
-                let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
-                host.eq_ignore_ascii_case(&suffix[1..])
-                    || (host.len() > suffix.len()
-                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
-            }
-            name => host.eq_ignore_ascii_case(name),
-        }
-    }
-}
-
-impl FromStr for AllowedHost {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().to_ascii_lowercase();
-        let name = lower.strip_suffix('.').unwrap_or(&lower);
-        let body = name.strip_prefix('.').unwrap_or(name);
-        let ok = match body.strip_prefix('[') {
-            _ if name == "*" => true,
-            Some(literal) => literal
-                .strip_suffix(']')
-                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-            None => {
-                !body.is_empty()
-                    && body
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-            }
-        };
-        if !ok {
-            return Err(format!(
-                "an allowed host is a name or an address without port (or .suffix, or *), got `{s}`"
-            ));
-        }
-        Ok(AllowedHost(name.to_owned()))
-    }
-}
-
-impl<'de> Deserialize<'de> for AllowedHost {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+pub use values::{AllowedHost, BusSpec, Origin, Role, Token};
 
 /// The longest duration any setting takes.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -217,6 +82,12 @@ settings! {
     log: String = "info".to_owned();
     /// Edges: event loops on threads of their own, sharing the port (SO_REUSEPORT); 0 is one per core [default: 1]
     threads: usize = 1;
+    /// Between producer and edges: redis://HOST:PORT[/DB] or redis+unix:///PATH for Redis Streams, or local [default: local]
+    bus: BusSpec = BusSpec::Local;
+    /// Namespace of this deployment's keys on a Redis bus [default: scanstream]
+    bus_prefix: String = "scanstream".to_owned();
+    /// all (scanner and edges), producer (scanner, alerts and HTTP) or edge (serves from the bus) [default: all]
+    role: Role = Role::All;
     /// Open connections at most, over every edge; past it new ones get HTTP 503 [default: 10000]
     max_connections: usize = 10_000;
     /// Bytes of an HTTP request head at most (431 past it) [default: 16384]
@@ -505,6 +376,16 @@ impl Config {
         }
         if self.sma_slow <= self.sma_fast {
             return Err(invalid("sma_slow", "must be longer than sma_fast"));
+        }
+        if self.role != Role::All && self.bus == BusSpec::Local {
+            return Err(invalid("role", "producer and edge need --bus redis://..."));
+        }
+        let prefix_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+        if !(1..=64).contains(&self.bus_prefix.len()) || !self.bus_prefix.chars().all(prefix_ok) {
+            return Err(invalid(
+                "bus_prefix",
+                "must be 1 to 64 letters, digits, `-`, `_`, `.` or `:`",
+            ));
         }
         let positive = [
             ("price_change_pct", self.price_change_pct),

@@ -12,6 +12,10 @@ use smol_str::SmolStr;
 
 use crate::timefmt::write_rfc3339;
 
+mod wire;
+
+pub use wire::WireError;
+
 /// The scans a result can come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scan {
