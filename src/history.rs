@@ -46,6 +46,43 @@ impl History {
         }
     }
 
+    /// A history that continues one kept elsewhere (a bus between processes): newest
+    /// result `head`, the retained `tail` (consecutive, oldest first; results not
+    /// consecutive up to `head` are left out) and the open opportunities `active`, which
+    /// may reach back before the tail.
+    pub fn restore(
+        capacity: usize,
+        epoch: String,
+        head: u64,
+        tail: Vec<Arc<ScanEvent>>,
+        active: Vec<Arc<ScanEvent>>,
+    ) -> History {
+        let mut history = History::new(capacity, epoch);
+        history.head = head;
+        // Only the run that ends at `head` without a gap can be replayed.
+        let mut expect = head;
+        let mut kept: Vec<Arc<ScanEvent>> = Vec::new();
+        for ev in tail.into_iter().rev() {
+            if ev.seq != expect || kept.len() == history.capacity {
+                break;
+            }
+            expect -= 1;
+            kept.push(ev);
+        }
+        history.ring.extend(kept.into_iter().rev());
+        for ev in active {
+            if !ev.adhoc && ev.kind != EventKind::Clear {
+                history.active.insert((ev.symbol_key.clone(), ev.scan), ev);
+            }
+        }
+        history
+    }
+
+    /// The open opportunities, in no order.
+    pub fn active(&self) -> impl Iterator<Item = &Arc<ScanEvent>> {
+        self.active.values()
+    }
+
     /// This run's epoch.
     pub fn epoch(&self) -> &str {
         &self.epoch
@@ -77,9 +114,12 @@ impl History {
     }
 
     /// Appends a newly published result and updates the active set. Sequence numbers
-    /// must arrive consecutively (the scanner is the only producer).
+    /// arrive consecutively from the scanner; after a gap the ring starts again.
     pub fn push(&mut self, ev: Arc<ScanEvent>) {
-        debug_assert!(self.head == 0 || ev.seq == self.head + 1, "seq gap");
+        // A result after a gap (a bus that lost some) cannot be replayed from before it.
+        if self.ring.back().is_some_and(|last| last.seq + 1 != ev.seq) {
+            self.ring.clear();
+        }
         self.head = ev.seq;
         // Ad-hoc results are answers to a request, not state: they never open or close rows.
         if !ev.adhoc {
@@ -228,5 +268,30 @@ mod tests {
         let rows: Vec<u64> = h.active_matching(&all).iter().map(|e| e.seq).collect();
         assert_eq!(rows, [3]);
         assert_eq!(h.active_len(), 1);
+    }
+
+    #[test]
+    fn a_restored_history_continues_at_its_head_with_its_gapless_tail() {
+        let tail: Vec<_> = [3, 5, 6, 7]
+            .into_iter()
+            .map(|seq| ev(seq, &format!("S{seq}"), EventKind::New))
+            .collect();
+        let open = vec![
+            ev(1, "OLD", EventKind::New),
+            ev(2, "GONE", EventKind::Clear),
+        ];
+        let mut h = History::restore(10, "e1".into(), 7, tail, open);
+        assert_eq!((h.head(), h.oldest(), h.len()), (7, 5, 3));
+        assert_eq!(h.active_len(), 1, "only the open row from before the tail");
+        assert!(h.resume(5, Some("e1")).recovered);
+        assert!(
+            !h.resume(3, Some("e1")).recovered,
+            "6 and 7 without 4 and 5"
+        );
+        h.push(ev(8, "NEXT", EventKind::New));
+        assert_eq!((h.head(), h.oldest()), (8, 5));
+        // A gap: the ring starts again after it.
+        h.push(ev(10, "LATER", EventKind::New));
+        assert_eq!((h.head(), h.oldest(), h.len()), (10, 10, 1));
     }
 }

@@ -84,6 +84,12 @@ impl Alert {
         serde_json::to_string(&self.wire()).unwrap_or_default()
     }
 
+    /// The alert a wire form holds (as [`Alert::to_json`] writes it).
+    pub fn from_json(json: &str) -> Result<Alert, String> {
+        let wire: AlertWire = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        Alert::from_wire(wire)
+    }
+
     /// The alert's wire form, to serialise.
     pub fn wire(&self) -> impl Serialize + use<> {
         self.wire_form()
@@ -464,6 +470,18 @@ impl Alerts {
             webhook_stats,
             counters: AlertCounters::default(),
         })
+    }
+
+    /// Goes on from the alert history a bus kept: taken as the history when the journal
+    /// had none, and new alerts numbered after every alert in it either way.
+    pub fn restore(&mut self, alerts: Vec<Alert>) {
+        let newest = alerts.iter().map(|a| a.id).max().unwrap_or(0);
+        if self.log.is_empty() {
+            for alert in alerts {
+                self.log.push(alert);
+            }
+        }
+        self.next_id = self.next_id.max(newest.saturating_add(1));
     }
 
     /// Runs the rules over a published result at `now` (the throttle's clock); returns how

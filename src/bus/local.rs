@@ -26,8 +26,9 @@ pub enum CommandError {
     Gone,
 }
 
-/// An edge as the producer sees it: where its events go and how to wake it.
-pub type EdgeEnd = (Sender<Event>, Arc<Waker>);
+/// An edge as the producer sees it: where its events go and how to wake it (a bridge
+/// thread that blocks on the channel needs no waking).
+pub type EdgeEnd = (Sender<Event>, Option<Arc<Waker>>);
 
 /// The producer's end: publishes to every edge, takes their commands and new edges.
 #[derive(Debug)]
@@ -59,7 +60,7 @@ impl ProducerLink {
 
     /// Wakes every edge.
     pub fn wake(&self) -> Result<(), Disconnected> {
-        for (_, waker) in &self.edges {
+        for waker in self.edges.iter().filter_map(|(_, w)| w.as_ref()) {
             // A failed wake means that edge's poll is gone; its channel tells the rest.
             let _ = waker.wake();
         }
@@ -84,8 +85,9 @@ pub struct Attacher {
 }
 
 impl Attacher {
-    /// A new edge woken through `waker`: its first event is the cut.
-    pub fn attach(&self, waker: Arc<Waker>) -> Result<EdgeLink, Disconnected> {
+    /// A new edge woken through `waker` (`None` for a thread that blocks on its events):
+    /// its first event is the cut.
+    pub fn attach(&self, waker: Option<Arc<Waker>>) -> Result<EdgeLink, Disconnected> {
         let (tx, rx) = bounded(self.events);
         self.attach.send((tx, waker)).map_err(|_| Disconnected)?;
         Ok(EdgeLink {
@@ -119,16 +121,23 @@ impl EdgeLink {
         })
     }
 
+    /// A sender of commands that waits while the producer's queue is full: for a bridge
+    /// thread, which may wait, not for an edge.
+    pub fn command_sender(&self) -> Sender<Command> {
+        self.commands.clone()
+    }
+
     /// The producer has failed: nothing sent to it would be answered.
     pub fn mark_failed(&mut self) {
         self.failed = true;
     }
 }
 
-/// A bus for one producer and an edge per waker: `events` results waiting per edge at
-/// most, `commands` commands waiting at most; and a way to attach more edges later.
+/// A bus for one producer and an edge per waker (`None` for a bridge thread that blocks
+/// on its channel): `events` results waiting per edge at most, `commands` commands
+/// waiting at most; and a way to attach more edges later.
 pub fn bus(
-    wakers: &[Arc<Waker>],
+    wakers: &[Option<Arc<Waker>>],
     events: usize,
     commands: usize,
 ) -> (ProducerLink, Vec<EdgeLink>, Attacher) {
@@ -143,7 +152,7 @@ pub fn bus(
                 commands: commands_tx.clone(),
                 failed: false,
             };
-            ((tx, Arc::clone(waker)), link)
+            ((tx, waker.clone()), link)
         })
         .unzip();
     let producer = ProducerLink {

@@ -4,9 +4,11 @@
 //! The producer publishes [`Event`]s; edges send [`Command`]s back. A command that wants
 //! an answer carries a [`Tag`] the edge made; the producer hands it back untouched and
 //! never looks inside, so it knows nothing of connections or request ids. The bus that
-//! carries them is [`local`] (crossbeam channels and each edge's `mio::Waker`).
+//! carries them is [`local`] (crossbeam channels and each edge's `mio::Waker`), and
+//! between processes [`redis`] (Redis Streams, bridged onto the local bus at each end).
 
 pub mod local;
+pub mod redis;
 
 use std::sync::Arc;
 

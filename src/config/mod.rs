@@ -419,6 +419,19 @@ impl Config {
 
 /// Each part's settings, mapped here and nowhere else.
 impl Config {
+    /// The Redis bus, when `bus` names one.
+    pub fn redis_bus(&self) -> Option<crate::bus::redis::RedisBus> {
+        let BusSpec::Redis(url) = &self.bus else {
+            return None;
+        };
+        Some(crate::bus::redis::RedisBus {
+            url: url.clone(),
+            keys: crate::bus::redis::Keys::new(&self.bus_prefix),
+            history: self.history_size,
+            alert_history: self.alert_history,
+        })
+    }
+
     /// How many edges to run: `threads`, or one per core for 0.
     pub fn edges(&self) -> usize {
         match self.threads {

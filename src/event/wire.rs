@@ -83,7 +83,11 @@ impl ScanEvent {
         let seq = r.u64()?;
         let published = instant_of(r.u64()?);
         let [score, price, change_pct, volume_ratio] = [r.f64()?, r.f64()?, r.f64()?, r.f64()?];
-        let rsi = if flags & RSI != 0 { Some(r.f64()?) } else { None };
+        let rsi = if flags & RSI != 0 {
+            Some(r.f64()?)
+        } else {
+            None
+        };
         let prior = if flags & PRIOR != 0 {
             Some(FilterValues {
                 score: r.f64()?,
@@ -213,7 +217,10 @@ mod tests {
             let back = ScanEvent::read_wire(&bytes).expect("decodes");
             assert_eq!(back.seq, 42);
             assert_eq!(&*back.symbol_key, "BRK.B");
-            assert_eq!((back.scan, back.kind, back.adhoc), (ev.scan, ev.kind, adhoc));
+            assert_eq!(
+                (back.scan, back.kind, back.adhoc),
+                (ev.scan, ev.kind, adhoc)
+            );
             assert_eq!(back.values(), ev.values());
             assert_eq!((back.rsi, back.prior), (ev.rsi, ev.prior));
             assert_eq!(back.message_head(), ev.message_head());

@@ -19,6 +19,7 @@ use super::shared::Shared;
 use super::{LISTENER, Reactor, ServerError, ShutdownHandle, Start, WAKER};
 use crate::alerts::Alerts;
 use crate::bus::local as local_bus;
+use crate::bus::redis as bus_redis;
 use crate::config::Config;
 use crate::history::History;
 use crate::scanner::{self, ProducerThread, ScannerOptions, Source};
@@ -38,12 +39,18 @@ pub struct Server {
     producer: Option<ProducerThread>,
     /// Attaches more edges to the producer.
     attacher: Option<local_bus::Attacher>,
+    /// Bus bridges, joined after the producer (so everything it published is written).
+    bridges: Vec<JoinHandle<()>>,
     config: Config,
 }
 
 impl Server {
-    /// Binds the listeners and starts the scanner over the configured source.
+    /// Binds the listeners and starts the scanner over the configured source; or, for
+    /// `--role edge`, the bridge that serves from the bus.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
+        if !config.role.produces() {
+            return Server::bind_edge(config);
+        }
         let source =
             scanner::source_for(&config.source, &config.source_settings()).map_err(|source| {
                 ServerError::Source {
@@ -56,6 +63,15 @@ impl Server {
 
     /// Binds the listeners and starts the scanner over `source`.
     pub fn bind_with(config: Config, source: Box<dyn Source>) -> Result<Server, ServerError> {
+        // On a Redis bus: the lease first (a standby waits here), then the deployment's
+        // epoch and results to go on from.
+        let redis = match config.redis_bus() {
+            Some(bus) => {
+                let start = bus_redis::producer::start(&bus, new_epoch())?;
+                Some((bus, start))
+            }
+            None => None,
+        };
         let listening = listen(config.listen, config.edges())?;
         let wakers: Vec<Arc<Waker>> = listening.iter().map(|l| Arc::clone(&l.2)).collect();
         let shared = Arc::new(Shared::new(wakers.clone()));
@@ -63,23 +79,42 @@ impl Server {
         let mut names = Vec::new();
         let mut source = source;
         source.new_symbols(&mut names);
-        let alerts = Alerts::start(&config.alert_settings(), config.data_dir.as_deref())?;
+        let mut alerts = Alerts::start(&config.alert_settings(), config.data_dir.as_deref())?;
+        if let Some((_, start)) = &redis {
+            alerts.restore(start.alerts.clone());
+        }
         // The edges start from the history the producer loaded from its journal.
         let journaled: Vec<_> = alerts.log().iter().cloned().collect();
         // Every ad-hoc request holds a symbol at least, so the bound on symbols waiting
         // bounds the scans waiting too.
-        let (producer_link, links, attacher) = local_bus::bus(
-            &wakers,
+        // The bridge to a Redis bus is one more edge, there from the first result on.
+        let mut ends: Vec<Option<Arc<Waker>>> = wakers.iter().cloned().map(Some).collect();
+        if redis.is_some() {
+            ends.push(None);
+        }
+        let (producer_link, mut links, attacher) = local_bus::bus(
+            &ends,
             scanner::EVENT_CHANNEL,
             scanner::CONTROL_COMMANDS + config.adhoc_queue.max(1),
         );
-        let history = History::new(config.history_size, new_epoch());
+        let history = match &redis {
+            Some((_, start)) => start.history.clone(),
+            None => History::new(config.history_size, new_epoch()),
+        };
         let options = ScannerOptions {
             progress_interval: config.progress_interval.0,
             history: history.clone(),
             symbols: names.clone(),
         };
+        let bridge = match redis {
+            Some(redis) => links.pop().map(|link| (redis, link)),
+            None => None,
+        };
         let producer = scanner::spawn(source, alerts, producer_link, options)?;
+        let mut bridges = Vec::new();
+        if let Some(((bus, start), link)) = bridge {
+            bridges.push(bus_redis::producer::spawn(bus, start, link)?);
+        }
         let mut edges = Vec::with_capacity(links.len());
         for (index, (listening, bus)) in listening.into_iter().zip(links).enumerate() {
             let start = Start {
@@ -100,7 +135,48 @@ impl Server {
             edge.app.adhoc.learn(&names);
             edges.push(edge);
         }
-        Server::assemble(edges, shared, Some(producer), Some(attacher), config)
+        let mut server = Server::assemble(edges, shared, Some(producer), Some(attacher), config)?;
+        server.bridges = bridges;
+        Ok(server)
+    }
+
+    /// Edges alone (`--role edge`), fed from the bus by a bridge thread.
+    fn bind_edge(config: Config) -> Result<Server, ServerError> {
+        let bus = config
+            .redis_bus()
+            .ok_or_else(|| io::Error::other("--role edge needs --bus redis://..."))?;
+        let listening = listen(config.listen, config.edges())?;
+        let wakers: Vec<Arc<Waker>> = listening.iter().map(|l| Arc::clone(&l.2)).collect();
+        let shared = Arc::new(Shared::new(wakers.clone()));
+        let ends: Vec<Option<Arc<Waker>>> = wakers.iter().cloned().map(Some).collect();
+        let (producer_link, links, _) = local_bus::bus(
+            &ends,
+            scanner::EVENT_CHANNEL,
+            scanner::CONTROL_COMMANDS + config.adhoc_queue.max(1),
+        );
+        // Tells this process's answers from other edge processes' on the bus.
+        let node = rand::random::<u64>();
+        bus_redis::edge::spawn(bus, producer_link, node)?;
+        let mut edges = Vec::with_capacity(links.len());
+        for (index, (listening, bus)) in listening.into_iter().zip(links).enumerate() {
+            // Empty until the cut arrives, the first thing the bridge sends.
+            let start = Start {
+                history: History::new(config.history_size, String::new()),
+                alerts: AlertMirror::new(config.alert_history, Vec::new()),
+            };
+            let metrics = Arc::clone(&shared.metrics[index]);
+            let shared = Arc::clone(&shared);
+            edges.push(Reactor::edge(
+                config.clone(),
+                index,
+                listening,
+                bus,
+                start,
+                shared,
+                metrics,
+            )?);
+        }
+        Server::assemble(edges, shared, None, None, config)
     }
 
     fn assemble(
@@ -123,6 +199,7 @@ impl Server {
             local_addr,
             producer,
             attacher,
+            bridges: Vec::new(),
             config,
         })
     }
@@ -157,6 +234,7 @@ impl Server {
             shared,
             producer,
             attacher,
+            bridges,
             ..
         } = self;
         let mut others: Vec<JoinHandle<Result<(), ServerError>>> = Vec::new();
@@ -199,6 +277,9 @@ impl Server {
         drop(attacher);
         if let Some(producer) = producer {
             producer.join();
+        }
+        for bridge in bridges {
+            let _ = bridge.join();
         }
         outcome
     }
@@ -257,7 +338,7 @@ impl EdgeMaker {
         let shared = Arc::new(Shared::new(vec![Arc::clone(&listening.2)]));
         let bus = self
             .attacher
-            .attach(Arc::clone(&listening.2))
+            .attach(Some(Arc::clone(&listening.2)))
             .map_err(|_| io::Error::other("the producer has ended"))?;
         let config = Config {
             listen: addr,

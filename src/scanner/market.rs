@@ -17,7 +17,7 @@ use super::dedup::{Dedup, Materiality};
 use super::indicators::{Bar, IndicatorParams, Indicators, Reference};
 use super::scans::{MARKET_SCANS, Thresholds, evaluate};
 use super::{Counters, Progress, Source};
-use crate::event::{EventKind, ScanResult};
+use crate::event::{EventKind, ScanEvent, ScanResult};
 use crate::protocol::MAX_SYMBOL_LEN;
 
 /// Symbols visited per slice of a cycle.
@@ -395,6 +395,18 @@ fn round4(x: f64) -> f64 {
 }
 
 impl<F: Feed> Source for MarketScanner<F> {
+    fn restore(&mut self, open: &[&ScanEvent]) {
+        for ev in open {
+            let Some(i) = MARKET_SCANS.iter().position(|s| *s == ev.scan) else {
+                continue;
+            };
+            let id = self.universe.get(&ev.symbol_key);
+            if let Some(sym) = id.and_then(|id| self.universe.symbols.get_mut(id as usize)) {
+                sym.conds[i] = self.dedup.key(ev.scan, ev.score, ev.price);
+            }
+        }
+    }
+
     fn poll(&mut self, now: Instant, max: usize, out: &mut Vec<ScanResult>) -> Instant {
         let far = now + Duration::from_secs(3600);
         if self.cycle.is_none() {

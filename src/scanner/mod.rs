@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Select, TryRecvError, never};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use dedup::{Dedup, Materiality};
 pub use firehose::Firehose;
@@ -76,6 +76,9 @@ pub trait Source: Send {
     fn restart(&mut self, now: Instant);
     /// Appends the symbols that appeared since the last call (upper case).
     fn new_symbols(&mut self, _out: &mut Vec<Box<str>>) {}
+    /// Takes the conditions `open` (results of an earlier run, kept on a bus) as open
+    /// already, so they go on with `update` or `clear`, not a second `new`.
+    fn restore(&mut self, _open: &[&ScanEvent]) {}
     /// A channel that has a message whenever data is waiting; taken once, at start.
     fn doorbell(&mut self) -> Option<Receiver<()>> {
         None
@@ -144,7 +147,7 @@ pub struct Progress {
 }
 
 /// Running or stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// Producing results.
@@ -154,7 +157,7 @@ pub enum RunState {
 }
 
 /// What the scanner is doing right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Inside a cycle.
@@ -269,6 +272,14 @@ pub fn spawn(
     options: ScannerOptions,
 ) -> io::Result<ProducerThread> {
     let doorbell = source.doorbell();
+    // An earlier run's open conditions (a bus keeps them): go on from them.
+    let open: Vec<&ScanEvent> = options.history.active().map(|e| &**e).collect();
+    source.restore(&open);
+    let mut priors = Priors::default();
+    for ev in &open {
+        priors.seed(ev);
+    }
+    let seq = options.history.head();
     let scanner = Scanner {
         source,
         alerts,
@@ -279,8 +290,8 @@ pub fn spawn(
         bus,
         doorbell,
         throttle: StatusThrottle::new(options.progress_interval),
-        seq: 0,
-        priors: Priors::default(),
+        seq,
+        priors,
         state: RunState::Running,
         batch: Vec::new(),
         names: Vec::new(),
@@ -462,7 +473,9 @@ impl Scanner {
             symbols: self.universe.clone(),
         };
         if tx.send(Event::Cut(Box::new(cut))).is_ok() {
-            let _ = waker.wake();
+            if let Some(waker) = &waker {
+                let _ = waker.wake();
+            }
             self.bus.add((tx, waker));
         }
     }
@@ -654,7 +667,7 @@ mod tests {
             history: History::new(16, "test".into()),
             symbols: Vec::new(),
         };
-        let (producer, mut edges, _) = bus(&[waker], 64, 16);
+        let (producer, mut edges, _) = bus(&[Some(waker)], 64, 16);
         let alerts = Alerts::start(&crate::Config::default().alert_settings(), None).unwrap();
         let thread = spawn(Box::new(source), alerts, producer, options).unwrap();
         let edge = edges.pop().unwrap();

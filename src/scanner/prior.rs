@@ -8,7 +8,7 @@
 use ahash::AHashMap;
 use smol_str::{SmolStr, StrExt};
 
-use crate::event::{EventKind, FilterValues, Scan, ScanResult};
+use crate::event::{EventKind, FilterValues, Scan, ScanEvent, ScanResult};
 
 /// Filter values of the open conditions, keyed as the active set keys them.
 #[derive(Debug, Default)]
@@ -17,6 +17,13 @@ pub struct Priors {
 }
 
 impl Priors {
+    /// Takes `ev`, an open condition of an earlier run, as the last published state of
+    /// its (symbol, scan).
+    pub fn seed(&mut self, ev: &ScanEvent) {
+        self.open
+            .insert((SmolStr::new(&ev.symbol_key), ev.scan), ev.values());
+    }
+
     /// Records `r` as published and returns what an `update` replaces: the filter values
     /// of the previous state of its (symbol, scan). Ad-hoc results answer a request and
     /// are no state: they neither read nor change it.

@@ -1,0 +1,359 @@
+//! The edges' side of the Redis bus: a process of `--role edge` runs no scanner; this
+//! bridge is its producer on the in-process bus.
+//!
+//! It reads one consistent cut (a `MULTI` of the epoch, the results tail, the active set,
+//! the status, the alerts and the newest control-event id), hands it to the edges, then
+//! follows the three streams with `XREAD BLOCK` from where the cut stands. Results go
+//! out in `seq` order; a control event waits until the result it was published after has
+//! gone out. A gap in the results (the stream was trimmed past this edge while Redis or
+//! the edge was away) starts again from a new cut. Commands from the edges go to the
+//! commands stream, their tags wrapped with this process's node id, and only answers
+//! carrying that id come back to it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use redis::{Connection, Value};
+
+use super::RedisBus;
+use super::codec::{self, Entry};
+use super::producer::{CONTROL_KEEP, decode_results};
+use crate::alerts::AlertStats;
+use crate::bus::local::{Disconnected, ProducerLink};
+use crate::bus::{Command, Cut, Event};
+use crate::history::History;
+use crate::scanner::ScannerStatus;
+
+/// Results taken per read at most.
+const READ_COUNT: usize = 1024;
+/// How long one read waits for something new.
+const BLOCK: Duration = Duration::from_millis(500);
+
+/// Starts the bridge that feeds `link`'s edges from the bus, and the one that sends their
+/// commands to it; `node` tells this process's answers from others'.
+pub fn spawn(bus: RedisBus, link: ProducerLink, node: u64) -> io::Result<JoinHandle<()>> {
+    let commands = link.commands.clone();
+    let writer_bus = bus.clone();
+    std::thread::Builder::new()
+        .name("bus-commands".into())
+        .spawn(move || send_commands(&writer_bus, &commands, node))?;
+    std::thread::Builder::new()
+        .name("bus-follow".into())
+        .spawn(move || {
+            let _ = Follower {
+                bus,
+                link,
+                node,
+                con: None,
+                ids: None,
+                pending: VecDeque::new(),
+            }
+            .run();
+        })
+}
+
+/// Where the edge stands in each stream.
+#[derive(Debug, Clone)]
+struct Ids {
+    /// The newest result delivered.
+    head: u64,
+    /// The newest control event and alert read.
+    events: String,
+    alerts: String,
+}
+
+struct Follower {
+    bus: RedisBus,
+    link: ProducerLink,
+    node: u64,
+    con: Option<Connection>,
+    /// `None` until a cut was delivered (or after a gap).
+    ids: Option<Ids>,
+    /// Control events read, each with the result it waits for, in publish order.
+    pending: VecDeque<(u64, Event)>,
+}
+
+impl Follower {
+    fn run(&mut self) -> Result<(), Disconnected> {
+        loop {
+            if self.con.is_none() {
+                self.con = self.bus.connect_retrying("edge", || false);
+            }
+            let Some(con) = self.con.as_mut() else {
+                continue;
+            };
+            let step = match self.ids.clone() {
+                None => cut(con, &self.bus).map(|(cut, ids)| {
+                    self.pending.clear();
+                    self.ids = ids;
+                    cut
+                }),
+                Some(ids) => read(con, &self.bus, &ids).map(|reply| {
+                    let (events, ids) = self.arrange(reply, ids);
+                    self.ids = ids;
+                    events
+                }),
+            };
+            match step {
+                Ok(events) => {
+                    for ev in events {
+                        self.link.send(ev)?;
+                    }
+                    self.link.wake()?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the Redis bus failed; reconnecting");
+                    self.con = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// The events of a read in delivery order, and where the edge then stands (`None`
+    /// after a gap: a new cut is due).
+    fn arrange(&mut self, reply: Value, mut ids: Ids) -> (Vec<Event>, Option<Ids>) {
+        let mut results = Vec::new();
+        for (stream, entries) in codec::read_reply(&reply) {
+            if stream == self.bus.keys.results {
+                results = decode_results(&entries);
+                continue;
+            }
+            let Some(last) = entries.last() else {
+                continue;
+            };
+            if stream == self.bus.keys.alerts {
+                ids.alerts = last.id.clone();
+            } else {
+                ids.events = last.id.clone();
+            }
+            for entry in &entries {
+                if let Some(held) = self.control(entry) {
+                    self.pending.push_back(held);
+                }
+            }
+        }
+        // Alerts and answers were published in this order; keep it among equal `after`s.
+        self.pending
+            .make_contiguous()
+            .sort_by_key(|(after, _)| *after);
+        let mut out = Vec::with_capacity(results.len() + self.pending.len());
+        for ev in results {
+            if ev.seq != ids.head + 1 {
+                tracing::warn!(
+                    expected = ids.head + 1,
+                    got = ev.seq,
+                    "results were lost; taking a new cut"
+                );
+                return (out, None);
+            }
+            self.release(ev.seq - 1, &mut out);
+            ids.head = ev.seq;
+            out.push(Event::Result(ev));
+        }
+        self.release(ids.head, &mut out);
+        (out, Some(ids))
+    }
+
+    /// Moves the control events due once result `head` is out into `out`.
+    fn release(&mut self, head: u64, out: &mut Vec<Event>) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|(after, _)| *after <= head)
+        {
+            if let Some((_, ev)) = self.pending.pop_front() {
+                out.push(ev);
+            }
+        }
+    }
+
+    /// A control entry as an event for this process's edges, with the result it waits
+    /// for; `None` for a bad entry or another process's answer.
+    fn control(&self, entry: &Entry) -> Option<(u64, Event)> {
+        let after = std::str::from_utf8(entry.field("a")?).ok()?.parse().ok()?;
+        let ev = match codec::decode_control(entry.field("d")?) {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(id = %entry.id, error = %e, "a bad event on the bus; skipped");
+                return None;
+            }
+        };
+        let ev = match ev {
+            Event::AdhocDone {
+                requester,
+                symbols,
+                results,
+            } => Event::AdhocDone {
+                requester: codec::unwrap(self.node, &requester)?,
+                symbols,
+                results,
+            },
+            Event::AckDone {
+                requester,
+                alert_id,
+                alert,
+            } => Event::AckDone {
+                requester: codec::unwrap(self.node, &requester)?,
+                alert_id,
+                alert,
+            },
+            other => other,
+        };
+        Some((after, ev))
+    }
+}
+
+/// Reads one consistent cut: the events that start an edge, and where it then stands
+/// (`None` while no producer has run yet).
+fn cut(con: &mut Connection, bus: &RedisBus) -> redis::RedisResult<(Vec<Event>, Option<Ids>)> {
+    let keys = &bus.keys;
+    let (epoch, tail, active, status, stats, symbols, alerts, events): (
+        Value,
+        Value,
+        Value,
+        Value,
+        Value,
+        Value,
+        Value,
+        Value,
+    ) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg(&keys.epoch)
+        .cmd("XREVRANGE")
+        .arg(&keys.results)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(bus.history)
+        .cmd("HGETALL")
+        .arg(&keys.active)
+        .cmd("GET")
+        .arg(&keys.status)
+        .cmd("GET")
+        .arg(&keys.alert_stats)
+        .cmd("SMEMBERS")
+        .arg(&keys.symbols)
+        .cmd("XRANGE")
+        .arg(&keys.alerts)
+        .arg("-")
+        .arg("+")
+        .cmd("XREVRANGE")
+        .arg(&keys.events)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(con)?;
+    let Some(epoch) = codec::text(&epoch) else {
+        // No producer has run yet: wait for one.
+        std::thread::sleep(BLOCK);
+        return Ok((Vec::new(), None));
+    };
+    let mut tail = decode_results(&codec::entries(&tail));
+    tail.reverse();
+    let head = tail.last().map_or(0, |e| e.seq);
+    let active = codec::hash_values(&active)
+        .iter()
+        .filter_map(|b| {
+            crate::event::ScanEvent::read_wire(b)
+                .ok()
+                .map(std::sync::Arc::new)
+        })
+        .collect();
+    let history = History::restore(bus.history, epoch, head, tail, active);
+    let status = match codec::bytes(&status).map(codec::decode_control) {
+        Some(Ok(Event::Status(s))) => s,
+        _ => ScannerStatus::initial(),
+    };
+    let alert_stats = match codec::bytes(&stats).map(codec::decode_control) {
+        Some(Ok(Event::AlertStats(s))) => s,
+        _ => AlertStats::default(),
+    };
+    let alert_entries = codec::entries(&alerts);
+    let ids = Ids {
+        head,
+        events: codec::entries(&events)
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
+        alerts: alert_entries
+            .last()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
+    };
+    let cut = Cut {
+        history,
+        status,
+        alerts: codec::alert_history(&alert_entries, bus.alert_history),
+        alert_stats,
+        symbols: codec::members(&symbols),
+    };
+    tracing::info!(epoch = %cut.history.epoch(), head, "serving from the bus");
+    Ok((vec![Event::Cut(Box::new(cut))], Some(ids)))
+}
+
+/// Waits for what follows `ids` in the three streams.
+fn read(con: &mut Connection, bus: &RedisBus, ids: &Ids) -> redis::RedisResult<Value> {
+    let keys = &bus.keys;
+    redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(READ_COUNT)
+        .arg("BLOCK")
+        .arg(BLOCK.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(&keys.results)
+        .arg(&keys.events)
+        .arg(&keys.alerts)
+        .arg(format!("{}-0", ids.head))
+        .arg(&ids.events)
+        .arg(&ids.alerts)
+        .query(con)
+}
+
+/// Sends the edges' commands to the commands stream, in order, waiting out an outage
+/// (the edges' own queue bound refuses what does not fit meanwhile).
+fn send_commands(bus: &RedisBus, commands: &Receiver<Command>, node: u64) {
+    let mut con: Option<Connection> = None;
+    for command in commands {
+        let command = match command {
+            Command::Ack {
+                alert_id,
+                requester,
+            } => Command::Ack {
+                alert_id,
+                requester: codec::wrap(node, &requester),
+            },
+            Command::Scan { symbols, requester } => Command::Scan {
+                symbols,
+                requester: codec::wrap(node, &requester),
+            },
+            other => other,
+        };
+        let json = codec::encode_command(&command);
+        loop {
+            let Some(c) = con.as_mut() else {
+                con = bus.connect_retrying("commands", || false);
+                continue;
+            };
+            let sent: redis::RedisResult<Value> = redis::cmd("XADD")
+                .arg(&bus.keys.commands)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(CONTROL_KEEP)
+                .arg("*")
+                .arg("c")
+                .arg(&json)
+                .query(c);
+            match sent {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot send a command over the bus");
+                    con = None;
+                }
+            }
+        }
+    }
+}

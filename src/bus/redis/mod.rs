@@ -1,0 +1,124 @@
+//! The bus between processes: Redis Streams, through the `redis` crate's blocking API on
+//! bridge threads. Neither the scanner nor the reactor knows it is there: the producer
+//! bridge attaches to the producer as one more edge, and the edge bridge feeds the
+//! process's edges as their producer, both over the in-process bus.
+//!
+//! Keys, under `--bus-prefix` (`P`):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `P:epoch` | string | the epoch, made once and kept |
+//! | `P:results` | stream | every result at id `SEQ-0` (`r`: its bytes), trimmed to the history |
+//! | `P:active` | hash | `SYMBOL:scan` → the bytes of its newest `new`/`update`, written with the `XADD` |
+//! | `P:events` | stream | statuses, symbols, answers to requests, failures (`k`, `a`, `d`) |
+//! | `P:alerts` | stream | alerts raised and acknowledged (`k`, `a`, `d`) |
+//! | `P:status`, `P:alert_stats` | string | the newest status and alert counters, for a cut |
+//! | `P:symbols` | set | the universe |
+//! | `P:commands` | stream | commands from edges, read by the producer's consumer group |
+//! | `P:lease` | string | the producer's lease, `SET NX PX`, renewed |
+//!
+//! `a` on an event is the newest result `seq` when it was published: an edge holds the
+//! event until it has delivered that result, so an answer never overtakes the results it
+//! answers for, though they travel in different streams.
+
+pub mod codec;
+pub mod edge;
+pub mod producer;
+
+use std::time::Duration;
+
+use redis::{Client, Connection, RedisResult};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The names of one deployment's keys.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// The epoch.
+    pub epoch: String,
+    /// The results stream.
+    pub results: String,
+    /// The active set.
+    pub active: String,
+    /// Statuses, symbols, answers and failures.
+    pub events: String,
+    /// Alerts raised and acknowledged.
+    pub alerts: String,
+    /// The newest status.
+    pub status: String,
+    /// The newest alert counters.
+    pub alert_stats: String,
+    /// The universe.
+    pub symbols: String,
+    /// Commands from edges.
+    pub commands: String,
+    /// The producer's lease.
+    pub lease: String,
+}
+
+impl Keys {
+    /// The keys under `prefix`.
+    pub fn new(prefix: &str) -> Keys {
+        let key = |name: &str| format!("{prefix}:{name}");
+        Keys {
+            epoch: key("epoch"),
+            results: key("results"),
+            active: key("active"),
+            events: key("events"),
+            alerts: key("alerts"),
+            status: key("status"),
+            alert_stats: key("alert_stats"),
+            symbols: key("symbols"),
+            commands: key("commands"),
+            lease: key("lease"),
+        }
+    }
+}
+
+/// Where the bus is and how much it keeps.
+#[derive(Debug, Clone)]
+pub struct RedisBus {
+    /// `redis://HOST:PORT[/DB]` or `redis+unix:///PATH`.
+    pub url: String,
+    /// The deployment's keys.
+    pub keys: Keys,
+    /// Results kept in the stream (and in each edge's ring).
+    pub history: usize,
+    /// Alerts kept.
+    pub alert_history: usize,
+}
+
+impl RedisBus {
+    /// A connection, or why not.
+    pub fn connect(&self) -> RedisResult<Connection> {
+        let client = Client::open(self.url.as_str())?;
+        let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        Ok(con)
+    }
+
+    /// A connection, trying again with growing pauses until one works or `give_up`
+    /// says stop; `what` names the caller in the log.
+    pub fn connect_retrying(
+        &self,
+        what: &str,
+        mut give_up: impl FnMut() -> bool,
+    ) -> Option<Connection> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.connect() {
+                Ok(con) => return Some(con),
+                Err(e) => {
+                    tracing::warn!(%what, error = %e, "cannot reach the Redis bus; retrying");
+                }
+            }
+            if give_up() {
+                return None;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(MAX_BACKOFF);
+        }
+    }
+}

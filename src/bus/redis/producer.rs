@@ -1,0 +1,470 @@
+//! The producer's side of the Redis bus.
+//!
+//! Before the scanner starts, [`start`] takes the lease (a standby waits here while
+//! another producer holds it) and reads where the deployment stands: the epoch (made the
+//! first time), the results tail and the active set, so the run goes on with the same
+//! epoch and the next `seq`. Then two threads: the publisher, attached to the producer
+//! like an edge, writes every event to the streams in batches, one `MULTI`/`EXEC` round
+//! trip each; the command reader takes the edges' commands from the consumer group and
+//! hands them to the producer, acknowledging each once handed over.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, Sender, TryRecvError};
+use redis::{Connection, Value};
+
+use super::codec::{self, Stream};
+use super::{Keys, RedisBus};
+use crate::alerts::Alert;
+use crate::bus::local::EdgeLink;
+use crate::bus::{Command, Event};
+use crate::event::{EventKind, ScanEvent};
+use crate::history::History;
+
+/// How long the lease lasts unless renewed.
+const LEASE: Duration = Duration::from_secs(5);
+/// How often it is renewed.
+const RENEW: Duration = Duration::from_secs(1);
+/// Events written in one round trip at most.
+const BATCH: usize = 1024;
+/// Events held while Redis is away; past it the oldest go (and are counted).
+const BACKLOG: usize = 100_000;
+/// Entries kept in the control-event and command streams.
+pub(super) const CONTROL_KEEP: usize = 10_000;
+/// The consumer group (and its one consumer) that reads the commands.
+const GROUP: &str = "producer";
+
+/// The producer's lease on the deployment.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    key: String,
+    holder: String,
+}
+
+impl Lease {
+    /// Takes the lease, waiting while another producer holds it.
+    fn take(con: &mut Connection, keys: &Keys) -> redis::RedisResult<Lease> {
+        let lease = Lease {
+            key: keys.lease.clone(),
+            holder: format!("{}-{}", std::process::id(), rand::random::<u32>()),
+        };
+        let mut waiting = false;
+        loop {
+            let taken: Value = redis::cmd("SET")
+                .arg(&lease.key)
+                .arg(&lease.holder)
+                .arg("NX")
+                .arg("PX")
+                .arg(LEASE.as_millis() as u64)
+                .query(con)?;
+            if taken != Value::Nil {
+                if waiting {
+                    tracing::info!("the lease is free: taking over as the producer");
+                }
+                return Ok(lease);
+            }
+            if !waiting {
+                tracing::info!("another producer holds the lease: standing by");
+                waiting = true;
+            }
+            std::thread::sleep(LEASE / 10);
+        }
+    }
+
+    /// Renews the lease; false when another producer has it now.
+    fn renew(&self, con: &mut Connection) -> redis::RedisResult<bool> {
+        const RENEW_IF_MINE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+             return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+        let renewed: i64 = redis::cmd("EVAL")
+            .arg(RENEW_IF_MINE)
+            .arg(1)
+            .arg(&self.key)
+            .arg(&self.holder)
+            .arg(LEASE.as_millis() as u64)
+            .query(con)?;
+        Ok(renewed == 1)
+    }
+}
+
+/// Where a producer starts: its lease, and the history it goes on from.
+pub struct Start {
+    /// The connection it was read over.
+    pub con: Connection,
+    /// The lease it holds.
+    pub lease: Lease,
+    /// The epoch, the results tail and the active set.
+    pub history: History,
+    /// The alert history, oldest first.
+    pub alerts: Vec<Alert>,
+}
+
+/// Takes the lease and reads where the deployment stands; `epoch` is the one to make if
+/// there is none yet.
+pub fn start(bus: &RedisBus, epoch: String) -> io::Result<Start> {
+    let mut con = bus.connect().map_err(io::Error::other)?;
+    let lease = Lease::take(&mut con, &bus.keys).map_err(io::Error::other)?;
+    let keys = &bus.keys;
+    let (_, epoch, tail, active, alerts): ((), Value, Value, Value, Value) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&keys.epoch)
+        .arg(&epoch)
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(&keys.epoch)
+        .cmd("XREVRANGE")
+        .arg(&keys.results)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(bus.history)
+        .cmd("HGETALL")
+        .arg(&keys.active)
+        .cmd("XRANGE")
+        .arg(&keys.alerts)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .map(|(epoch, tail, active, alerts)| ((), epoch, tail, active, alerts))
+        .map_err(io::Error::other)?;
+    let epoch = codec::text(&epoch).ok_or_else(|| io::Error::other("no epoch on the bus"))?;
+    let mut tail = decode_results(&codec::entries(&tail));
+    tail.reverse();
+    let head = tail.last().map_or(0, |e| e.seq);
+    let active = codec::hash_values(&active)
+        .iter()
+        .filter_map(|b| ScanEvent::read_wire(b).ok().map(Arc::new))
+        .collect();
+    tracing::info!(%epoch, head, "continuing the deployment's results");
+    let history = History::restore(bus.history, epoch, head, tail, active);
+    let alerts = codec::alert_history(&codec::entries(&alerts), bus.alert_history);
+    Ok(Start {
+        con,
+        lease,
+        history,
+        alerts,
+    })
+}
+
+/// The results of `entries`, each checked; a bad one is logged and left out.
+pub(super) fn decode_results(entries: &[codec::Entry]) -> Vec<Arc<ScanEvent>> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let bytes = e.field("r")?;
+            match ScanEvent::read_wire(bytes) {
+                Ok(ev) if Some(ev.seq) == e.seq() => Some(Arc::new(ev)),
+                Ok(_) => {
+                    tracing::warn!(id = %e.id, "a result whose id is not its seq; skipped");
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(id = %e.id, error = %err, "skipped");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Starts the publisher on `link` (attached to the producer) and the command reader.
+pub fn spawn(bus: RedisBus, start: Start, link: EdgeLink) -> io::Result<JoinHandle<()>> {
+    let done = Arc::new(AtomicBool::new(false));
+    let commands = link.command_sender();
+    let reader_bus = bus.clone();
+    let reader_done = Arc::clone(&done);
+    std::thread::Builder::new()
+        .name("bus-commands".into())
+        .spawn(move || read_commands(&reader_bus, &commands, &reader_done))?;
+    std::thread::Builder::new()
+        .name("bus-publish".into())
+        .spawn(move || {
+            Publisher {
+                bus,
+                con: Some(start.con),
+                lease: start.lease,
+                head: start.history.head(),
+                backlog: VecDeque::new(),
+                dropped: 0,
+            }
+            .run(&link);
+            done.store(true, Ordering::Relaxed);
+        })
+}
+
+struct Publisher {
+    bus: RedisBus,
+    con: Option<Connection>,
+    lease: Lease,
+    /// The newest result written: control events carry it.
+    head: u64,
+    /// Events waiting to be written, oldest first.
+    backlog: VecDeque<Event>,
+    /// Events dropped because the backlog was full.
+    dropped: u64,
+}
+
+impl Publisher {
+    fn run(&mut self, link: &EdgeLink) {
+        let mut next_renew = Instant::now() + RENEW;
+        let mut open = true;
+        while open || !self.backlog.is_empty() {
+            if open {
+                open = self.take(link, next_renew);
+            }
+            if Instant::now() >= next_renew {
+                self.renew();
+                next_renew = Instant::now() + RENEW;
+            }
+            if !self.backlog.is_empty() && !self.write() {
+                // Redis is away: hold on, and keep taking events meanwhile.
+                std::thread::sleep(Duration::from_millis(100));
+                if !open {
+                    // The producer is gone and so is Redis: what is left is lost.
+                    tracing::warn!(
+                        events = self.backlog.len(),
+                        "stopping with events unwritten"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes what the producer sent, waiting until `until` for the first; false once the
+    /// producer has ended.
+    fn take(&mut self, link: &EdgeLink, until: Instant) -> bool {
+        let wait = until.saturating_duration_since(Instant::now());
+        let first = if self.backlog.is_empty() {
+            link.events.recv_timeout(wait)
+        } else {
+            link.events.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })
+        };
+        match first {
+            Ok(ev) => self.hold(ev),
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+        for _ in 0..BATCH {
+            match link.events.try_recv() {
+                Ok(ev) => self.hold(ev),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
+    fn hold(&mut self, ev: Event) {
+        // The cut is the producer's own state, read from Redis a moment ago.
+        if matches!(ev, Event::Cut(_)) {
+            return;
+        }
+        if self.backlog.len() == BACKLOG {
+            self.backlog.pop_front();
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(dropped = self.dropped, "the bus backlog is full; dropping");
+            }
+        }
+        self.backlog.push_back(ev);
+    }
+
+    fn renew(&mut self) {
+        let Some(con) = self.con.as_mut() else {
+            return;
+        };
+        match self.lease.renew(con) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Two producers would number results twice: this one stops at once, and
+                // a supervisor that restarts it makes it a standby.
+                tracing::error!("the lease was lost to another producer; exiting");
+                std::process::exit(3);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the lease");
+                self.con = None;
+            }
+        }
+    }
+
+    /// Writes up to a batch from the backlog; false when Redis could not take it.
+    fn write(&mut self) -> bool {
+        if self.con.is_none() {
+            self.con = self.bus.connect().ok();
+        }
+        let Some(con) = self.con.as_mut() else {
+            return false;
+        };
+        let n = self.backlog.len().min(BATCH);
+        let mut pipe = redis::pipe();
+        // Per-command errors are expected after a retry (a result written before a lost
+        // reply is refused the second time) and leave the rest of the batch done.
+        pipe.atomic().ignore_errors();
+        let mut head = self.head;
+        let mut bytes = Vec::new();
+        for ev in self.backlog.iter().take(n) {
+            add(&mut pipe, &self.bus, ev, &mut head, &mut bytes);
+        }
+        match pipe.query::<Vec<redis::RedisResult<Value>>>(con) {
+            Ok(replies) => {
+                for e in replies.iter().filter_map(|r| r.as_ref().err()) {
+                    if !e.to_string().contains("equal or smaller") {
+                        tracing::warn!(error = %e, "a write to the Redis bus was refused");
+                    }
+                }
+                self.backlog.drain(..n);
+                self.head = head;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write to the Redis bus; retrying");
+                self.con = None;
+                false
+            }
+        }
+    }
+}
+
+/// Adds the commands that publish `ev` to `pipe`; `head` is the newest result so far.
+fn add(pipe: &mut redis::Pipeline, bus: &RedisBus, ev: &Event, head: &mut u64, buf: &mut Vec<u8>) {
+    let keys = &bus.keys;
+    if let Event::Result(r) = ev {
+        buf.clear();
+        r.write_wire(buf);
+        pipe.cmd("XADD")
+            .arg(&keys.results)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(bus.history)
+            .arg(format!("{}-0", r.seq))
+            .arg("r")
+            .arg(buf.as_slice());
+        if !r.adhoc {
+            let field = format!("{}:{}", r.symbol_key, r.scan.name());
+            match r.kind {
+                EventKind::New | EventKind::Update => {
+                    pipe.cmd("HSET")
+                        .arg(&keys.active)
+                        .arg(field)
+                        .arg(buf.as_slice());
+                }
+                EventKind::Clear => {
+                    pipe.cmd("HDEL").arg(&keys.active).arg(field);
+                }
+            }
+        }
+        *head = (*head).max(r.seq);
+        return;
+    }
+    let Some((stream, json)) = codec::encode_control(ev) else {
+        return;
+    };
+    match ev {
+        Event::Status(_) => {
+            pipe.cmd("SET").arg(&keys.status).arg(&json);
+        }
+        Event::AlertStats(_) => {
+            pipe.cmd("SET").arg(&keys.alert_stats).arg(&json);
+        }
+        Event::Symbols(names) if !names.is_empty() => {
+            let cmd = pipe.cmd("SADD").arg(&keys.symbols);
+            for name in names.iter() {
+                cmd.arg(name.as_ref());
+            }
+        }
+        _ => {}
+    }
+    let (key, keep) = match stream {
+        Stream::Events => (&keys.events, CONTROL_KEEP),
+        Stream::Alerts => (&keys.alerts, bus.alert_history.saturating_mul(2)),
+    };
+    pipe.cmd("XADD")
+        .arg(key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(keep)
+        .arg("*")
+        .arg("a")
+        .arg(*head)
+        .arg("d")
+        .arg(json);
+}
+
+/// Reads the edges' commands through the consumer group and hands each to the producer:
+/// first those taken before a restart and never acknowledged, then new ones.
+fn read_commands(bus: &RedisBus, to_producer: &Sender<Command>, done: &AtomicBool) {
+    let keys = &bus.keys;
+    let mut con: Option<Connection> = None;
+    let mut from_pending = true;
+    while !done.load(Ordering::Relaxed) {
+        let Some(c) = con.as_mut() else {
+            con = bus.connect_retrying("commands", || done.load(Ordering::Relaxed));
+            if let Some(c) = con.as_mut() {
+                // From the start of the stream the first time: commands sent before any
+                // producer ran are answered too. An existing group is fine.
+                let _: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&keys.commands)
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query(c);
+                from_pending = true;
+            }
+            continue;
+        };
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg(GROUP).arg("COUNT").arg(64);
+        if !from_pending {
+            cmd.arg("BLOCK").arg(1000);
+        }
+        cmd.arg("STREAMS")
+            .arg(&keys.commands)
+            .arg(if from_pending { "0" } else { ">" });
+        let reply: Value = match cmd.query(c) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read commands from the Redis bus");
+                con = None;
+                continue;
+            }
+        };
+        let entries: Vec<codec::Entry> = codec::read_reply(&reply)
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .collect();
+        if from_pending && entries.is_empty() {
+            from_pending = false;
+        }
+        for entry in entries {
+            match entry.field("c").map(codec::decode_command) {
+                Some(Ok(command)) => {
+                    if to_producer.send(command).is_err() {
+                        return; // the producer has ended
+                    }
+                }
+                _ => tracing::warn!(id = %entry.id, "a command that cannot be read; skipped"),
+            }
+            let acked: redis::RedisResult<i64> = redis::cmd("XACK")
+                .arg(&keys.commands)
+                .arg(GROUP)
+                .arg(&entry.id)
+                .query(c);
+            if acked.is_err() {
+                con = None;
+                break;
+            }
+        }
+    }
+}
