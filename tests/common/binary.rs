@@ -145,6 +145,12 @@ impl Binary {
         assert!(status.success(), "kill -s {name}: {status}");
     }
 
+    /// `kill -9`: no shutdown, nothing flushed; then reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }

@@ -1,12 +1,14 @@
 //! Shared vocabulary for the integration tests: a real server on 127.0.0.1:0, a
 //! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts. Beside
 //! it: the `scanstream` program as a child process (`binary`), WebSocket frames by hand
-//! (`frames`), and scratch directories (`temp_dir`).
+//! (`frames`), scratch directories (`temp_dir`) and a redis-server of the test's own
+//! (`redis_server`).
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod alerts;
 mod binary;
 mod frames;
+pub mod redis_server;
 mod temp_dir;
 
 #[allow(unused_imports)] // each test binary uses its own part of these too
@@ -235,7 +237,13 @@ pub fn sim(config: &mut Config) {
 /// its own, by (symbol, scan).
 #[track_caller]
 pub fn snapshot_rows(server: &TestServer, filters: Value) -> HashMap<(String, String), Value> {
-    let mut ws = connect(server);
+    snapshot_rows_at(server.addr, filters)
+}
+
+/// As [`snapshot_rows`], from the server at `addr`.
+#[track_caller]
+pub fn snapshot_rows_at(addr: SocketAddr, filters: Value) -> HashMap<(String, String), Value> {
+    let mut ws = connect_url(&stream_url(addr), addr);
     let data = json!({"subscription": "truth", "filters": filters, "snapshot": true});
     subscribe(&mut ws, data);
     let snapshot = expect_message(&mut ws, "snapshot");

@@ -33,14 +33,21 @@ const READ_COUNT: usize = 1024;
 const BLOCK: Duration = Duration::from_millis(500);
 
 /// Starts the bridge that feeds `link`'s edges from the bus, and the one that sends their
-/// commands to it; `node` tells this process's answers from others'.
-pub fn spawn(bus: RedisBus, link: ProducerLink, node: u64) -> io::Result<JoinHandle<()>> {
+/// commands to it; `node` tells this process's answers from others'. The receiver has a
+/// message once the edges have their first cut: serving before it would show clients
+/// an empty history in no epoch.
+pub fn spawn(
+    bus: RedisBus,
+    link: ProducerLink,
+    node: u64,
+) -> io::Result<(JoinHandle<()>, Receiver<()>)> {
+    let (ready, cut_sent) = crossbeam_channel::bounded(1);
     let commands = link.commands.clone();
     let writer_bus = bus.clone();
     std::thread::Builder::new()
         .name("bus-commands".into())
         .spawn(move || send_commands(&writer_bus, &commands, node))?;
-    std::thread::Builder::new()
+    let follower = std::thread::Builder::new()
         .name("bus-follow".into())
         .spawn(move || {
             let _ = Follower {
@@ -50,9 +57,11 @@ pub fn spawn(bus: RedisBus, link: ProducerLink, node: u64) -> io::Result<JoinHan
                 con: None,
                 ids: None,
                 pending: VecDeque::new(),
+                ready: Some(ready),
             }
             .run();
-        })
+        })?;
+    Ok((follower, cut_sent))
 }
 
 /// Where the edge stands in each stream.
@@ -74,6 +83,8 @@ struct Follower {
     ids: Option<Ids>,
     /// Control events read, each with the result it waits for, in publish order.
     pending: VecDeque<(u64, Event)>,
+    /// Told when the first cut has gone to the edges.
+    ready: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl Follower {
@@ -103,6 +114,11 @@ impl Follower {
                         self.link.send(ev)?;
                     }
                     self.link.wake()?;
+                    if self.ids.is_some() {
+                        if let Some(ready) = self.ready.take() {
+                            let _ = ready.send(());
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the Redis bus failed; reconnecting");

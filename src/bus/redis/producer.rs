@@ -173,8 +173,14 @@ pub(super) fn decode_results(entries: &[codec::Entry]) -> Vec<Arc<ScanEvent>> {
         .collect()
 }
 
-/// Starts the publisher on `link` (attached to the producer) and the command reader.
-pub fn spawn(bus: RedisBus, start: Start, link: EdgeLink) -> io::Result<JoinHandle<()>> {
+/// Starts the publisher on `link` (attached to the producer) and the command reader;
+/// `symbols`, the universe known before the first result, goes to the bus first.
+pub fn spawn(
+    bus: RedisBus,
+    start: Start,
+    link: EdgeLink,
+    symbols: Vec<Box<str>>,
+) -> io::Result<JoinHandle<()>> {
     let done = Arc::new(AtomicBool::new(false));
     let commands = link.command_sender();
     let reader_bus = bus.clone();
@@ -190,7 +196,7 @@ pub fn spawn(bus: RedisBus, start: Start, link: EdgeLink) -> io::Result<JoinHand
                 con: Some(start.con),
                 lease: start.lease,
                 head: start.history.head(),
-                backlog: VecDeque::new(),
+                backlog: VecDeque::from([Event::Symbols(symbols.into())]),
                 dropped: 0,
             }
             .run(&link);

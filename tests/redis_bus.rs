@@ -1,0 +1,255 @@
+//! Producer and edges as separate programs over a real redis-server: an edge serves what
+//! the producer publishes and sends its commands back; a producer killed and started
+//! again, or a standby taking over, goes on with the same epoch and the next `seq`, so a
+//! client loses nothing and sees no open condition opened twice.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::alerts::ack_msg;
+use common::redis_server::Redis;
+use common::*;
+use serde_json::{Value, json};
+
+/// A small, fast simulated market on `redis`'s bus, in role `role`.
+fn flags(redis: &Redis, role: &str) -> Vec<String> {
+    [
+        "--bus",
+        &redis.url(),
+        "--role",
+        role,
+        "--source",
+        "sim",
+        "--sim-symbols",
+        "50",
+        "--scan-interval",
+        "200ms",
+        "--min-scan-interval",
+        "200ms",
+        "--progress-interval",
+        "50ms",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn start(redis: &Redis, role: &str) -> BinaryServer {
+    let flags = flags(redis, role);
+    BinaryServer::start(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A producer started while another holds the lease: it waits, so it is not listening.
+fn spawn_standby(redis: &Redis) -> Binary {
+    let mut command = scanstream(&SERVER_ARGS);
+    command.args(flags(redis, "producer"));
+    Binary::spawn(&mut command)
+}
+
+fn status(addr: SocketAddr) -> Value {
+    http(addr, "GET", "/stream/status", None).json()
+}
+
+/// Stops the producer through `via` and waits until every server in `all` shows the
+/// same final `seq`; returns it.
+fn stop_and_settle(via: SocketAddr, all: &[SocketAddr]) -> u64 {
+    assert_eq!(http(via, "POST", "/stream/stop", None).status, 200);
+    let mut last = Vec::new();
+    let mut settled = 0;
+    eventually("every server at the same, final seq", || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now: Vec<u64> = all
+            .iter()
+            .map(|a| status(*a)["results_total"].as_u64().unwrap())
+            .collect();
+        let same = now.windows(2).all(|w| w[0] == w[1]) && now == last && now[0] > 0;
+        last = now;
+        settled = last[0];
+        same
+    });
+    settled
+}
+
+/// The next `result` data on `ws`, skipping everything else.
+fn next_result(ws: &mut Ws) -> Value {
+    loop {
+        let msg = next_message(ws);
+        if msg["type"] == "result" {
+            return msg["data"].clone();
+        }
+    }
+}
+
+#[test]
+fn an_edge_process_serves_what_the_producer_publishes_and_takes_its_commands() {
+    let redis = Redis::start();
+    let producer = start(&redis, "producer");
+    let edge = start(&redis, "edge");
+
+    // Live results on the edge, in the producer's epoch, one after another.
+    let mut ws = connect_url(&edge.url(), edge.addr);
+    let on_edge = subscribe(&mut ws, json!({}));
+    let mut direct = connect_url(&producer.url(), producer.addr);
+    let on_producer = subscribe(&mut direct, json!({}));
+    assert_eq!(on_edge["epoch"], on_producer["epoch"]);
+    let first = next_result(&mut ws)["seq"].as_u64().unwrap();
+    for n in 1..20 {
+        assert_eq!(next_result(&mut ws)["seq"], first + n);
+    }
+
+    // Start and stop from the edge reach the producer; then both hold the same state.
+    let head = stop_and_settle(edge.addr, &[producer.addr, edge.addr]);
+    assert!(head >= first + 19);
+    assert_eq!(status(producer.addr)["state"], "stopped");
+    for filters in [json!({}), json!({"min_score": 1.5})] {
+        assert_eq!(
+            snapshot_rows_at(producer.addr, filters.clone()),
+            snapshot_rows_at(edge.addr, filters.clone()),
+            "snapshots with {filters}"
+        );
+    }
+    let alerts = |addr| http(addr, "GET", "/alerts?limit=1000", None).json();
+    let listed = alerts(edge.addr);
+    assert_eq!(listed, alerts(producer.addr));
+    let alert_id = listed[0]["alert_id"].as_str().expect("an alert").to_owned();
+
+    // An acknowledgment from the edge's client is answered to that client, by its id.
+    let mut acker = connect_url(&edge.url(), edge.addr);
+    send(&mut acker, ack_msg("k1", &alert_id));
+    let reply = next_message(&mut acker);
+    assert_eq!(
+        (reply["type"].as_str(), reply["id"].as_str()),
+        (Some("acked"), Some("k1"))
+    );
+    assert_eq!(reply["data"]["alert_id"], alert_id.as_str());
+    assert_eq!(reply["data"]["acknowledged"], true);
+    eventually("the acknowledgment on the producer too", || {
+        alerts(producer.addr)[0]["acknowledged"] == true
+    });
+
+    // An ad-hoc scan from the edge: queued, its results, then done, all carrying its id.
+    let symbol = listed[0]["symbol"].as_str().unwrap().to_owned();
+    send(
+        &mut acker,
+        json!({"type": "scan", "id": "s1", "data": {"symbols": [symbol]}}),
+    );
+    let queued = next_message(&mut acker);
+    assert_eq!(
+        (queued["id"].as_str(), queued["data"]["phase"].as_str()),
+        (Some("s1"), Some("queued")),
+        "{queued}"
+    );
+    let done = next_message(&mut acker);
+    assert_eq!(
+        (done["id"].as_str(), done["data"]["phase"].as_str()),
+        (Some("s1"), Some("adhoc")),
+        "{done}"
+    );
+    assert_eq!(done["data"]["symbols"], 1, "{done}");
+}
+
+/// What a client of `edge` sees across a producer's end and another's start: every
+/// `seq` once and in order, in one epoch, and no `new` for a condition that was open
+/// when the first producer died. `replace` kills the first producer and returns the one
+/// that goes on.
+fn survives_a_producer_change(replace: impl FnOnce(&Redis, BinaryServer) -> BinaryServer) {
+    let redis = Redis::start();
+    let first = start(&redis, "producer");
+    let edge = start(&redis, "edge");
+    let mut ws = connect_url(&edge.url(), edge.addr);
+    let epoch = subscribe(&mut ws, json!({"snapshot": true}))["epoch"].clone();
+    // The open conditions, kept from the snapshot and every result after it.
+    let mut table: HashMap<(String, String), Value> = HashMap::new();
+    for row in expect_message(&mut ws, "snapshot")["data"]["results"]
+        .as_array()
+        .unwrap()
+    {
+        table.insert(key(row), row.clone());
+    }
+    let mut results = vec![next_result(&mut ws)];
+    while results.len() < 30 {
+        results.push(next_result(&mut ws));
+    }
+
+    let second = replace(&redis, first);
+    let line = second.wait_for_log("continuing the deployment's results");
+    assert!(
+        line.contains(&format!("epoch={} ", epoch.as_str().unwrap())),
+        "{line}"
+    );
+    // Where the second producer took over.
+    let head: u64 = line
+        .split("head=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no head in {line:?}"));
+    while results.last().unwrap()["seq"].as_u64().unwrap() < head + 40 {
+        results.push(next_result(&mut ws));
+    }
+    for pair in results.windows(2) {
+        assert_eq!(
+            pair[1]["seq"],
+            pair[0]["seq"].as_u64().unwrap() + 1,
+            "a gap or a repeat"
+        );
+    }
+    let (before, after): (Vec<&Value>, Vec<&Value>) = results
+        .iter()
+        .partition(|r| r["seq"].as_u64().unwrap() <= head);
+    for r in before.iter().filter(|r| r["adhoc"] == false) {
+        if r["event"] == "clear" {
+            table.remove(&key(r));
+        } else {
+            table.insert(key(r), (*r).clone());
+        }
+    }
+    assert!(!table.is_empty(), "nothing open to check");
+    let mut seen = HashSet::new();
+    for r in after {
+        let k = key(r);
+        if seen.insert(k.clone()) {
+            assert!(
+                !(r["event"] == "new" && table.contains_key(&k)),
+                "{k:?} was open when the producer changed and was opened again: {r}"
+            );
+        }
+    }
+
+    // A client that resumes on the edge gets everything since, recovered.
+    let last = results.last().unwrap()["seq"].as_u64().unwrap();
+    let mut again = connect_url(&edge.url(), edge.addr);
+    let since = last - 20;
+    let sub = subscribe(&mut again, json!({"since": since, "epoch": epoch}));
+    assert_eq!(sub["recovered"], true, "{sub}");
+    for n in 1..=20 {
+        assert_eq!(next_result(&mut again)["seq"], since + n);
+    }
+}
+
+fn key(row: &Value) -> (String, String) {
+    (
+        row["symbol"].as_str().unwrap().to_uppercase(),
+        row["scan"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_producer_killed_and_started_again_goes_on_with_the_epoch_and_seq() {
+    survives_a_producer_change(|redis, mut first| {
+        first.kill();
+        start(redis, "producer")
+    });
+}
+
+#[test]
+fn a_standby_takes_over_when_the_producer_dies() {
+    survives_a_producer_change(|redis, mut first| {
+        let standby = spawn_standby(redis);
+        standby.wait_for_log("standing by");
+        first.kill();
+        BinaryServer::listening(standby)
+    });
+}
