@@ -253,3 +253,109 @@ fn a_standby_takes_over_when_the_producer_dies() {
         BinaryServer::listening(standby)
     });
 }
+
+#[test]
+fn redis_killed_and_started_again_loses_and_repeats_nothing() {
+    let mut redis = Redis::start();
+    let producer = start(&redis, "producer");
+    let edge = start(&redis, "edge");
+    let mut ws = connect_url(&edge.url(), edge.addr);
+    let epoch = subscribe(&mut ws, json!({}))["epoch"].clone();
+    let mut results = vec![next_result(&mut ws)];
+    while results.len() < 20 {
+        results.push(next_result(&mut ws));
+    }
+    // Whatever its append-only file had not synced is gone with it.
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.kill_losing(16 * 1024);
+    redis.restart();
+    let target = results.last().unwrap()["seq"].as_u64().unwrap() + 60;
+    while results.last().unwrap()["seq"].as_u64().unwrap() < target {
+        results.push(next_result(&mut ws));
+    }
+    for pair in results.windows(2) {
+        assert_eq!(
+            pair[1]["seq"],
+            pair[0]["seq"].as_u64().unwrap() + 1,
+            "a gap or a repeat"
+        );
+    }
+    // And the stream has them all again: a resume from the first is recovered in full.
+    let since = results[0]["seq"].as_u64().unwrap();
+    let mut again = connect_url(&edge.url(), edge.addr);
+    let sub = subscribe(&mut again, json!({"since": since, "epoch": epoch}));
+    assert_eq!(sub["recovered"], true, "{sub}");
+    for r in &results[1..] {
+        assert_eq!(next_result(&mut again)["seq"], r["seq"]);
+    }
+    // The producer saw what Redis had lost and wrote it again: the stream has no hole
+    // (ids are seqs from 1, never trimmed here, so its length is its newest seq).
+    producer.wait_for_log("writing them again");
+    let int = |args: &[&str]| match redis.query(args) {
+        Ok(redis::Value::Int(n)) => n as u64,
+        other => panic!("{args:?}: {other:?}"),
+    };
+    assert_eq!(
+        http(producer.addr, "POST", "/stream/stop", None).status,
+        200
+    );
+    eventually(
+        "the stream complete up to the producer's newest result",
+        || {
+            let newest = status(producer.addr)["results_total"].as_u64().unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            int(&["XLEN", "scanstream:results"]) == newest
+        },
+    );
+}
+
+#[test]
+fn edges_say_when_redis_or_the_producer_is_away_and_keep_serving() {
+    let mut redis = Redis::start();
+    let mut producer = start(&redis, "producer");
+    let edge = start(&redis, "edge");
+    let mut ws = connect_url(&edge.url(), edge.addr);
+    subscribe(&mut ws, json!({}));
+    next_result(&mut ws);
+
+    redis.kill();
+    // Every subscriber is told, with the reason.
+    let degraded = loop {
+        let msg = next_message(&mut ws);
+        if msg["type"] == "status" && msg["data"]["health"] == "degraded" {
+            break msg["data"].clone();
+        }
+    };
+    assert_eq!(
+        degraded["reason"], "the Redis bus is unreachable",
+        "{degraded}"
+    );
+    // What the edge holds is still served; `/healthz` turns 503 after the grace period.
+    assert!(!snapshot_rows_at(edge.addr, json!({})).is_empty());
+    assert_eq!(metric(edge.addr, "scanstream_bus_up"), 0.0);
+    eventually("/healthz to say the bus is away", || {
+        http(edge.addr, "GET", "/healthz", None).status == 503
+    });
+
+    redis.restart();
+    // Back, and the producer's lease (expired while Redis was away) renewed.
+    eventually("the bus well again", || {
+        metric(edge.addr, "scanstream_bus_up") == 1.0
+            && http(edge.addr, "GET", "/healthz", None).status == 200
+            && status(edge.addr)["health"] == "ok"
+    });
+    let unreachable = r#"scanstream_bus_problems_total{problem="unreachable"}"#;
+    assert!(metric(edge.addr, unreachable) >= 1.0);
+    // Results flow again.
+    let before = next_result(&mut ws)["seq"].as_u64().unwrap();
+    assert_eq!(next_result(&mut ws)["seq"], before + 1);
+
+    // The producer gone with no standby: its lease runs out, and the edge says so.
+    let no_producer = r#"scanstream_bus_problems_total{problem="no_producer"}"#;
+    let counted = metric(edge.addr, no_producer);
+    producer.kill();
+    eventually("the edge to say there is no producer", || {
+        status(edge.addr)["reason"] == "no producer holds the lease"
+    });
+    assert_eq!(metric(edge.addr, no_producer), counted + 1.0);
+}

@@ -7,6 +7,7 @@
 //! carries them is [`local`] (crossbeam channels and each edge's `mio::Waker`), and
 //! between processes [`redis`] (Redis Streams, bridged onto the local bus at each end).
 
+pub mod health;
 pub mod local;
 pub mod redis;
 

@@ -102,9 +102,22 @@ impl Default for Metrics {
     }
 }
 
+/// The bus between processes, as `/metrics` shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BusGauges {
+    /// No problem now.
+    pub up: bool,
+    /// How often each problem began (unreachable, no producer).
+    pub problems: [u64; 2],
+    /// Results the producer dropped while Redis was away.
+    pub dropped: u64,
+}
+
 /// Gauges of the whole process, read at render time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
+    /// The bus, when there is one between processes.
+    pub bus: Option<BusGauges>,
     /// Open connections of every kind.
     pub connections: usize,
     /// Connections holding at least one subscription.

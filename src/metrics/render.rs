@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{Counter, Gauges, Histogram, Merged, Metrics, Tally};
+use super::{BusGauges, Counter, Gauges, Histogram, Merged, Metrics, Tally};
 use crate::protocol::ErrorCode;
 
 /// The Prometheus text exposition of every edge's counters added up, and the process's
@@ -158,6 +158,9 @@ pub fn render(edges: &[&Metrics], g: &Gauges) -> String {
             "scanstream_edge_connections_open{{edge=\"{edge}\"}} {n}"
         );
     }
+    if let Some(bus) = g.bus {
+        render_bus(&mut out, &bus);
+    }
     render_alerts(&mut out, g);
     let _ = writeln!(
         out,
@@ -217,6 +220,34 @@ pub fn render(edges: &[&Metrics], g: &Gauges) -> String {
         }
     }
     out
+}
+
+fn render_bus(out: &mut String, bus: &BusGauges) {
+    metric(
+        out,
+        "bus_up",
+        "gauge",
+        "1 while the bus between processes works.",
+        u64::from(bus.up),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP scanstream_bus_problems_total Times the bus became unreachable or lost its producer.\n\
+         # TYPE scanstream_bus_problems_total counter"
+    );
+    for (name, n) in ["unreachable", "no_producer"].iter().zip(bus.problems) {
+        let _ = writeln!(
+            out,
+            "scanstream_bus_problems_total{{problem=\"{name}\"}} {n}"
+        );
+    }
+    metric(
+        out,
+        "bus_dropped_total",
+        "counter",
+        "Events the producer dropped while Redis was away and its backlog was full.",
+        bus.dropped,
+    );
 }
 
 /// A histogram of each edge, the edges to add up, its name and its help.

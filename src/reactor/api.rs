@@ -95,13 +95,7 @@ pub fn route(req: &Request<'_, '_>, app: &mut App) -> Action {
             .with_header("Referrer-Policy", "no-referrer"),
         "/dashboard.css" => asset("text/css; charset=utf-8", DASHBOARD_CSS),
         "/dashboard.js" => asset("text/javascript; charset=utf-8", DASHBOARD_JS),
-        "/healthz" => match app.scanner_failure.as_deref() {
-            None => Response::text(200, "text/plain; charset=utf-8", "ok"),
-            Some(why) => {
-                let why: String = why.chars().take(200).collect();
-                Response::error(503, ErrorCode::Degraded, &format!("scanner failed: {why}"))
-            }
-        },
+        "/healthz" => healthz(app),
         "/metrics" => return Action::Metrics,
         "/stream/status" => Response::json(200, &app.status()),
         "/stream/start" => control(app, Command::Start, RunState::Running),
@@ -128,6 +122,8 @@ fn ack_target(path: &str) -> Option<&str> {
 
 /// Alerts one `GET /alerts` lists at most: one answer stays small, whatever the history.
 const MAX_ALERTS_LISTED: usize = 1000;
+/// How long the bus may be away before `/healthz` says so.
+const BUS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Alerts kept, newest first: `?unacked=true&symbol=TSLA&severity=warning&limit=100`.
 fn list_alerts(req: &Request<'_, '_>, app: &mut App) -> Response {
@@ -196,6 +192,22 @@ fn upgrade(req: &Request<'_, '_>, access: &Access) -> Action {
     match check_upgrade(req) {
         Ok(accept) => Action::Upgrade(accept),
         Err(response) => Action::Respond(response),
+    }
+}
+
+/// `ok`, or 503 once the scanner has failed or the bus has been away past a grace period
+/// (a short outage is ridden out: edges keep serving what they hold).
+fn healthz(app: &App) -> Response {
+    if let Some(why) = app.scanner_failure.as_deref() {
+        let why: String = why.chars().take(200).collect();
+        return Response::error(503, ErrorCode::Degraded, &format!("scanner failed: {why}"));
+    }
+    match app.shared.bus.current() {
+        Some((problem, lasted)) if lasted >= BUS_GRACE => {
+            let msg = format!("{} for {} s", problem.reason(), lasted.as_secs());
+            Response::error(503, ErrorCode::Degraded, &msg)
+        }
+        _ => Response::text(200, "text/plain; charset=utf-8", "ok"),
     }
 }
 

@@ -15,7 +15,7 @@ use super::adhoc::Adhoc;
 use super::conns::ConnId;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
-use super::session::{Limits, StatusView};
+use super::session::{Health, Limits, StatusView};
 use super::shared::Shared;
 use crate::bus::Command;
 use crate::bus::local::{CommandError, EdgeLink};
@@ -56,6 +56,10 @@ impl App {
         let mut status = self.status;
         status.subscribers = self.shared.subscribers.load(Ordering::Relaxed);
         status.scanner.adhoc_queue = self.adhoc.pending();
+        if let Some((problem, _)) = self.shared.bus.current() {
+            status.health = Health::Degraded;
+            status.reason = status.reason.or(Some(problem.reason()));
+        }
         status
     }
 

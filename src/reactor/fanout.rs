@@ -184,6 +184,7 @@ impl Reactor {
         self.app.status.scanner.state = scanner::RunState::Stopped;
         self.app.status.phase = ShownPhase::Idle;
         self.app.status.health = session::Health::Degraded;
+        self.app.status.reason = Some("the scanner failed");
         self.status_changed = true;
         // Requests waiting for the producer will not be answered by it.
         let waiting: Vec<usize> = self
@@ -239,6 +240,12 @@ impl Reactor {
     /// `progress_interval`, however often the scanner reports (ad-hoc requests and
     /// start/stop each make it report).
     pub(super) fn broadcast_status(&mut self, now: Instant) {
+        // The bus went away or came back: the status says so.
+        let bus_changes = self.app.shared.bus.changes();
+        if bus_changes != self.bus_changes {
+            self.bus_changes = bus_changes;
+            self.status_changed = true;
+        }
         if !self.status_changed || now < self.next_status {
             return;
         }

@@ -43,10 +43,12 @@ pub use server::{EdgeMaker, Server};
 pub use session::StatusView;
 
 use crate::alerts::AlertError;
+use crate::bus::health::BusProblem;
 use crate::bus::local as local_bus;
+use crate::config::BusSpec;
 use crate::config::Config;
 use crate::history::History;
-use crate::metrics::{self, Gauges, Metrics};
+use crate::metrics::{self, BusGauges, Gauges, Metrics};
 use crate::protocol::close;
 use crate::scanner::{RunState, ScannerStatus};
 use app::App;
@@ -141,6 +143,8 @@ struct Reactor {
     turn_full: bool,
     /// The scanner's status changed since it was last broadcast.
     status_changed: bool,
+    /// The bus health's changes as of the last status broadcast.
+    bus_changes: u64,
     /// No status broadcast before this.
     next_status: Instant,
     /// The scanner thread has ended (it panicked or could not run).
@@ -178,6 +182,7 @@ impl Reactor {
                     phase: ScannerStatus::initial().phase.into(),
                     subscribers: 0,
                     health: session::Health::Ok,
+                    reason: None,
                 },
                 bus,
                 adhoc: adhoc::Adhoc::new(index, Arc::clone(&shared), config.adhoc_queue),
@@ -198,6 +203,7 @@ impl Reactor {
             more_results: false,
             turn_full: false,
             status_changed: false,
+            bus_changes: 0,
             next_status: now,
             scanner_gone: false,
             shutdown_deadline: None,
@@ -450,7 +456,13 @@ impl Reactor {
         self.publish_gauges();
         let app = &self.app;
         let scanner = &app.status.scanner;
+        let bus = &app.shared.bus;
         let g = Gauges {
+            bus: (self.config.bus != BusSpec::Local).then(|| BusGauges {
+                up: bus.current().is_none(),
+                problems: BusProblem::ALL.map(|p| bus.began(p)),
+                dropped: bus.dropped(),
+            }),
             connections: app.shared.open.load(Ordering::Relaxed),
             subscribers: app.shared.subscribers.load(Ordering::Relaxed),
             history_len: app.history.len(),

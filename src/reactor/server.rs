@@ -113,7 +113,14 @@ impl Server {
         let producer = scanner::spawn(source, alerts, producer_link, options)?;
         let mut bridges = Vec::new();
         if let Some(((bus, start), link)) = bridge {
-            bridges.push(bus_redis::producer::spawn(bus, start, link, names.clone())?);
+            let health = Arc::clone(&shared.bus);
+            bridges.push(bus_redis::producer::spawn(
+                bus,
+                start,
+                link,
+                names.clone(),
+                health,
+            )?);
         }
         let mut edges = Vec::with_capacity(links.len());
         for (index, (listening, bus)) in listening.into_iter().zip(links).enumerate() {
@@ -156,7 +163,8 @@ impl Server {
         );
         // Tells this process's answers from other edge processes' on the bus.
         let node = rand::random::<u64>();
-        let (_, cut) = bus_redis::edge::spawn(bus, producer_link, node)?;
+        let health = Arc::clone(&shared.bus);
+        let (_, cut) = bus_redis::edge::spawn(bus, producer_link, node, health)?;
         tracing::info!("waiting for the deployment's state on the bus");
         // The bridge only ends (and drops the sender) when the edges are gone.
         let _ = cut.recv();

@@ -71,8 +71,12 @@ pub struct StatusView {
     pub phase: ShownPhase,
     /// Connections holding at least one subscription.
     pub subscribers: usize,
-    /// `degraded` once the scanner thread has failed: history and the stream stay up.
+    /// `degraded` once the scanner thread has failed, or while the bus between processes
+    /// is away: history and the stream stay up.
     pub health: Health,
+    /// Why it is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 /// Whether every part of the server works.

@@ -1,6 +1,7 @@
 //! What the edges of one process share: the shutdown flag and every edge's waker, the
 //! counts that the limits and the status take over the whole process (open connections,
-//! subscribers, ad-hoc symbols waiting), and every edge's counters for `/metrics`.
+//! subscribers, ad-hoc symbols waiting), every edge's counters for `/metrics`, and the
+//! health of the bus between processes.
 //!
 //! Each count changes when a connection opens, subscribes or leaves, or a request is
 //! queued: rare beside deliveries, which touch nothing here.
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mio::Waker;
 
+use crate::bus::health::BusHealth;
 use crate::metrics::Metrics;
 
 /// One process's edges, as each of them sees the others.
@@ -25,6 +27,8 @@ pub struct Shared {
     pub adhoc_pending: AtomicUsize,
     /// Each edge's counters, by edge.
     pub metrics: Vec<Arc<Metrics>>,
+    /// The bus between processes, as its bridges see it (well when there is none).
+    pub bus: Arc<BusHealth>,
 }
 
 impl Shared {
@@ -37,6 +41,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             subscribers: AtomicUsize::new(0),
             adhoc_pending: AtomicUsize::new(0),
+            bus: Arc::default(),
         }
     }
 

@@ -46,6 +46,25 @@ impl Redis {
         }
     }
 
+    /// `kill -9`, and the last `bytes` of its append-only file lost with it, as a crash
+    /// before the file was synced would lose them (Redis loads what is left).
+    pub fn kill_losing(&mut self, bytes: u64) {
+        self.kill();
+        let dir = self.dir.join("appendonlydir");
+        let incr = std::fs::read_dir(&dir)
+            .expect("the append-only directory")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+            .expect("an incremental append-only file");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&incr)
+            .expect("open the append-only file");
+        let len = file.metadata().expect("its length").len();
+        file.set_len(len.saturating_sub(bytes))
+            .expect("truncate it");
+    }
+
     /// Starts it again on the same port and directory (the append-only file is replayed);
     /// returns once it answers.
     pub fn restart(&mut self) {

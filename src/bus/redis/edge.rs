@@ -12,8 +12,9 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use redis::{Connection, Value};
@@ -22,6 +23,7 @@ use super::RedisBus;
 use super::codec::{self, Entry};
 use super::producer::{CONTROL_KEEP, decode_results};
 use crate::alerts::AlertStats;
+use crate::bus::health::{BusHealth, BusProblem};
 use crate::bus::local::{Disconnected, ProducerLink};
 use crate::bus::{Command, Cut, Event};
 use crate::history::History;
@@ -31,6 +33,8 @@ use crate::scanner::ScannerStatus;
 const READ_COUNT: usize = 1024;
 /// How long one read waits for something new.
 const BLOCK: Duration = Duration::from_millis(500);
+/// How often the producer's lease is looked for.
+const PRODUCER_CHECK: Duration = Duration::from_secs(1);
 
 /// Starts the bridge that feeds `link`'s edges from the bus, and the one that sends their
 /// commands to it; `node` tells this process's answers from others'. The receiver has a
@@ -40,6 +44,7 @@ pub fn spawn(
     bus: RedisBus,
     link: ProducerLink,
     node: u64,
+    health: Arc<BusHealth>,
 ) -> io::Result<(JoinHandle<()>, Receiver<()>)> {
     let (ready, cut_sent) = crossbeam_channel::bounded(1);
     let commands = link.commands.clone();
@@ -58,6 +63,8 @@ pub fn spawn(
                 ids: None,
                 pending: VecDeque::new(),
                 ready: Some(ready),
+                health,
+                next_check: Instant::now(),
             }
             .run();
         })?;
@@ -85,17 +92,37 @@ struct Follower {
     pending: VecDeque<(u64, Event)>,
     /// Told when the first cut has gone to the edges.
     ready: Option<crossbeam_channel::Sender<()>>,
+    /// Where the edges read how the bus is doing.
+    health: Arc<BusHealth>,
+    /// When to look for the producer's lease next.
+    next_check: Instant,
 }
 
 impl Follower {
     fn run(&mut self) -> Result<(), Disconnected> {
         loop {
             if self.con.is_none() {
-                self.con = self.bus.connect_retrying("edge", || false);
+                let health = &self.health;
+                self.con = self.bus.connect_retrying("edge", || {
+                    health.problem(BusProblem::Unreachable);
+                    false
+                });
             }
             let Some(con) = self.con.as_mut() else {
                 continue;
             };
+            if Instant::now() >= self.next_check {
+                self.next_check = Instant::now() + PRODUCER_CHECK;
+                match producer_alive(con, &self.bus) {
+                    Ok(true) => self.health.ok(),
+                    Ok(false) => self.health.problem(BusProblem::NoProducer),
+                    Err(_) => {
+                        self.health.problem(BusProblem::Unreachable);
+                        self.con = None;
+                        continue;
+                    }
+                }
+            }
             let step = match self.ids.clone() {
                 None => cut(con, &self.bus).map(|(cut, ids)| {
                     self.pending.clear();
@@ -122,6 +149,7 @@ impl Follower {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the Redis bus failed; reconnecting");
+                    self.health.problem(BusProblem::Unreachable);
                     self.con = None;
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -309,6 +337,12 @@ fn cut(con: &mut Connection, bus: &RedisBus) -> redis::RedisResult<(Vec<Event>, 
     };
     tracing::info!(epoch = %cut.history.epoch(), head, "serving from the bus");
     Ok((vec![Event::Cut(Box::new(cut))], Some(ids)))
+}
+
+/// Does a producer hold the lease?
+fn producer_alive(con: &mut Connection, bus: &RedisBus) -> redis::RedisResult<bool> {
+    let exists: i64 = redis::cmd("EXISTS").arg(&bus.keys.lease).query(con)?;
+    Ok(exists == 1)
 }
 
 /// Waits for what follows `ids` in the three streams.

@@ -21,6 +21,7 @@ use redis::{Connection, Value};
 use super::codec::{self, Stream};
 use super::{Keys, RedisBus};
 use crate::alerts::Alert;
+use crate::bus::health::{BusHealth, BusProblem};
 use crate::bus::local::EdgeLink;
 use crate::bus::{Command, Event};
 use crate::event::{EventKind, ScanEvent};
@@ -34,6 +35,9 @@ const RENEW: Duration = Duration::from_secs(1);
 const BATCH: usize = 1024;
 /// Events held while Redis is away; past it the oldest go (and are counted).
 const BACKLOG: usize = 100_000;
+/// Results written lately, kept to write again when Redis comes back without them (a
+/// restart loses what its append-only file had not synced yet, up to a second).
+const RECENT: usize = 65_536;
 /// Entries kept in the control-event and command streams.
 pub(super) const CONTROL_KEEP: usize = 10_000;
 /// The consumer group (and its one consumer) that reads the commands.
@@ -76,10 +80,14 @@ impl Lease {
         }
     }
 
-    /// Renews the lease; false when another producer has it now.
+    /// Renews the lease (taking it again if Redis restarted without it); false when
+    /// another producer has it now.
     fn renew(&self, con: &mut Connection) -> redis::RedisResult<bool> {
-        const RENEW_IF_MINE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
-             return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+        const RENEW_IF_MINE: &str = "local holder = redis.call('get', KEYS[1]) \
+             if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) \
+             elseif holder == false then \
+             redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 \
+             else return 0 end";
         let renewed: i64 = redis::cmd("EVAL")
             .arg(RENEW_IF_MINE)
             .arg(1)
@@ -180,6 +188,7 @@ pub fn spawn(
     start: Start,
     link: EdgeLink,
     symbols: Vec<Box<str>>,
+    health: Arc<BusHealth>,
 ) -> io::Result<JoinHandle<()>> {
     let done = Arc::new(AtomicBool::new(false));
     let commands = link.command_sender();
@@ -198,6 +207,8 @@ pub fn spawn(
                 head: start.history.head(),
                 backlog: VecDeque::from([Event::Symbols(symbols.into())]),
                 dropped: 0,
+                recent: VecDeque::new(),
+                health,
             }
             .run(&link);
             done.store(true, Ordering::Relaxed);
@@ -214,6 +225,10 @@ struct Publisher {
     backlog: VecDeque<Event>,
     /// Events dropped because the backlog was full.
     dropped: u64,
+    /// The newest results written, oldest first.
+    recent: VecDeque<Arc<ScanEvent>>,
+    /// Where the edges of this process read how the bus is doing.
+    health: Arc<BusHealth>,
 }
 
 impl Publisher {
@@ -278,6 +293,7 @@ impl Publisher {
         if self.backlog.len() == BACKLOG {
             self.backlog.pop_front();
             self.dropped += 1;
+            self.health.count_dropped();
             if self.dropped.is_power_of_two() {
                 tracing::warn!(dropped = self.dropped, "the bus backlog is full; dropping");
             }
@@ -304,12 +320,55 @@ impl Publisher {
         }
     }
 
+    /// After a reconnection: the results Redis no longer has (it restarted and lost what
+    /// it had not synced) go first again. False when Redis could not be asked.
+    fn catch_up(&mut self) -> bool {
+        let Some(con) = self.con.as_mut() else {
+            return false;
+        };
+        let newest: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+            .arg(&self.bus.keys.results)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(con);
+        let Ok(newest) = newest else {
+            return false;
+        };
+        let kept = codec::entries(&newest)
+            .first()
+            .and_then(codec::Entry::seq)
+            .unwrap_or(0);
+        let lost: Vec<Arc<ScanEvent>> = self
+            .recent
+            .iter()
+            .filter(|r| r.seq > kept)
+            .cloned()
+            .collect();
+        if !lost.is_empty() {
+            tracing::warn!(
+                from = kept + 1,
+                results = lost.len(),
+                "Redis lost results; writing them again"
+            );
+        }
+        for r in lost.into_iter().rev() {
+            self.backlog.push_front(Event::Result(r));
+        }
+        true
+    }
+
     /// Writes up to a batch from the backlog; false when Redis could not take it.
     fn write(&mut self) -> bool {
         if self.con.is_none() {
             self.con = self.bus.connect().ok();
+            if self.con.is_some() && !self.catch_up() {
+                self.con = None;
+            }
         }
         let Some(con) = self.con.as_mut() else {
+            self.health.problem(BusProblem::Unreachable);
             return false;
         };
         let n = self.backlog.len().min(BATCH);
@@ -329,12 +388,21 @@ impl Publisher {
                         tracing::warn!(error = %e, "a write to the Redis bus was refused");
                     }
                 }
-                self.backlog.drain(..n);
+                for ev in self.backlog.drain(..n) {
+                    if let Event::Result(r) = ev {
+                        if self.recent.len() == RECENT {
+                            self.recent.pop_front();
+                        }
+                        self.recent.push_back(r);
+                    }
+                }
                 self.head = head;
+                self.health.ok();
                 true
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot write to the Redis bus; retrying");
+                self.health.problem(BusProblem::Unreachable);
                 self.con = None;
                 false
             }
