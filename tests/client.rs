@@ -6,14 +6,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Frame, TIMEOUT, TestServer, metric, parse_client_frame, result, wait_for};
+use common::client::{client_config, start_client};
+use common::proxy::Proxy;
+use common::{TIMEOUT, TestServer, metric, result, wait_for};
 use crossbeam_channel::Receiver;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -24,30 +25,10 @@ use scanstream::config::Dur;
 use scanstream::protocol::FilterSpec;
 use scanstream::{EventKind, Scan, SourceSpec};
 
-/// A client with an events channel and quick reconnects.
-fn config(url: &str) -> ClientConfig {
-    let mut c = ClientConfig::new(url);
-    c.events = Some(100_000);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(20),
-        factor: 2.0,
-        max: Duration::from_millis(200),
-    };
-    c.jitter_seed = Some(7);
-    c
-}
-
 /// A URL on a port with nothing behind it (the port was free a moment ago).
 fn nothing_listening() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     common::stream_url(listener.local_addr().unwrap())
-}
-
-/// A started client and its events.
-fn start(c: ClientConfig) -> (Client, Receiver<Event>) {
-    let client = Client::start(c).unwrap();
-    let events = client.events().unwrap().clone();
-    (client, events)
 }
 
 /// Subscribes `name` to everything.
@@ -72,141 +53,11 @@ fn state(events: &Receiver<Event>, what: &str, want: impl Fn(&State) -> bool) ->
     })
 }
 
-/// The proxy's open connections: the client side, and whether it is frozen.
-type Conns = Arc<Mutex<Vec<(TcpStream, Arc<AtomicBool>)>>>;
-
-/// A TCP proxy in front of a server, which a test can cut, freeze or make refuse, and
-/// which records the text messages clients send through it.
-struct Proxy {
-    addr: SocketAddr,
-    conns: Conns,
-    refuse: Arc<AtomicBool>,
-    sent: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proxy {
-    fn new(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns: Conns = Arc::default();
-        let refuse = Arc::new(AtomicBool::new(false));
-        let sent: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (c, r, s) = (conns.clone(), refuse.clone(), sent.clone());
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if r.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection close
-                }
-                let Ok(server) = TcpStream::connect(upstream) else {
-                    continue;
-                };
-                let frozen = Arc::new(AtomicBool::new(false));
-                c.lock()
-                    .unwrap()
-                    .push((client.try_clone().unwrap(), frozen.clone()));
-                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let s = s.clone();
-                thread::spawn(move || upstream_copy(client, server, s));
-                thread::spawn(move || downstream_copy(server2, client2, frozen));
-            }
-        });
-        Proxy {
-            addr,
-            conns,
-            refuse,
-            sent,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/stream", self.addr)
-    }
-
-    /// Cuts every connection through the proxy.
-    fn cut(&self) {
-        for (conn, _) in self.conns.lock().unwrap().drain(..) {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Stops forwarding the server's bytes on the open connections, leaving them open:
-    /// a server that went silent.
-    fn freeze(&self) {
-        for (_, frozen) in self.conns.lock().unwrap().iter() {
-            frozen.store(true, Ordering::SeqCst);
-        }
-    }
-
-    /// The client messages' types, in order.
-    fn sent_types(&self) -> Vec<serde_json::Value> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|t| serde_json::from_str(t).unwrap())
-            .collect()
-    }
-}
-
-/// Client to server: decodes the client's (masked) text frames and forwards the bytes.
-fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<String>>>) {
-    let mut buf = [0u8; 16 * 1024];
-    let mut pending = Vec::new();
-    let mut in_frames = false;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        if !in_frames {
-            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                pending.drain(..end + 4);
-                in_frames = true;
-            }
-        }
-        if in_frames {
-            // Recorded before forwarded: a message the server has answered is in `sent`.
-            while let Some((frame, used)) = parse_client_frame(&pending) {
-                if let Frame::Text(text) = frame {
-                    sent.lock().unwrap().push(String::from_utf8(text).unwrap());
-                }
-                pending.drain(..used);
-            }
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-}
-
-/// Server to client, unless frozen.
-fn downstream_copy(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if frozen.load(Ordering::SeqCst) {
-            continue;
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-}
-
 #[test]
 fn reconnects_when_the_server_comes_back_on_the_same_port() {
     let server = TestServer::scripted();
     let addr = server.addr;
-    let (client, events) = start(config(&server.url()));
+    let (client, events) = start_client(client_config(&server.url()));
     subscribe_all(&client, "main");
     state(&events, "connected", |s| *s == State::Connected);
     let first = subscribed(&events);
@@ -261,11 +112,11 @@ fn reconnects_when_the_server_comes_back_on_the_same_port() {
 fn backoff_follows_its_schedule_on_an_injected_clock_and_rng() {
     // Every attempt is refused at once.
     let clock = Arc::new(ManualClock::default());
-    let mut c = config(&nothing_listening());
+    let mut c = client_config(&nothing_listening());
     c.backoff = Backoff::default();
     c.jitter_seed = Some(42);
     c.clock = clock.clone();
-    let (client, events) = start(c);
+    let (client, events) = start_client(c);
     let mut delays = Vec::new();
     while delays.len() < 12 {
         if let State::Reconnecting { attempt, delay } = state(&events, "reconnecting", |s| {
@@ -305,7 +156,7 @@ fn backoff_follows_its_schedule_on_an_injected_clock_and_rng() {
 fn resume_is_lossless_across_random_cuts() {
     let server = TestServer::firehose(2000);
     let proxy = Proxy::new(server.addr);
-    let (client, events) = start(config(&proxy.url()));
+    let (client, events) = start_client(client_config(&proxy.url()));
     subscribe_all(&client, "all");
     subscribed(&events);
 
@@ -353,9 +204,9 @@ fn offline_requests_wait_in_order_and_subscriptions_are_not_replayed() {
     let server = TestServer::scripted();
     let addr = server.addr;
     let proxy = Proxy::new(addr);
-    let mut c = config(&proxy.url());
+    let mut c = client_config(&proxy.url());
     c.queue_capacity = 3;
-    let (client, events) = start(c);
+    let (client, events) = start_client(c);
     subscribe_all(&client, "main");
     subscribed(&events);
     server.stop().unwrap();
@@ -417,7 +268,7 @@ fn a_gap_is_reported_when_the_history_is_too_short() {
         c.history_size = 50;
     });
     let proxy = Proxy::new(server.addr);
-    let (client, events) = start(config(&proxy.url()));
+    let (client, events) = start_client(client_config(&proxy.url()));
     subscribe_all(&client, "all");
     subscribed(&events);
     let last = wait_for(&events, "results", |ev| match ev {
@@ -457,10 +308,10 @@ fn a_gap_is_reported_when_the_history_is_too_short() {
 fn a_silent_server_is_given_up_and_the_connection_replaced() {
     let server = TestServer::with(|c| c.ping_interval = Dur(Duration::from_millis(100)));
     let proxy = Proxy::new(server.addr);
-    let mut c = config(&proxy.url());
+    let mut c = client_config(&proxy.url());
     c.server_ping_interval = Duration::from_millis(100);
     c.liveness_margin = Duration::from_millis(300);
-    let (client, events) = start(c);
+    let (client, events) = start_client(c);
     state(&events, "connected", |s| *s == State::Connected);
     // Pings keep a healthy connection up past the liveness limit.
     thread::sleep(Duration::from_millis(800));
@@ -478,7 +329,7 @@ fn a_silent_server_is_given_up_and_the_connection_replaced() {
 #[test]
 fn the_live_table_follows_the_snapshot_and_events() {
     let server = TestServer::scripted();
-    let (client, events) = start(config(&server.url()));
+    let (client, events) = start_client(client_config(&server.url()));
     // Two opportunities open before the client subscribes.
     server.push(result("AAPL", Scan::PriceChange, EventKind::New));
     server.push(result("MSFT", Scan::VolumeSpike, EventKind::New));
@@ -524,7 +375,7 @@ fn close_codes_decide_whether_to_come_back() {
             while ws.read().is_ok() {}
         }
     });
-    let (_client, events) = start(config(&url));
+    let (_client, events) = start_client(client_config(&url));
     let mut seen = Vec::new();
     let end = loop {
         match events.recv_timeout(TIMEOUT).expect("events") {
@@ -620,7 +471,7 @@ fn two_hundred_clients_spread_their_return_after_a_restart() {
 #[test]
 fn closing_does_not_hang_on_a_full_events_channel() {
     // The client keeps reporting reconnects into a one-slot channel nobody reads.
-    let mut c = config(&nothing_listening());
+    let mut c = client_config(&nothing_listening());
     c.events = Some(1);
     let client = Client::start(c).unwrap();
     thread::sleep(Duration::from_millis(300));
@@ -653,7 +504,7 @@ struct Drained {
 /// the server closes the connection for its rate.
 fn queue_then_connect(proxy: &Proxy, c: ClientConfig, n: usize) -> Drained {
     proxy.refuse.store(true, Ordering::SeqCst);
-    let (client, events) = start(c);
+    let (client, events) = start_client(c);
     // Sent first on the connect, and counted by the server like any message.
     subscribe_all(&client, "main");
     state(&events, "a refused attempt", |s| {
@@ -741,7 +592,7 @@ fn a_thousand_queued_requests_drain_at_the_servers_rate_without_refusals() {
         c.message_burst = 50;
     });
     let proxy = Proxy::new(server.addr);
-    let mut c = config(&proxy.url());
+    let mut c = client_config(&proxy.url());
     c.message_rate = 250;
     c.message_burst = 50;
     let drained = queue_then_connect(&proxy, c, 1000);
@@ -753,7 +604,7 @@ fn queued_requests_past_the_default_burst_drain_without_refusals() {
     // The server's defaults (50/s, burst 100) and the client's agree.
     let server = TestServer::scripted();
     let proxy = Proxy::new(server.addr);
-    let drained = queue_then_connect(&proxy, config(&proxy.url()), 160);
+    let drained = queue_then_connect(&proxy, client_config(&proxy.url()), 160);
     assert_drained_without_refusals(&server, &drained);
 }
 
@@ -771,7 +622,7 @@ fn a_request_refused_for_the_rate_is_sent_again_after_a_hold_and_not_reported() 
             c.ping_interval = Dur(Duration::from_secs(60));
         });
         let proxy = Proxy::new(server.addr);
-        let mut c = config(&proxy.url());
+        let mut c = client_config(&proxy.url());
         c.server_ping_interval = Duration::from_secs(60);
         c.message_rate = 100;
         c.message_burst = 25;

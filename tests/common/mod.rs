@@ -1,13 +1,16 @@
 //! Shared vocabulary for the integration tests: a real server on 127.0.0.1:0, a
 //! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts. Beside
 //! it: the `scanstream` program as a child process (`binary`), WebSocket frames by hand
-//! (`frames`), scratch directories (`temp_dir`) and a redis-server of the test's own
-//! (`redis_server`).
+//! (`frames`), scratch directories (`temp_dir`), a redis-server of the test's own
+//! (`redis_server`), the client library with quick reconnects (`client`) and a proxy
+//! that cuts or switches connections (`proxy`).
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod alerts;
 mod binary;
+pub mod client;
 mod frames;
+pub mod proxy;
 pub mod redis_server;
 mod temp_dir;
 
