@@ -22,7 +22,8 @@
 //!
 //! - [`alerts`]: rules, throttling, handlers, the alert history and its journal, run by
 //!   the producer.
-//! - [`bus`]: the seam: `Event` and `Command`, and the in-process bus that carries them.
+//! - [`bus`]: the seam: `Event` and `Command`, the in-process bus that carries them, and
+//!   the Redis Streams bus between processes (bridge threads onto the in-process one).
 //! - [`client`]: a client that reconnects by itself and resumes without loss.
 //! - [`config`]: settings from defaults, the TOML file and flags.
 //! - [`event`]: scan results and their encode-once published form.

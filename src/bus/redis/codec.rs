@@ -2,7 +2,7 @@
 //! replies, control events and commands as small JSON documents, and requester tags
 //! wrapped with the edge process's node id.
 //!
-//! Results travel as [`ScanEvent::write_wire`] bytes; everything else is rare and travels
+//! Results travel as [`ScanEvent::write_wire`](crate::event::ScanEvent::write_wire) bytes; everything else is rare and travels
 //! as JSON. Anything read back is checked: a bad entry is an error the bridge counts and
 //! skips, never a panic.
 
