@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns loadgen's JSON lines into comparison rows and the tables of perf/RESULTS.md.
 
-    report.py row NAME SCANSTREAM.json PEER.json   both rows and the ratios
+    report.py row NAME SCANSTREAM.json PEER.json [LABEL_A LABEL_B]
+                                                   both rows and the ratios
     report.py ok FILE.json                         exit 0 when p99 <= 50 ms and nothing lost
     report.py markdown DIR                         every scenario found in DIR as tables
     report.py splice RESULTS.md TABLES.md          puts the tables between the markers
@@ -87,14 +88,16 @@ def ratio(a, b, key):
     return "{:.2f}".format(a[key] / b[key])
 
 
-def table(name, scan, peer):
+def table(name, scan, peer, labels=("scanstream", "tokio peer")):
     out = ["| {} | {} |".format(name, " | ".join(label for _, label, _ in FIELDS))]
     out.append("|" + "---|" * (len(FIELDS) + 1))
-    for label, row in (("scanstream", scan), ("tokio peer", peer)):
+    for label, row in zip(labels, (scan, peer)):
         out.append("| {} | {} |".format(label, " | ".join(cell(row, k, f) for k, _, f in FIELDS)))
     out.append(
-        "| scanstream / peer | {} |".format(
-            " | ".join(ratio(scan, peer, k) if k in RATIOS else "" for k, _, _ in FIELDS)
+        "| {} / {} | {} |".format(
+            labels[0],
+            "peer" if labels[1] == "tokio peer" else labels[1],
+            " | ".join(ratio(scan, peer, k) if k in RATIOS else "" for k, _, _ in FIELDS),
         )
     )
     return "\n".join(out)
@@ -117,8 +120,9 @@ def main(argv):
         print(__doc__)
         return 2
     cmd = argv[1]
-    if cmd == "row" and len(argv) == 5:
-        print(table(argv[2], load(argv[3]), load(argv[4])))
+    if cmd == "row" and len(argv) in (5, 7):
+        labels = tuple(argv[5:7]) if len(argv) == 7 else ("scanstream", "tokio peer")
+        print(table(argv[2], load(argv[3]), load(argv[4]), labels))
         return 0
     if cmd == "ok" and len(argv) == 3:
         row = load(argv[2])

@@ -251,6 +251,18 @@ fn a_producer_killed_and_started_again_goes_on_with_the_epoch_and_seq() {
 }
 
 #[test]
+fn a_producer_stopped_gracefully_writes_what_it_sent_and_hands_over_its_lease() {
+    survives_a_producer_change(|redis, mut first| {
+        let standby = spawn_standby(redis);
+        standby.wait_for_log("standing by");
+        first.terminate();
+        let exit = first.exit_within(TIMEOUT);
+        assert!(exit.success(), "{exit}");
+        BinaryServer::listening(standby)
+    });
+}
+
+#[test]
 fn a_standby_takes_over_when_the_producer_dies() {
     survives_a_producer_change(|redis, mut first| {
         let standby = spawn_standby(redis);

@@ -39,8 +39,9 @@ pub struct Server {
     producer: Option<ProducerThread>,
     /// Attaches more edges to the producer.
     attacher: Option<local_bus::Attacher>,
-    /// Bus bridges, joined after the producer (so everything it published is written).
-    bridges: Vec<JoinHandle<()>>,
+    /// The bridge to a Redis bus, finished once the edges are (it writes what the
+    /// producer sent, then lets go of it so that it ends).
+    bridge: Option<bus_redis::producer::Bridge>,
     config: Config,
 }
 
@@ -111,17 +112,16 @@ impl Server {
             None => None,
         };
         let producer = scanner::spawn(source, alerts, producer_link, options)?;
-        let mut bridges = Vec::new();
-        if let Some(((bus, start), link)) = bridge {
-            let health = Arc::clone(&shared.bus);
-            bridges.push(bus_redis::producer::spawn(
-                bus,
-                start,
-                link,
-                names.clone(),
-                health,
-            )?);
-        }
+        let bridge = match bridge {
+            Some(((bus, start), link)) => {
+                let health = Arc::clone(&shared.bus);
+                let symbols = names.clone();
+                Some(bus_redis::producer::spawn(
+                    bus, start, link, symbols, health,
+                )?)
+            }
+            None => None,
+        };
         let mut edges = Vec::with_capacity(links.len());
         for (index, (listening, bus)) in listening.into_iter().zip(links).enumerate() {
             let start = Start {
@@ -143,7 +143,7 @@ impl Server {
             edges.push(edge);
         }
         let mut server = Server::assemble(edges, shared, Some(producer), Some(attacher), config)?;
-        server.bridges = bridges;
+        server.bridge = bridge;
         Ok(server)
     }
 
@@ -210,7 +210,7 @@ impl Server {
             local_addr,
             producer,
             attacher,
-            bridges: Vec::new(),
+            bridge: None,
             config,
         })
     }
@@ -245,7 +245,7 @@ impl Server {
             shared,
             producer,
             attacher,
-            bridges,
+            bridge,
             ..
         } = self;
         let mut others: Vec<JoinHandle<Result<(), ServerError>>> = Vec::new();
@@ -283,14 +283,15 @@ impl Server {
                 .unwrap_or_else(|_| Err(io::Error::other("an edge thread panicked").into()));
             outcome = outcome.and(ran);
         }
-        // Every edge has let go of the bus; letting go of the attacher too ends the
-        // producer (unless a maker still holds one); then wait for it.
+        // Every edge has let go of the bus; the bridge writes what is left and lets go
+        // too; letting go of the attacher ends the producer (unless a maker still holds
+        // one); then wait for it.
+        if let Some(bridge) = bridge {
+            bridge.finish();
+        }
         drop(attacher);
         if let Some(producer) = producer {
             producer.join();
-        }
-        for bridge in bridges {
-            let _ = bridge.join();
         }
         outcome
     }

@@ -31,6 +31,8 @@ use crate::history::History;
 const LEASE: Duration = Duration::from_secs(5);
 /// How often it is renewed.
 const RENEW: Duration = Duration::from_secs(1);
+/// How soon the publisher notices a shutdown.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 /// Events written in one round trip at most.
 const BATCH: usize = 1024;
 /// Events held while Redis is away; past it the oldest go (and are counted).
@@ -78,6 +80,18 @@ impl Lease {
             }
             std::thread::sleep(LEASE / 10);
         }
+    }
+
+    /// Hands the lease back, if it is still this producer's.
+    fn release(&self, con: &mut Connection) -> redis::RedisResult<()> {
+        const RELEASE_IF_MINE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+             return redis.call('del', KEYS[1]) else return 0 end";
+        redis::cmd("EVAL")
+            .arg(RELEASE_IF_MINE)
+            .arg(1)
+            .arg(&self.key)
+            .arg(&self.holder)
+            .exec(con)
     }
 
     /// Renews the lease (taking it again if Redis restarted without it); false when
@@ -189,15 +203,17 @@ pub fn spawn(
     link: EdgeLink,
     symbols: Vec<Box<str>>,
     health: Arc<BusHealth>,
-) -> io::Result<JoinHandle<()>> {
+) -> io::Result<Bridge> {
     let done = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let finishing = Arc::clone(&stop);
     let commands = link.command_sender();
     let reader_bus = bus.clone();
     let reader_done = Arc::clone(&done);
     std::thread::Builder::new()
         .name("bus-commands".into())
         .spawn(move || read_commands(&reader_bus, &commands, &reader_done))?;
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("bus-publish".into())
         .spawn(move || {
             Publisher {
@@ -210,9 +226,25 @@ pub fn spawn(
                 recent: VecDeque::new(),
                 health,
             }
-            .run(&link);
+            .run(&link, &finishing);
             done.store(true, Ordering::Relaxed);
-        })
+        })?;
+    Ok(Bridge { stop, thread })
+}
+
+/// The producer's bridge, running.
+pub struct Bridge {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Bridge {
+    /// Writes what the producer has sent so far, hands the lease back (a standby takes
+    /// over at once) and lets go of the producer, which then ends.
+    pub fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }
 
 struct Publisher {
@@ -232,12 +264,16 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn run(&mut self, link: &EdgeLink) {
+    fn run(&mut self, link: &EdgeLink, stop: &AtomicBool) {
         let mut next_renew = Instant::now() + RENEW;
         let mut open = true;
         while open || !self.backlog.is_empty() {
+            if open && stop.load(Ordering::Relaxed) {
+                self.finish(link);
+                return;
+            }
             if open {
-                open = self.take(link, next_renew);
+                open = self.take(link, next_renew.min(Instant::now() + STOP_CHECK));
             }
             if Instant::now() >= next_renew {
                 self.renew();
@@ -255,6 +291,29 @@ impl Publisher {
                     return;
                 }
             }
+        }
+    }
+
+    /// The process is shutting down: what the producer sent goes to Redis (a few tries),
+    /// then the lease goes back.
+    fn finish(&mut self, link: &EdgeLink) {
+        while let Ok(ev) = link.events.try_recv() {
+            self.hold(ev);
+        }
+        // A few tries: a shutdown does not wait out a Redis outage.
+        for _ in 0..20 {
+            if self.backlog.is_empty() || !self.write() {
+                break;
+            }
+        }
+        if !self.backlog.is_empty() {
+            tracing::warn!(
+                events = self.backlog.len(),
+                "stopping with events unwritten"
+            );
+        }
+        if let Some(con) = self.con.as_mut() {
+            let _ = self.lease.release(con);
         }
     }
 
