@@ -8,6 +8,8 @@
 #   perf/bus.sh                 everything
 #   DURATION=10 perf/bus.sh     a shorter measured window (default 20 s)
 #   RATES="50000 100000"        the throughput steps (results/s asked of the firehose)
+#   SERVER_CORES=0,1            where the servers and Redis run (default 0)
+#   ONLY_THROUGHPUT=1           the throughput steps alone
 #
 # Servers and Redis run on core 0, the load generator on core 1 (taskset).
 set -euo pipefail
@@ -45,18 +47,18 @@ wait_port() {
 }
 
 REDIS_PORT=$(free_port)
-taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DIR" \
+taskset -c "${SERVER_CORES:-0}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DIR" \
     --appendonly yes --appendfsync everysec --save '' >"$DIR/redis.log" 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_port "$REDIS_PORT"
 BUS="redis://127.0.0.1:$REDIS_PORT"
 
-# scanstream PORT ARGS...: a server on core 0; sets PID.
+# scanstream PORT ARGS...: a server on the server cores; sets PID.
 scanstream() {
     local port=$1
     shift
-    taskset -c 0 "$BIN/scanstream" --listen "127.0.0.1:$port" --log warn "$@" >>"$DIR/server.log" 2>&1 &
+    taskset -c "${SERVER_CORES:-0}" "$BIN/scanstream" --listen "127.0.0.1:$port" --log warn "$@" >>"$DIR/server.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
     wait_port "$port"
@@ -73,6 +75,7 @@ loadgen() {
         --duration "$DURATION" --server-pid "$3" --json >"$4" || true
 }
 
+if [ -z "${ONLY_THROUGHPUT:-}" ]; then
 echo "== latency: 1,000 results/s to 100 subscribers"
 PORT=$(free_port)
 scanstream "$PORT" --source firehose:1000
@@ -102,6 +105,7 @@ wait "$LOAD2" || true
 python3 perf/report.py row two-edges "$OUT/bus-two-edges-a.json" "$OUT/bus-two-edges-b.json" \
     "edge A" "edge B"
 stop "$EDGE2" "$EDGE" "$PRODUCER"
+fi
 
 echo "== throughput: one producer, one edge, no clients"
 for rate in $RATES; do
@@ -114,6 +118,6 @@ for rate in $RATES; do
     EDGE=$PID
     sleep "$WARMUP"
     row=$(python3 perf/bus_rate.py "$DURATION" "$PPORT" "$PRODUCER" "$EPORT" "$EDGE" "$REDIS_PID")
-    echo "{\"asked_per_s\": $rate, ${row#\{}" | tee -a "$OUT/bus-throughput.jsonl"
+    echo "{\"cores\": \"${SERVER_CORES:-0}\", \"asked_per_s\": $rate, ${row#\{}" | tee -a "$OUT/bus-throughput.jsonl"
     stop "$EDGE" "$PRODUCER"
 done

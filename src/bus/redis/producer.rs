@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
 use crossbeam_channel::{RecvTimeoutError, Sender, TryRecvError};
 use redis::{Connection, Value};
 
@@ -437,8 +438,33 @@ impl Publisher {
         pipe.atomic().ignore_errors();
         let mut head = self.head;
         let mut bytes = Vec::new();
+        // The active set's final state per row in this batch: one HSET and one HDEL for
+        // the whole batch instead of one per result (the MULTI makes them one change).
+        let mut active: AHashMap<String, Option<Vec<u8>>> = AHashMap::new();
         for ev in self.backlog.iter().take(n) {
-            add(&mut pipe, &self.bus, ev, &mut head, &mut bytes);
+            add(&mut pipe, &self.bus, ev, &mut head, &mut bytes, &mut active);
+        }
+        let (mut set, mut del) = (redis::cmd("HSET"), redis::cmd("HDEL"));
+        let (mut sets, mut dels) = (0, 0);
+        set.arg(&self.bus.keys.active);
+        del.arg(&self.bus.keys.active);
+        for (field, value) in &active {
+            match value {
+                Some(v) => {
+                    set.arg(field).arg(v.as_slice());
+                    sets += 1;
+                }
+                None => {
+                    del.arg(field);
+                    dels += 1;
+                }
+            }
+        }
+        if sets > 0 {
+            pipe.add_command(set);
+        }
+        if dels > 0 {
+            pipe.add_command(del);
         }
         match pipe.query::<Vec<redis::RedisResult<Value>>>(con) {
             Ok(replies) => {
@@ -469,8 +495,16 @@ impl Publisher {
     }
 }
 
-/// Adds the commands that publish `ev` to `pipe`; `head` is the newest result so far.
-fn add(pipe: &mut redis::Pipeline, bus: &RedisBus, ev: &Event, head: &mut u64, buf: &mut Vec<u8>) {
+/// Adds the commands that publish `ev` to `pipe`, and its row's new state to `active`;
+/// `head` is the newest result so far.
+fn add(
+    pipe: &mut redis::Pipeline,
+    bus: &RedisBus,
+    ev: &Event,
+    head: &mut u64,
+    buf: &mut Vec<u8>,
+    active: &mut AHashMap<String, Option<Vec<u8>>>,
+) {
     let keys = &bus.keys;
     if let Event::Result(r) = ev {
         buf.clear();
@@ -485,17 +519,11 @@ fn add(pipe: &mut redis::Pipeline, bus: &RedisBus, ev: &Event, head: &mut u64, b
             .arg(buf.as_slice());
         if !r.adhoc {
             let field = format!("{}:{}", r.symbol_key, r.scan.name());
-            match r.kind {
-                EventKind::New | EventKind::Update => {
-                    pipe.cmd("HSET")
-                        .arg(&keys.active)
-                        .arg(field)
-                        .arg(buf.as_slice());
-                }
-                EventKind::Clear => {
-                    pipe.cmd("HDEL").arg(&keys.active).arg(field);
-                }
-            }
+            let value = match r.kind {
+                EventKind::New | EventKind::Update => Some(buf.clone()),
+                EventKind::Clear => None,
+            };
+            active.insert(field, value);
         }
         *head = (*head).max(r.seq);
         return;
