@@ -14,6 +14,7 @@
 # Servers and Redis run on core 0, the load generator on core 1 (taskset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. perf/lib.sh
 
 DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-3}
@@ -37,14 +38,6 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "nothing on port $1" >&2
-    return 1
-}
 
 REDIS_PORT=$(free_port)
 taskset -c "${SERVER_CORES:-0}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DIR" \

@@ -13,6 +13,7 @@
 # rewrites the scenario tables in perf/RESULTS.md (between its markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. perf/lib.sh
 
 SCENARIO=${1:-}
 DURATION=${DURATION:-30}
@@ -33,14 +34,6 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p scanstream -p loadgen -p peer-tokio
 BIN=target/release
 
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "server on port $1 did not start" >&2
-    return 1
-}
 
 # start_server NAME RATE: starts it pinned to core 0; sets SERVER_PID and URL.
 start_server() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::client::{client_config, start_client};
+use common::client::{Collected, client_config, collect, start_client};
 use common::proxy::Proxy;
 use common::{TIMEOUT, TestServer, metric, result, wait_for};
 use crossbeam_channel::Receiver;
@@ -160,20 +160,7 @@ fn resume_is_lossless_across_random_cuts() {
     subscribe_all(&client, "all");
     subscribed(&events);
 
-    let collector = thread::spawn(move || {
-        let mut seqs = Vec::new();
-        let (mut gaps, mut reconnects) = (0, 0);
-        while let Ok(ev) = events.recv() {
-            match ev {
-                Event::Result(r) => seqs.push(r.seq),
-                Event::Gap { .. } => gaps += 1,
-                Event::Disconnected { .. } => reconnects += 1,
-                Event::State(State::Closed { .. }) => break,
-                _ => {}
-            }
-        }
-        (seqs, gaps, reconnects)
-    });
+    let collector = collect(events);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
     let cuts = 25;
     for _ in 0..cuts {
@@ -182,7 +169,11 @@ fn resume_is_lossless_across_random_cuts() {
     }
     thread::sleep(Duration::from_millis(500));
     client.close();
-    let (seqs, gaps, reconnects) = collector.join().unwrap();
+    let Collected {
+        seqs,
+        gaps,
+        reconnects,
+    } = collector.join().unwrap();
 
     assert_eq!(gaps, 0, "the history covers every outage");
     assert!(

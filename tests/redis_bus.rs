@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::alerts::ack_msg;
-use common::client::{client_config, start_client};
+use common::client::{Collected, client_config, collect, start_client};
 use common::proxy::Proxy;
 use common::redis_server::Redis;
 use common::*;
-use scanstream::client::{Event, State, SubscriptionOptions};
+use scanstream::client::SubscriptionOptions;
 use scanstream::protocol::FilterSpec;
 use serde_json::{Value, json};
 
@@ -76,6 +76,25 @@ fn stop_and_settle(via: SocketAddr, all: &[SocketAddr]) -> u64 {
         same
     });
     settled
+}
+
+/// Reads results into `results` until one has `seq` `last`.
+fn read_until(ws: &mut Ws, results: &mut Vec<Value>, last: u64) {
+    while results.last().map_or(0, |r| r["seq"].as_u64().unwrap()) < last {
+        results.push(next_result(ws));
+    }
+}
+
+/// Each result's `seq` follows the one before it.
+#[track_caller]
+fn assert_consecutive(results: &[Value]) {
+    for pair in results.windows(2) {
+        assert_eq!(
+            pair[1]["seq"],
+            pair[0]["seq"].as_u64().unwrap() + 1,
+            "a gap or a repeat"
+        );
+    }
 }
 
 /// The next `result` data on `ws`, skipping everything else.
@@ -192,16 +211,8 @@ fn survives_a_producer_change(replace: impl FnOnce(&Redis, BinaryServer) -> Bina
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no head in {line:?}"));
-    while results.last().unwrap()["seq"].as_u64().unwrap() < head + 40 {
-        results.push(next_result(&mut ws));
-    }
-    for pair in results.windows(2) {
-        assert_eq!(
-            pair[1]["seq"],
-            pair[0]["seq"].as_u64().unwrap() + 1,
-            "a gap or a repeat"
-        );
-    }
+    read_until(&mut ws, &mut results, head + 40);
+    assert_consecutive(&results);
     let (before, after): (Vec<&Value>, Vec<&Value>) = results
         .iter()
         .partition(|r| r["seq"].as_u64().unwrap() <= head);
@@ -288,16 +299,8 @@ fn redis_killed_and_started_again_loses_and_repeats_nothing() {
     redis.kill_losing(16 * 1024);
     redis.restart();
     let target = results.last().unwrap()["seq"].as_u64().unwrap() + 60;
-    while results.last().unwrap()["seq"].as_u64().unwrap() < target {
-        results.push(next_result(&mut ws));
-    }
-    for pair in results.windows(2) {
-        assert_eq!(
-            pair[1]["seq"],
-            pair[0]["seq"].as_u64().unwrap() + 1,
-            "a gap or a repeat"
-        );
-    }
+    read_until(&mut ws, &mut results, target);
+    assert_consecutive(&results);
     // And the stream has them all again: a resume from the first is recovered in full.
     let since = results[0]["seq"].as_u64().unwrap();
     let mut again = connect_url(&edge.url(), edge.addr);
@@ -389,19 +392,7 @@ fn a_client_moved_between_edges_every_few_seconds_loses_and_repeats_nothing() {
         .subscribe("all", FilterSpec::default(), SubscriptionOptions::table())
         .unwrap()
         .expect("a table");
-    let collector = std::thread::spawn(move || {
-        let (mut seqs, mut gaps, mut reconnects) = (Vec::new(), 0, 0);
-        while let Ok(ev) = events.recv() {
-            match ev {
-                Event::Result(r) => seqs.push(r.seq),
-                Event::Gap { .. } => gaps += 1,
-                Event::Disconnected { .. } => reconnects += 1,
-                Event::State(State::Closed { .. }) => break,
-                _ => {}
-            }
-        }
-        (seqs, gaps, reconnects)
-    });
+    let collector = collect(events);
 
     // A minute, the load balancer moving the client to the other edge every 3 s.
     for n in 1..=20 {
@@ -416,7 +407,11 @@ fn a_client_moved_between_edges_every_few_seconds_loses_and_repeats_nothing() {
         .map(|r| ((r.symbol.clone(), r.scan.clone()), r.seq))
         .collect();
     client.close();
-    let (seqs, gaps, reconnects) = collector.join().unwrap();
+    let Collected {
+        seqs,
+        gaps,
+        reconnects,
+    } = collector.join().unwrap();
 
     assert_eq!(gaps, 0, "a resume on the other edge recovered every time");
     assert!(reconnects >= 15, "{reconnects} reconnects for 20 moves");

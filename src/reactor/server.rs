@@ -122,25 +122,12 @@ impl Server {
             }
             None => None,
         };
-        let mut edges = Vec::with_capacity(links.len());
-        for (index, (listening, bus)) in listening.into_iter().zip(links).enumerate() {
-            let start = Start {
-                history: history.clone(),
-                alerts: AlertMirror::new(config.alert_history, journaled.iter().cloned()),
-            };
-            let metrics = Arc::clone(&shared.metrics[index]);
-            let shared = Arc::clone(&shared);
-            let mut edge = Reactor::edge(
-                config.clone(),
-                index,
-                listening,
-                bus,
-                start,
-                shared,
-                metrics,
-            )?;
+        let mut edges = make_edges(&config, listening, links, &shared, || Start {
+            history: history.clone(),
+            alerts: AlertMirror::new(config.alert_history, journaled.iter().cloned()),
+        })?;
+        for edge in &mut edges {
             edge.app.adhoc.learn(&names);
-            edges.push(edge);
         }
         let mut server = Server::assemble(edges, shared, Some(producer), Some(attacher), config)?;
         server.bridge = bridge;
@@ -168,25 +155,11 @@ impl Server {
         tracing::info!("waiting for the deployment's state on the bus");
         // The bridge only ends (and drops the sender) when the edges are gone.
         let _ = cut.recv();
-        let mut edges = Vec::with_capacity(links.len());
-        for (index, (listening, bus)) in listening.into_iter().zip(links).enumerate() {
-            // Empty until the cut arrives, the first thing the bridge sends.
-            let start = Start {
-                history: History::new(config.history_size, String::new()),
-                alerts: AlertMirror::new(config.alert_history, Vec::new()),
-            };
-            let metrics = Arc::clone(&shared.metrics[index]);
-            let shared = Arc::clone(&shared);
-            edges.push(Reactor::edge(
-                config.clone(),
-                index,
-                listening,
-                bus,
-                start,
-                shared,
-                metrics,
-            )?);
-        }
+        // Empty until the cut arrives, the first thing the bridge sends.
+        let edges = make_edges(&config, listening, links, &shared, || Start {
+            history: History::new(config.history_size, String::new()),
+            alerts: AlertMirror::new(config.alert_history, Vec::new()),
+        })?;
         Server::assemble(edges, shared, None, None, config)
     }
 
@@ -295,6 +268,34 @@ impl Server {
         }
         outcome
     }
+}
+
+/// An edge on each listener and bus link, all of `shared`, each serving from `start()`.
+fn make_edges(
+    config: &Config,
+    listening: Vec<Listening>,
+    links: Vec<local_bus::EdgeLink>,
+    shared: &Arc<Shared>,
+    start: impl Fn() -> Start,
+) -> Result<Vec<Reactor>, ServerError> {
+    listening
+        .into_iter()
+        .zip(links)
+        .enumerate()
+        .map(|(index, (listening, bus))| {
+            let metrics = Arc::clone(&shared.metrics[index]);
+            let shared = Arc::clone(shared);
+            Reactor::edge(
+                config.clone(),
+                index,
+                listening,
+                bus,
+                start(),
+                shared,
+                metrics,
+            )
+        })
+        .collect()
 }
 
 /// `edges` polls, each with a listener on `addr` registered with it, and a waker. More

@@ -19,14 +19,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use redis::{Connection, Value};
 
-use super::RedisBus;
 use super::codec::{self, Entry};
-use super::producer::{CONTROL_KEEP, decode_results};
+use super::producer::CONTROL_KEEP;
+use super::{RedisBus, decode_results, history_of, read_history};
 use crate::alerts::AlertStats;
 use crate::bus::health::{BusHealth, BusProblem};
 use crate::bus::local::{Disconnected, ProducerLink};
 use crate::bus::{Command, Cut, Event};
-use crate::history::History;
 use crate::scanner::ScannerStatus;
 
 /// Results taken per read at most.
@@ -255,6 +254,9 @@ impl Follower {
 /// (`None` while no producer has run yet).
 fn cut(con: &mut Connection, bus: &RedisBus) -> redis::RedisResult<(Vec<Event>, Option<Ids>)> {
     let keys = &bus.keys;
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("GET").arg(&keys.epoch);
+    read_history(&mut pipe, bus);
     let (epoch, tail, active, status, stats, symbols, alerts, events): (
         Value,
         Value,
@@ -264,18 +266,7 @@ fn cut(con: &mut Connection, bus: &RedisBus) -> redis::RedisResult<(Vec<Event>, 
         Value,
         Value,
         Value,
-    ) = redis::pipe()
-        .atomic()
-        .cmd("GET")
-        .arg(&keys.epoch)
-        .cmd("XREVRANGE")
-        .arg(&keys.results)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(bus.history)
-        .cmd("HGETALL")
-        .arg(&keys.active)
+    ) = pipe
         .cmd("GET")
         .arg(&keys.status)
         .cmd("GET")
@@ -298,18 +289,8 @@ fn cut(con: &mut Connection, bus: &RedisBus) -> redis::RedisResult<(Vec<Event>, 
         std::thread::sleep(BLOCK);
         return Ok((Vec::new(), None));
     };
-    let mut tail = decode_results(&codec::entries(&tail));
-    tail.reverse();
-    let head = tail.last().map_or(0, |e| e.seq);
-    let active = codec::hash_values(&active)
-        .iter()
-        .filter_map(|b| {
-            crate::event::ScanEvent::read_wire(b)
-                .ok()
-                .map(std::sync::Arc::new)
-        })
-        .collect();
-    let history = History::restore(bus.history, epoch, head, tail, active);
+    let history = history_of(bus, epoch, &tail, &active);
+    let head = history.head();
     let status = match codec::bytes(&status).map(codec::decode_control) {
         Some(Ok(Event::Status(s))) => s,
         _ => ScannerStatus::initial(),

@@ -25,9 +25,13 @@ pub mod codec;
 pub mod edge;
 pub mod producer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Client, Connection, RedisResult};
+use redis::{Client, Connection, RedisResult, Value};
+
+use crate::event::ScanEvent;
+use crate::history::History;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -121,4 +125,50 @@ impl RedisBus {
             pause = (pause * 2).min(MAX_BACKOFF);
         }
     }
+}
+
+/// Adds to `pipe` the reads of where the deployment's results stand: the newest results
+/// (as many as the history keeps) and the open opportunities.
+fn read_history(pipe: &mut redis::Pipeline, bus: &RedisBus) {
+    pipe.cmd("XREVRANGE")
+        .arg(&bus.keys.results)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(bus.history)
+        .cmd("HGETALL")
+        .arg(&bus.keys.active);
+}
+
+/// The history of `epoch` that the replies to [`read_history`] hold.
+fn history_of(bus: &RedisBus, epoch: String, tail: &Value, active: &Value) -> History {
+    let mut tail = decode_results(&codec::entries(tail));
+    tail.reverse();
+    let head = tail.last().map_or(0, |e| e.seq);
+    let active = codec::hash_values(active)
+        .iter()
+        .filter_map(|b| ScanEvent::read_wire(b).ok().map(Arc::new))
+        .collect();
+    History::restore(bus.history, epoch, head, tail, active)
+}
+
+/// The results of `entries`, each checked; a bad one is logged and left out.
+fn decode_results(entries: &[codec::Entry]) -> Vec<Arc<ScanEvent>> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let bytes = e.field("r")?;
+            match ScanEvent::read_wire(bytes) {
+                Ok(ev) if Some(ev.seq) == e.seq() => Some(Arc::new(ev)),
+                Ok(_) => {
+                    tracing::warn!(id = %e.id, "a result whose id is not its seq; skipped");
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(id = %e.id, error = %err, "skipped");
+                    None
+                }
+            }
+        })
+        .collect()
 }

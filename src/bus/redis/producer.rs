@@ -20,7 +20,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender, TryRecvError};
 use redis::{Connection, Value};
 
 use super::codec::{self, Stream};
-use super::{Keys, RedisBus};
+use super::{Keys, RedisBus, history_of, read_history};
 use crate::alerts::Alert;
 use crate::bus::health::{BusHealth, BusProblem};
 use crate::bus::local::EdgeLink;
@@ -132,23 +132,17 @@ pub fn start(bus: &RedisBus, epoch: String) -> io::Result<Start> {
     let mut con = bus.connect().map_err(io::Error::other)?;
     let lease = Lease::take(&mut con, &bus.keys).map_err(io::Error::other)?;
     let keys = &bus.keys;
-    let (_, epoch, tail, active, alerts): ((), Value, Value, Value, Value) = redis::pipe()
-        .atomic()
+    let mut pipe = redis::pipe();
+    pipe.atomic()
         .cmd("SET")
         .arg(&keys.epoch)
         .arg(&epoch)
         .arg("NX")
         .ignore()
         .cmd("GET")
-        .arg(&keys.epoch)
-        .cmd("XREVRANGE")
-        .arg(&keys.results)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(bus.history)
-        .cmd("HGETALL")
-        .arg(&keys.active)
+        .arg(&keys.epoch);
+    read_history(&mut pipe, bus);
+    let (_, epoch, tail, active, alerts): ((), Value, Value, Value, Value) = pipe
         .cmd("XRANGE")
         .arg(&keys.alerts)
         .arg("-")
@@ -157,15 +151,8 @@ pub fn start(bus: &RedisBus, epoch: String) -> io::Result<Start> {
         .map(|(epoch, tail, active, alerts)| ((), epoch, tail, active, alerts))
         .map_err(io::Error::other)?;
     let epoch = codec::text(&epoch).ok_or_else(|| io::Error::other("no epoch on the bus"))?;
-    let mut tail = decode_results(&codec::entries(&tail));
-    tail.reverse();
-    let head = tail.last().map_or(0, |e| e.seq);
-    let active = codec::hash_values(&active)
-        .iter()
-        .filter_map(|b| ScanEvent::read_wire(b).ok().map(Arc::new))
-        .collect();
-    tracing::info!(%epoch, head, "continuing the deployment's results");
-    let history = History::restore(bus.history, epoch, head, tail, active);
+    let history = history_of(bus, epoch, &tail, &active);
+    tracing::info!(epoch = %history.epoch(), head = history.head(), "continuing the deployment's results");
     let alerts = codec::alert_history(&codec::entries(&alerts), bus.alert_history);
     Ok(Start {
         con,
@@ -173,27 +160,6 @@ pub fn start(bus: &RedisBus, epoch: String) -> io::Result<Start> {
         history,
         alerts,
     })
-}
-
-/// The results of `entries`, each checked; a bad one is logged and left out.
-pub(super) fn decode_results(entries: &[codec::Entry]) -> Vec<Arc<ScanEvent>> {
-    entries
-        .iter()
-        .filter_map(|e| {
-            let bytes = e.field("r")?;
-            match ScanEvent::read_wire(bytes) {
-                Ok(ev) if Some(ev.seq) == e.seq() => Some(Arc::new(ev)),
-                Ok(_) => {
-                    tracing::warn!(id = %e.id, "a result whose id is not its seq; skipped");
-                    None
-                }
-                Err(err) => {
-                    tracing::warn!(id = %e.id, error = %err, "skipped");
-                    None
-                }
-            }
-        })
-        .collect()
 }
 
 /// Starts the publisher on `link` (attached to the producer) and the command reader;
