@@ -479,3 +479,54 @@ fn status_epoch(server: &BinaryServer) -> String {
         .unwrap()
         .to_owned()
 }
+
+#[test]
+fn a_resume_from_before_the_edges_ring_is_served_from_the_stream() {
+    let redis = Redis::start();
+    // Rings of 50 results; the stream keeps 100,000.
+    let small = |role| {
+        let mut flags = flags(&redis, role);
+        flags.extend(["--history-size", "50", "--bus-history", "100000"].map(str::to_owned));
+        BinaryServer::start(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let producer = small("producer");
+    let edge = small("edge");
+    let mut watcher = connect_url(&edge.url(), edge.addr);
+    let epoch = subscribe(&mut watcher, json!({}))["epoch"].clone();
+    let mut seen = Vec::new();
+    read_until(&mut watcher, &mut seen, 300);
+
+    // From 10: 240 results and more before the ring, then the ring.
+    let mut ws = connect_url(&edge.url(), edge.addr);
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "deep", "data": {"since": 10, "epoch": epoch}}),
+    );
+    let sub = expect_message(&mut ws, "subscribed");
+    assert_eq!(sub["id"], "deep");
+    assert_eq!(sub["data"]["recovered"], true, "{sub}");
+    let head = sub["data"]["seq"].as_u64().unwrap();
+    assert_eq!(sub["data"]["replayed"], head - 10, "{sub}");
+    let mut replay = Vec::new();
+    read_until(&mut ws, &mut replay, head + 5);
+    assert_eq!(replay[0]["seq"], 11);
+    assert_consecutive(&replay);
+    // What the stream replayed is what a client that stayed saw.
+    let first_seen = seen[0]["seq"].as_u64().unwrap();
+    assert!(
+        first_seen + 50 < head,
+        "the watcher saw nothing from before the ring"
+    );
+    let same: Vec<&Value> = replay
+        .iter()
+        .filter(|r| r["seq"].as_u64() >= Some(first_seen))
+        .collect();
+    for (r, w) in same.iter().zip(&seen) {
+        assert_eq!(*r, w);
+    }
+
+    // The producer's own edges serve their ring alone: from 10 is not recovered there.
+    let mut direct = connect_url(&producer.url(), producer.addr);
+    let sub = subscribe(&mut direct, json!({"since": 10, "epoch": epoch}));
+    assert_eq!(sub["recovered"], false, "{sub}");
+}

@@ -55,6 +55,14 @@ pub enum Event {
     },
     /// The producer failed with this message and has ended.
     Failed(Arc<str>),
+    /// Results older than the edge's ring, as asked for with [`Command::Older`]: as many
+    /// of them as the bus still keeps, in order (none when it keeps none).
+    Older {
+        /// The requester's tag, as it came.
+        requester: Tag,
+        /// The results, consecutive, oldest first.
+        results: Arc<[Arc<ScanEvent>]>,
+    },
 }
 
 /// What an edge needs to serve from, as one consistent cut at a `seq`.
@@ -84,6 +92,17 @@ pub enum Command {
         /// `a-17`.
         alert_id: String,
         /// Handed back in [`Event::AckDone`].
+        requester: Tag,
+    },
+    /// Send the results `from..=to` that the bus keeps beyond the edge's ring: a resume
+    /// from further back than the ring reaches. Answered by the bus bridge of an edge
+    /// process, which reads them from the stream; a producer answers with none.
+    Older {
+        /// First `seq` wanted.
+        from: u64,
+        /// Last `seq` wanted.
+        to: u64,
+        /// Handed back in [`Event::Older`].
         requester: Tag,
     },
     /// Scan these symbols now (known ones, upper case).

@@ -84,6 +84,8 @@ settings! {
     threads: usize = 1;
     /// Between producer and edges: redis://HOST:PORT[/DB] or redis+unix:///PATH for Redis Streams, or local [default: local]
     bus: BusSpec = BusSpec::Local;
+    /// Results the Redis bus keeps for resumes, beyond each edge's --history-size ring; 0 is the same as --history-size [default: 0]
+    bus_history: usize = 0;
     /// Namespace of this deployment's keys on a Redis bus [default: scanstream]
     bus_prefix: String = "scanstream".to_owned();
     /// all (scanner and edges), producer (scanner, alerts and HTTP) or edge (serves from the bus) [default: all]
@@ -352,6 +354,7 @@ impl Config {
         let capped = [
             ("adhoc_queue", self.adhoc_queue, 1_000_000),
             ("threads", self.threads, 1024),
+            ("bus_history", self.bus_history, 100_000_000),
             ("max_symbols", self.max_symbols, 10_000_000),
             ("sim_symbols", self.sim_symbols, 10_000_000),
             ("alert_history", self.alert_history, 10_000_000),
@@ -428,8 +431,15 @@ impl Config {
             url: url.clone(),
             keys: crate::bus::redis::Keys::new(&self.bus_prefix),
             history: self.history_size,
+            retention: self.bus_history.max(self.history_size),
             alert_history: self.alert_history,
         })
+    }
+
+    /// Does an edge ask the bus for results older than its ring? (An edge process on a
+    /// bus that keeps more than the ring.)
+    pub fn deep_history(&self) -> bool {
+        self.role == Role::Edge && self.bus_history > self.history_size
     }
 
     /// How many edges to run: `threads`, or one per core for 0.

@@ -45,7 +45,7 @@ pub enum ClientMessage {
 }
 
 /// A checked `subscribe` request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Subscribe {
     /// Subscription name, `"default"` unless given.
     pub subscription: String,

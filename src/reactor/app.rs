@@ -47,6 +47,9 @@ pub struct App {
     pub limits: Limits,
     /// Why the scanner thread ended, once it has.
     pub scanner_failure: Option<String>,
+    /// A resume from before the ring asks the bus for what it keeps (an edge process
+    /// whose bus keeps more than the ring).
+    pub deep_history: bool,
 }
 
 impl App {

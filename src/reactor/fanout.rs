@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::TryRecvError;
 
+use super::app::Caller;
 use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
 use super::conns::Replayed;
@@ -86,6 +87,7 @@ impl Reactor {
                     self.ack_done(&requester, &alert_id, alert.as_deref(), Instant::now());
                 }
                 Ok(Event::Failed(message)) => self.scanner_failed(&message),
+                Ok(Event::Older { requester, results }) => self.older(&requester, &results),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !self.scanner_gone {
@@ -268,6 +270,26 @@ impl Reactor {
         self.scratch.clear();
         session::reply_raw(&mut self.scratch, ty, &note.json, None);
         self.send_scratch_to_subscribers();
+    }
+
+    /// The bus answered a resume from before the ring: the held `subscribe` goes on.
+    fn older(&mut self, tag: &Tag, results: &[Arc<ScanEvent>]) {
+        let Some(requester) = Requester::read(tag, self.app.edge) else {
+            return;
+        };
+        let Some(id) = requester.conn else {
+            return;
+        };
+        let Some(conn) = self.conns.get_live(id) else {
+            return;
+        };
+        let Phase::WebSocket(session) = &mut conn.phase else {
+            return;
+        };
+        let mut caller = Caller::new(id, conn.subscriber);
+        session.older_arrived(results, conn.out.vec(), &mut self.app, &mut caller);
+        self.sync_subscriber(id.key);
+        self.conns.mark_dirty(id.key);
     }
 
     /// An acknowledgment this edge sent is answered: tell the requester, a WebSocket with

@@ -197,6 +197,7 @@ impl Reactor {
                     burst: config.message_burst,
                 },
                 scanner_failure: None,
+                deep_history: config.deep_history(),
             },
             conns: Conns::default(),
             turn_published: Vec::new(),

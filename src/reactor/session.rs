@@ -4,6 +4,8 @@
 //! Functions here write replies into the connection's out buffer and return a [`Next`];
 //! they never touch the socket, the poll or another connection.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -14,8 +16,11 @@ use super::Next;
 use super::app::{App, Caller};
 use super::broadcast::{Subscription, Tail, delivery, write_result};
 use super::outbuf::OutBuf;
+use super::requester::Requester;
 use super::websocket::text_frame;
-use crate::history::History;
+use crate::bus::Command;
+use crate::event::ScanEvent;
+use crate::history::{History, Resume};
 use crate::metrics::Metrics;
 use crate::protocol::{
     ClientMessage, ErrorCode, Request, Subscribe, close, json_string, parse_request, peek_id,
@@ -156,6 +161,11 @@ pub struct WsSession {
     pub tail: Tail,
     /// Frames held back until the replay is done (an ad-hoc scan's done status).
     deferred: Vec<u8>,
+    /// A resume from before the ring, waiting for the bus to send what it keeps, and
+    /// what it has sent so far.
+    waiting_older: Option<(Subscribe, Option<Value>, Vec<Arc<ScanEvent>>)>,
+    /// Results from before the ring, replayed before the ring's (from `cursor`).
+    older: VecDeque<Arc<ScanEvent>>,
 }
 
 impl WsSession {
@@ -174,6 +184,8 @@ impl WsSession {
             status_owed: false,
             tail: Tail::default(),
             deferred: Vec::new(),
+            waiting_older: None,
+            older: VecDeque::new(),
         }
     }
 
@@ -279,26 +291,130 @@ impl WsSession {
         caller: &mut Caller,
         id: Option<&Value>,
     ) {
-        let existing = self.subs.iter().position(|s| *s.name == *req.subscription);
-        if existing.is_none() && self.subs.len() >= app.limits.max_subscriptions {
-            let msg = format!(
-                "at most {} subscriptions per connection",
-                app.limits.max_subscriptions
-            );
-            reply_error(out, &app.metrics, ErrorCode::LimitExceeded, &msg, id);
+        if self.over_limit(&req, out, app, id) {
             return;
         }
+        if self.ask_older(&req, app, caller, id) {
+            return;
+        }
+        self.subscribe_from(req, out, app, caller, id, &[]);
+    }
+
+    /// Would `req` be one subscription too many? Says so when it would.
+    fn over_limit(
+        &self,
+        req: &Subscribe,
+        out: &mut Vec<u8>,
+        app: &App,
+        id: Option<&Value>,
+    ) -> bool {
+        let existing = self.subs.iter().any(|s| *s.name == *req.subscription);
+        if existing || self.subs.len() < app.limits.max_subscriptions {
+            return false;
+        }
+        let msg = format!(
+            "at most {} subscriptions per connection",
+            app.limits.max_subscriptions
+        );
+        reply_error(out, &app.metrics, ErrorCode::LimitExceeded, &msg, id);
+        true
+    }
+
+    /// A resume from before the ring, in this run, on an edge whose bus keeps more: asks
+    /// the bus for the results in between and holds the `subscribe` until they come.
+    fn ask_older(
+        &mut self,
+        req: &Subscribe,
+        app: &mut App,
+        caller: &Caller,
+        id: Option<&Value>,
+    ) -> bool {
+        let history = &app.history;
+        let (Some(since), Some(epoch)) = (req.since, req.epoch.as_deref()) else {
+            return false;
+        };
+        let beyond_ring = since < history.head() && since + 1 < history.oldest();
+        if !app.deep_history
+            || !beyond_ring
+            || epoch != history.epoch()
+            || self.waiting_older.is_some()
+        {
+            return false;
+        }
+        if !ask_bus(app, caller, id, since + 1) {
+            return false; // resumed from the ring alone, not recovered
+        }
+        self.waiting_older = Some((req.clone(), id.cloned(), Vec::new()));
+        true
+    }
+
+    /// The bus sent the `older` results a held `subscribe` waited for: it goes on,
+    /// recovered if they reach the ring.
+    pub fn older_arrived(
+        &mut self,
+        older: &[Arc<ScanEvent>],
+        out: &mut Vec<u8>,
+        app: &mut App,
+        caller: &mut Caller,
+    ) {
+        let Some((req, id, mut got)) = self.waiting_older.take() else {
+            return;
+        };
+        got.extend_from_slice(older);
+        // The ring moved on while the bus answered: ask for the rest, as long as the bus
+        // has more to give.
+        let next = got.last().map_or(0, |r| r.seq + 1);
+        if !older.is_empty()
+            && next < app.history.oldest()
+            && ask_bus(app, caller, id.as_ref(), next)
+        {
+            self.waiting_older = Some((req, id, got));
+            return;
+        }
+        self.subscribe_from(req, out, app, caller, id.as_ref(), &got);
+    }
+
+    /// Subscribes, replaying `older` (results from before the ring, which may be empty)
+    /// ahead of the ring when they join it.
+    fn subscribe_from(
+        &mut self,
+        req: Subscribe,
+        out: &mut Vec<u8>,
+        app: &mut App,
+        caller: &mut Caller,
+        id: Option<&Value>,
+        older: &[Arc<ScanEvent>],
+    ) {
+        // Checked again: a held `subscribe` goes on after other messages.
+        if self.over_limit(&req, out, app, id) {
+            return;
+        }
+        let existing = self.subs.iter().position(|s| *s.name == *req.subscription);
         let history = &app.history;
         let head = history.head();
-        let resume = req
+        let mut resume = req
             .since
             .map(|since| history.resume(since, req.epoch.as_deref()));
+        // Older results that start right after `since` and reach the ring make it whole.
+        let older = match (req.since, older.first(), older.last()) {
+            (Some(since), Some(first), Some(last))
+                if first.seq == since + 1 && last.seq + 1 >= history.oldest() =>
+            {
+                resume = Some(Resume {
+                    from: since + 1,
+                    recovered: true,
+                });
+                &older[..older.partition_point(|r| r.seq < history.oldest())]
+            }
+            _ => &[],
+        };
         let replayed = match resume {
             Some(r) => {
                 // Counting and replaying walk the ring: charge a message per 10,000 results.
                 self.rate
                     .charge(head.saturating_sub(r.from) as f64 / 10_000.0);
-                history.count_matching(r.from, head, &req.filter)
+                let from_older = older.iter().filter(|r| req.filter.matches(r)).count();
+                from_older + history.count_matching(r.from, head, &req.filter)
             }
             None => 0,
         };
@@ -335,7 +451,14 @@ impl WsSession {
             for other in &mut self.subs {
                 other.start = other.start.max(at);
             }
-            self.cursor = Some(at.min(start));
+            let from = at.min(start);
+            // Results from before the ring go first; the cursor waits at the ring's start.
+            self.cursor = Some(if older.is_empty() {
+                from
+            } else {
+                from.max(history.oldest())
+            });
+            self.older = older.iter().cloned().collect();
         }
         self.subs.push(sub);
         caller.counted = true;
@@ -367,6 +490,18 @@ impl WsSession {
         };
         if next < history.oldest() {
             return Err(FellBehind);
+        }
+        while let Some(ev) = self.older.front() {
+            if out.pending() >= budget {
+                return Ok(());
+            }
+            let d = delivery(&self.subs, ev);
+            if !d.is_empty() {
+                write_result(out.vec(), ev, &self.subs, d, &mut self.tail);
+                metrics.replayed.inc();
+                metrics.frames_sent.inc();
+            }
+            self.older.pop_front();
         }
         for ev in history.range(next, history.head()).take(visits) {
             if out.pending() >= budget {
@@ -412,6 +547,25 @@ fn write_snapshot(out: &mut Vec<u8>, sub: &Subscription, history: &History, id: 
         };
         write_envelope_raw(out, "snapshot", Some(data), id);
     });
+}
+
+/// Asks the bus for the results from `from` to just before the ring, for `caller`'s
+/// request `id`; false when it cannot be asked.
+fn ask_bus(app: &App, caller: &Caller, id: Option<&Value>, from: u64) -> bool {
+    let requester = Requester {
+        edge: app.edge,
+        conn: Some(caller.id),
+        id: id.cloned(),
+    }
+    .tag();
+    let to = app.history.oldest().saturating_sub(1);
+    app.bus
+        .command(Command::Older {
+            from,
+            to,
+            requester,
+        })
+        .is_ok()
 }
 
 /// Appends a reply frame.

@@ -518,6 +518,14 @@ impl Scanner {
                 self.source.restart(Instant::now());
             }
             Command::Stop => self.state = RunState::Stopped,
+            // The producer keeps no more than the edges' rings: nothing older to give.
+            Command::Older { requester, .. } => {
+                self.send(Event::Older {
+                    requester,
+                    results: Arc::from(Vec::new()),
+                })?;
+                return self.wake();
+            }
             Command::Start => {}
             Command::Scan { symbols, requester } => {
                 return self.serve_adhoc(&symbols, requester);

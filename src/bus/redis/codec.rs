@@ -220,7 +220,7 @@ pub enum Stream {
 /// which travel otherwise.
 pub fn encode_control(event: &Event) -> Option<(Stream, String)> {
     let (stream, control) = match event {
-        Event::Result(_) | Event::Cut(_) => return None,
+        Event::Result(_) | Event::Cut(_) | Event::Older { .. } => return None,
         Event::Status(s) => (Stream::Events, Control::Status(status_wire(s))),
         Event::Symbols(names) => (
             Stream::Events,
@@ -405,9 +405,10 @@ enum CommandWire {
     Scan { symbols: Vec<String>, tag: String },
 }
 
-/// A command's JSON.
-pub fn encode_command(cmd: &Command) -> String {
+/// A command's JSON; `None` for one the edge process's bridge answers itself.
+pub fn encode_command(cmd: &Command) -> Option<String> {
     let wire = match cmd {
+        Command::Older { .. } => return None,
         Command::Start => CommandWire::Start,
         Command::Stop => CommandWire::Stop,
         Command::Ack {
@@ -422,8 +423,7 @@ pub fn encode_command(cmd: &Command) -> String {
             tag: hex(requester),
         },
     };
-    // Strings and lists of strings: serialising cannot fail.
-    serde_json::to_string(&wire).unwrap_or_default()
+    serde_json::to_string(&wire).ok()
 }
 
 /// The command a JSON document holds.
@@ -466,7 +466,7 @@ mod tests {
                 requester: tag.clone(),
             },
         ] {
-            let json = encode_command(&cmd);
+            let json = encode_command(&cmd).expect("sent over the bus");
             assert_eq!(decode_command(json.as_bytes()), Ok(cmd));
         }
         assert!(decode_command(br#"{"k":"ack","alert_id":"a-1","tag":"zz"}"#).is_err());

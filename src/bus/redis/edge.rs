@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use redis::{Connection, Value};
 
 use super::codec::{self, Entry};
@@ -25,13 +25,18 @@ use super::{RedisBus, decode_results, history_of, read_history};
 use crate::alerts::AlertStats;
 use crate::bus::health::{BusHealth, BusProblem};
 use crate::bus::local::{Disconnected, ProducerLink};
-use crate::bus::{Command, Cut, Event};
+use crate::bus::{Command, Cut, Event, Tag};
+use crate::event::ScanEvent;
 use crate::scanner::ScannerStatus;
 
 /// Results taken per read at most.
 const READ_COUNT: usize = 1024;
-/// How long one read waits for something new.
-const BLOCK: Duration = Duration::from_millis(500);
+/// How long one read waits for something new (an answer to a resume from before the
+/// ring waits for it too).
+const BLOCK: Duration = Duration::from_millis(100);
+/// Results one resume may read from the stream at most (they wait in the connection's
+/// memory until replayed).
+const MAX_OLDER: u64 = 100_000;
 /// How often the producer's lease is looked for.
 const PRODUCER_CHECK: Duration = Duration::from_secs(1);
 
@@ -46,11 +51,12 @@ pub fn spawn(
     health: Arc<BusHealth>,
 ) -> io::Result<(JoinHandle<()>, Receiver<()>)> {
     let (ready, cut_sent) = crossbeam_channel::bounded(1);
+    let (older_tx, older_rx) = crossbeam_channel::bounded(64);
     let commands = link.commands.clone();
     let writer_bus = bus.clone();
     std::thread::Builder::new()
         .name("bus-commands".into())
-        .spawn(move || send_commands(&writer_bus, &commands, node))?;
+        .spawn(move || send_commands(&writer_bus, &commands, node, &older_tx))?;
     let follower = std::thread::Builder::new()
         .name("bus-follow".into())
         .spawn(move || {
@@ -62,6 +68,7 @@ pub fn spawn(
                 ids: None,
                 pending: VecDeque::new(),
                 ready: Some(ready),
+                older: older_rx,
                 health,
                 next_check: Instant::now(),
             }
@@ -91,6 +98,8 @@ struct Follower {
     pending: VecDeque<(u64, Event)>,
     /// Told when the first cut has gone to the edges.
     ready: Option<crossbeam_channel::Sender<()>>,
+    /// Older results read for resumes, to hand to the edges.
+    older: Receiver<Older>,
     /// Where the edges read how the bus is doing.
     health: Arc<BusHealth>,
     /// When to look for the producer's lease next.
@@ -110,6 +119,14 @@ impl Follower {
             let Some(con) = self.con.as_mut() else {
                 continue;
             };
+            let mut answered = false;
+            while let Ok((requester, results)) = self.older.try_recv() {
+                self.link.send(Event::Older { requester, results })?;
+                answered = true;
+            }
+            if answered {
+                self.link.wake()?;
+            }
             if Instant::now() >= self.next_check {
                 self.next_check = Instant::now() + PRODUCER_CHECK;
                 match producer_alive(con, &self.bus) {
@@ -344,11 +361,60 @@ fn read(con: &mut Connection, bus: &RedisBus, ids: &Ids) -> redis::RedisResult<V
         .query(con)
 }
 
+/// An answer to [`Command::Older`], for the follower to hand to the edges.
+type Older = (Tag, Arc<[Arc<ScanEvent>]>);
+
+/// The results `from..=to` the stream still keeps, consecutive from `from` (none when it
+/// no longer has `from`, or Redis does not answer: the edge then resumes as best it can).
+fn read_older(
+    bus: &RedisBus,
+    con: &mut Option<Connection>,
+    from: u64,
+    to: u64,
+) -> Arc<[Arc<ScanEvent>]> {
+    if con.is_none() {
+        *con = bus.connect().ok();
+    }
+    let Some(c) = con.as_mut() else {
+        return Arc::from(Vec::new());
+    };
+    let count = to.saturating_sub(from).saturating_add(1).min(MAX_OLDER);
+    let reply: redis::RedisResult<Value> = redis::cmd("XRANGE")
+        .arg(&bus.keys.results)
+        .arg(format!("{from}-0"))
+        .arg(format!("{to}-0"))
+        .arg("COUNT")
+        .arg(count)
+        .query(c);
+    let Ok(reply) = reply else {
+        *con = None;
+        return Arc::from(Vec::new());
+    };
+    let results = decode_results(&codec::entries(&reply));
+    let consecutive = results.iter().zip(from..).all(|(r, seq)| r.seq == seq);
+    if !consecutive || results.first().is_none_or(|r| r.seq != from) {
+        return Arc::from(Vec::new());
+    }
+    results.into()
+}
+
 /// Sends the edges' commands to the commands stream, in order, waiting out an outage
 /// (the edges' own queue bound refuses what does not fit meanwhile).
-fn send_commands(bus: &RedisBus, commands: &Receiver<Command>, node: u64) {
+fn send_commands(bus: &RedisBus, commands: &Receiver<Command>, node: u64, older: &Sender<Older>) {
     let mut con: Option<Connection> = None;
     for command in commands {
+        if let Command::Older {
+            from,
+            to,
+            requester,
+        } = command
+        {
+            let results = read_older(bus, &mut con, from, to);
+            if older.send((requester, results)).is_err() {
+                return; // the edges are gone
+            }
+            continue;
+        }
         let command = match command {
             Command::Ack {
                 alert_id,
@@ -363,7 +429,9 @@ fn send_commands(bus: &RedisBus, commands: &Receiver<Command>, node: u64) {
             },
             other => other,
         };
-        let json = codec::encode_command(&command);
+        let Some(json) = codec::encode_command(&command) else {
+            continue;
+        };
         loop {
             let Some(c) = con.as_mut() else {
                 con = bus.connect_retrying("commands", || false);

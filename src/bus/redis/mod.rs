@@ -89,8 +89,11 @@ pub struct RedisBus {
     pub url: String,
     /// The deployment's keys.
     pub keys: Keys,
-    /// Results kept in the stream (and in each edge's ring).
+    /// Results in each edge's ring, read into a cut.
     pub history: usize,
+    /// Results kept in the stream (at least `history`); a resume from before an edge's
+    /// ring is served from there.
+    pub retention: usize,
     /// Alerts kept.
     pub alert_history: usize,
 }

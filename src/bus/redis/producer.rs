@@ -479,7 +479,7 @@ fn add(
             .arg(&keys.results)
             .arg("MAXLEN")
             .arg("~")
-            .arg(bus.history)
+            .arg(bus.retention)
             .arg(format!("{}-0", r.seq))
             .arg("r")
             .arg(buf.as_slice());
