@@ -530,3 +530,17 @@ fn a_resume_from_before_the_edges_ring_is_served_from_the_stream() {
     let sub = subscribe(&mut direct, json!({"since": 10, "epoch": epoch}));
     assert_eq!(sub["recovered"], false, "{sub}");
 }
+
+#[test]
+fn commands_sent_while_no_producer_runs_are_carried_out_when_one_starts() {
+    let redis = Redis::start();
+    let mut producer = start(&redis, "producer");
+    let edge = start(&redis, "edge");
+    producer.kill();
+    // The edge takes the command; it waits in Redis, in the producers' consumer group.
+    assert_eq!(http(edge.addr, "POST", "/stream/stop", None).status, 200);
+    let producer = start(&redis, "producer");
+    eventually("the stop carried out by the new producer", || {
+        status(producer.addr)["state"] == "stopped" && status(edge.addr)["state"] == "stopped"
+    });
+}
