@@ -63,7 +63,7 @@ impl History {
         let mut expect = head;
         let mut kept: Vec<Arc<ScanEvent>> = Vec::new();
         for ev in tail.into_iter().rev() {
-            if ev.seq != expect || kept.len() == history.capacity {
+            if ev.seq != expect || kept.len() == history.capacity || expect == 0 {
                 break;
             }
             expect -= 1;
@@ -168,8 +168,14 @@ impl History {
     /// Counts retained results in `from..=to` that a subscription with `filter` would be
     /// sent: those it matches, and those that leave it.
     pub fn count_matching(&self, from: u64, to: u64, filter: &Filter) -> usize {
-        self.range(from, to)
-            .filter(|e| filter.matches(e) || filter.leaves(e))
+        self.range(from, to).filter(|e| sent(e, filter)).count()
+    }
+
+    /// As [`count_matching`](History::count_matching), over `results` from `from` on.
+    pub fn count_in(results: &[Arc<ScanEvent>], from: u64, filter: &Filter) -> usize {
+        results
+            .iter()
+            .filter(|e| e.seq >= from && sent(e, filter))
             .count()
     }
 
@@ -190,6 +196,11 @@ impl History {
         rows.sort_unstable_by_key(|e| e.seq);
         rows
     }
+}
+
+/// Would a subscription with `filter` be sent `e` (it matches, or it leaves)?
+fn sent(e: &ScanEvent, filter: &Filter) -> bool {
+    filter.matches(e) || filter.leaves(e)
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{EventKind, FilterValues, Scan, ScanEvent};
 
 const VERSION: u8 = 1;
+/// The largest `seq` taken: a billion results a second for a century is below it.
+const MAX_SEQ: u64 = 1 << 62;
 const ADHOC: u8 = 1;
 const RSI: u8 = 2;
 const PRIOR: u8 = 4;
@@ -81,6 +83,11 @@ impl ScanEvent {
             _ => return Err(WireError("unknown kind")),
         };
         let seq = r.u64()?;
+        // Seqs count from 1 and stay far below the top of `u64`, so no arithmetic on them
+        // downstream can overflow, whatever a corrupt entry holds.
+        if !(1..=MAX_SEQ).contains(&seq) {
+            return Err(WireError("seq out of range"));
+        }
         let published = instant_of(r.u64()?);
         let [score, price, change_pct, volume_ratio] = [r.f64()?, r.f64()?, r.f64()?, r.f64()?];
         let rsi = if flags & RSI != 0 {
@@ -240,7 +247,7 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(ScanEvent::read_wire(&bytes[..n]).is_err(), "cut at {n}");
         }
-        for (at, value) in [(0, 9), (1, 200), (2, 7)] {
+        for (at, value) in [(0, 9), (1, 200), (2, 7), (11, 0x80)] {
             let mut bad = bytes.clone();
             bad[at] = value;
             assert!(ScanEvent::read_wire(&bad).is_err(), "byte {at} = {value}");

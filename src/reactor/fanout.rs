@@ -12,7 +12,7 @@ use crossbeam_channel::TryRecvError;
 use super::app::Caller;
 use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
-use super::conns::Replayed;
+use super::conns::{ConnId, Replayed};
 use super::http;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
@@ -272,6 +272,20 @@ impl Reactor {
         self.send_scratch_to_subscribers();
     }
 
+    /// A replay from the bus is done: the subscribes held meanwhile are answered.
+    fn release_held(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_live(id) else {
+            return;
+        };
+        let Phase::WebSocket(session) = &mut conn.phase else {
+            return;
+        };
+        let mut caller = Caller::new(id, conn.subscriber);
+        session.release_held(conn.out.vec(), &mut self.app, &mut caller);
+        self.sync_subscriber(id.key);
+        self.conns.mark_dirty(id.key);
+    }
+
     /// The bus answered a resume from before the ring: the held `subscribe` goes on.
     fn older(&mut self, tag: &Tag, results: &[Arc<ScanEvent>]) {
         let Some(requester) = Requester::read(tag, self.app.edge) else {
@@ -357,7 +371,7 @@ impl Reactor {
             return;
         }
         let budget = self.config.out_buffer_cap / 2;
-        let mut lost = Vec::new();
+        let (mut lost, mut held) = (Vec::new(), Vec::new());
         let status = self.app.status();
         let (history, metrics) = (&self.app.history, &self.app.metrics);
         self.conns.retain_replaying(|id, conn| {
@@ -379,6 +393,8 @@ impl Reactor {
             );
             if pumped.is_err() {
                 lost.push(id.key);
+            } else if session.holds_subscribes() {
+                held.push(id);
             }
             conn.replay_listed = session.is_replaying() && pumped.is_ok();
             Replayed {
@@ -389,6 +405,9 @@ impl Reactor {
         for key in lost {
             let msg = "the replay fell behind the history; resume with since";
             self.slow_consumer(key, msg, now);
+        }
+        for id in held {
+            self.release_held(id);
         }
     }
 }

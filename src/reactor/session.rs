@@ -142,6 +142,14 @@ impl RateLimit {
     }
 }
 
+/// A resume from before the ring, waiting for the bus.
+struct Waiting {
+    /// The `subscribe` that asked, then those that came while it waited, with their ids.
+    held: Vec<(Subscribe, Option<Value>)>,
+    /// What the bus has sent so far, consecutive.
+    got: Vec<Arc<ScanEvent>>,
+}
+
 /// The state of an open WebSocket connection.
 pub struct WsSession {
     /// tungstenite's protocol state machine (inbound frames, pongs, close handshake).
@@ -161,11 +169,14 @@ pub struct WsSession {
     pub tail: Tail,
     /// Frames held back until the replay is done (an ad-hoc scan's done status).
     deferred: Vec<u8>,
-    /// A resume from before the ring, waiting for the bus to send what it keeps, and
-    /// what it has sent so far.
-    waiting_older: Option<(Subscribe, Option<Value>, Vec<Arc<ScanEvent>>)>,
-    /// Results from before the ring, replayed before the ring's (from `cursor`).
+    /// A resume from before the ring, waiting for the bus to send what it keeps.
+    waiting_older: Option<Waiting>,
+    /// A resume from before the ring: the results from its first to the ring's newest
+    /// when it was answered, replayed instead of the ring (`cursor` is past them).
     older: VecDeque<Arc<ScanEvent>>,
+    /// Subscribes that came while `older` was replaying: answered once it is done, so a
+    /// new subscription cannot cut into it.
+    held: Vec<(Subscribe, Option<Value>)>,
 }
 
 impl WsSession {
@@ -186,6 +197,7 @@ impl WsSession {
             deferred: Vec::new(),
             waiting_older: None,
             older: VecDeque::new(),
+            held: Vec::new(),
         }
     }
 
@@ -294,10 +306,20 @@ impl WsSession {
         if self.over_limit(&req, out, app, id) {
             return;
         }
+        // A resume from the bus is on its way: the others are answered with it, in order;
+        // or it is replaying: the others follow it.
+        if let Some(waiting) = &mut self.waiting_older {
+            waiting.held.push((req, id.cloned()));
+            return;
+        }
+        if !self.older.is_empty() {
+            self.held.push((req, id.cloned()));
+            return;
+        }
         if self.ask_older(&req, app, caller, id) {
             return;
         }
-        self.subscribe_from(req, out, app, caller, id, &[]);
+        self.subscribe_from(req, out, app, caller, id, None);
     }
 
     /// Would `req` be one subscription too many? Says so when it would.
@@ -334,17 +356,19 @@ impl WsSession {
             return false;
         };
         let beyond_ring = since < history.head() && since + 1 < history.oldest();
-        if !app.deep_history
-            || !beyond_ring
-            || epoch != history.epoch()
-            || self.waiting_older.is_some()
-        {
+        // A connection that resumes from the bus starts from nothing of its own (a client
+        // that reconnected), so every subscription it then makes replays together.
+        let fresh = self.subs.is_empty() && self.cursor.is_none();
+        if !app.deep_history || !beyond_ring || !fresh || epoch != history.epoch() {
             return false;
         }
         if !ask_bus(app, caller, id, since + 1) {
             return false; // resumed from the ring alone, not recovered
         }
-        self.waiting_older = Some((req.clone(), id.cloned(), Vec::new()));
+        self.waiting_older = Some(Waiting {
+            held: vec![(req.clone(), id.cloned())],
+            got: Vec::new(),
+        });
         true
     }
 
@@ -357,25 +381,53 @@ impl WsSession {
         app: &mut App,
         caller: &mut Caller,
     ) {
-        let Some((req, id, mut got)) = self.waiting_older.take() else {
+        let Some(mut waiting) = self.waiting_older.take() else {
             return;
         };
-        got.extend_from_slice(older);
+        waiting.got.extend_from_slice(older);
         // The ring moved on while the bus answered: ask for the rest, as long as the bus
-        // has more to give.
-        let next = got.last().map_or(0, |r| r.seq + 1);
+        // has more to give (and this connection may hold that much).
+        let history = &app.history;
+        let next = waiting.got.last().map_or(0, |r| r.seq.saturating_add(1));
+        let id = waiting.held[0].1.clone();
         if !older.is_empty()
-            && next < app.history.oldest()
+            && next < history.oldest()
+            && waiting.got.len() < MAX_OLDER_HELD
             && ask_bus(app, caller, id.as_ref(), next)
         {
-            self.waiting_older = Some((req, id, got));
+            self.waiting_older = Some(waiting);
             return;
         }
-        self.subscribe_from(req, out, app, caller, id.as_ref(), &got);
+        // From the first result asked for to the ring's newest, when they join up.
+        let first_wanted = waiting.held[0].0.since.map(|s| s.saturating_add(1));
+        let joins = waiting.got.first().map(|r| r.seq) == first_wanted && next >= history.oldest();
+        let replay: Option<Vec<Arc<ScanEvent>>> = joins.then(|| {
+            let ring = history.range(next, history.head()).cloned();
+            waiting.got.drain(..).chain(ring).collect()
+        });
+        for (req, id) in waiting.held {
+            self.subscribe_from(req, out, app, caller, id.as_ref(), replay.as_deref());
+        }
     }
 
-    /// Subscribes, replaying `older` (results from before the ring, which may be empty)
-    /// ahead of the ring when they join it.
+    /// Answers the subscribes held while a resume from the bus replayed, once it is done.
+    pub fn release_held(&mut self, out: &mut Vec<u8>, app: &mut App, caller: &mut Caller) {
+        if !self.older.is_empty() {
+            return;
+        }
+        for (req, id) in std::mem::take(&mut self.held) {
+            self.subscribe(req, out, app, caller, id.as_ref());
+        }
+    }
+
+    /// Are subscribes waiting for a replay from the bus to end?
+    pub fn holds_subscribes(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Subscribes. `replay` is what a resume from the bus brought: consecutive results
+    /// up to the ring's newest, replayed in place of the ring to every subscription of
+    /// this (fresh) connection that resumes from within it.
     fn subscribe_from(
         &mut self,
         req: Subscribe,
@@ -383,7 +435,7 @@ impl WsSession {
         app: &mut App,
         caller: &mut Caller,
         id: Option<&Value>,
-        older: &[Arc<ScanEvent>],
+        replay: Option<&[Arc<ScanEvent>]>,
     ) {
         // Checked again: a held `subscribe` goes on after other messages.
         if self.over_limit(&req, out, app, id) {
@@ -395,26 +447,29 @@ impl WsSession {
         let mut resume = req
             .since
             .map(|since| history.resume(since, req.epoch.as_deref()));
-        // Older results that start right after `since` and reach the ring make it whole.
-        let older = match (req.since, older.first(), older.last()) {
-            (Some(since), Some(first), Some(last))
-                if first.seq == since + 1 && last.seq + 1 >= history.oldest() =>
+        // The bus's results reach back to this `since` in this run: it is whole.
+        let replay = replay.unwrap_or_default();
+        let from_bus = match (req.since, replay.first()) {
+            (Some(since), Some(first))
+                if req.epoch.as_deref() == Some(history.epoch())
+                    && first.seq <= since.saturating_add(1)
+                    && since < head =>
             {
                 resume = Some(Resume {
                     from: since + 1,
                     recovered: true,
                 });
-                &older[..older.partition_point(|r| r.seq < history.oldest())]
+                true
             }
-            _ => &[],
+            _ => false,
         };
         let replayed = match resume {
+            Some(r) if from_bus => History::count_in(replay, r.from, &req.filter),
             Some(r) => {
                 // Counting and replaying walk the ring: charge a message per 10,000 results.
                 self.rate
                     .charge(head.saturating_sub(r.from) as f64 / 10_000.0);
-                let from_older = older.iter().filter(|r| req.filter.matches(r)).count();
-                from_older + history.count_matching(r.from, head, &req.filter)
+                history.count_matching(r.from, head, &req.filter)
             }
             None => 0,
         };
@@ -446,19 +501,19 @@ impl WsSession {
         if req.snapshot && req.since.is_none() {
             write_snapshot(out, &sub, history, id);
         }
-        if start <= head {
+        if from_bus || !self.older.is_empty() {
+            // Every subscription of this fresh connection replays from the bus's results,
+            // each from its own start; the ring's part of them is in there too.
+            if self.older.is_empty() {
+                self.older = replay.iter().cloned().collect();
+            }
+            self.cursor = Some(head + 1);
+        } else if start <= head {
             // From `at` on, the replay carries every subscription together.
             for other in &mut self.subs {
                 other.start = other.start.max(at);
             }
-            let from = at.min(start);
-            // Results from before the ring go first; the cursor waits at the ring's start.
-            self.cursor = Some(if older.is_empty() {
-                from
-            } else {
-                from.max(history.oldest())
-            });
-            self.older = older.iter().cloned().collect();
+            self.cursor = Some(at.min(start));
         }
         self.subs.push(sub);
         caller.counted = true;
@@ -548,6 +603,9 @@ fn write_snapshot(out: &mut Vec<u8>, sub: &Subscription, history: &History, id: 
         write_envelope_raw(out, "snapshot", Some(data), id);
     });
 }
+
+/// Results a resume from the bus may bring into one connection at most.
+const MAX_OLDER_HELD: usize = 200_000;
 
 /// Asks the bus for the results from `from` to just before the ring, for `caller`'s
 /// request `id`; false when it cannot be asked.

@@ -171,9 +171,6 @@ enum Control {
         alert: Option<String>,
     },
     AlertStats(StatsWire),
-    Failed {
-        message: String,
-    },
     Raised {
         alert: String,
         broadcast: bool,
@@ -220,7 +217,12 @@ pub enum Stream {
 /// which travel otherwise.
 pub fn encode_control(event: &Event) -> Option<(Stream, String)> {
     let (stream, control) = match event {
-        Event::Result(_) | Event::Cut(_) | Event::Older { .. } => return None,
+        // A failed producer is not the deployment's end: the lease tells edges it is
+        // gone, and the next producer goes on. An edge that took `Failed` would refuse
+        // commands for good.
+        Event::Result(_) | Event::Cut(_) | Event::Older { .. } | Event::Failed(_) => {
+            return None;
+        }
         Event::Status(s) => (Stream::Events, Control::Status(status_wire(s))),
         Event::Symbols(names) => (
             Stream::Events,
@@ -261,12 +263,6 @@ pub fn encode_control(event: &Event) -> Option<(Stream, String)> {
                 journal_errors: s.counters.journal_errors,
                 webhook: s.webhook,
             }),
-        ),
-        Event::Failed(message) => (
-            Stream::Events,
-            Control::Failed {
-                message: message.to_string(),
-            },
         ),
         Event::Alert(note) => (
             Stream::Alerts,
@@ -324,7 +320,6 @@ pub fn decode_control(json: &[u8]) -> Result<Event, String> {
             },
             webhook: w.webhook,
         }),
-        Control::Failed { message } => Event::Failed(message.into()),
         Control::Raised { alert, broadcast } => note(alert, Change::Raised { broadcast })?,
         Control::Acked { alert } => note(alert, Change::Acked)?,
     })
@@ -491,7 +486,6 @@ mod tests {
                 alert_id: "a-1".into(),
                 alert: None,
             },
-            Event::Failed("gone".into()),
         ];
         for ev in events {
             let (stream, json) = encode_control(&ev).expect("a control event");

@@ -82,6 +82,9 @@ pub fn spawn(
 struct Ids {
     /// The newest result delivered.
     head: u64,
+    /// The newest results entry read, good or not: reading goes on after it, so an
+    /// entry that cannot be read is not read again and again.
+    read: String,
     /// The newest control event and alert read.
     events: String,
     alerts: String,
@@ -179,6 +182,9 @@ impl Follower {
         let mut results = Vec::new();
         for (stream, entries) in codec::read_reply(&reply) {
             if stream == self.bus.keys.results {
+                if let Some(last) = entries.last() {
+                    ids.read = last.id.clone();
+                }
                 results = decode_results(&entries);
                 continue;
             }
@@ -202,15 +208,16 @@ impl Follower {
             .sort_by_key(|(after, _)| *after);
         let mut out = Vec::with_capacity(results.len() + self.pending.len());
         for ev in results {
-            if ev.seq != ids.head + 1 {
+            // Seqs come from Redis: no arithmetic on them may overflow.
+            if ev.seq != ids.head.saturating_add(1) {
                 tracing::warn!(
-                    expected = ids.head + 1,
+                    expected = ids.head.saturating_add(1),
                     got = ev.seq,
                     "results were lost; taking a new cut"
                 );
                 return (out, None);
             }
-            self.release(ev.seq - 1, &mut out);
+            self.release(ev.seq.saturating_sub(1), &mut out);
             ids.head = ev.seq;
             out.push(Event::Result(ev));
         }
@@ -319,6 +326,7 @@ fn cut(con: &mut Connection, bus: &RedisBus) -> redis::RedisResult<(Vec<Event>, 
     let alert_entries = codec::entries(&alerts);
     let ids = Ids {
         head,
+        read: format!("{head}-0"),
         events: codec::entries(&events)
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
@@ -355,7 +363,7 @@ fn read(con: &mut Connection, bus: &RedisBus, ids: &Ids) -> redis::RedisResult<V
         .arg(&keys.results)
         .arg(&keys.events)
         .arg(&keys.alerts)
-        .arg(format!("{}-0", ids.head))
+        .arg(&ids.read)
         .arg(&ids.events)
         .arg(&ids.alerts)
         .query(con)

@@ -35,6 +35,8 @@ use crate::history::History;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a reply may take (the bridges' blocking reads wait 1 s at most).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -103,6 +105,10 @@ impl RedisBus {
     pub fn connect(&self) -> RedisResult<Connection> {
         let client = Client::open(self.url.as_str())?;
         let con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        // A Redis that hangs must not hang a bridge (and with it a shutdown or the
+        // lease): longer than any blocking read the bridges make.
+        con.set_read_timeout(Some(IO_TIMEOUT))?;
+        con.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(con)
     }
 

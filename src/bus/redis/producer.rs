@@ -374,7 +374,7 @@ impl Publisher {
             .collect();
         if !lost.is_empty() {
             tracing::warn!(
-                from = kept + 1,
+                from = kept.saturating_add(1),
                 results = lost.len(),
                 "Redis lost results; writing them again"
             );
@@ -389,6 +389,11 @@ impl Publisher {
     fn write(&mut self) -> bool {
         if self.con.is_none() {
             self.con = self.bus.connect().ok();
+            // The lease may have run out while Redis was away: this producer goes on
+            // only if it still holds it (a standby may have taken over meanwhile).
+            if self.con.is_some() {
+                self.renew();
+            }
             if self.con.is_some() && !self.catch_up() {
                 self.con = None;
             }
