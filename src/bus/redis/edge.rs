@@ -67,6 +67,7 @@ pub fn spawn(
                 con: None,
                 ids: None,
                 pending: VecDeque::new(),
+                events_from: None,
                 ready: Some(ready),
                 older: older_rx,
                 health,
@@ -99,6 +100,8 @@ struct Follower {
     ids: Option<Ids>,
     /// Control events read, each with the result it waits for, in publish order.
     pending: VecDeque<(u64, Event)>,
+    /// Where the events stream was read up to when a gap called for a new cut.
+    events_from: Option<String>,
     /// Told when the first cut has gone to the edges.
     ready: Option<crossbeam_channel::Sender<()>>,
     /// Older results read for resumes, to hand to the edges.
@@ -144,8 +147,17 @@ impl Follower {
             }
             let step = match self.ids.clone() {
                 None => cut(con, &self.bus).map(|(cut, ids)| {
-                    self.pending.clear();
-                    self.ids = ids;
+                    self.ids = ids.map(|mut ids| {
+                        // After a gap: the answers published since the last event read
+                        // still come (a status twice does no harm; a lost answer would).
+                        // The cut holds the alerts, so those read before it go.
+                        if let Some(events) = self.events_from.take() {
+                            ids.events = events;
+                        }
+                        self.pending
+                            .retain(|(_, ev)| !matches!(ev, Event::Alert(_)));
+                        ids
+                    });
                     cut
                 }),
                 Some(ids) => read(con, &self.bus, &ids).map(|reply| {
@@ -202,10 +214,12 @@ impl Follower {
                 }
             }
         }
-        // Alerts and answers were published in this order; keep it among equal `after`s.
+        // Published in this order: after the same result, an alert before the answer that
+        // follows it (an acknowledgment's `acked`, an ad-hoc scan's alerts), each stream
+        // in its own order.
         self.pending
             .make_contiguous()
-            .sort_by_key(|(after, _)| *after);
+            .sort_by_key(|(after, ev)| (*after, !matches!(ev, Event::Alert(_))));
         let mut out = Vec::with_capacity(results.len() + self.pending.len());
         for ev in results {
             // Seqs come from Redis: no arithmetic on them may overflow.
@@ -215,6 +229,7 @@ impl Follower {
                     got = ev.seq,
                     "results were lost; taking a new cut"
                 );
+                self.events_from = Some(ids.events);
                 return (out, None);
             }
             self.release(ev.seq.saturating_sub(1), &mut out);

@@ -188,7 +188,9 @@ pub fn spawn(
                 con: Some(start.con),
                 lease: start.lease,
                 head: start.history.head(),
-                backlog: VecDeque::from([Event::Symbols(symbols.into())]),
+                backlog: VecDeque::from([Event::Symbols(symbols.clone().into())]),
+                epoch: start.history.epoch().to_owned(),
+                symbols,
                 dropped: 0,
                 recent: VecDeque::new(),
                 health,
@@ -228,6 +230,9 @@ struct Publisher {
     recent: VecDeque<Arc<ScanEvent>>,
     /// Where the edges of this process read how the bus is doing.
     health: Arc<BusHealth>,
+    /// The deployment's epoch and universe, written again to a Redis that lost them.
+    epoch: String,
+    symbols: Vec<Box<str>>,
 }
 
 impl Publisher {
@@ -312,6 +317,9 @@ impl Publisher {
     }
 
     fn hold(&mut self, ev: Event) {
+        if let Event::Symbols(names) = &ev {
+            self.symbols.extend(names.iter().cloned());
+        }
         // The cut is the producer's own state, read from Redis a moment ago.
         if matches!(ev, Event::Cut(_)) {
             return;
@@ -366,6 +374,23 @@ impl Publisher {
             .first()
             .and_then(codec::Entry::seq)
             .unwrap_or(0);
+        // A Redis that lost everything (no persistence) gets the epoch and universe back.
+        let mut restore = redis::pipe();
+        restore
+            .cmd("SET")
+            .arg(&self.bus.keys.epoch)
+            .arg(&self.epoch)
+            .arg("NX")
+            .ignore();
+        if !self.symbols.is_empty() {
+            let add = restore.cmd("SADD").arg(&self.bus.keys.symbols).ignore();
+            for name in &self.symbols {
+                add.arg(name.as_ref());
+            }
+        }
+        if restore.exec(con).is_err() {
+            return false;
+        }
         let lost: Vec<Arc<ScanEvent>> = self
             .recent
             .iter()
