@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use crossbeam_channel::TryRecvError;
 
-use super::app::Caller;
+use super::app::{App, Caller};
 use super::broadcast::{delivery, write_result};
 use super::conn::Phase;
 use super::conns::{ConnId, Replayed};
 use super::http;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
-use super::session::{AdhocDoneView, ShownPhase};
+use super::session::{AdhocDoneView, ShownPhase, WsSession};
 use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
 use crate::alerts::{AlertNote, Change};
 use crate::bus::{Cut, Event, Tag};
@@ -274,16 +274,9 @@ impl Reactor {
 
     /// A replay from the bus is done: the subscribes held meanwhile are answered.
     fn release_held(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_live(id) else {
-            return;
-        };
-        let Phase::WebSocket(session) = &mut conn.phase else {
-            return;
-        };
-        let mut caller = Caller::new(id, conn.subscriber);
-        session.release_held(conn.out.vec(), &mut self.app, &mut caller);
-        self.sync_subscriber(id.key);
-        self.conns.mark_dirty(id.key);
+        self.on_session(id, |session, out, app, caller| {
+            session.release_held(out, app, caller);
+        });
     }
 
     /// The bus answered a resume from before the ring: the held `subscribe` goes on.
@@ -294,6 +287,18 @@ impl Reactor {
         let Some(id) = requester.conn else {
             return;
         };
+        self.on_session(id, |session, out, app, caller| {
+            session.older_arrived(results, out, app, caller);
+        });
+    }
+
+    /// Runs `f` on connection `id`'s WebSocket session as a message read would, then
+    /// brings its subscriber state up to date and has its out buffer written.
+    fn on_session(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut WsSession, &mut Vec<u8>, &mut App, &mut Caller),
+    ) {
         let Some(conn) = self.conns.get_live(id) else {
             return;
         };
@@ -301,7 +306,7 @@ impl Reactor {
             return;
         };
         let mut caller = Caller::new(id, conn.subscriber);
-        session.older_arrived(results, conn.out.vec(), &mut self.app, &mut caller);
+        f(session, conn.out.vec(), &mut self.app, &mut caller);
         self.sync_subscriber(id.key);
         self.conns.mark_dirty(id.key);
     }
