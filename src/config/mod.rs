@@ -183,6 +183,10 @@ settings! {
     /// Token every POST, /alerts and /stream need (`Authorization: Bearer`, or `?token=` on /stream) [default: none, open]
     #[arg(env = "SCANSTREAM_TOKEN", hide_env_values = true)]
     token: Option<Token> = None;
+    /// PEM certificate chain: the port then speaks TLS only (https://, wss://); needs --tls-key
+    tls_cert: Option<PathBuf> = None;
+    /// PEM private key of --tls-cert
+    tls_key: Option<PathBuf> = None;
     /// Origins a WebSocket upgrade may come from, e.g. https://desk.example.com (repeat the flag or separate with commas) [default: any]
     #[arg(value_delimiter = ',')]
     allow_origin: Vec<Origin> = Vec::new();
@@ -379,6 +383,9 @@ impl Config {
         }
         if self.sma_slow <= self.sma_fast {
             return Err(invalid("sma_slow", "must be longer than sma_fast"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid("tls_cert", "--tls-cert and --tls-key go together"));
         }
         if self.role != Role::All && self.bus == BusSpec::Local {
             return Err(invalid("role", "producer and edge need --bus redis://..."));

@@ -6,6 +6,7 @@
 //! retry after a pause, never by spinning on the failing call.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use super::Reactor;
 use super::conn::{Conn, Phase};
 use super::http::Response;
 use super::shared::Shared;
+use super::transport::Transport;
 use crate::protocol::ErrorCode;
 
 /// Connections past the limit that are still answered with 503 before closing; beyond
@@ -77,7 +79,18 @@ impl Reactor {
             Shared::release(&self.app.shared.open, 1);
             return;
         }
-        let mut conn = Conn::new(socket, id.generation, now, self.config.head_timeout.0);
+        let transport = match &self.app.tls {
+            None => Transport::plain(socket),
+            Some(config) => match Transport::tls(socket, Arc::clone(config)) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start TLS on a connection");
+                    Shared::release(&self.app.shared.open, 1);
+                    return;
+                }
+            },
+        };
+        let mut conn = Conn::new(transport, id.generation, now, self.config.head_timeout.0);
         if full {
             self.app.metrics.rejected_full.inc();
             self.app.metrics.count_http(503);

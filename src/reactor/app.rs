@@ -50,6 +50,8 @@ pub struct App {
     /// A resume from before the ring asks the bus for what it keeps (an edge process
     /// whose bus keeps more than the ring).
     pub deep_history: bool,
+    /// TLS settings, when the port speaks TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl App {

@@ -4,15 +4,14 @@
 //! reaches another connection; the reactor does that with what these methods return.
 
 use std::io;
-use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::outbuf::{OutBuf, WsIo};
 use super::session::WsSession;
+use super::transport::Transport;
 
 /// What a connection is doing.
 pub enum Phase {
@@ -36,8 +35,8 @@ pub enum Phase {
 
 /// A connection in the reactor's slab.
 pub struct Conn {
-    /// The socket.
-    pub socket: TcpStream,
+    /// The socket, through TLS when the port speaks it.
+    pub transport: Transport,
     /// Generation stamp: events and list entries for an older occupant of this slab slot
     /// carry another one and are ignored.
     pub generation: u32,
@@ -81,9 +80,14 @@ pub struct Awaiting {
 
 impl Conn {
     /// A fresh connection reading its first request head.
-    pub fn new(socket: TcpStream, generation: u32, now: Instant, head_timeout: Duration) -> Conn {
+    pub fn new(
+        transport: Transport,
+        generation: u32,
+        now: Instant,
+        head_timeout: Duration,
+    ) -> Conn {
         Conn {
-            socket,
+            transport,
             generation,
             phase: Phase::Http {
                 buf: Vec::new(),
@@ -145,7 +149,7 @@ impl Conn {
     pub fn shut_write_when_flushed(&mut self) {
         if matches!(self.phase, Phase::Closing { .. }) && self.out.is_empty() && !self.write_shut {
             self.write_shut = true;
-            let _ = self.socket.shutdown(Shutdown::Write);
+            self.transport.shutdown_write();
         }
     }
 }

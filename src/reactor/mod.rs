@@ -28,9 +28,11 @@ mod server;
 mod session;
 mod shared;
 mod timers;
+mod tls;
+mod transport;
 pub(crate) mod websocket;
 
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -104,6 +106,9 @@ pub enum ServerError {
     /// An alert rule, the journal or the webhook setting is wrong.
     #[error("alerts: {0}")]
     Alerts(#[from] AlertError),
+    /// The TLS certificate or key cannot serve.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Asks a running server to shut down gracefully, from any thread.
@@ -170,6 +175,7 @@ impl Reactor {
     ) -> Result<Reactor, ServerError> {
         let local_addr = listener.local_addr()?;
         let now = Instant::now();
+        let tls = shared.tls.clone();
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -198,6 +204,7 @@ impl Reactor {
                 },
                 scanner_failure: None,
                 deep_history: config.deep_history(),
+                tls,
             },
             conns: Conns::default(),
             turn_published: Vec::new(),
@@ -314,7 +321,7 @@ impl Reactor {
         let Some(mut conn) = self.conns.remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.socket);
+        let _ = self.poll.registry().deregister(conn.transport.socket_mut());
         Shared::release(&self.app.shared.open, 1);
         if conn.subscriber {
             self.app.count_subscriber(false);
@@ -358,13 +365,19 @@ impl Reactor {
         }
         conn.dirty = false;
         conn.turn_bytes = 0;
+        // TLS bytes the socket did not take last time go first.
+        if conn.transport.flush().is_err() {
+            self.drop_conn(key);
+            return;
+        }
         match conn
             .out
-            .write_to(&mut conn.socket, &self.app.metrics.write_calls)
+            .write_to(&mut conn.transport, &self.app.metrics.write_calls)
         {
             Ok((written, flushed)) => {
                 self.app.metrics.bytes_sent.add(written as u64);
-                let wants_write = flushed == outbuf::Flushed::Blocked;
+                let wants_write =
+                    flushed == outbuf::Flushed::Blocked || conn.transport.has_pending();
                 if wants_write != conn.wants_write {
                     conn.wants_write = wants_write;
                     let interest = if wants_write {
@@ -380,7 +393,7 @@ impl Reactor {
                     if self
                         .poll
                         .registry()
-                        .reregister(&mut conn.socket, t, interest)
+                        .reregister(conn.transport.socket_mut(), t, interest)
                         .is_err()
                     {
                         self.drop_conn(key);
@@ -402,7 +415,11 @@ impl Reactor {
                         };
                         self.conns.pending_reads.push(id);
                     }
-                    Phase::Closing { .. } if conn.peer_done && pending == 0 => self.drop_conn(key),
+                    Phase::Closing { .. }
+                        if conn.peer_done && pending == 0 && !conn.transport.has_pending() =>
+                    {
+                        self.drop_conn(key)
+                    }
                     _ => {}
                 }
             }

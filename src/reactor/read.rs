@@ -82,7 +82,7 @@ impl Reactor {
                 return self.drop_conn(key);
             }
             buf.resize(start + room, 0);
-            let read = conn.socket.read(&mut buf[start..]);
+            let read = conn.transport.read(&mut buf[start..]);
             buf.truncate(start + *read.as_ref().unwrap_or(&0));
             match read {
                 Ok(0) => {
@@ -257,7 +257,7 @@ impl Reactor {
         let mut budget_left = true;
         for _ in 0..READ_BUDGET {
             let mut io = WsIo {
-                read: &mut conn.socket,
+                read: &mut conn.transport,
                 out: &mut conn.out,
             };
             match session.ctx.read(&mut io) {
@@ -327,7 +327,7 @@ impl Reactor {
         };
         let mut sink = [0u8; 4096];
         loop {
-            match conn.socket.read(&mut sink) {
+            match conn.transport.read(&mut sink) {
                 Ok(0) if conn.out.is_empty() => return self.drop_conn(key),
                 Ok(0) => {
                     // Our last bytes still go out; the flush that empties them closes.

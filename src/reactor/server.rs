@@ -16,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::mirror::AlertMirror;
 use super::shared::Shared;
+use super::tls;
 use super::{LISTENER, Reactor, ServerError, ShutdownHandle, Start, WAKER};
 use crate::alerts::Alerts;
 use crate::bus::local as local_bus;
@@ -75,7 +76,7 @@ impl Server {
         };
         let listening = listen(config.listen, config.edges())?;
         let wakers: Vec<Arc<Waker>> = listening.iter().map(|l| Arc::clone(&l.2)).collect();
-        let shared = Arc::new(Shared::new(wakers.clone()));
+        let shared = Arc::new(Shared::new(wakers.clone(), tls_of(&config)?));
         // Symbols known up front can be asked for from the first request on.
         let mut names = Vec::new();
         let mut source = source;
@@ -141,7 +142,7 @@ impl Server {
             .ok_or_else(|| io::Error::other("--role edge needs --bus redis://..."))?;
         let listening = listen(config.listen, config.edges())?;
         let wakers: Vec<Arc<Waker>> = listening.iter().map(|l| Arc::clone(&l.2)).collect();
-        let shared = Arc::new(Shared::new(wakers.clone()));
+        let shared = Arc::new(Shared::new(wakers.clone(), tls_of(&config)?));
         let ends: Vec<Option<Arc<Waker>>> = wakers.iter().cloned().map(Some).collect();
         let (producer_link, links, _) = local_bus::bus(
             &ends,
@@ -320,6 +321,14 @@ fn listen(addr: SocketAddr, edges: usize) -> Result<Vec<Listening>, ServerError>
     Ok(listening)
 }
 
+/// The TLS settings `config` names, read from their files now.
+fn tls_of(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(tls::load(cert, key)?)),
+        _ => Ok(None),
+    }
+}
+
 /// A non-blocking listener on `addr` that other sockets of this user may bind too.
 fn reuse_port_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -348,7 +357,10 @@ impl EdgeMaker {
         let listening = listening
             .pop()
             .ok_or_else(|| io::Error::other("no listener"))?;
-        let shared = Arc::new(Shared::new(vec![Arc::clone(&listening.2)]));
+        let shared = Arc::new(Shared::new(
+            vec![Arc::clone(&listening.2)],
+            tls_of(&self.config)?,
+        ));
         let bus = self
             .attacher
             .attach(Some(Arc::clone(&listening.2)))

@@ -29,11 +29,13 @@ pub struct Shared {
     pub metrics: Vec<Arc<Metrics>>,
     /// The bus between processes, as its bridges see it (well when there is none).
     pub bus: Arc<BusHealth>,
+    /// TLS settings, when the port speaks TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
-    /// Shared by the edges woken through `wakers`, one each.
-    pub fn new(wakers: Vec<Arc<Waker>>) -> Shared {
+    /// Shared by the edges woken through `wakers`, one each, speaking TLS with `tls`.
+    pub fn new(wakers: Vec<Arc<Waker>>, tls: Option<Arc<rustls::ServerConfig>>) -> Shared {
         Shared {
             shutdown: AtomicBool::new(false),
             metrics: wakers.iter().map(|_| Arc::default()).collect(),
@@ -42,6 +44,7 @@ impl Shared {
             subscribers: AtomicUsize::new(0),
             adhoc_pending: AtomicUsize::new(0),
             bus: Arc::default(),
+            tls,
         }
     }
 

@@ -133,7 +133,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let mut conn = Conn::new(
-            mio::net::TcpStream::from_std(stream),
+            crate::reactor::transport::Transport::plain(mio::net::TcpStream::from_std(stream)),
             0,
             last_recv,
             Duration::from_secs(1),

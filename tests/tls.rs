@@ -1,0 +1,124 @@
+//! TLS on the server's port, over real sockets, with a certificate made at test time: a
+//! client that trusts it gets `https://` and `wss://`; a plain-TCP client and a bad
+//! handshake get no HTTP and are closed, while the server goes on serving the others.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use common::*;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use scanstream::{EventKind, Scan};
+use serde_json::json;
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+/// A scripted server speaking TLS with a fresh self-signed certificate for `localhost`,
+/// and a client configuration that trusts it.
+fn tls_server() -> (TestServer, Arc<ClientConfig>) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let dir = TempDir::new();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::scripted_with(|c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+    });
+    let mut roots = RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    #[allow(deprecated)] // the provider the server uses too
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (server, Arc::new(config))
+}
+
+fn connect_tls(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
+    StreamOwned::new(conn, tcp)
+}
+
+/// `GET path` over TLS on a connection of its own, to the end of the response.
+fn get_tls(addr: SocketAddr, config: &Arc<ClientConfig>, path: &str) -> String {
+    let mut tls = connect_tls(addr, config);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut text = Vec::new();
+    // The server closes after the response; a missing close_notify is no matter here.
+    let _ = tls.read_to_end(&mut text);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[test]
+fn a_client_that_trusts_the_certificate_gets_https_and_wss() {
+    let (server, config) = tls_server();
+    let health = get_tls(server.addr, &config, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok"), "{health}");
+
+    let tls = connect_tls(server.addr, &config);
+    let url = format!("ws://localhost:{}/stream", server.addr.port());
+    let (mut ws, _) = tungstenite::client(url, tls).expect("websocket over TLS");
+    ws.send(tungstenite::Message::text(
+        json!({"type": "subscribe", "data": {}}).to_string(),
+    ))
+    .unwrap();
+    let mut result = None;
+    server.push(result_of("AAPL"));
+    while result.is_none() {
+        let msg: serde_json::Value = match ws.read().expect("a message") {
+            tungstenite::Message::Text(t) => serde_json::from_str(&t).unwrap(),
+            _ => continue,
+        };
+        if msg["type"] == "result" {
+            result = Some(msg);
+        }
+    }
+    let result = result.unwrap();
+    assert_eq!(result["data"]["symbol"], "AAPL", "{result}");
+    assert_eq!(result["data"]["seq"], 1, "{result}");
+}
+
+#[test]
+fn plain_tcp_and_a_bad_handshake_are_refused_and_others_are_served() {
+    let (server, config) = tls_server();
+    // Plain HTTP on the TLS port: no HTTP comes back, and the connection ends.
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.set_read_timeout(Some(TIMEOUT)).unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let ended = plain.read_to_end(&mut answer);
+    assert!(ended.is_ok(), "the connection hung: {ended:?}");
+    assert!(!answer.starts_with(b"HTTP/"), "plain HTTP was answered");
+    // A TLS alert record, if anything: content type 21.
+    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+
+    // A handshake that goes wrong halfway: a record header, then garbage.
+    let mut bad = TcpStream::connect(server.addr).unwrap();
+    bad.set_read_timeout(Some(TIMEOUT)).unwrap();
+    bad.write_all(&[22, 3, 1, 0, 8, 1, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef])
+        .unwrap();
+    let mut rest = Vec::new();
+    assert!(bad.read_to_end(&mut rest).is_ok(), "the bad handshake hung");
+
+    // Everyone else is served as before.
+    let health = get_tls(server.addr, &config, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+}
+
+fn result_of(symbol: &str) -> scanstream::ScanResult {
+    result(symbol, Scan::PriceChange, EventKind::New)
+}
