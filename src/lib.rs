@@ -66,6 +66,6 @@ pub mod fuzz_api;
 
 pub use config::{Config, ConfigError, Overrides};
 pub use event::{EventKind, Scan, ScanEvent, ScanResult};
-pub use reactor::{EdgeMaker, Server, ServerError, ShutdownHandle, StatusView};
+pub use reactor::{EdgeMaker, Server, ServerError, ShutdownHandle, StatusView, TlsReload};
 pub use scanner::{Firehose, Progress, Source, SourceSpec};
 pub use timefmt::rfc3339;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scanstream::{Config, Overrides, Server, ShutdownHandle};
+use scanstream::{Config, Overrides, Server, ShutdownHandle, TlsReload};
 use tracing_subscriber::EnvFilter;
 
 /// A real-time market scanner that streams its results over WebSocket.
@@ -56,20 +56,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let server = Server::bind(config)?;
-    watch_signals(server.shutdown_handle())?;
+    watch_signals(server.shutdown_handle(), server.tls_reload())?;
     server.run()?;
     Ok(())
 }
 
 /// SIGINT and SIGTERM start a graceful shutdown; a second one ends the process at once.
-fn watch_signals(handle: ShutdownHandle) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// SIGHUP reads the TLS certificate and key again.
+fn watch_signals(handle: ShutdownHandle, tls: Option<TlsReload>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    match &tls {
+                        Some(tls) => tls.reload(),
+                        None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                    }
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     std::process::exit(128 + signal);

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
@@ -16,19 +17,13 @@ use serde_json::json;
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-/// A scripted server speaking TLS with a fresh self-signed certificate for `localhost`,
-/// and a client configuration that trusts it.
-fn tls_server() -> (TestServer, Arc<ClientConfig>) {
+/// A fresh self-signed certificate for `localhost`, written as PEM to `cert` and `key`;
+/// returns a client configuration that trusts it (and nothing else).
+fn new_certificate(cert: &Path, key: &Path) -> Arc<ClientConfig> {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
-    let dir = TempDir::new();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let server = TestServer::scripted_with(|c| {
-        c.tls_cert = Some(cert);
-        c.tls_key = Some(key);
-    });
+    std::fs::write(cert, certified.cert.pem()).unwrap();
+    std::fs::write(key, certified.signing_key.serialize_pem()).unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
     #[allow(deprecated)] // the provider the server uses too
@@ -38,7 +33,35 @@ fn tls_server() -> (TestServer, Arc<ClientConfig>) {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    (server, Arc::new(config))
+    Arc::new(config)
+}
+
+/// A scripted server speaking TLS with a fresh certificate, and a client configuration
+/// that trusts it.
+fn tls_server() -> (TestServer, Arc<ClientConfig>) {
+    let dir = TempDir::new();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let config = new_certificate(&cert, &key);
+    let server = TestServer::scripted_with(|c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+    });
+    (server, config)
+}
+
+/// Does a client with `config` complete a TLS handshake and get `/healthz`?
+fn healthy_over(addr: SocketAddr, config: &Arc<ClientConfig>) -> bool {
+    get_tls(addr, config, "/healthz").starts_with("HTTP/1.1 200")
+}
+
+/// A counter from `/metrics`, asked over TLS.
+fn tls_metric(addr: SocketAddr, config: &Arc<ClientConfig>, name: &str) -> f64 {
+    let text = get_tls(addr, config, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .parse()
+        .unwrap()
 }
 
 fn connect_tls(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
@@ -49,11 +72,15 @@ fn connect_tls(addr: SocketAddr, config: &Arc<ClientConfig>) -> Tls {
     StreamOwned::new(conn, tcp)
 }
 
-/// `GET path` over TLS on a connection of its own, to the end of the response.
+/// `GET path` over TLS on a connection of its own, to the end of the response (empty
+/// when the handshake fails).
 fn get_tls(addr: SocketAddr, config: &Arc<ClientConfig>, path: &str) -> String {
     let mut tls = connect_tls(addr, config);
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    tls.write_all(req.as_bytes()).unwrap();
+    // A handshake the client refuses (a certificate it does not trust) fails here.
+    if tls.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
     let mut text = Vec::new();
     // The server closes after the response; a missing close_notify is no matter here.
     let _ = tls.read_to_end(&mut text);
@@ -114,9 +141,47 @@ fn plain_tcp_and_a_bad_handshake_are_refused_and_others_are_served() {
     let mut rest = Vec::new();
     assert!(bad.read_to_end(&mut rest).is_ok(), "the bad handshake hung");
 
-    // Everyone else is served as before.
-    let health = get_tls(server.addr, &config, "/healthz");
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // Everyone else is served as before, and the failures are counted.
+    assert!(healthy_over(server.addr, &config));
+    let failures = r#"scanstream_tls_handshake_failures_total{reason="invalid_message"}"#;
+    assert_eq!(tls_metric(server.addr, &config, failures), 2.0);
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_and_keeps_it_on_a_bad_pair() {
+    let dir = TempDir::new();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let first = new_certificate(&cert, &key);
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let server = BinaryServer::start(&[
+        "--source",
+        "firehose:0",
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+    ]);
+    assert!(healthy_over(server.addr, &first));
+
+    // Renewed on disk, as an ACME client does, then SIGHUP.
+    let second = new_certificate(&cert, &key);
+    assert!(
+        !healthy_over(server.addr, &second),
+        "the new one before the reload"
+    );
+    server.hangup();
+    server.wait_for_log("TLS certificate and key reloaded");
+    assert!(healthy_over(server.addr, &second));
+    assert!(
+        !healthy_over(server.addr, &first),
+        "the old one after the reload"
+    );
+
+    // A broken key: logged, and the certificate in use stays.
+    std::fs::write(&key, "not a key").unwrap();
+    server.hangup();
+    server.wait_for_log("TLS reload failed");
+    assert!(healthy_over(server.addr, &second));
 }
 
 fn result_of(symbol: &str) -> scanstream::ScanResult {

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub publish_to_flush: Histogram,
     /// Scan cycle durations, as the scanner reports them.
     pub cycle_seconds: Histogram,
+    /// TLS handshakes that failed, by reason (the order of `reactor::transport::FAILURES`).
+    pub tls_failures: [Counter; 6],
     /// Gauge: open connections on this edge, as of its last sweep.
     pub connections: Counter,
     /// Gauge: open WebSocket connections, as of the edge's last sweep.
@@ -95,6 +97,7 @@ impl Default for Metrics {
             batch_sizes: Histogram::new(BATCH_BOUNDS),
             publish_to_flush: Histogram::new(LATENCY_BOUNDS),
             cycle_seconds: Histogram::new(CYCLE_BOUNDS),
+            tls_failures: std::array::from_fn(|_| Counter::default()),
             connections: Counter::default(),
             websockets: Counter::default(),
             pending_bytes: Counter::default(),

@@ -9,7 +9,7 @@ use crate::protocol::ErrorCode;
 
 /// The Prometheus text exposition of every edge's counters added up, and the process's
 /// gauges.
-pub fn render(edges: &[&Metrics], g: &Gauges) -> String {
+pub fn render(edges: &[&Metrics], g: &Gauges, tls_failures: &[&str]) -> String {
     let total =
         |counter: fn(&Metrics) -> &Counter| edges.iter().map(|m| counter(m).get()).sum::<u64>();
     let mut out = String::with_capacity(4096);
@@ -160,6 +160,22 @@ pub fn render(edges: &[&Metrics], g: &Gauges) -> String {
     }
     if let Some(bus) = g.bus {
         render_bus(&mut out, &bus);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP scanstream_tls_handshake_failures_total TLS handshakes that failed, by reason.\n\
+         # TYPE scanstream_tls_handshake_failures_total counter"
+    );
+    for (i, reason) in tls_failures.iter().enumerate() {
+        let n: u64 = edges
+            .iter()
+            .filter_map(|m| m.tls_failures.get(i))
+            .map(Counter::get)
+            .sum();
+        let _ = writeln!(
+            out,
+            "scanstream_tls_handshake_failures_total{{reason=\"{reason}\"}} {n}"
+        );
     }
     render_alerts(&mut out, g);
     let _ = writeln!(
@@ -371,7 +387,7 @@ mod tests {
         b.count_http(404);
         a.deliveries.add(3);
         b.deliveries.add(4);
-        let text = render(&[&a, &b], &Gauges::default());
+        let text = render(&[&a, &b], &Gauges::default(), &[]);
         assert!(text.contains("scanstream_protocol_errors_total{code=\"bad_json\"} 2"));
         assert!(text.contains("scanstream_protocol_errors_total{code=\"4008\"} 1"));
         assert!(text.contains("scanstream_http_responses_total{status=\"404\"} 1"));
@@ -388,7 +404,7 @@ mod tests {
         for m in [&a, &b] {
             m.cycle_seconds.observe(0.01);
         }
-        let text = render(&[&a, &b], &Gauges::default());
+        let text = render(&[&a, &b], &Gauges::default(), &[]);
         assert!(text.contains("scanstream_events_published_total 5\n"));
         assert!(text.contains("scanstream_scanner_cycle_seconds_count 1\n"));
     }

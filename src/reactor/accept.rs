@@ -79,6 +79,11 @@ impl Reactor {
             Shared::release(&self.app.shared.open, 1);
             return;
         }
+        // Settings replaced on SIGHUP reach new connections from here.
+        if let Some((generation, tls)) = self.app.shared.tls_since(self.app.tls_generation) {
+            self.app.tls_generation = generation;
+            self.app.tls = tls;
+        }
         let transport = match &self.app.tls {
             None => Transport::plain(socket),
             Some(config) => match Transport::tls(socket, Arc::clone(config)) {

@@ -50,8 +50,10 @@ pub struct App {
     /// A resume from before the ring asks the bus for what it keeps (an edge process
     /// whose bus keeps more than the ring).
     pub deep_history: bool,
-    /// TLS settings, when the port speaks TLS.
+    /// TLS settings, when the port speaks TLS, and the generation they are of.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// See [`Shared::tls_since`](super::shared::Shared::tls_since).
+    pub tls_generation: u64,
 }
 
 impl App {

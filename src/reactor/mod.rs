@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
-pub use server::{EdgeMaker, Server};
+pub use server::{EdgeMaker, Server, TlsReload};
 pub use session::StatusView;
 
 use crate::alerts::AlertError;
@@ -175,7 +175,7 @@ impl Reactor {
     ) -> Result<Reactor, ServerError> {
         let local_addr = listener.local_addr()?;
         let now = Instant::now();
-        let tls = shared.tls.clone();
+        let tls = shared.tls_since(u64::MAX).and_then(|(_, tls)| tls);
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -205,6 +205,7 @@ impl Reactor {
                 scanner_failure: None,
                 deep_history: config.deep_history(),
                 tls,
+                tls_generation: 0,
             },
             conns: Conns::default(),
             turn_published: Vec::new(),
@@ -322,6 +323,12 @@ impl Reactor {
             return;
         };
         let _ = self.poll.registry().deregister(conn.transport.socket_mut());
+        if let Some(reason) = conn.transport.handshake_failure() {
+            let i = transport::FAILURES.iter().position(|r| *r == reason);
+            if let Some(counter) = i.and_then(|i| self.app.metrics.tls_failures.get(i)) {
+                counter.inc();
+            }
+        }
         Shared::release(&self.app.shared.open, 1);
         if conn.subscriber {
             self.app.count_subscriber(false);
@@ -498,7 +505,7 @@ impl Reactor {
             webhook: app.alerts.stats.webhook,
         };
         let edges: Vec<&Metrics> = app.shared.metrics.iter().map(|m| &**m).collect();
-        metrics::render(&edges, &g)
+        metrics::render(&edges, &g, &transport::FAILURES)
     }
 
     /// Sets this edge's gauges that take a walk over its connections; the sweep calls

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -201,6 +202,16 @@ impl Server {
         }
     }
 
+    /// Something that reads the TLS certificate and key again (on `SIGHUP`), when the
+    /// server speaks TLS.
+    pub fn tls_reload(&self) -> Option<TlsReload> {
+        Some(TlsReload {
+            shared: Arc::clone(&self.shared),
+            cert: self.config.tls_cert.clone()?,
+            key: self.config.tls_key.clone()?,
+        })
+    }
+
     /// Something that attaches more edges to this server's producer, from any thread.
     /// The producer ends when every edge and every maker is gone: drop it before
     /// waiting for [`run`](Server::run) to return.
@@ -319,6 +330,31 @@ fn listen(addr: SocketAddr, edges: usize) -> Result<Vec<Listening>, ServerError>
         listening.push((poll, listener, waker));
     }
     Ok(listening)
+}
+
+/// Reads a server's TLS certificate and key again, from any thread: renewed certificates
+/// (an ACME client's) are taken without a restart.
+#[derive(Clone)]
+pub struct TlsReload {
+    shared: Arc<Shared>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsReload {
+    /// New connections get the pair on disk now; a bad pair is logged and the one in use
+    /// kept.
+    pub fn reload(&self) {
+        match tls::load(&self.cert, &self.key) {
+            Ok(config) => {
+                self.shared.set_tls(config);
+                tracing::info!(cert = %self.cert.display(), "TLS certificate and key reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; keeping the certificate in use");
+            }
+        }
+    }
 }
 
 /// The TLS settings `config` names, read from their files now.

@@ -6,8 +6,8 @@
 //! Each count changes when a connection opens, subscribes or leaves, or a request is
 //! queued: rare beside deliveries, which touch nothing here.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
@@ -29,8 +29,11 @@ pub struct Shared {
     pub metrics: Vec<Arc<Metrics>>,
     /// The bus between processes, as its bridges see it (well when there is none).
     pub bus: Arc<BusHealth>,
-    /// TLS settings, when the port speaks TLS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS settings, when the port speaks TLS; replaced on `SIGHUP`. Edges take a copy
+    /// and look here again only when `tls_generation` moves, so the lock is touched once
+    /// per reload, not per connection.
+    tls: Mutex<Option<Arc<rustls::ServerConfig>>>,
+    tls_generation: AtomicU64,
 }
 
 impl Shared {
@@ -44,8 +47,28 @@ impl Shared {
             subscribers: AtomicUsize::new(0),
             adhoc_pending: AtomicUsize::new(0),
             bus: Arc::default(),
-            tls,
+            tls: Mutex::new(tls),
+            tls_generation: AtomicU64::new(0),
         }
+    }
+
+    /// The TLS settings as of generation `seen`: `None` when they have not changed since,
+    /// else the generation now and the settings.
+    pub fn tls_since(&self, seen: u64) -> Option<(u64, Option<Arc<rustls::ServerConfig>>)> {
+        let now = self.tls_generation.load(Ordering::Acquire);
+        if now == seen {
+            return None;
+        }
+        let tls = self.tls.lock().map_or(None, |t| t.clone());
+        Some((now, tls))
+    }
+
+    /// New TLS settings for new connections (open ones keep theirs).
+    pub fn set_tls(&self, tls: Arc<rustls::ServerConfig>) {
+        if let Ok(mut t) = self.tls.lock() {
+            *t = Some(tls);
+        }
+        self.tls_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Starts the graceful shutdown of every edge.

@@ -17,12 +17,18 @@ use rustls::{ServerConfig, ServerConnection};
 pub struct Transport {
     socket: TcpStream,
     tls: Option<Box<ServerConnection>>,
+    /// Why the TLS handshake failed, for `/metrics`.
+    failure: Option<&'static str>,
 }
 
 impl Transport {
     /// Plain TCP.
     pub fn plain(socket: TcpStream) -> Transport {
-        Transport { socket, tls: None }
+        Transport {
+            socket,
+            tls: None,
+            failure: None,
+        }
     }
 
     /// TLS with `config`; the handshake runs as bytes arrive.
@@ -31,12 +37,21 @@ impl Transport {
         Ok(Transport {
             socket,
             tls: Some(Box::new(tls)),
+            failure: None,
         })
     }
 
     /// The socket, to register with the poll.
     pub fn socket_mut(&mut self) -> &mut TcpStream {
         &mut self.socket
+    }
+
+    /// Why the handshake failed: a rustls error's kind, or `incomplete` for a connection
+    /// that ends before its handshake is done (the peer left, or the head deadline came).
+    pub fn handshake_failure(&self) -> Option<&'static str> {
+        let tls = self.tls.as_ref()?;
+        self.failure
+            .or(tls.is_handshaking().then_some("incomplete"))
     }
 
     /// TLS bytes wait for the socket to take them.
@@ -51,6 +66,27 @@ impl Transport {
             let _ = push(tls, &mut self.socket);
         }
         let _ = self.socket.shutdown(Shutdown::Write);
+    }
+}
+
+/// Every reason a handshake fails, as `/metrics` labels it.
+pub const FAILURES: [&str; 6] = [
+    "invalid_message",
+    "incompatible",
+    "alert_received",
+    "misbehaved",
+    "other",
+    "incomplete",
+];
+
+/// The label of a rustls error (plain HTTP on the TLS port is an `invalid_message`).
+fn failure_kind(e: &rustls::Error) -> &'static str {
+    match e {
+        rustls::Error::InvalidMessage(_) => FAILURES[0],
+        rustls::Error::PeerIncompatible(_) => FAILURES[1],
+        rustls::Error::AlertReceived(_) => FAILURES[2],
+        rustls::Error::PeerMisbehaved(_) => FAILURES[3],
+        _ => FAILURES[4],
     }
 }
 
@@ -88,6 +124,9 @@ impl Read for Transport {
             // Handshake replies, or the alert that explains a failure, go out now.
             push(tls, &mut self.socket)?;
             if let Err(e) = processed {
+                if tls.is_handshaking() {
+                    self.failure = Some(failure_kind(&e));
+                }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }

@@ -129,6 +129,12 @@ impl Binary {
         self.signal("INT");
     }
 
+    /// What a service manager (or an ACME client's hook) sends to have files read again.
+    #[track_caller]
+    pub fn hangup(&self) {
+        self.signal("HUP");
+    }
+
     /// What a service manager sends to stop a service.
     #[track_caller]
     pub fn terminate(&self) {
