@@ -144,8 +144,9 @@ impl RateLimit {
 
 /// A resume from before the ring, waiting for the bus.
 struct Waiting {
-    /// The `subscribe` that asked, then those that came while it waited, with their ids.
-    held: Vec<(Subscribe, Option<Value>)>,
+    /// The `subscribe` that asked, and its id.
+    req: Subscribe,
+    id: Option<Value>,
     /// What the bus has sent so far, consecutive.
     got: Vec<Arc<ScanEvent>>,
 }
@@ -174,8 +175,8 @@ pub struct WsSession {
     /// A resume from before the ring: the results from its first to the ring's newest
     /// when it was answered, replayed instead of the ring (`cursor` is past them).
     older: VecDeque<Arc<ScanEvent>>,
-    /// Subscribes that came while `older` was replaying: answered once it is done, so a
-    /// new subscription cannot cut into it.
+    /// Subscribes that came while a resume from the bus waited (answered with it) or
+    /// replayed (answered once it is done), so a new subscription cannot cut into it.
     held: Vec<(Subscribe, Option<Value>)>,
 }
 
@@ -306,13 +307,9 @@ impl WsSession {
         if self.over_limit(&req, out, app, id) {
             return;
         }
-        // A resume from the bus is on its way: the others are answered with it, in order;
-        // or it is replaying: the others follow it.
-        if let Some(waiting) = &mut self.waiting_older {
-            waiting.held.push((req, id.cloned()));
-            return;
-        }
-        if !self.older.is_empty() {
+        // A resume from the bus is on its way (the others are answered with it, in order)
+        // or replaying (the others follow it).
+        if self.waiting_older.is_some() || !self.older.is_empty() {
             self.held.push((req, id.cloned()));
             return;
         }
@@ -366,7 +363,8 @@ impl WsSession {
             return false; // resumed from the ring alone, not recovered
         }
         self.waiting_older = Some(Waiting {
-            held: vec![(req.clone(), id.cloned())],
+            req: req.clone(),
+            id: id.cloned(),
             got: Vec::new(),
         });
         true
@@ -389,30 +387,30 @@ impl WsSession {
         // has more to give (and this connection may hold that much).
         let history = &app.history;
         let next = waiting.got.last().map_or(0, |r| r.seq.saturating_add(1));
-        let id = waiting.held[0].1.clone();
         if !older.is_empty()
             && next < history.oldest()
             && waiting.got.len() < MAX_OLDER_HELD
-            && ask_bus(app, caller, id.as_ref(), next)
+            && ask_bus(app, caller, waiting.id.as_ref(), next)
         {
             self.waiting_older = Some(waiting);
             return;
         }
         // From the first result asked for to the ring's newest, when they join up.
-        let first_wanted = waiting.held[0].0.since.map(|s| s.saturating_add(1));
+        let first_wanted = waiting.req.since.map(|s| s.saturating_add(1));
         let joins = waiting.got.first().map(|r| r.seq) == first_wanted && next >= history.oldest();
         let replay: Option<Vec<Arc<ScanEvent>>> = joins.then(|| {
             let ring = history.range(next, history.head()).cloned();
             waiting.got.drain(..).chain(ring).collect()
         });
-        for (req, id) in waiting.held {
+        let first = (waiting.req, waiting.id);
+        for (req, id) in std::iter::once(first).chain(std::mem::take(&mut self.held)) {
             self.subscribe_from(req, out, app, caller, id.as_ref(), replay.as_deref());
         }
     }
 
     /// Answers the subscribes held while a resume from the bus replayed, once it is done.
     pub fn release_held(&mut self, out: &mut Vec<u8>, app: &mut App, caller: &mut Caller) {
-        if !self.older.is_empty() {
+        if self.waiting_older.is_some() || !self.older.is_empty() {
             return;
         }
         for (req, id) in std::mem::take(&mut self.held) {

@@ -191,7 +191,6 @@ pub fn spawn(
                 backlog: VecDeque::from([Event::Symbols(symbols.clone().into())]),
                 epoch: start.history.epoch().to_owned(),
                 symbols,
-                dropped: 0,
                 recent: VecDeque::new(),
                 health,
             }
@@ -224,8 +223,6 @@ struct Publisher {
     head: u64,
     /// Events waiting to be written, oldest first.
     backlog: VecDeque<Event>,
-    /// Events dropped because the backlog was full.
-    dropped: u64,
     /// The newest results written, oldest first.
     recent: VecDeque<Arc<ScanEvent>>,
     /// Where the edges of this process read how the bus is doing.
@@ -326,10 +323,10 @@ impl Publisher {
         }
         if self.backlog.len() == BACKLOG {
             self.backlog.pop_front();
-            self.dropped += 1;
             self.health.count_dropped();
-            if self.dropped.is_power_of_two() {
-                tracing::warn!(dropped = self.dropped, "the bus backlog is full; dropping");
+            let dropped = self.health.dropped();
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "the bus backlog is full; dropping");
             }
         }
         self.backlog.push_back(ev);
