@@ -1,21 +1,32 @@
 //! `scanstream client`: a live view of a server's results, built on the client library.
 
 use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use scanstream::client::{Client, ClientConfig, Event, ResultMessage, State, SubscriptionOptions};
+use scanstream::client::{
+    Client, ClientConfig, Event, ResultMessage, State, SubscriptionOptions, Trust,
+};
 use scanstream::protocol::FilterSpec;
 use serde_json::{Value, json};
 
 /// Connects to a server, subscribes, and shows what it streams.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server stream URL.
+    /// Server stream URL: ws://, or wss:// for TLS.
     #[arg(long, default_value = "ws://127.0.0.1:8080/stream")]
     url: String,
+    /// With wss://, trust only the CA certificates in this PEM file (a private CA or a
+    /// self-signed server) instead of the system's trust roots.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// With wss://, accept any certificate for any name: encrypted but not verified, so
+    /// anyone on the path can read the stream. For a throwaway test certificate only.
+    #[arg(long, conflicts_with = "ca_file")]
+    insecure_skip_verify: bool,
     /// Bearer token, when the server requires one.
     #[arg(long, env = "SCANSTREAM_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -86,6 +97,11 @@ pub fn run(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut config = ClientConfig::new(args.url.clone());
     config.token = args.token.clone();
+    config.trust = match (&args.ca_file, args.insecure_skip_verify) {
+        (_, true) => Trust::InsecureSkipVerify,
+        (Some(path), false) => Trust::CaFile(path.clone()),
+        (None, false) => Trust::System,
+    };
     config.events = Some(4096);
     let client = Client::start(config)?;
     client.subscribe(
@@ -141,7 +157,10 @@ pub fn run(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some((Some(code), reason)) => {
             Err(format!("server closed the stream ({code} {reason})").into())
         }
-        _ => Ok(()),
+        // The client gave up by itself (a refused upgrade, a certificate it does not
+        // trust): the caller closes only after the loop.
+        Some((None, reason)) => Err(reason.into()),
+        None => Ok(()),
     }
 }
 

@@ -39,6 +39,8 @@
 //!   answers from (`app`: history, status, the alert mirror), HTTP, WebSocket, fan-out,
 //!   timers.
 //! - `timefmt`: RFC 3339 timestamps.
+//! - [`tls`]: the rustls settings of both ends: the server's certificate, the client's
+//!   trust.
 
 #![warn(missing_docs)]
 
@@ -54,6 +56,7 @@ pub mod protocol;
 mod reactor;
 pub mod scanner;
 mod timefmt;
+pub mod tls;
 
 /// The fan-out hot path, for the benchmarks in `benches/` (another crate); not an API.
 #[doc(hidden)]

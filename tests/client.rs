@@ -12,11 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::client::{Collected, client_config, collect, start_client};
+use common::client::{
+    assert_lossless_across_cuts, client_config, start_client, subscribe_all, subscribed,
+};
 use common::proxy::Proxy;
 use common::{TIMEOUT, TestServer, metric, result, wait_for};
 use crossbeam_channel::Receiver;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use scanstream::client::{
     Backoff, Client, ClientConfig, ClientError, Event, ManualClock, State, SubscriptionOptions,
@@ -29,21 +31,6 @@ use scanstream::{EventKind, Scan, SourceSpec};
 fn nothing_listening() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     common::stream_url(listener.local_addr().unwrap())
-}
-
-/// Subscribes `name` to everything.
-fn subscribe_all(client: &Client, name: &str) {
-    let options = SubscriptionOptions::default();
-    client
-        .subscribe(name, FilterSpec::default(), options)
-        .unwrap();
-}
-
-fn subscribed(events: &Receiver<Event>) -> scanstream::client::Subscribed {
-    wait_for(events, "subscribed", |ev| match ev {
-        Event::Subscribed(s) => Some(s.clone()),
-        _ => None,
-    })
 }
 
 fn state(events: &Receiver<Event>, what: &str, want: impl Fn(&State) -> bool) -> State {
@@ -156,38 +143,7 @@ fn backoff_follows_its_schedule_on_an_injected_clock_and_rng() {
 fn resume_is_lossless_across_random_cuts() {
     let server = TestServer::firehose(2000);
     let proxy = Proxy::new(server.addr);
-    let (client, events) = start_client(client_config(&proxy.url()));
-    subscribe_all(&client, "all");
-    subscribed(&events);
-
-    let collector = collect(events);
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
-    let cuts = 25;
-    for _ in 0..cuts {
-        thread::sleep(Duration::from_millis(rng.random_range(20..200)));
-        proxy.cut();
-    }
-    thread::sleep(Duration::from_millis(500));
-    client.close();
-    let Collected {
-        seqs,
-        gaps,
-        reconnects,
-    } = collector.join().unwrap();
-
-    assert_eq!(gaps, 0, "the history covers every outage");
-    assert!(
-        reconnects >= cuts / 2,
-        "{reconnects} reconnects for {cuts} cuts"
-    );
-    assert!(seqs.len() > 1000, "{} results", seqs.len());
-    for pair in seqs.windows(2) {
-        assert_eq!(
-            pair[1],
-            pair[0] + 1,
-            "results must be contiguous and unique"
-        );
-    }
+    assert_lossless_across_cuts(&proxy, client_config(&proxy.url()));
 }
 
 #[test]

@@ -6,35 +6,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 
+use common::tls::new_certificate;
 use common::*;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use scanstream::{EventKind, Scan};
 use serde_json::json;
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-/// A fresh self-signed certificate for `localhost`, written as PEM to `cert` and `key`;
-/// returns a client configuration that trusts it (and nothing else).
-fn new_certificate(cert: &Path, key: &Path) -> Arc<ClientConfig> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
-    std::fs::write(cert, certified.cert.pem()).unwrap();
-    std::fs::write(key, certified.signing_key.serialize_pem()).unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    #[allow(deprecated)] // the provider the server uses too
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
 
 /// A scripted server speaking TLS with a fresh certificate, and a client configuration
 /// that trusts it.

@@ -64,6 +64,8 @@ pub use table::{Table, TableHandle};
 pub use worker::{ABNORMAL, describe, should_reconnect};
 
 use crate::protocol::{FilterError, FilterSpec};
+pub use crate::tls::Trust;
+use crate::tls::{self, TlsError};
 use outbox::{Outbox, Request};
 use pacing::Pacing;
 use worker::{Command, WAKER, Worker};
@@ -73,7 +75,7 @@ pub type StateCallback = Box<dyn FnMut(&State) + Send>;
 
 /// How a client connects and behaves.
 pub struct ClientConfig {
-    /// `ws://host:port/stream`.
+    /// `ws://host:port/stream`, or `wss://` for TLS.
     pub url: String,
     /// Sent as `Authorization: Bearer` when set.
     pub token: Option<String>,
@@ -110,6 +112,8 @@ pub struct ClientConfig {
     pub clock: Arc<dyn Clock>,
     /// Called on every state change.
     pub on_state: Option<StateCallback>,
+    /// Which servers a `wss://` URL may reach (default: the system's trust roots).
+    pub trust: Trust,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -125,6 +129,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("server_ping_interval", &self.server_ping_interval)
             .field("liveness_margin", &self.liveness_margin)
             .field("events", &self.events)
+            .field("trust", &self.trust)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +151,7 @@ impl ClientConfig {
             jitter_seed: None,
             clock: Arc::new(SystemClock),
             on_state: None,
+            trust: Trust::System,
         }
     }
 }
@@ -189,7 +195,7 @@ impl std::fmt::Debug for SubscriptionOptions {
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not a `ws://` URL the client can use.
+    /// The URL is not a `ws://` or `wss://` URL the client can use.
     #[error("url `{url}`: {reason}")]
     Url {
         /// The URL given.
@@ -210,6 +216,9 @@ pub enum ClientError {
     /// The client has closed.
     #[error("the client is closed")]
     Closed,
+    /// The TLS settings cannot be made (a CA file that does not read, no system roots).
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
     /// The client thread could not start.
     #[error("client thread: {0}")]
     Io(#[from] std::io::Error),
@@ -238,7 +247,11 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Starts the client thread, which connects at once and keeps connecting.
     pub fn start(mut config: ClientConfig) -> Result<Client, ClientError> {
-        check_url(&config.url)?;
+        let tls = match check_url(&config.url)? {
+            Scheme::Ws => None,
+            // Once per client: the roots are read and parsed here, not on each reconnect.
+            Scheme::Wss => Some(tls::client_config(&config.trust)?),
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (commands_tx, commands_rx) = unbounded();
@@ -275,6 +288,7 @@ impl Client {
             pacing,
             closing: false,
             close_asked: Arc::clone(&close_asked),
+            tls,
         };
         let thread = std::thread::Builder::new()
             .name("scanstream-client".into())
@@ -396,18 +410,22 @@ impl Drop for Client {
     }
 }
 
+/// A URL's scheme.
+enum Scheme {
+    Ws,
+    Wss,
+}
+
 /// Refuses at once what can never connect.
-fn check_url(url: &str) -> Result<(), ClientError> {
+fn check_url(url: &str) -> Result<Scheme, ClientError> {
     let bad = |reason: &str| ClientError::Url {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
     let request = url.into_client_request().map_err(|e| bad(&e.to_string()))?;
     match request.uri().scheme_str() {
-        Some("ws") => Ok(()),
-        Some("wss") => Err(bad(
-            "wss needs TLS, which this client leaves to a local TLS proxy; use ws://",
-        )),
-        _ => Err(bad("expected ws://host:port/stream")),
+        Some("ws") => Ok(Scheme::Ws),
+        Some("wss") => Ok(Scheme::Wss),
+        _ => Err(bad("expected ws://host:port/stream or wss://")),
     }
 }

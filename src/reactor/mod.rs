@@ -28,7 +28,6 @@ mod server;
 mod session;
 mod shared;
 mod timers;
-mod tls;
 mod transport;
 pub(crate) mod websocket;
 
@@ -108,7 +107,7 @@ pub enum ServerError {
     Alerts(#[from] AlertError),
     /// The TLS certificate or key cannot serve.
     #[error("tls: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Asks a running server to shut down gracefully, from any thread.

@@ -17,7 +17,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::mirror::AlertMirror;
 use super::shared::Shared;
-use super::tls;
 use super::{LISTENER, Reactor, ServerError, ShutdownHandle, Start, WAKER};
 use crate::alerts::Alerts;
 use crate::bus::local as local_bus;
@@ -25,6 +24,7 @@ use crate::bus::redis as bus_redis;
 use crate::config::Config;
 use crate::history::History;
 use crate::scanner::{self, ProducerThread, ScannerOptions, Source};
+use crate::tls;
 
 /// Connections waiting to be accepted per listener, as `mio` asks of its own listeners.
 const BACKLOG: i32 = 1024;
@@ -345,7 +345,7 @@ impl TlsReload {
     /// New connections get the pair on disk now; a bad pair is logged and the one in use
     /// kept.
     pub fn reload(&self) {
-        match tls::load(&self.cert, &self.key) {
+        match tls::server_config(&self.cert, &self.key) {
             Ok(config) => {
                 self.shared.set_tls(config);
                 tracing::info!(cert = %self.cert.display(), "TLS certificate and key reloaded");
@@ -360,7 +360,7 @@ impl TlsReload {
 /// The TLS settings `config` names, read from their files now.
 fn tls_of(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
     match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Ok(Some(tls::load(cert, key)?)),
+        (Some(cert), Some(key)) => Ok(Some(tls::server_config(cert, key)?)),
         _ => Ok(None),
     }
 }

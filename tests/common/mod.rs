@@ -13,6 +13,7 @@ mod frames;
 pub mod proxy;
 pub mod redis_server;
 mod temp_dir;
+pub mod tls;
 
 #[allow(unused_imports)] // each test binary uses its own part of these too
 pub use {binary::*, frames::*, temp_dir::TempDir};

@@ -120,8 +120,11 @@ fn upstream_copy(mut from: TcpStream, mut to: TcpStream, sent: Arc<Mutex<Vec<Str
         if in_frames {
             // Recorded before forwarded: a message the server has answered is in `sent`.
             while let Some((frame, used)) = parse_client_frame(&pending) {
+                // Bytes that only look like a frame (TLS records) are not recorded.
                 if let Frame::Text(text) = frame {
-                    sent.lock().unwrap().push(String::from_utf8(text).unwrap());
+                    if let Ok(text) = String::from_utf8(text) {
+                        sent.lock().unwrap().push(text);
+                    }
                 }
                 pending.drain(..used);
             }

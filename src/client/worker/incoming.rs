@@ -1,17 +1,16 @@
 //! What the server sends, routed: results and snapshots to the subscription manager,
 //! replies to the requests waiting for them, the rest to the caller as events.
 
-use std::net::TcpStream;
-
 use serde_json::Value;
 use tungstenite::WebSocket;
 
 use super::Worker;
+use super::stream::Stream;
 use crate::client::message::{Envelope, ErrorData, Event, ResultMessage, SnapshotData, Subscribed};
 
 impl Worker {
     /// One text message from the server.
-    pub(super) fn message(&mut self, text: &str, ws: &mut WebSocket<TcpStream>) {
+    pub(super) fn message(&mut self, text: &str, ws: &mut WebSocket<Stream>) {
         let env: Envelope = match serde_json::from_str(text) {
             Ok(env) => env,
             Err(e) => {

@@ -34,8 +34,10 @@ use crate::protocol::close;
 
 mod codes;
 mod incoming;
+mod stream;
 
 pub use codes::{ABNORMAL, describe, should_reconnect};
+use stream::{Stream, TlsFailure};
 
 pub(super) const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
@@ -86,6 +88,8 @@ pub(super) struct Worker {
     /// Set by the handle before it asks to close, so a full events channel cannot keep
     /// the thread from seeing the request.
     pub close_asked: Arc<AtomicBool>,
+    /// The TLS settings, for a `wss://` URL.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Worker {
@@ -189,7 +193,7 @@ impl Worker {
     }
 
     /// Applies a caller's command; with a connection, sends what it implies.
-    fn command(&mut self, cmd: Command, ws: Option<&mut WebSocket<TcpStream>>) {
+    fn command(&mut self, cmd: Command, ws: Option<&mut WebSocket<Stream>>) {
         let message = match cmd {
             Command::Add {
                 name,
@@ -227,14 +231,14 @@ impl Worker {
     /// Sends a subscription's message at once: they are few (the server allows 64
     /// subscriptions), and holding one back would hold back its results. It is charged
     /// to the pacing, so the queued requests behind it wait for the server's bucket.
-    fn send_control(&mut self, ws: &mut WebSocket<TcpStream>, text: String) {
+    fn send_control(&mut self, ws: &mut WebSocket<Stream>, text: String) {
         self.pacing.charge(self.config.clock.now());
         // A failed write shows up as a failed read or flush right after.
         let _ = send(ws, text);
     }
 
     /// Opens a connection and completes the handshake, within the connect timeout.
-    fn connect(&mut self) -> Result<WebSocket<TcpStream>, End> {
+    fn connect(&mut self) -> Result<WebSocket<Stream>, End> {
         let retry = |reason: String| End::Retry {
             code: ABNORMAL,
             reason,
@@ -259,7 +263,9 @@ impl Worker {
         let uri = request.uri();
         let host = uri.host().unwrap_or("127.0.0.1");
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
         let timeout = self.config.connect_timeout;
         let addrs = (host, port)
             .to_socket_addrs()
@@ -282,6 +288,21 @@ impl Worker {
             s.set_write_timeout(Some(timeout))
         };
         setup(&stream).map_err(|e| retry(format!("socket: {e}")))?;
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(config) => match Stream::tls(Arc::clone(config), host, stream) {
+                Ok(tls) => tls,
+                Err(TlsFailure::Handshake(why)) => return Err(retry(format!("tls: {why}"))),
+                // A certificate the client does not trust, or a host TLS cannot name,
+                // stays so: like a refused token, it is for a person to fix.
+                Err(TlsFailure::Certificate(why) | TlsFailure::Setup(why)) => {
+                    return Err(End::Stop {
+                        code: None,
+                        reason: format!("tls: {why}"),
+                    });
+                }
+            },
+        };
         let ws = match tungstenite::client::client(request, stream) {
             Ok((ws, _)) => ws,
             Err(HandshakeError::Interrupted(_)) => {
@@ -299,7 +320,7 @@ impl Worker {
             }
             Err(HandshakeError::Failure(e)) => return Err(retry(format!("handshake: {e}"))),
         };
-        let s = ws.get_ref();
+        let s = ws.get_ref().tcp();
         s.set_read_timeout(None)
             .and_then(|()| s.set_write_timeout(None))
             .and_then(|()| s.set_nonblocking(true))
@@ -308,8 +329,8 @@ impl Worker {
     }
 
     /// Runs one connection until it ends.
-    fn session(&mut self, mut ws: WebSocket<TcpStream>) -> End {
-        let fd = ws.get_ref().as_raw_fd();
+    fn session(&mut self, mut ws: WebSocket<Stream>) -> End {
+        let fd = ws.get_ref().tcp().as_raw_fd();
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&fd),
             SOCKET,
@@ -330,7 +351,7 @@ impl Worker {
         end
     }
 
-    fn serve(&mut self, ws: &mut WebSocket<TcpStream>) -> End {
+    fn serve(&mut self, ws: &mut WebSocket<Stream>) -> End {
         // Changes made while connecting are desired state like any other: fold them in
         // before the subscriptions go out, rather than replaying them one by one.
         while let Ok(cmd) = self.commands.try_recv() {
@@ -469,7 +490,7 @@ impl Worker {
     }
 
     /// Sends the queued requests the pacing allows now.
-    fn drain_outbox(&mut self, ws: &mut WebSocket<TcpStream>) {
+    fn drain_outbox(&mut self, ws: &mut WebSocket<Stream>) {
         let now = self.config.clock.now();
         let mut texts = Vec::new();
         {
@@ -492,7 +513,7 @@ impl Worker {
 
 /// Queues `text` on the socket; a `WouldBlock` leaves it in tungstenite's buffer, which
 /// the loop flushes when the socket is writable again.
-fn send(ws: &mut WebSocket<TcpStream>, text: String) -> Result<(), tungstenite::Error> {
+fn send(ws: &mut WebSocket<Stream>, text: String) -> Result<(), tungstenite::Error> {
     match ws.write(Message::text(text)) {
         Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => Ok(()),
         other => other,
