@@ -9,3 +9,18 @@ wait_port() {
     echo "nothing listens on port $1" >&2
     return 1
 }
+
+# make_cert DIR: a throwaway self-signed certificate for 127.0.0.1 and localhost in
+# DIR/cert.pem, its key in DIR/key.pem (EC P-256, valid for 2 days). CA:FALSE, for the
+# client that takes it as its own CA (loadgen --ca-file): webpki refuses a certificate
+# that says it is a CA as a server's.
+make_cert() {
+    mkdir -p "$1"
+    if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -addext "basicConstraints=critical,CA:FALSE" \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>"$1/openssl.log"; then
+        cat "$1/openssl.log" >&2
+        return 1
+    fi
+}

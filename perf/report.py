@@ -4,11 +4,14 @@
     report.py row NAME SCANSTREAM.json PEER.json [LABEL_A LABEL_B]
                                                    both rows and the ratios
     report.py ok FILE.json                         exit 0 when p99 <= 50 ms and nothing lost
-    report.py markdown DIR                         every scenario found in DIR as tables
+    report.py median OUT.json IN.json...           a row of the medians of the rows IN
+    report.py markdown DIR [tls]                   every scenario found in DIR as tables
+                                                   (tls: scanstream over TLS vs plain)
     report.py splice RESULTS.md TABLES.md          puts the tables between the markers
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -73,6 +76,33 @@ def load(path):
     return row
 
 
+def median(out, paths):
+    """Writes the row of the medians of the rows in PATHS (rounds of one scenario, each
+    read with its idle RSS) to OUT. A field that is not a number in every row, a map of
+    close codes say, is the last round's."""
+    rows = [r for r in (load(p) for p in paths) if r]
+    if not rows:
+        return 1
+    med = {}
+    for key in rows[-1]:
+        vals = [r.get(key) for r in rows]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            m = statistics.median(vals)
+            med[key] = round(m) if all(isinstance(v, int) for v in vals) else m
+        else:
+            med[key] = rows[-1][key]
+    med["rounds"] = len(rows)
+    with open(out, "w") as f:
+        f.write(json.dumps(med, sort_keys=True) + "\n")
+    # The median row carries its idle RSS and bytes per connection already; an idle RSS
+    # file left beside it by an earlier single run would override them.
+    try:
+        os.remove(out[: -len(".json")] + ".rss0")
+    except OSError:
+        pass
+    return 0
+
+
 def cell(row, key, fmt):
     if row is None or row.get(key) is None:
         return "-"
@@ -134,6 +164,8 @@ def main(argv):
             and row.get("messages", 0) > 0
         )
         return 0 if good else 1
+    if cmd == "median" and len(argv) >= 4:
+        return median(argv[2], argv[3:])
     if cmd == "splice" and len(argv) == 4:
         with open(argv[2]) as f:
             text = f.read()
@@ -147,15 +179,19 @@ def main(argv):
         with open(argv[2], "w") as f:
             f.write(head + BEGIN + "\n\n" + tables.strip() + "\n\n" + END + tail)
         return 0
-    if cmd == "markdown" and len(argv) == 3:
+    if cmd == "markdown" and (len(argv) == 3 or (len(argv) == 4 and argv[3] == "tls")):
         d = argv[2]
+        if len(argv) == 4:
+            pair, labels, title = ("scanstream-tls", "scanstream"), ("scanstream TLS", "scanstream plain"), " over TLS"
+        else:
+            pair, labels, title = ("scanstream", "peer"), ("scanstream", "tokio peer"), ""
         print(machine() + "\n")
         for name in ["latency", "latency-1k", "fanout-1k", "saturate", "idle-10k", "churn"]:
-            scan = load(os.path.join(d, name + "-scanstream.json"))
-            peer = load(os.path.join(d, name + "-peer.json"))
-            if scan or peer:
-                print("### " + name + "\n")
-                print(table(name, scan, peer) + "\n")
+            a = load(os.path.join(d, name + "-" + pair[0] + ".json"))
+            b = load(os.path.join(d, name + "-" + pair[1] + ".json"))
+            if a or b:
+                print("### " + name + title + "\n")
+                print(table(name, a, b, labels) + "\n")
         return 0
     print(__doc__)
     return 2

@@ -3,14 +3,20 @@
 # other under identical load, and prints both rows and their ratios.
 #
 #   perf/run.sh SCENARIO        latency | latency-1k | fanout-1k | saturate | idle-10k | churn | all
+#   perf/run.sh tls-vs-plain    latency and fanout-1k, each scanstream plain then over TLS
 #   DURATION=10 perf/run.sh fanout-1k     # a shorter measured window (default 30 s)
+#   TLS=1 perf/run.sh idle-10k            # scanstream plain vs scanstream over TLS (wss://)
+#   ROUNDS=3                              # alternate the two servers 3 times, then medians (not saturate)
 #   SATURATE_DURATION=10                  # the window of each saturate step (default 10 s)
 #   PEER_THREADS=2 SERVER_CORES=0,1       # the peer on two worker threads, servers on both cores
 #   SERVER_FLAGS="--threads 2"            # more flags for scanstream
 #
 # The server runs on core 0 and the load generator on core 1 (taskset); the file limit is
 # raised for the idle and churn scenarios. Rows are saved in perf/results/*.json; `all`
-# rewrites the scenario tables in perf/RESULTS.md (between its markers).
+# rewrites the scenario tables in perf/RESULTS.md (between its markers; with TLS=1 it
+# writes perf/results/tables-tls.md instead). TLS=1 makes a throwaway certificate for
+# 127.0.0.1 in perf/results/tls/ and compares scanstream over TLS with scanstream plain
+# instead of with the peer; loadgen trusts the certificate with --ca-file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . perf/lib.sh
@@ -18,16 +24,32 @@ cd "$(dirname "$0")/.."
 SCENARIO=${1:-}
 DURATION=${DURATION:-30}
 WARMUP=${WARMUP:-3}
+ROUNDS=${ROUNDS:-1}
+TLS=${TLS:-0}
 PORT_SCAN=18700
 PORT_PEER=18701
+PORT_TLS=18702
 OUT=perf/results
+CERT_DIR=$OUT/tls
 mkdir -p "$OUT"
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 [ -n "$SCENARIO" ] || usage
+if [ "$SCENARIO" = tls-vs-plain ]; then TLS=1; fi
+
+# The two servers each scenario compares, in the order they run, and the row labels; the
+# ratio is the first label's row over the second's.
+if [ "$TLS" = 1 ]; then
+    make_cert "$CERT_DIR"
+    FIRST=scanstream SECOND=scanstream-tls
+    NUM=scanstream-tls DEN=scanstream LABELS=("scanstream TLS" "scanstream plain")
+else
+    FIRST=scanstream SECOND=peer
+    NUM=scanstream DEN=peer LABELS=("scanstream" "tokio peer")
+fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -35,9 +57,11 @@ cargo build --release -q -p scanstream -p loadgen -p peer-tokio
 BIN=target/release
 
 
-# start_server NAME RATE: starts it pinned to core 0; sets SERVER_PID and URL.
+# start_server NAME RATE: starts it pinned to core 0; sets SERVER_PID, URL and TRUST
+# (the loadgen flags that make it believe the server's certificate).
 start_server() {
     local name=$1 rate=$2
+    TRUST=()
     case $name in
         scanstream)
             taskset -c "${SERVER_CORES:-0}" "$BIN/scanstream" --listen "127.0.0.1:$PORT_SCAN" \
@@ -45,6 +69,16 @@ start_server() {
             SERVER_PID=$!
             URL="ws://127.0.0.1:$PORT_SCAN/stream"
             wait_port "$PORT_SCAN"
+            ;;
+        scanstream-tls)
+            taskset -c "${SERVER_CORES:-0}" "$BIN/scanstream" --listen "127.0.0.1:$PORT_TLS" \
+                --source "firehose:$rate" --log warn \
+                --tls-cert "$CERT_DIR/cert.pem" --tls-key "$CERT_DIR/key.pem" \
+                ${SERVER_FLAGS:-} >"$OUT/$name.log" 2>&1 &
+            SERVER_PID=$!
+            URL="wss://127.0.0.1:$PORT_TLS/stream"
+            TRUST=(--ca-file "$CERT_DIR/cert.pem")
+            wait_port "$PORT_TLS"
             ;;
         peer)
             taskset -c "${SERVER_CORES:-0}" "$BIN/peer-tokio" --listen "127.0.0.1:$PORT_PEER" \
@@ -69,17 +103,43 @@ measure() {
     sleep 0.5
     # The server's RSS before any client, for the per-connection figure.
     awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status" >"$OUT/$SCENARIO_NAME-$name.rss0"
-    taskset -c 1 "$BIN/loadgen" --url "$URL" --clients "$clients" \
+    taskset -c 1 "$BIN/loadgen" --url "$URL" "${TRUST[@]}" --clients "$clients" \
         --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" --json "$@" \
         >"$OUT/$SCENARIO_NAME-$name.json" || true
     stop_server
 }
 
-# both RATE CLIENTS [flags]: scanstream then the peer, then the comparison.
+# compare NAME: the row of each server under NAME and their ratios.
+compare() {
+    python3 perf/report.py row "$1" "$OUT/$1-$NUM.json" "$OUT/$1-$DEN.json" "${LABELS[@]}"
+}
+
+# both RATE CLIENTS [flags]: the first server then the second (scanstream then the peer,
+# or with TLS=1 scanstream plain then over TLS), then the comparison. With ROUNDS > 1
+# the pair runs that many times, alternately, each round's rows printed and kept as
+# NAME-rK-*.json, and the comparison is of the medians.
 both() {
-    measure scanstream "$@"
-    measure peer "$@"
-    python3 perf/report.py row "$SCENARIO_NAME" "$OUT/$SCENARIO_NAME-scanstream.json" "$OUT/$SCENARIO_NAME-peer.json"
+    local name=$SCENARIO_NAME
+    if [ "$ROUNDS" -le 1 ]; then
+        measure "$FIRST" "$@"
+        measure "$SECOND" "$@"
+    else
+        local k s files
+        for k in $(seq 1 "$ROUNDS"); do
+            SCENARIO_NAME=$name-r$k
+            measure "$FIRST" "$@"
+            measure "$SECOND" "$@"
+            compare "$SCENARIO_NAME"
+        done
+        SCENARIO_NAME=$name
+        for s in "$FIRST" "$SECOND"; do
+            files=()
+            for k in $(seq 1 "$ROUNDS"); do files+=("$OUT/$name-r$k-$s.json"); done
+            python3 perf/report.py median "$OUT/$name-$s.json" "${files[@]}"
+        done
+        echo "medians of $ROUNDS rounds:"
+    fi
+    compare "$name"
 }
 
 saturate() {
@@ -102,10 +162,10 @@ run() {
         latency-1k) both 100 1000 ;;
         fanout-1k) both 1000 1000 ;;
         saturate)
-            saturate scanstream
-            saturate peer
+            saturate "$FIRST"
+            saturate "$SECOND"
             SCENARIO_NAME=saturate
-            python3 perf/report.py row saturate "$OUT/saturate-scanstream.json" "$OUT/saturate-peer.json"
+            compare saturate
             ;;
         idle-10k)
             # The idle server alone, then 10,000 subscribed connections with nothing to send.
@@ -118,9 +178,18 @@ run() {
 
 if [ "$SCENARIO" = all ]; then
     for s in latency latency-1k fanout-1k saturate idle-10k churn; do run "$s"; done
-    python3 perf/report.py markdown "$OUT" >"$OUT/tables.md"
-    python3 perf/report.py splice perf/RESULTS.md "$OUT/tables.md"
-    echo "perf/RESULTS.md: the scenario tables are updated"
+    if [ "$TLS" = 1 ]; then
+        python3 perf/report.py markdown "$OUT" tls >"$OUT/tables-tls.md"
+        echo "$OUT/tables-tls.md: the TLS tables (perf/RESULTS.md is left alone)"
+    else
+        python3 perf/report.py markdown "$OUT" >"$OUT/tables.md"
+        python3 perf/report.py splice perf/RESULTS.md "$OUT/tables.md"
+        echo "perf/RESULTS.md: the scenario tables are updated"
+    fi
+elif [ "$SCENARIO" = tls-vs-plain ]; then
+    for s in latency fanout-1k; do run "$s"; done
+    echo
+    for s in latency fanout-1k; do compare "$s"; echo; done
 else
     run "$SCENARIO"
 fi

@@ -1,12 +1,13 @@
 //! One client connection over mio, for the benchmark engine and the soak driver alike:
 //! the non-blocking `connect`, the upgrade request, the `101` answer, frames read through
-//! a buffer all connections share, pings answered, queued bytes written out, the close.
-//! A [`Conn`] owns its socket and the bytes in flight; what a frame means (a result to
-//! time, a reply to match) belongs to the caller, who passes a function per frame. It
-//! registers its own socket and never touches the `Poll` otherwise; it counts nothing.
+//! a buffer all connections share, pings answered, queued bytes written out, the close;
+//! on `wss://` all of it through TLS ([`crate::transport`]). A [`Conn`] owns its socket
+//! and the bytes in flight; what a frame means (a result to time, a reply to match)
+//! belongs to the caller, who passes a function per frame. It registers its own socket
+//! and never touches the `Poll` otherwise; it counts nothing.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -15,6 +16,8 @@ use mio::{Interest, Registry, Token};
 
 use crate::rng::Rng;
 use crate::sys;
+use crate::tls::Tls;
+use crate::transport::Transport;
 use crate::ws::{self, Frame, Parsed, WsError};
 
 /// Reads per connection per turn before the others get theirs; edge-triggered, so a
@@ -128,8 +131,8 @@ impl Outbox {
         &self.bytes
     }
 
-    fn flush(&mut self, sock: &mut TcpStream) -> io::Result<()> {
-        ws::flush(sock, &mut self.bytes)
+    fn flush(&mut self, io: &mut Transport) -> io::Result<()> {
+        ws::flush(io, &mut self.bytes)
     }
 }
 
@@ -225,10 +228,11 @@ pub struct Reading {
     pub answered: Option<u16>,
 }
 
-/// One client connection: its socket, its phase and the bytes in flight.
+/// One client connection: its socket (with TLS over it on `wss://`), its phase and the
+/// bytes in flight.
 #[derive(Debug)]
 pub struct Conn {
-    sock: TcpStream,
+    io: Transport,
     phase: Phase,
     /// When `connect` was issued: handshake deadlines and churn cycles count from it.
     opened: Instant,
@@ -242,12 +246,19 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Issues a non-blocking `connect` at `now`; `seed` seeds the masks and the nonce.
-    pub fn connect(addr: SocketAddr, seed: u64, now: Instant) -> io::Result<Conn> {
+    /// Issues a non-blocking `connect` at `now`, to speak TLS over it when `tls` is given;
+    /// `seed` seeds the masks and the nonce.
+    pub fn connect(
+        addr: SocketAddr,
+        tls: Option<&Tls>,
+        seed: u64,
+        now: Instant,
+    ) -> io::Result<Conn> {
+        let tls = tls.map(Tls::connection).transpose()?;
         let sock = TcpStream::connect(addr)?;
         let mut nonces = Rng::new(seed);
         Ok(Conn {
-            sock,
+            io: Transport::new(sock, tls),
             phase: Phase::Connecting,
             opened: now,
             partial: Vec::new(),
@@ -260,7 +271,7 @@ impl Conn {
     /// Registers the socket for reads and writes, edge-triggered, under `token`.
     pub fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
         reg.register(
-            &mut self.sock,
+            self.io.socket_mut(),
             token,
             Interest::READABLE | Interest::WRITABLE,
         )
@@ -290,12 +301,13 @@ impl Conn {
     }
 
     /// The socket turned writable while connecting: checks the connect and sends the
-    /// upgrade request for `path` on `host`. `Waiting`: not connected yet, a spurious
-    /// wake-up.
+    /// upgrade request for `path` on `host` (over TLS, after the ClientHello; rustls
+    /// holds the request until its handshake is done). `Waiting`: not connected yet, a
+    /// spurious wake-up.
     pub fn send_upgrade(&mut self, host: &str, path: &str) -> Result<Progress, OpenError> {
-        let err = match self.sock.take_error() {
+        let err = match self.io.socket().take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match self.sock.peer_addr() {
+            Ok(None) => match self.io.socket().peer_addr() {
                 Ok(_) => None,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(Progress::Waiting),
                 Err(e) => Some(e),
@@ -320,7 +332,7 @@ impl Conn {
     /// the connection is open; frames that came with it wait for [`Conn::early_frames`].
     /// `Waiting`: more is needed and the socket has nothing now.
     pub fn read_upgrade(&mut self) -> Result<Progress, OpenError> {
-        match ws::read_handshake(&mut self.sock, &mut self.partial, &self.accept) {
+        match ws::read_handshake(&mut self.io, &mut self.partial, &self.accept) {
             Ok(false) => Ok(Progress::Waiting),
             Ok(true) => {
                 self.phase = Phase::Open;
@@ -367,7 +379,7 @@ impl Conn {
             rb.buf[..k].copy_from_slice(&self.partial);
             self.partial.clear();
             let room = rb.buf.len() - k;
-            let n = match self.sock.read(&mut rb.buf[k..]) {
+            let n = match self.io.read(&mut rb.buf[k..]) {
                 Ok(0) => {
                     r.end = Some(End::Abrupt);
                     break;
@@ -421,13 +433,14 @@ impl Conn {
                 // A frame larger than the buffer (a big snapshot): grow to hold it whole.
                 rb.buf.resize(h.need + rb.chunk / 2, 0);
             }
-            if rb.skip_last_read && n < room && !closing {
+            if rb.skip_last_read && n < room && self.io.emptied_socket() && !closing {
                 // A short read emptied the socket (the room it had counts, not the room
                 // the buffer may have grown to since). Linux epoll wakes an edge-triggered
                 // waiter on every arrival, so the read that would only say WouldBlock can
                 // be skipped: with a server writing one small frame at a time it is half
                 // of all syscalls. Not while closing: a FIN that came with the last bytes
-                // raises no new edge, and its EOF is what ends the close.
+                // raises no new edge, and its EOF is what ends the close. Over TLS the
+                // socket read under it must have come back short too.
                 r.more = false;
                 break;
             }
@@ -438,9 +451,11 @@ impl Conn {
         r
     }
 
-    /// Writes what is queued until done or `WouldBlock`.
+    /// Writes what is queued until done or `WouldBlock`; over TLS, then the TLS bytes
+    /// the socket did not take before. What is left goes at the next writable edge.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush(&mut self.sock)
+        self.out.flush(&mut self.io)?;
+        self.io.flush()
     }
 
     /// Queues our close frame (1000), moves to closing at `now` and writes it out.
@@ -456,9 +471,9 @@ impl Conn {
     /// Takes the socket out of `reg` and closes it; with `reset`, by SO_LINGER 0, so that
     /// no TIME_WAIT stays on this side. Writes nothing: queue and flush a close first.
     pub fn close(mut self, reg: &Registry, reset: bool) {
-        let _ = reg.deregister(&mut self.sock);
+        let _ = reg.deregister(self.io.socket_mut());
         if reset {
-            sys::set_linger_zero(&self.sock);
+            sys::set_linger_zero(self.io.socket());
         }
     }
 }
@@ -518,7 +533,7 @@ mod tests {
         let (server, _) = l.accept().unwrap();
         client.set_nonblocking(true).unwrap();
         let conn = Conn {
-            sock: TcpStream::from_std(client),
+            io: Transport::new(TcpStream::from_std(client), None),
             phase: Phase::Open,
             opened: Instant::now(),
             partial: Vec::new(),
@@ -538,7 +553,7 @@ mod tests {
         let big = server_frame(ws::OP_TEXT, &[b'x'; 5000]);
         server.write_all(&big).unwrap();
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        while conn.sock.peek(&mut [0; 8192]).unwrap_or(0) < big.len() {
+        while conn.io.socket().peek(&mut [0; 8192]).unwrap_or(0) < big.len() {
             assert!(Instant::now() < deadline, "the bytes never arrived");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

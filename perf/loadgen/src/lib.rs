@@ -6,9 +6,9 @@
 //!            engine (benchmark, churn)     soak (random clients, verdict)
 //!                         \                  /
 //!                    conn: one client connection over mio
-//!                 /        |            |              \
-//!        ws (frames,    rng (masks,   msg (type, seq,   sys (/proc, clock,
-//!        handshake)     nonces)       timestamp)        SO_LINGER)
+//!           /           /          |            |              \
+//!   transport (the   ws (frames,  rng (masks,  msg (type, seq,  sys (/proc, clock,
+//!   socket, or TLS)  handshake)   nonces)      timestamp)       SO_LINGER)
 //! ```
 //!
 //! Both drivers run one thread and one mio `Poll`. Each connection is a [`conn::Conn`];
@@ -19,6 +19,8 @@
 //!
 //! - [`conn`]: one client connection: connect, upgrade, the `101`, frames read through a
 //!   shared buffer, pings answered, queued bytes written, the close.
+//! - [`transport`]: a connection's bytes, on the bare socket or through TLS.
+//! - [`tls`]: the TLS settings of a `wss://` run: what it trusts, the server's name.
 //! - [`engine`]: the benchmark: connections opened at a rate, a warm-up, a measured
 //!   window, churn mode, and the report, its table and its JSON line.
 //! - [`soak`]: the soak driver: clients that disconnect and resume, unsubscribe, scan,
@@ -40,4 +42,6 @@ pub mod seq;
 pub mod soak;
 pub mod stats;
 pub mod sys;
+pub mod tls;
+pub mod transport;
 pub mod ws;

@@ -4,12 +4,14 @@
 //! `--soak` runs the soak driver instead (`loadgen::soak`, described in perf/README.md).
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
 use loadgen::engine::{Churn, Config, Engine};
+use loadgen::tls::{Tls, Trust};
 use loadgen::{selftest, soak, sys};
 
 const DEFAULT_SUBSCRIBE: &str = r#"{"type":"subscribe","data":{"subscription":"default"}}"#;
@@ -23,9 +25,17 @@ const SELFTEST_TARGET: f64 = 2_000_000.0;
     about = "WebSocket load generator for scanstream and its peers"
 )]
 struct Args {
-    /// Server URL (ws:// only)
+    /// Server URL: ws://, or wss:// with --ca-file or --insecure
     #[arg(long, default_value = "ws://127.0.0.1:8080/stream")]
     url: String,
+    /// wss://: believe the CA certificates in this PEM file (a self-signed server
+    /// certificate is its own CA); the certificate must name the URL's host
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// wss://: believe any server certificate (encrypted, not verified; for a throwaway
+    /// test certificate)
+    #[arg(long, alias = "insecure-skip-verify", conflicts_with = "ca_file")]
+    insecure: bool,
     /// host:port to connect to, overriding the URL's
     #[arg(long)]
     addr: Option<String>,
@@ -157,6 +167,7 @@ fn run(args: &Args) -> Result<(), String> {
     let nofile = sys::raise_nofile();
     let mut cfg = Config {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: None,
         host: String::new(),
         path: String::new(),
         clients: args.clients.unwrap_or(if args.selftest { 4 } else { 100 }),
@@ -211,12 +222,9 @@ fn run(args: &Args) -> Result<(), String> {
         cfg.path = "/stream".into();
         url = format!("ws://{addr}/stream (self-test)");
     } else {
-        let (authority, path) = split_url(&args.url)?;
-        let authority = args.addr.clone().unwrap_or(authority);
-        cfg.path = args.path.clone().unwrap_or(path);
-        cfg.addr = resolve(&authority)?;
-        cfg.host = authority;
-        url = format!("ws://{}{}", cfg.host, cfg.path);
+        let t = target(args)?;
+        (cfg.addr, cfg.tls, cfg.host, cfg.path) = (t.addr, t.tls, t.host, t.path);
+        url = t.url;
     }
     if nofile > 0 && (cfg.clients as u64) + 16 > nofile {
         notes.push(format!(
@@ -256,12 +264,9 @@ fn run_soak(args: &Args) -> Result<(), String> {
         return Err("--soak does not go with --selftest, --churn or --idle".into());
     }
     let nofile = sys::raise_nofile();
-    let (authority, path) = split_url(&args.url)?;
-    let authority = args.addr.clone().unwrap_or(authority);
-    let addr = resolve(&authority)?;
-    let mut cfg = soak::SoakConfig::new(addr);
-    cfg.host = authority;
-    cfg.path = args.path.clone().unwrap_or(path);
+    let t = target(args)?;
+    let mut cfg = soak::SoakConfig::new(t.addr);
+    (cfg.tls, cfg.host, cfg.path) = (t.tls, t.host, t.path);
     cfg.clients = args.clients.unwrap_or(1000);
     let duration = args.duration.unwrap_or(1800.0);
     cfg.duration = secs(duration, "duration")?;
@@ -305,14 +310,61 @@ fn run_soak(args: &Args) -> Result<(), String> {
     }
 }
 
-/// `ws://host[:port]/path?query` into authority and request target.
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = if let Some(r) = url.strip_prefix("ws://") {
-        r
-    } else if url.starts_with("wss://") {
-        return Err("wss:// is not supported; use ws://".into());
+/// Where the connections go, from `--url`, `--addr`, `--path` and the trust flags.
+struct Target {
+    addr: SocketAddr,
+    /// `Host` header value.
+    host: String,
+    /// Request target: path and query.
+    path: String,
+    tls: Option<Tls>,
+    /// The URL as reports print it.
+    url: String,
+}
+
+fn target(args: &Args) -> Result<Target, String> {
+    let u = split_url(&args.url)?;
+    let trust = match (u.secure, &args.ca_file, args.insecure) {
+        (false, None, false) => None,
+        (false, ..) => return Err("--ca-file and --insecure are for wss:// URLs".into()),
+        (true, Some(path), _) => Some(Trust::CaFile(path.clone())),
+        (true, None, true) => Some(Trust::Insecure),
+        (true, None, false) => return Err("wss:// needs --ca-file PEM or --insecure".into()),
+    };
+    let tls = trust
+        .map(|t| Tls::new(host_name(&u.authority), &t))
+        .transpose()?;
+    let authority = args.addr.clone().unwrap_or(u.authority);
+    let path = args.path.clone().unwrap_or(u.path);
+    let scheme = if u.secure { "wss" } else { "ws" };
+    Ok(Target {
+        addr: resolve(&authority, if u.secure { 443 } else { 80 })?,
+        url: format!("{scheme}://{authority}{path}"),
+        host: authority,
+        path,
+        tls,
+    })
+}
+
+/// A `ws://` or `wss://` URL taken apart.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    /// `wss://`: TLS.
+    secure: bool,
+    /// `host[:port]`.
+    authority: String,
+    /// Path and query.
+    path: String,
+}
+
+/// `ws://host[:port]/path?query` (or `wss://`) into scheme, authority and request target.
+fn split_url(url: &str) -> Result<Url, String> {
+    let (secure, rest) = if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (true, r)
     } else {
-        return Err(format!("URL must start with ws://, got `{url}`"));
+        return Err(format!("URL must start with ws:// or wss://, got `{url}`"));
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -322,18 +374,31 @@ fn split_url(url: &str) -> Result<(String, String), String> {
     if authority.is_empty() {
         return Err(format!("no host in `{url}`"));
     }
-    Ok((authority.to_string(), path))
+    Ok(Url {
+        secure,
+        authority: authority.to_string(),
+        path,
+    })
 }
 
-fn resolve(authority: &str) -> Result<SocketAddr, String> {
-    // A port is needed to resolve; ws:// defaults to 80. `]` ends an IPv6 literal.
+/// The host of an authority, without its port or an IPv6 literal's brackets: the name
+/// a server certificate must carry.
+fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+fn resolve(authority: &str, default_port: u16) -> Result<SocketAddr, String> {
+    // A port is needed to resolve; `]` ends an IPv6 literal.
     let has_port = authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| !p.contains(']') && !p.is_empty());
     let with_port = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     with_port
         .to_socket_addrs()
@@ -346,29 +411,66 @@ fn resolve(authority: &str) -> Result<SocketAddr, String> {
 mod tests {
     use super::*;
 
+    fn url(secure: bool, authority: &str, path: &str) -> Result<Url, String> {
+        Ok(Url {
+            secure,
+            authority: authority.into(),
+            path: path.into(),
+        })
+    }
+
     #[test]
     fn urls() {
         assert_eq!(
             split_url("ws://127.0.0.1:8080/stream"),
-            Ok(("127.0.0.1:8080".into(), "/stream".into()))
+            url(false, "127.0.0.1:8080", "/stream")
         );
         assert_eq!(
             split_url("ws://h:1/stream?token=x"),
-            Ok(("h:1".into(), "/stream?token=x".into()))
+            url(false, "h:1", "/stream?token=x")
         );
-        assert_eq!(split_url("ws://h:1"), Ok(("h:1".into(), "/".into())));
-        assert_eq!(split_url("ws://h?a=1"), Ok(("h".into(), "/?a=1".into())));
-        assert!(split_url("wss://h/").is_err());
+        assert_eq!(split_url("ws://h:1"), url(false, "h:1", "/"));
+        assert_eq!(split_url("ws://h?a=1"), url(false, "h", "/?a=1"));
+        assert_eq!(split_url("wss://h:2/s"), url(true, "h:2", "/s"));
         assert!(split_url("http://h/").is_err());
         assert!(split_url("ws:///x").is_err());
+        assert!(split_url("wss://").is_err());
         assert_eq!(
-            resolve("127.0.0.1:9"),
+            resolve("127.0.0.1:9", 80),
             Ok(SocketAddr::from(([127, 0, 0, 1], 9)))
         );
         assert_eq!(
-            resolve("127.0.0.1"),
+            resolve("127.0.0.1", 80),
             Ok(SocketAddr::from(([127, 0, 0, 1], 80)))
         );
-        assert_eq!(resolve("[::1]").map(|a| a.port()), Ok(80));
+        assert_eq!(resolve("[::1]", 443).map(|a| a.port()), Ok(443));
+        for (authority, host) in [
+            ("127.0.0.1:18702", "127.0.0.1"),
+            ("localhost", "localhost"),
+            ("[::1]:443", "::1"),
+            ("[::1]", "::1"),
+        ] {
+            assert_eq!(host_name(authority), host);
+        }
+    }
+
+    #[test]
+    fn wss_needs_a_trust_and_ws_takes_none() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["loadgen"];
+            argv.extend_from_slice(extra);
+            target(&Args::parse_from(argv)).map(|t| (t.tls.is_some(), t.url, t.addr.port()))
+        };
+        assert!(parse(&["--url", "wss://127.0.0.1/s"]).is_err());
+        assert!(parse(&["--url", "ws://127.0.0.1/s", "--insecure"]).is_err());
+        assert_eq!(
+            parse(&["--url", "wss://127.0.0.1/s", "--insecure"]),
+            Ok((true, "wss://127.0.0.1/s".into(), 443))
+        );
+        assert_eq!(
+            parse(&["--url", "ws://127.0.0.1:9/s"]),
+            Ok((false, "ws://127.0.0.1:9/s".into(), 9))
+        );
+        assert!(parse(&["--url", "wss://h/", "--ca-file", "/nonexistent.pem"]).is_err());
     }
 }

@@ -394,6 +394,7 @@ mod tests {
         let addr = churn_server(Duration::from_secs(2));
         let cfg = Config {
             addr,
+            tls: None,
             host: addr.to_string(),
             path: "/stream".into(),
             clients: 2,

@@ -23,6 +23,7 @@ use mio::{Events, Poll, Token};
 
 use crate::conn::{Conn, End, Phase, Progress, ReadBuf};
 use crate::sys::wall_ns;
+use crate::tls::Tls;
 use count::{Counters, Track, on_frame};
 use report::summary;
 use window::Window;
@@ -33,6 +34,8 @@ pub use report::{ChurnReport, LatencySummary, Report, ServerUsage};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
+    /// TLS settings for `wss://`; `None` speaks plain `ws://`.
+    pub tls: Option<Tls>,
     /// `Host` header value.
     pub host: String,
     /// Request target: path and query.
@@ -251,7 +254,8 @@ impl Engine {
             .request_seed
             .wrapping_add(i as u64)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut conn = match Conn::connect(self.cfg.addr, seed, Instant::now()) {
+        let now = Instant::now();
+        let mut conn = match Conn::connect(self.cfg.addr, self.cfg.tls.as_ref(), seed, now) {
             Ok(c) => c,
             Err(e) => return self.fail(i, None, &e.to_string()),
         };

@@ -157,7 +157,8 @@ impl Client {
 
     /// Opens the connection.
     fn connect(&mut self, reg: &Registry, cfg: &SoakConfig, sh: &mut Shared, now: Instant) {
-        let mut conn = match Conn::connect(cfg.addr, self.masks.next_u64(), now) {
+        let tls = cfg.tls.as_ref();
+        let mut conn = match Conn::connect(cfg.addr, tls, self.masks.next_u64(), now) {
             Ok(c) => c,
             Err(e) => return self.connect_failed(reg, format!("connect: {e}"), sh, now),
         };

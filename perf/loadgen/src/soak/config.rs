@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::Tls;
+
 /// The RSS rule's allowance by default: after the warm-up, the median of the last third
 /// of the samples may exceed the median of the first third by at most this many percent
 /// plus this many KiB.
@@ -15,6 +17,8 @@ pub const DEFAULT_RSS_SLACK_KIB: u64 = 2048;
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
     pub addr: SocketAddr,
+    /// TLS settings for `wss://`; `None` speaks plain `ws://`.
+    pub tls: Option<Tls>,
     /// `Host` header value.
     pub host: String,
     /// Request target of the upgrade: path and query.
@@ -60,6 +64,7 @@ impl SoakConfig {
     pub fn new(addr: SocketAddr) -> SoakConfig {
         SoakConfig {
             addr,
+            tls: None,
             host: addr.to_string(),
             path: "/stream".into(),
             clients: 1000,

@@ -190,6 +190,7 @@ pub fn run(cfg: SoakConfig) -> io::Result<SoakReport> {
     r.lost = sh.seq.lost;
     r.duplicated = sh.seq.duplicated;
     r.addr = cfg.addr.to_string();
+    r.tls = cfg.tls.is_some();
     r.clients = cfg.clients;
     r.seed = cfg.seed;
     r.duration_s = start.elapsed().as_secs_f64();

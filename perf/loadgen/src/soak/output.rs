@@ -39,6 +39,7 @@ impl SoakReport {
         };
         put("mode", json!("soak"));
         put("addr", json!(self.addr));
+        put("tls", json!(self.tls));
         put("clients", json!(self.clients));
         put("seed", json!(self.seed));
         put("duration_s", json!(round3(self.duration_s)));
@@ -128,8 +129,13 @@ impl SoakReport {
         row(
             "soak",
             format!(
-                "ws://{} {} clients, {:.1} s ({} s warm-up), seed {}",
-                self.addr, self.clients, self.duration_s, self.warmup_s, self.seed
+                "{}://{} {} clients, {:.1} s ({} s warm-up), seed {}",
+                if self.tls { "wss" } else { "ws" },
+                self.addr,
+                self.clients,
+                self.duration_s,
+                self.warmup_s,
+                self.seed
             ),
         );
         let a = self.actions;

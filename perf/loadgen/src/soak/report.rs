@@ -44,6 +44,8 @@ impl Actions {
 #[derive(Debug, Default)]
 pub struct SoakReport {
     pub addr: String,
+    /// The clients spoke TLS (`wss://`).
+    pub tls: bool,
     pub clients: usize,
     pub seed: u64,
     pub duration_s: f64,
