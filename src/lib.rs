@@ -27,6 +27,8 @@
 //! - [`client`]: a client that reconnects by itself and resumes without loss.
 //! - [`config`]: settings from defaults, the TOML file and flags.
 //! - [`event`]: scan results and their encode-once published form.
+//! - [`expr`]: the scan language: conditions and scores over indicators, compiled to
+//!   flat programs.
 //! - [`protocol`]: client messages, filters, error and close codes (sans-IO).
 //! - [`history`]: the resume ring and the active set.
 //! - [`metrics`]: each edge's counters and histograms (written by that edge alone, added
@@ -50,6 +52,7 @@ pub mod client;
 pub mod config;
 mod dur;
 pub mod event;
+pub mod expr;
 pub mod history;
 pub mod metrics;
 pub mod protocol;

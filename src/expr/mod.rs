@@ -1,0 +1,76 @@
+//! The scan language: conditions and scores over a symbol's indicators, as written in
+//! the config file's `[[scans]]` and alert rules (`rsi(14) < 35`,
+//! `crosses_above(ema(12), ema(26))`, `(35 - rsi(14)) / 5 + volume_ratio(20)`).
+//!
+//! Parsed and type-checked once, at start, with errors that point at a column; compiled
+//! to flat programs ([`Program`]) that read a symbol's indicator values by slot. What a
+//! set of programs reads is gathered in [`Needs`], each indicator once, so a symbol keeps
+//! only the indicators some scan or rule uses. Sans-IO: nothing here touches data feeds.
+
+mod catalog;
+mod lex;
+mod parse;
+mod program;
+
+pub use catalog::{Factor, Indicator, MAX_PERIOD, Macd};
+pub use parse::{Dir, Type};
+pub use program::{CrossState, MAX_DEPTH, Needs, Program};
+
+/// Why an expression was refused, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("col {col}: {message}")]
+pub struct Error {
+    /// The column (1-based, in characters) of the offending token.
+    pub col: usize,
+    /// What was wrong, or what was expected.
+    pub message: String,
+}
+
+impl Error {
+    fn at(col: usize, message: impl Into<String>) -> Error {
+        Error {
+            col,
+            message: message.into(),
+        }
+    }
+}
+
+/// A condition (`when`): a comparison or a cross, compiled.
+pub fn condition(text: &str, needs: &mut Needs) -> Result<Compiled, Error> {
+    compile(text, Type::Condition, needs)
+}
+
+/// A number (`score`), compiled.
+pub fn number(text: &str, needs: &mut Needs) -> Result<Compiled, Error> {
+    compile(text, Type::Number, needs)
+}
+
+/// A compiled expression and the indicators it names (a result's `values`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compiled {
+    /// The program.
+    pub program: Program,
+    /// Every indicator named, in the order written, each once.
+    pub named: Vec<Indicator>,
+}
+
+fn compile(text: &str, want: Type, needs: &mut Needs) -> Result<Compiled, Error> {
+    let expr = parse::parse(text)?;
+    if expr.ty() != want {
+        let message = match want {
+            Type::Condition => {
+                "expected a condition (a comparison such as `rsi(14) < 30`, or \
+                 crosses_above/crosses_below), found a number"
+            }
+            Type::Number => "expected a number, found a condition",
+        };
+        return Err(Error::at(expr.col, message));
+    }
+    let program = Program::compile(&expr, needs)?;
+    let mut named = Vec::new();
+    program::named(&expr, &mut named);
+    Ok(Compiled { program, named })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+//! An expression compiled to a flat postfix program over a symbol's indicator values,
+//! evaluated on a fixed stack: no allocation per bar, time in proportion to its length.
+//!
+//! Conditions evaluate to 1 or 0. An indicator not yet defined reads NaN, which makes
+//! every comparison false and every number NaN, so a scan cannot fire on a value it does
+//! not have yet.
+
+use super::Error;
+use super::catalog::Indicator;
+use super::lex::CmpOp;
+use super::parse::{Arith, Dir, Expr, Node};
+
+/// The deepest stack a program may need.
+pub const MAX_DEPTH: usize = 32;
+
+/// One step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Num(f64),
+    /// The value of indicator slot `n`.
+    Ind(u16),
+    /// Whether cross slot `n` crossed on the last bar, in direction `Dir`.
+    Cross(u16, Dir),
+    Neg,
+    Arith(Arith),
+    Cmp(CmpOp),
+}
+
+/// What a set of programs reads per symbol: each indicator and each cross once.
+#[derive(Debug, Default)]
+pub struct Needs {
+    /// The indicators, by slot.
+    pub indicators: Vec<Indicator>,
+    /// The crosses, by slot: the program of `a - b`, evaluated on every bar.
+    pub crosses: Vec<Program>,
+}
+
+impl Needs {
+    fn indicator(&mut self, ind: Indicator) -> u16 {
+        let at = match self.indicators.iter().position(|i| *i == ind) {
+            Some(at) => at,
+            None => {
+                self.indicators.push(ind);
+                self.indicators.len() - 1
+            }
+        };
+        at as u16
+    }
+
+    fn cross(&mut self, diff: Program) -> u16 {
+        let at = match self.crosses.iter().position(|p| *p == diff) {
+            Some(at) => at,
+            None => {
+                self.crosses.push(diff);
+                self.crosses.len() - 1
+            }
+        };
+        at as u16
+    }
+}
+
+/// A cross's state per symbol: `a - b` on the last two bars.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrossState {
+    prev: f64,
+    last: f64,
+}
+
+impl Default for CrossState {
+    fn default() -> Self {
+        CrossState {
+            prev: f64::NAN,
+            last: f64::NAN,
+        }
+    }
+}
+
+impl CrossState {
+    /// Takes the new bar's `a - b`.
+    pub fn push(&mut self, diff: f64) {
+        self.prev = self.last;
+        self.last = diff;
+    }
+
+    /// Did `a` pass `b` on the last bar: `a - b` from `<= 0` to `> 0` (above), or from
+    /// `>= 0` to `< 0` (below)? Never while either bar's value is undefined.
+    pub fn crossed(&self, dir: Dir) -> bool {
+        match dir {
+            Dir::Above => self.prev <= 0.0 && self.last > 0.0,
+            Dir::Below => self.prev >= 0.0 && self.last < 0.0,
+        }
+    }
+}
+
+/// A compiled expression.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    ops: Box<[Op]>,
+}
+
+impl Program {
+    /// Compiles `expr`, taking slots in `needs` for what it reads.
+    pub fn compile(expr: &Expr, needs: &mut Needs) -> Result<Program, Error> {
+        let mut ops = Vec::new();
+        let depth = emit(expr, needs, &mut ops)?;
+        if depth > MAX_DEPTH {
+            return Err(Error::at(
+                expr.col,
+                format!("the expression nests too deeply (more than {MAX_DEPTH} values at once)"),
+            ));
+        }
+        Ok(Program { ops: ops.into() })
+    }
+
+    /// The value over a symbol's indicator values and cross states (1 or 0 for a
+    /// condition).
+    #[inline]
+    pub fn eval(&self, values: &[f64], crosses: &[CrossState]) -> f64 {
+        let mut stack = [0.0f64; MAX_DEPTH];
+        let mut top = 0usize;
+        for op in self.ops.iter() {
+            match *op {
+                Op::Num(x) => {
+                    stack[top] = x;
+                    top += 1;
+                }
+                Op::Ind(slot) => {
+                    stack[top] = values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
+                    top += 1;
+                }
+                Op::Cross(slot, dir) => {
+                    let crossed = crosses
+                        .get(usize::from(slot))
+                        .is_some_and(|c| c.crossed(dir));
+                    stack[top] = f64::from(u8::from(crossed));
+                    top += 1;
+                }
+                Op::Neg => stack[top - 1] = -stack[top - 1],
+                Op::Arith(op) => {
+                    top -= 1;
+                    let (a, b) = (stack[top - 1], stack[top]);
+                    stack[top - 1] = match op {
+                        Arith::Add => a + b,
+                        Arith::Sub => a - b,
+                        Arith::Mul => a * b,
+                        // x / 0 is infinite or NaN: neither passes a comparison by chance.
+                        Arith::Div => a / b,
+                    };
+                }
+                Op::Cmp(op) => {
+                    top -= 1;
+                    let (a, b) = (stack[top - 1], stack[top]);
+                    let holds = match op {
+                        CmpOp::Lt => a < b,
+                        CmpOp::Le => a <= b,
+                        CmpOp::Gt => a > b,
+                        CmpOp::Ge => a >= b,
+                        CmpOp::Eq => a == b,
+                        // Not `a != b`, which NaN satisfies: undefined is never unequal.
+                        CmpOp::Ne => a != b && !(a.is_nan() || b.is_nan()),
+                    };
+                    stack[top - 1] = f64::from(u8::from(holds));
+                }
+            }
+        }
+        stack[0]
+    }
+
+    /// Does a condition hold?
+    #[inline]
+    pub fn holds(&self, values: &[f64], crosses: &[CrossState]) -> bool {
+        self.eval(values, crosses) == 1.0
+    }
+
+    /// Steps in the program.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// A program has at least one step.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Appends `e`'s steps; returns the stack depth it needs.
+fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> {
+    Ok(match &e.node {
+        Node::Num(x) => {
+            ops.push(Op::Num(*x));
+            1
+        }
+        Node::Ind(ind) => {
+            ops.push(Op::Ind(needs.indicator(*ind)));
+            1
+        }
+        Node::Neg(inner) => {
+            let d = emit(inner, needs, ops)?;
+            ops.push(Op::Neg);
+            d
+        }
+        Node::Arith(op, a, b) => {
+            let (da, db) = (emit(a, needs, ops)?, emit(b, needs, ops)?);
+            ops.push(Op::Arith(*op));
+            da.max(db + 1)
+        }
+        Node::Cmp(op, a, b) => {
+            let (da, db) = (emit(a, needs, ops)?, emit(b, needs, ops)?);
+            ops.push(Op::Cmp(*op));
+            da.max(db + 1)
+        }
+        Node::Cross(dir, a, b) => {
+            let diff = Expr {
+                col: e.col,
+                node: Node::Arith(Arith::Sub, a.clone(), b.clone()),
+            };
+            let diff = Program::compile(&diff, needs)?;
+            ops.push(Op::Cross(needs.cross(diff), *dir));
+            1
+        }
+    })
+}
+
+/// Every indicator `e` names, in the order written, each once.
+pub fn named(e: &Expr, out: &mut Vec<Indicator>) {
+    match &e.node {
+        Node::Num(_) => {}
+        Node::Ind(ind) => {
+            if !out.contains(ind) {
+                out.push(*ind);
+            }
+        }
+        Node::Neg(inner) => named(inner, out),
+        Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Cross(_, a, b) => {
+            named(a, out);
+            named(b, out);
+        }
+    }
+}
