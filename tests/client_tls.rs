@@ -1,7 +1,7 @@
 //! The client library and `scanstream client` over `wss://`, against a server with a
 //! certificate made at test time: resume through a proxy that cuts, the offline queue,
-//! a CA file, the system's store, a certificate nobody trusts, and skipping verification
-//! when asked by name.
+//! a CA file (self-signed, or a private CA's chain), the system's store, a certificate
+//! nobody trusts, and skipping verification when asked by name.
 
 mod common;
 
@@ -13,7 +13,7 @@ use common::client::{
     assert_lossless_across_cuts, client_config, start_client, subscribe_all, subscribed,
 };
 use common::proxy::Proxy;
-use common::tls::new_certificate;
+use common::tls::{new_certificate, private_ca};
 use common::{Binary, TIMEOUT, TempDir, TestServer, scanstream, wait_for};
 use scanstream::SourceSpec;
 use scanstream::client::{Client, ClientConfig, ClientError, Event, State, Trust};
@@ -102,6 +102,18 @@ fn requests_queued_offline_are_answered_over_wss() {
         }));
     }
     assert_eq!(answered, [scan, ack].into());
+}
+
+#[test]
+fn a_ca_file_verifies_a_certificate_its_private_ca_signed() {
+    let dir = TempDir::new();
+    let ca = private_ca(dir.path());
+    let server =
+        TestServer::scripted_with(tls(&dir.join("server.pem"), &dir.join("server-key.pem")));
+    let url = wss_url(server.addr.port());
+    let (client, events) = start_client(config(&url, Trust::CaFile(ca)));
+    subscribe_all(&client, "main");
+    subscribed(&events);
 }
 
 #[test]
