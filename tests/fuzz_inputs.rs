@@ -41,6 +41,11 @@ fn connection() {
 }
 
 #[test]
+fn connection_tls() {
+    replay("connection_tls", fuzz_api::connection_tls);
+}
+
+#[test]
 fn client_message() {
     replay("client_message", fuzz_api::client_message);
 }
@@ -100,6 +105,24 @@ fn the_connection_checker_rejects_what_a_server_must_not_send() {
     ];
     for (bytes, why) in bad {
         let err = fuzz_api::check_server_bytes(bytes).unwrap_err();
+        assert!(err.contains(why), "{err} should say {why}");
+    }
+}
+
+/// The same for the TLS target's checker: plaintext on the TLS port, or a record no TLS
+/// stack sends, fails it.
+#[test]
+fn the_tls_checker_rejects_plaintext_and_bad_records() {
+    let alert = [21, 3, 3, 0, 2, 2, 50];
+    assert_eq!(fuzz_api::check_tls_records(&alert), Ok(()));
+    assert_eq!(fuzz_api::check_tls_records(&alert[..4]), Ok(()), "cut off");
+    let bad: [(&[u8], &str); 3] = [
+        (b"HTTP/1.1 400 Bad Request\r\n", "not a TLS record"),
+        (&[22, 2, 0, 0, 0], "record version"),
+        (&[23, 3, 3, 0xFF, 0xFF], "a record of"),
+    ];
+    for (bytes, why) in bad {
+        let err = fuzz_api::check_tls_records(bytes).unwrap_err();
         assert!(err.contains(why), "{err} should say {why}");
     }
 }

@@ -98,6 +98,41 @@ fn a_client_that_trusts_the_certificate_gets_https_and_wss() {
     assert_eq!(result["data"]["seq"], 1, "{result}");
 }
 
+/// A snapshot far larger than the 64 KiB of plaintext rustls takes at once. A write that
+/// rustls cut short once read as a full socket, so the reactor waited for a `WRITABLE`
+/// event that never came and the rest of the reply stayed in the out buffer.
+#[test]
+fn a_reply_larger_than_rustls_takes_at_once_arrives_whole() {
+    let (server, config) = tls_server();
+    let n = 2000;
+    for i in 0..n {
+        server.push(result_of(&format!("S{i:04}")));
+    }
+    eventually("every result published", || {
+        tls_metric(server.addr, &config, "scanstream_events_published_total") >= f64::from(n)
+    });
+    let tls = connect_tls(server.addr, &config);
+    let url = format!("ws://localhost:{}/stream", server.addr.port());
+    let (mut ws, _) = tungstenite::client(url, tls).expect("websocket over TLS");
+    ws.send(tungstenite::Message::text(
+        json!({"type": "subscribe", "data": {"snapshot": true}}).to_string(),
+    ))
+    .unwrap();
+    let snapshot = loop {
+        let text = match ws.read().expect("the whole snapshot") {
+            tungstenite::Message::Text(t) => t,
+            _ => continue,
+        };
+        let msg: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if msg["type"] == "snapshot" {
+            assert!(text.len() > 4 * 64 * 1024, "{} bytes", text.len());
+            break msg;
+        }
+    };
+    let rows = snapshot["data"]["results"].as_array().unwrap().len();
+    assert_eq!(rows, n as usize);
+}
+
 #[test]
 fn plain_tcp_and_a_bad_handshake_are_refused_and_others_are_served() {
     let (server, config) = tls_server();

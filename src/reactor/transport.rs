@@ -90,18 +90,27 @@ fn failure_kind(e: &rustls::Error) -> &'static str {
     }
 }
 
+/// How far [`push`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    /// The socket took every TLS byte.
+    All,
+    /// The socket would block; the rest waits in rustls for `WRITABLE`.
+    Blocked,
+}
+
 /// Writes what TLS has for the socket until it is empty or the socket would block.
-fn push(tls: &mut ServerConnection, socket: &mut TcpStream) -> io::Result<()> {
+fn push(tls: &mut ServerConnection, socket: &mut TcpStream) -> io::Result<Pushed> {
     while tls.wants_write() {
         match tls.write_tls(socket) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pushed::Blocked),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(Pushed::All)
 }
 
 impl Read for Transport {
@@ -138,15 +147,30 @@ impl Write for Transport {
         let Some(tls) = &mut self.tls else {
             return self.socket.write(buf);
         };
-        // Before the handshake is done rustls holds this plaintext and sends it after.
-        let n = tls.writer().write(buf)?;
-        push(tls, &mut self.socket)?;
-        Ok(n)
+        // rustls takes at most its buffer limit (64 KiB) of plaintext at a time: hand it
+        // more as the socket drains, so a short write means the socket is full (and a
+        // `WRITABLE` event will come), never only that rustls' buffer was.
+        let mut taken = 0;
+        // What an earlier flush left in rustls goes first.
+        while push(tls, &mut self.socket)? == Pushed::All && taken < buf.len() {
+            // Before the handshake is done rustls holds this plaintext and sends it after,
+            // up to its limit.
+            let n = tls.writer().write(&buf[taken..])?;
+            if n == 0 {
+                break;
+            }
+            taken += n;
+        }
+        if taken == 0 {
+            // rustls is full and the socket would block: not a peer that went away.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.tls {
-            Some(tls) => push(tls, &mut self.socket),
+            Some(tls) => push(tls, &mut self.socket).map(|_| ()),
             None => Ok(()),
         }
     }

@@ -1,5 +1,6 @@
 // The dashboard against a live server: loading, the table, sorting, filters, start and
-// stop, acknowledging alerts. Each test has its own server and browser context.
+// stop, acknowledging alerts, the same page over https. Each test has its own server and
+// browser context.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -8,10 +9,12 @@ import {
   LIVE_ROWS,
   MARKET_SCANS,
   TEST_TIMEOUT_MS,
+  WAIT_MS,
   assertNoErrors,
   assertTableMatchesServer,
   duplicateKeys,
   httpJson,
+  launchBrowser,
   numberIn,
   openDashboard,
   readRows,
@@ -413,5 +416,36 @@ describe('dashboard', () => {
     const refused = await fetch(`${server.url}/alerts`);
     assert.equal(refused.status, 401, 'the server refuses /alerts without the token');
   });
-});
 
+  test('over https: the page and its WebSocket (wss://) are one TLS origin, and rows go live', opts, async (t) => {
+    const server = await startServer(t, { name: 'https', tls: true });
+    // The shared browser does not know the certificate, so the trust below is what lets
+    // the page in.
+    const wary = await browser().newContext();
+    t.after(() => wary.close().catch(() => {}));
+    await assert.rejects((await wary.newPage()).goto(`${server.url}/`, { timeout: WAIT_MS }), /ERR_CERT/,
+      'a browser that does not trust the key refuses the page');
+
+    const trusting = await launchBrowser({ trustSpki: server.tls.spki });
+    t.after(() => trusting.close());
+    const opened = await openDashboard(t, trusting, `${server.url}/`);
+    const { page } = opened;
+    await waitLive(page);
+    assert.equal(await page.evaluate(() => location.origin), server.url, 'the page is served over https');
+    assert.deepEqual(opened.webSockets, [server.wsUrl], 'its one WebSocket is wss:// to the same origin');
+
+    await waitRows(page, 5);
+    await waitCounts(page);
+    const rows = await readRows(page);
+    for (const r of rows) {
+      assert.ok(Number.isFinite(Number(r.score)) && Number.isFinite(Number(r.price)),
+        `row ${r.key}: score "${r.score}" and price "${r.price}" are numbers`);
+    }
+    assert.deepEqual(duplicateKeys(rows), [], 'no data-key appears twice among live rows');
+    // Live results, not only the snapshot the table starts from.
+    await waitInPage(page, 'a live result over wss:// (stats().received > 0)', () =>
+      window.scanstream.stats().received > 0);
+    assert.equal((await stats(page)).epoch, server.epoch, 'stats().epoch is the server run\'s epoch');
+    assertNoErrors(assert, opened);
+  });
+});

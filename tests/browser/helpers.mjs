@@ -1,7 +1,8 @@
 // Shared pieces of the dashboard browser tests: server processes, a cuttable TCP proxy,
 // the browser, and waits that explain themselves when they time out.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import { after, before } from 'node:test';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -85,17 +86,42 @@ function safeName(name) {
 }
 
 /**
+ * A fresh self-signed certificate for 127.0.0.1, made with openssl in a directory of its
+ * own under target/browser/tls. Returns `{cert, key, spki}`: the PEM files, and the
+ * base64 SHA-256 of the public key, which is what Chromium's
+ * `--ignore-certificate-errors-spki-list` takes (see launchBrowser).
+ */
+export function makeCertificate(name) {
+  const parent = path.join(OUT_DIR, 'tls');
+  fs.mkdirSync(parent, { recursive: true });
+  const dir = fs.mkdtempSync(path.join(parent, `${safeName(name)}-`));
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+    '-keyout', key, '-out', cert,
+  ], { stdio: 'pipe' });
+  const der = new crypto.X509Certificate(fs.readFileSync(cert)).publicKey.export({ type: 'spki', format: 'der' });
+  return { cert, key, spki: crypto.createHash('sha256').update(der).digest('base64') };
+}
+
+/**
  * Starts `scanstream --listen 127.0.0.1:PORT` and resolves once it logs that it listens.
  * Its output goes to target/browser/logs/NAME.log. Returns
- * `{port, epoch, url, proc, logFile, kill(signal), exited}`.
+ * `{port, epoch, url, wsUrl, tls, proc, logFile, kill(signal), exited}`.
+ * With `tls` the port speaks only TLS, with a certificate from makeCertificate (`tls` in
+ * the result): `url` is https:// and `wsUrl` wss://.
  * With `t` (a node:test context) the server is killed when the test ends, pass or fail.
  */
-export async function startServer(t, { name = 'server', port, args = [], retries = 3 } = {}) {
+export async function startServer(t, { name = 'server', port, args = [], retries = 3, tls = false } = {}) {
+  const certificate = tls ? makeCertificate(name) : undefined;
+  const tlsArgs = certificate ? ['--tls-cert', certificate.cert, '--tls-key', certificate.key] : [];
   let lastError;
   for (let attempt = 0; attempt <= retries; attempt++) {
     const p = port ?? (await freePort());
     try {
-      const server = await spawnServer(name, p, args);
+      const server = await spawnServer(name, p, [...args, ...tlsArgs], certificate);
       if (t) t.after(() => server.kill('SIGKILL'));
       return server;
     } catch (e) {
@@ -107,7 +133,7 @@ export async function startServer(t, { name = 'server', port, args = [], retries
   throw lastError;
 }
 
-function spawnServer(name, port, args) {
+function spawnServer(name, port, args, certificate) {
   fs.mkdirSync(path.join(OUT_DIR, 'logs'), { recursive: true });
   const logFile = path.join(OUT_DIR, 'logs', `${safeName(name)}-${port}.log`);
   const log = fs.createWriteStream(logFile, { flags: 'a' });
@@ -127,10 +153,12 @@ function spawnServer(name, port, args) {
   });
   let tail = '';
   let head = '';
+  const secure = certificate ? 's' : '';
   const server = {
     port,
-    url: `http://127.0.0.1:${port}`,
-    wsUrl: `ws://127.0.0.1:${port}/stream`,
+    url: `http${secure}://127.0.0.1:${port}`,
+    wsUrl: `ws${secure}://127.0.0.1:${port}/stream`,
+    tls: certificate,
     epoch: undefined,
     proc,
     logFile,
@@ -253,17 +281,19 @@ export async function startProxy(t, targetPort) {
 // ---------------------------------------------------------------------------------------
 // Browser and page
 
-export function launchBrowser() {
+/**
+ * Headless Chromium. With `trustSpki` (makeCertificate's `spki`) it accepts a server
+ * certificate with exactly that key, and no other that fails verification: unlike
+ * `--ignore-certificate-errors`, a wrong certificate is still refused.
+ */
+export function launchBrowser({ trustSpki } = {}) {
+  const trust = trustSpki ? [`--ignore-certificate-errors-spki-list=${trustSpki}`] : [];
   return chromium.launch({
     executablePath: CHROMIUM_BIN,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', ...trust],
   });
 }
 
-/**
- * A new context and page on `url`, collecting console errors and page errors.
- * Closed when the test ends.
- */
 /** One browser for the tests of a file: launched before them, closed after them. */
 export function useBrowser() {
   let browser;
@@ -276,12 +306,18 @@ export function useBrowser() {
   return () => browser;
 }
 
+/**
+ * A new context and page on `url`, collecting console errors, page errors and the URLs
+ * of the WebSockets it opens. Closed when the test ends.
+ */
 export async function openDashboard(t, browser, url, contextOptions = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...contextOptions });
   if (t) t.after(() => context.close().catch(() => {}));
   const page = await context.newPage();
   const consoleErrors = [];
   const pageErrors = [];
+  const webSockets = [];
+  page.on('websocket', (ws) => webSockets.push(ws.url()));
   page.on('console', (msg) => {
     if (msg.type() === 'error') {
       const loc = msg.location();
@@ -290,7 +326,7 @@ export async function openDashboard(t, browser, url, contextOptions = {}) {
   });
   page.on('pageerror', (err) => pageErrors.push(String(err && err.stack ? err.stack : err)));
   await page.goto(url, { waitUntil: 'load', timeout: WAIT_MS });
-  return { context, page, consoleErrors, pageErrors };
+  return { context, page, consoleErrors, pageErrors, webSockets };
 }
 
 /**

@@ -40,6 +40,8 @@ if [ "$node_major" -lt 20 ]; then
     die "node $(node --version) is too old: these tests need Node.js 20 or newer"
 fi
 command -v npm >/dev/null 2>&1 || apt_install npm
+# The https test makes its certificate with openssl.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 cd "$here"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
@@ -67,8 +69,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Fresh server logs for this run (target/browser/logs/NAME-PORT.log).
-rm -rf "$repo/target/browser/logs"
+# Fresh server logs (target/browser/logs/NAME-PORT.log) and certificates for this run.
+rm -rf "$repo/target/browser/logs" "$repo/target/browser/tls"
 
 status=0
 node --test --test-concurrency=1 "$@" ./*.test.mjs || status=$?
