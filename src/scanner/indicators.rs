@@ -21,6 +21,8 @@
 
 use std::time::SystemTime;
 
+use super::ta::{Extreme, wrap};
+
 /// One bar (or one tick, with `open = high = low = close`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bar {
@@ -89,11 +91,6 @@ impl Default for IndicatorParams {
             reference: Reference::SessionOpen,
         }
     }
-}
-
-/// `i` (below twice `cap`) brought into `0..cap`; cheaper than `%` on the hot path.
-fn wrap(i: usize, cap: usize) -> usize {
-    if i >= cap { i - cap } else { i }
 }
 
 /// A fixed ring of the last `cap` values and their running sum, re-summed exactly at
@@ -186,60 +183,6 @@ impl Window {
             self.sum
         };
         (self.len >= self.short).then_some(sum * self.inv_short)
-    }
-}
-
-/// The extreme (the highest with `MAX`, else the lowest) of the last `window` pushed
-/// values, in O(1) amortised: a deque of candidates, each later and less extreme than the
-/// one before it.
-#[derive(Debug, Clone)]
-struct Extreme<const MAX: bool> {
-    /// (bar index, value), oldest first, in a ring of `window + 1`.
-    items: Box<[(u64, f64)]>,
-    head: usize,
-    len: usize,
-    window: u64,
-}
-
-impl<const MAX: bool> Extreme<MAX> {
-    fn new(window: usize) -> Extreme<MAX> {
-        Extreme {
-            items: vec![(0, 0.0); window + 1].into_boxed_slice(),
-            head: 0,
-            len: 0,
-            window: window as u64,
-        }
-    }
-
-    fn slot(&self, i: usize) -> usize {
-        wrap(self.head + i, self.items.len())
-    }
-
-    /// `a` is at least as extreme as `b`, so `b` can never be the answer again.
-    fn beats(a: f64, b: f64) -> bool {
-        if MAX { a >= b } else { a <= b }
-    }
-
-    /// The extreme over bars `index - window .. index`, if bar `index - window` exists.
-    fn prior(&mut self, index: u64) -> Option<f64> {
-        let expired = (self.len > 0 && self.items[self.head].0 + self.window < index) as usize;
-        self.head = wrap(self.head + expired, self.items.len());
-        self.len -= expired;
-        (index >= self.window && self.len > 0).then(|| self.items[self.head].1)
-    }
-
-    fn push(&mut self, index: u64, x: f64) {
-        while self.len > 0 && Self::beats(x, self.items[self.slot(self.len - 1)].1) {
-            self.len -= 1;
-        }
-        if self.len == self.items.len() {
-            // Only reachable if `prior` was skipped; keep the newest window.
-            self.head = wrap(self.head + 1, self.items.len());
-            self.len -= 1;
-        }
-        let at = self.slot(self.len);
-        self.items[at] = (index, x);
-        self.len += 1;
     }
 }
 

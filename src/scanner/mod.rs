@@ -15,6 +15,7 @@ mod replay;
 mod scans;
 mod sim;
 mod spec;
+pub mod ta;
 
 use std::io;
 use std::sync::Arc;

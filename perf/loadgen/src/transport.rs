@@ -192,23 +192,7 @@ mod tests {
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut s = StreamOwned::new(ServerConnection::new(config).unwrap(), tcp);
             let run = |s: &mut Server| -> std::io::Result<()> {
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    let mut b = [0u8; 1];
-                    s.read_exact(&mut b)?;
-                    head.push(b[0]);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let key = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-                    .unwrap_or_default();
-                write!(
-                    s,
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    ws::accept_key(key.as_bytes())
-                )?;
+                ws::answer_upgrade(s)?;
                 script(s)
             };
             // A client that refuses the certificate ends the script early; its test says so.

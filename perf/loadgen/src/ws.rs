@@ -185,6 +185,29 @@ pub fn accept_key(key: &[u8]) -> String {
     data_encoding::BASE64.encode(&h.finalize())
 }
 
+/// A test server's side of the upgrade: reads the request's head, answers `101`.
+#[cfg(test)]
+pub fn answer_upgrade(s: &mut (impl std::io::Read + std::io::Write)) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b)?;
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let key = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap_or_default();
+    write!(
+        s,
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key.as_bytes())
+    )
+}
+
 /// A `Sec-WebSocket-Key` from 16 bytes of the caller's choosing.
 pub fn client_key(nonce: [u8; 16]) -> String {
     data_encoding::BASE64.encode(&nonce)

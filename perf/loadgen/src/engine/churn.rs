@@ -359,29 +359,13 @@ mod tests {
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let _ = (|| -> io::Result<()> {
-                    let mut req = Vec::new();
-                    let mut b = [0u8; 1];
-                    while !req.ends_with(b"\r\n\r\n") {
-                        s.read_exact(&mut b)?;
-                        req.push(b[0]);
-                    }
-                    let req = String::from_utf8_lossy(&req).into_owned();
-                    let key = req
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-                        .unwrap_or("");
-                    write!(
-                        s,
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                        ws::accept_key(key.as_bytes())
-                    )?;
+                    ws::answer_upgrade(&mut s)?;
                     assert_eq!(read_client_frame(&mut s)?, ws::OP_TEXT);
                     s.write_all(&text(br#"{"type":"subscribed","data":{}}"#, true, 1))?;
                     assert_eq!(read_client_frame(&mut s)?, ws::OP_CLOSE);
                     s.write_all(&text(&1000u16.to_be_bytes(), true, 8))?;
                     s.shutdown(std::net::Shutdown::Write)?;
-                    let _ = s.read(&mut b)?;
+                    let _ = s.read(&mut [0u8; 1])?;
                     Ok(())
                 })();
             }
