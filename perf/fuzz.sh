@@ -17,7 +17,7 @@ seconds="${1:-600}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(http_head connection connection_tls client_message csv_rows jsonl_line config_file)
+    targets=(http_head connection connection_tls client_message csv_rows jsonl_line config_file scan_expression)
 fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked

@@ -131,6 +131,41 @@ pub fn config_file(data: &[u8]) {
     }
 }
 
+/// A scan expression, as a condition and as a number: a refusal points inside the text
+/// (or just past its end), a compiled program evaluates over any values without a panic,
+/// and every indicator it names reads back as itself from its canonical form.
+pub fn scan_expression(data: &[u8]) {
+    use crate::expr::{self, CrossState, Needs};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let chars = text.chars().count();
+    for compile in [expr::condition, expr::number] {
+        let mut needs = Needs::default();
+        match compile(text, &mut needs) {
+            Err(e) => assert!(e.col >= 1 && e.col <= chars + 1, "{e} in {text:?}"),
+            Ok(c) => {
+                // Values from the input's own bytes, NaN and infinities among them.
+                let pick = [0.0, -1.5, 30.0, f64::NAN, f64::INFINITY, 1e300];
+                let values: Vec<f64> = (0..needs.indicators.len())
+                    .map(|i| pick[data.get(i).map_or(0, |b| usize::from(*b)) % pick.len()])
+                    .collect();
+                let mut crosses = vec![CrossState::default(); needs.crosses.len()];
+                for (cross, diff) in crosses.iter_mut().zip(&needs.crosses) {
+                    cross.push(diff.eval(&values, &[]));
+                    cross.push(-diff.eval(&values, &[]));
+                }
+                let _ = c.program.eval(&values, &crosses);
+                for ind in &c.named {
+                    let again = expr::number(&ind.to_string(), &mut Needs::default())
+                        .unwrap_or_else(|e| panic!("{ind} does not read back: {e}"));
+                    assert_eq!(again.named, [*ind]);
+                }
+            }
+        }
+    }
+}
+
 /// The fuzz servers' token: the valid upgrade carries it, and nothing without it may be
 /// upgraded.
 const FUZZ_TOKEN: &str = "fuzz-token-123";

@@ -65,6 +65,11 @@ fn config_file() {
     replay("config_file", fuzz_api::config_file);
 }
 
+#[test]
+fn scan_expression() {
+    replay("scan_expression", fuzz_api::scan_expression);
+}
+
 /// The connection checker must itself be able to fail, or the connection target proves
 /// nothing.
 #[test]
