@@ -278,7 +278,7 @@ pub struct Rule {
     /// Severity.
     pub severity: Severity,
     /// Bit set of `Scan::bit`; `None` is every scan.
-    scans: Option<u16>,
+    scans: Option<u64>,
     /// Upper-cased symbols; `None` is every symbol.
     symbols: Option<Vec<Box<str>>>,
     on_new: bool,

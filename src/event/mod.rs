@@ -4,7 +4,6 @@
 //! `result` message up to its per-connection tail. The reactor only ever copies those
 //! bytes; it must never serialise a result again.
 
-use std::fmt;
 use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -12,84 +11,11 @@ use smol_str::SmolStr;
 
 use crate::timefmt::write_rfc3339;
 
+mod scan;
 mod wire;
 
+pub use scan::{MAX_CUSTOM, Scan, ScanNameError};
 pub use wire::WireError;
-
-/// The scans a result can come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scan {
-    /// `|change_pct|` past its threshold.
-    PriceChange,
-    /// Volume well above its recent average.
-    VolumeSpike,
-    /// RSI at or above the overbought line.
-    RsiOverbought,
-    /// RSI at or below the oversold line.
-    RsiOversold,
-    /// Close above the prior N-bar high.
-    NewHigh,
-    /// Close below the prior N-bar low.
-    NewLow,
-    /// Fast SMA crossed above the slow one.
-    SmaCrossUp,
-    /// Fast SMA crossed below the slow one.
-    SmaCrossDown,
-    /// The benchmark source's synthetic results.
-    Firehose,
-}
-
-impl Scan {
-    /// Every scan, in protocol order.
-    pub const ALL: [Scan; 9] = [
-        Scan::PriceChange,
-        Scan::VolumeSpike,
-        Scan::RsiOverbought,
-        Scan::RsiOversold,
-        Scan::NewHigh,
-        Scan::NewLow,
-        Scan::SmaCrossUp,
-        Scan::SmaCrossDown,
-        Scan::Firehose,
-    ];
-
-    /// The wire name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scan::PriceChange => "price_change",
-            Scan::VolumeSpike => "volume_spike",
-            Scan::RsiOverbought => "rsi_overbought",
-            Scan::RsiOversold => "rsi_oversold",
-            Scan::NewHigh => "new_high",
-            Scan::NewLow => "new_low",
-            Scan::SmaCrossUp => "sma_cross_up",
-            Scan::SmaCrossDown => "sma_cross_down",
-            Scan::Firehose => "firehose",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn from_name(name: &str) -> Option<Scan> {
-        Scan::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// This scan's bit in a filter's scan set.
-    pub fn bit(self) -> u16 {
-        1 << self as u16
-    }
-}
-
-impl fmt::Display for Scan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for Scan {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
 
 /// What happened to a (symbol, scan) condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

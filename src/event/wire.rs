@@ -41,7 +41,13 @@ impl ScanEvent {
         if self.prior.is_some() {
             flags |= PRIOR;
         }
-        out.extend_from_slice(&[VERSION, self.scan as u8, kind_byte(self.kind), flags]);
+        out.extend_from_slice(&[VERSION, self.scan.code(), kind_byte(self.kind), flags]);
+        // A custom scan's number is this process's own: its name travels with it.
+        if self.scan.is_custom() {
+            let name = self.scan.name().as_bytes();
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+        }
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&unix_nanos(self.published).to_le_bytes());
         for v in [self.score, self.price, self.change_pct, self.volume_ratio] {
@@ -73,9 +79,15 @@ impl ScanEvent {
         if version != VERSION {
             return Err(WireError("unknown version"));
         }
-        let scan = *Scan::ALL
-            .get(usize::from(scan))
-            .ok_or(WireError("unknown scan"))?;
+        let scan = match Scan::ALL.get(usize::from(scan)) {
+            Some(scan) => *scan,
+            None => {
+                let [len] = r.take::<1>()?;
+                let name = std::str::from_utf8(r.slice(usize::from(len))?)
+                    .map_err(|_| WireError("scan name"))?;
+                Scan::register(name).map_err(|_| WireError("scan name"))?
+            }
+        };
         let kind = match kind {
             0 => EventKind::New,
             1 => EventKind::Update,
@@ -236,6 +248,21 @@ mod tests {
             back.write_data(&mut b);
             assert_eq!(a, b);
             assert!(back.published.elapsed() < Duration::from_secs(60));
+        }
+    }
+
+    #[test]
+    fn a_custom_scan_travels_by_name() {
+        let scan = Scan::register("wire_test_scan").unwrap();
+        let mut ev = event(false, None, false);
+        ev.scan = scan;
+        let mut bytes = Vec::new();
+        ev.write_wire(&mut bytes);
+        assert!(bytes.windows(14).any(|w| w == b"wire_test_scan"));
+        let back = ScanEvent::read_wire(&bytes).expect("decodes");
+        assert_eq!(back.scan, scan);
+        for n in 0..bytes.len() {
+            assert!(ScanEvent::read_wire(&bytes[..n]).is_err(), "cut at {n}");
         }
     }
 

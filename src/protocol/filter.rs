@@ -58,7 +58,7 @@ pub enum FilterError {
 pub struct Filter {
     symbols: Option<AHashSet<Box<str>>>,
     /// Bit set of `Scan::bit`; `None` is every scan.
-    scans: Option<u16>,
+    scans: Option<u64>,
     min_score: Option<f64>,
     min_price: Option<f64>,
     max_price: Option<f64>,

@@ -23,8 +23,8 @@ pub struct Request {
 /// Everything a client may send.
 #[derive(Debug)]
 pub enum ClientMessage {
-    /// Add or replace a subscription.
-    Subscribe(Subscribe),
+    /// Add or replace a subscription (boxed: the filter makes it the largest by far).
+    Subscribe(Box<Subscribe>),
     /// Drop a subscription.
     Unsubscribe {
         /// Its name.
@@ -147,13 +147,13 @@ pub fn parse_request(text: &str, max_symbols: usize) -> Result<Request, Rejectio
                     fail(ErrorCode::LimitExceeded, &e.to_string())
                 }
             })?;
-            ClientMessage::Subscribe(Subscribe {
+            ClientMessage::Subscribe(Box::new(Subscribe {
                 subscription: d.subscription,
                 filter,
                 snapshot: d.snapshot,
                 since: d.since,
                 epoch: d.epoch,
-            })
+            }))
         }
         "unsubscribe" => {
             let d: UnsubscribeData =

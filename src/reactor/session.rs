@@ -246,7 +246,7 @@ impl WsSession {
         };
         let id = id.as_ref();
         match message {
-            ClientMessage::Subscribe(sub) => self.subscribe(sub, out, app, caller, id),
+            ClientMessage::Subscribe(sub) => self.subscribe(*sub, out, app, caller, id),
             ClientMessage::Unsubscribe { subscription } => {
                 match self.subs.iter().position(|s| *s.name == *subscription) {
                     Some(i) => {

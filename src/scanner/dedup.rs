@@ -66,7 +66,7 @@ impl Dedup {
         };
         let price_band = self.price_band(price);
         self.hasher
-            .hash_one((scan as u8, score_band, price_band))
+            .hash_one((scan.code(), score_band, price_band))
             .max(1)
     }
 
