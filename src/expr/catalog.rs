@@ -145,6 +145,8 @@ const BB: &[Param] = &[N { name: "n", min: 2 }, K { name: "k" }];
 
 /// The functions that are not indicators.
 pub const CROSSES: [&str; 2] = ["crosses_above", "crosses_below"];
+/// The absolute value.
+pub const ABS: &str = "abs";
 
 /// Is `name` an indicator (with or without parameters)?
 pub fn is_indicator(name: &str) -> bool {
@@ -249,7 +251,7 @@ fn signature(name: &str, params: &[Param]) -> String {
 
 /// An unknown name, with the nearest known one when it is a likely typo.
 pub fn unknown(name: &str, col: usize) -> Error {
-    let known = SPECS.iter().map(|(n, _)| *n).chain(CROSSES);
+    let known = SPECS.iter().map(|(n, _)| *n).chain(CROSSES).chain([ABS]);
     let nearest = known
         .map(|k| (distance(name, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))

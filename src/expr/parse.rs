@@ -8,9 +8,13 @@
 //! unary   := '-' unary | primary
 //! primary := NUMBER | NAME | NAME '(' args ')' | '(' expr ')'
 //! ```
+//!
+//! The functions: `crosses_above(a, b)` and `crosses_below(a, b)`, with an optional
+//! third argument (bars the cross holds for), and `abs(x)`; every other name is an
+//! indicator.
 
 use super::Error;
-use super::catalog::{self, CROSSES, Indicator};
+use super::catalog::{self, ABS, CROSSES, Indicator, MAX_PERIOD};
 use super::lex::{CmpOp, Tok, tokens};
 
 /// Arithmetic.
@@ -46,8 +50,11 @@ pub enum Node {
     Neg(Box<Expr>),
     Arith(Arith, Box<Expr>, Box<Expr>),
     Cmp(CmpOp, Box<Expr>, Box<Expr>),
-    /// Holds on the bar where the first passes the second.
-    Cross(Dir, Box<Expr>, Box<Expr>),
+    /// Holds on the bar where the first passes the second, and while it stays past it
+    /// for the given number of bars in all.
+    Cross(Dir, u32, Box<Expr>, Box<Expr>),
+    /// The absolute value.
+    Abs(Box<Expr>),
 }
 
 /// An expression's type.
@@ -233,12 +240,42 @@ impl Parser {
             let a = self.expr()?;
             self.expect(Tok::Comma, &format!("`,` between {name}'s two arguments"))?;
             let b = self.expr()?;
+            // An optional third argument: the cross holds for that many bars from the
+            // one it happens on, while the first stays on its new side.
+            let mut within = 1;
+            if *self.peek() == Tok::Comma {
+                self.bump();
+                let at = self.col();
+                within = match self.bump().0 {
+                    Tok::Num(n)
+                        if n.fract() == 0.0 && (1.0..=f64::from(MAX_PERIOD)).contains(&n) =>
+                    {
+                        n as u32
+                    }
+                    _ => {
+                        return Err(Error::at(
+                            at,
+                            format!("{name}'s bars are a whole number from 1 to {MAX_PERIOD}"),
+                        ));
+                    }
+                };
+            }
             self.expect(Tok::RParen, "`)`")?;
             number(&a, &format!("{name}'s first argument"))?;
             number(&b, &format!("{name}'s second argument"))?;
             return Ok(Expr {
                 col,
-                node: Node::Cross(dir, Box::new(a), Box::new(b)),
+                node: Node::Cross(dir, within, Box::new(a), Box::new(b)),
+            });
+        }
+        if name == ABS {
+            self.expect(Tok::LParen, "`(` after abs")?;
+            let inner = self.expr()?;
+            self.expect(Tok::RParen, "`)`")?;
+            number(&inner, "abs")?;
+            return Ok(Expr {
+                col,
+                node: Node::Abs(Box::new(inner)),
             });
         }
         if !catalog::is_indicator(name) {

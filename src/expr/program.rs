@@ -19,9 +19,11 @@ enum Op {
     Num(f64),
     /// The value of indicator slot `n`.
     Ind(u16),
-    /// Whether cross slot `n` crossed on the last bar, in direction `Dir`.
-    Cross(u16, Dir),
+    /// Whether cross slot `n` crossed in direction `Dir` within the last `u32` bars and
+    /// still holds.
+    Cross(u16, Dir, u32),
     Neg,
+    Abs,
     Arith(Arith),
     Cmp(CmpOp),
 }
@@ -59,11 +61,14 @@ impl Needs {
     }
 }
 
-/// A cross's state per symbol: `a - b` on the last two bars.
+/// A cross's state per symbol: `a - b` on the last two bars, and the last cross with
+/// the bars since it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CrossState {
     prev: f64,
     last: f64,
+    /// The last cross's direction and its age in bars (0 on the bar it happened).
+    cross: Option<(Dir, u32)>,
 }
 
 impl Default for CrossState {
@@ -71,24 +76,36 @@ impl Default for CrossState {
         CrossState {
             prev: f64::NAN,
             last: f64::NAN,
+            cross: None,
         }
     }
 }
 
 impl CrossState {
-    /// Takes the new bar's `a - b`.
+    /// Takes the new bar's `a - b`. A cross is `a - b` going from `<= 0` to `> 0`
+    /// (above) or from `>= 0` to `< 0` (below); never while either bar's value is
+    /// undefined.
     pub fn push(&mut self, diff: f64) {
         self.prev = self.last;
         self.last = diff;
+        if self.prev <= 0.0 && diff > 0.0 {
+            self.cross = Some((Dir::Above, 0));
+        } else if self.prev >= 0.0 && diff < 0.0 {
+            self.cross = Some((Dir::Below, 0));
+        } else if let Some((_, age)) = &mut self.cross {
+            *age = age.saturating_add(1);
+        }
     }
 
-    /// Did `a` pass `b` on the last bar: `a - b` from `<= 0` to `> 0` (above), or from
-    /// `>= 0` to `< 0` (below)? Never while either bar's value is undefined.
-    pub fn crossed(&self, dir: Dir) -> bool {
-        match dir {
-            Dir::Above => self.prev <= 0.0 && self.last > 0.0,
-            Dir::Below => self.prev >= 0.0 && self.last < 0.0,
-        }
+    /// Did `a` pass `b` in `dir` within the last `within` bars (1: on the last bar), and
+    /// is it still past it?
+    pub fn crossed(&self, dir: Dir, within: u32) -> bool {
+        let recent = matches!(self.cross, Some((d, age)) if d == dir && age < within);
+        let holds = match dir {
+            Dir::Above => self.last > 0.0,
+            Dir::Below => self.last < 0.0,
+        };
+        recent && holds
     }
 }
 
@@ -128,14 +145,15 @@ impl Program {
                     stack[top] = values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
                     top += 1;
                 }
-                Op::Cross(slot, dir) => {
+                Op::Cross(slot, dir, within) => {
                     let crossed = crosses
                         .get(usize::from(slot))
-                        .is_some_and(|c| c.crossed(dir));
+                        .is_some_and(|c| c.crossed(dir, within));
                     stack[top] = f64::from(u8::from(crossed));
                     top += 1;
                 }
                 Op::Neg => stack[top - 1] = -stack[top - 1],
+                Op::Abs => stack[top - 1] = stack[top - 1].abs(),
                 Op::Arith(op) => {
                     top -= 1;
                     let (a, b) = (stack[top - 1], stack[top]);
@@ -199,6 +217,11 @@ fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> 
             ops.push(Op::Neg);
             d
         }
+        Node::Abs(inner) => {
+            let d = emit(inner, needs, ops)?;
+            ops.push(Op::Abs);
+            d
+        }
         Node::Arith(op, a, b) => {
             let (da, db) = (emit(a, needs, ops)?, emit(b, needs, ops)?);
             ops.push(Op::Arith(*op));
@@ -209,13 +232,13 @@ fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> 
             ops.push(Op::Cmp(*op));
             da.max(db + 1)
         }
-        Node::Cross(dir, a, b) => {
+        Node::Cross(dir, within, a, b) => {
             let diff = Expr {
                 col: e.col,
                 node: Node::Arith(Arith::Sub, a.clone(), b.clone()),
             };
             let diff = Program::compile(&diff, needs)?;
-            ops.push(Op::Cross(needs.cross(diff), *dir));
+            ops.push(Op::Cross(needs.cross(diff), *dir, *within));
             1
         }
     })
@@ -230,8 +253,8 @@ pub fn named(e: &Expr, out: &mut Vec<Indicator>) {
                 out.push(*ind);
             }
         }
-        Node::Neg(inner) => named(inner, out),
-        Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Cross(_, a, b) => {
+        Node::Neg(inner) | Node::Abs(inner) => named(inner, out),
+        Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Cross(_, _, a, b) => {
             named(a, out);
             named(b, out);
         }

@@ -42,6 +42,8 @@ fn precedence_and_associativity() {
         ("2 + 3 * 4 - 6 / 2", 11.0),
         ("1.5e1 + .5", 15.5),
         ("(35 - rsi(14)) / 5 + volume_ratio(20)", 3.0 + 1.5),
+        ("abs(2 - 5) * 2", 6.0),
+        ("-abs(-rsi(14))", -20.0),
     ] {
         let got = value(text, &[("rsi(14)", 20.0), ("volume_ratio(20)", 1.5)]);
         assert_eq!(got, want, "{text}");
@@ -119,6 +121,25 @@ fn a_cross_holds_on_the_bar_where_it_happens_only() {
 }
 
 #[test]
+fn a_cross_with_bars_holds_that_long_while_it_stays_past() {
+    let mut needs = Needs::default();
+    let above = condition("crosses_above(sma(20), sma(50), 3)", &mut needs).unwrap();
+    let mut state = [CrossState::default()];
+    let mut fired = Vec::new();
+    // sma(20) - sma(50): -1, 1, 2, 3, 4 (three bars from the cross), then -1, 1, 0, 1.
+    for diff in [-1.0, 1.0, 2.0, 3.0, 4.0, -1.0, 1.0, 0.0, 1.0] {
+        let slots = values(&needs, &[("sma(20)", 10.0 + diff), ("sma(50)", 10.0)]);
+        state[0].push(needs.crosses[0].eval(&slots, &[]));
+        fired.push(above.program.holds(&slots, &state));
+    }
+    let want = [false, true, true, true, false, false, true, false, true];
+    assert_eq!(
+        fired, want,
+        "at 0 it no longer holds; from 0 to 1 is a new cross"
+    );
+}
+
+#[test]
 fn errors_point_at_the_column_and_say_what_was_expected() {
     for (text, col, needle) in [
         (
@@ -153,6 +174,22 @@ fn errors_point_at_the_column_and_say_what_was_expected() {
             "expected `,` between crosses_above's two arguments",
         ),
         ("(close > 1) + 2", 2, "`+` takes a number, not a condition"),
+        (
+            "crosses_above(close, open, 0)",
+            28,
+            "bars are a whole number from 1",
+        ),
+        (
+            "crosses_below(close, open, 2.5)",
+            28,
+            "bars are a whole number from 1",
+        ),
+        ("abs(close > 1) > 0", 5, "abs takes a number"),
+        (
+            "ab(close) > 0",
+            1,
+            "unknown indicator ab (did you mean abs?)",
+        ),
         (
             "crosses_above(close > 1, 2) ",
             15,
