@@ -29,7 +29,7 @@ enum Op {
 }
 
 /// What a set of programs reads per symbol: each indicator and each cross once.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Needs {
     /// The indicators, by slot.
     pub indicators: Vec<Indicator>,

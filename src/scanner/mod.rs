@@ -13,6 +13,7 @@ pub mod market;
 mod prior;
 mod replay;
 mod scans;
+pub mod scanset;
 mod sim;
 mod spec;
 pub mod ta;

@@ -1,0 +1,276 @@
+//! The scans a scanner runs, as definitions in the scan language: the eight built-in ones
+//! (written from the thresholds) and any from the config file, compiled together so each
+//! indicator any of them reads is kept once per symbol. One code path evaluates them all.
+//!
+//! Sans-IO: definitions in, per-symbol state and scores out.
+
+use std::fmt;
+
+use super::indicators::{Bar, IndicatorParams, Reference};
+use super::scans::Thresholds;
+use super::ta::Studies;
+use crate::event::Scan;
+use crate::expr::{self, CrossState, Indicator, Needs, Program};
+
+/// A scan as written: its conditions (all must hold) and its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// Which scan.
+    pub scan: Scan,
+    /// Conditions, each a comparison or a cross.
+    pub when: Vec<String>,
+    /// A number: how far past its line the scan is.
+    pub score: String,
+}
+
+/// A definition that does not compile, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionError {
+    /// The scan's name.
+    pub scan: String,
+    /// `when[i]` or `score`.
+    pub field: String,
+    /// What the expression parser said, with its column.
+    pub error: expr::Error,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "scan {}, {}, {}", self.scan, self.field, self.error)
+    }
+}
+
+impl std::error::Error for DefinitionError {}
+
+/// One compiled scan.
+#[derive(Debug, Clone)]
+struct Compiled {
+    scan: Scan,
+    when: Box<[Program]>,
+    score: Program,
+    /// The slots of every indicator its `when` and `score` name, in the order written.
+    named: Box<[u16]>,
+}
+
+/// Scans compiled together.
+#[derive(Debug, Clone)]
+pub struct ScanSet {
+    scans: Box<[Compiled]>,
+    needs: Needs,
+    definitions: Box<[Definition]>,
+}
+
+/// A symbol's side of a scan set: its indicators and its crosses.
+#[derive(Debug, Clone)]
+pub struct SymbolScans {
+    studies: Studies,
+    crosses: Box<[CrossState]>,
+}
+
+impl ScanSet {
+    /// Compiles `definitions`; the first that does not compile is the error.
+    pub fn compile(definitions: &[Definition]) -> Result<ScanSet, DefinitionError> {
+        let mut needs = Needs::default();
+        let mut scans = Vec::with_capacity(definitions.len());
+        for def in definitions {
+            let fail = |field: String, error| DefinitionError {
+                scan: def.scan.name().to_owned(),
+                field,
+                error,
+            };
+            let mut named: Vec<Indicator> = Vec::new();
+            let mut when = Vec::with_capacity(def.when.len());
+            for (i, text) in def.when.iter().enumerate() {
+                let c =
+                    expr::condition(text, &mut needs).map_err(|e| fail(format!("when[{i}]"), e))?;
+                add_new(&mut named, &c.named);
+                when.push(c.program);
+            }
+            let score =
+                expr::number(&def.score, &mut needs).map_err(|e| fail("score".to_owned(), e))?;
+            add_new(&mut named, &score.named);
+            let named = named
+                .iter()
+                .filter_map(|n| needs.indicators.iter().position(|i| i == n))
+                .map(|at| at as u16)
+                .collect();
+            scans.push(Compiled {
+                scan: def.scan,
+                when: when.into(),
+                score: score.program,
+                named,
+            });
+        }
+        Ok(ScanSet {
+            scans: scans.into(),
+            needs,
+            definitions: definitions.into(),
+        })
+    }
+
+    /// The scans, in definition order.
+    pub fn scans(&self) -> impl Iterator<Item = Scan> + '_ {
+        self.scans.iter().map(|c| c.scan)
+    }
+
+    /// How many scans.
+    pub fn len(&self) -> usize {
+        self.scans.len()
+    }
+
+    /// No scans at all.
+    pub fn is_empty(&self) -> bool {
+        self.scans.is_empty()
+    }
+
+    /// The definitions, as given.
+    pub fn definitions(&self) -> &[Definition] {
+        &self.definitions
+    }
+
+    /// Every indicator the scans read, each once.
+    pub fn indicators(&self) -> &[Indicator] {
+        &self.needs.indicators
+    }
+
+    /// A new symbol's state.
+    pub fn symbol(&self, reference: Reference) -> SymbolScans {
+        SymbolScans {
+            studies: Studies::new(&self.needs.indicators, reference),
+            crosses: vec![CrossState::default(); self.needs.crosses.len()].into(),
+        }
+    }
+
+    /// Takes a symbol's bar close: its indicators, then its crosses.
+    #[inline]
+    pub fn update(&self, sym: &mut SymbolScans, bar: &Bar) {
+        sym.studies.update(bar);
+        let values = sym.studies.values();
+        for (cross, diff) in sym.crosses.iter_mut().zip(&self.needs.crosses) {
+            cross.push(diff.eval(values, &[]));
+        }
+    }
+
+    /// Each scan's score on the symbol's last bar, `None` where it does not fire (or its
+    /// score is not a number), in definition order into `out`.
+    #[inline]
+    pub fn evaluate(&self, sym: &SymbolScans, out: &mut [Option<f64>]) {
+        let values = sym.studies.values();
+        for (c, slot) in self.scans.iter().zip(out.iter_mut()) {
+            let fires = c.when.iter().all(|w| w.holds(values, &sym.crosses));
+            *slot = fires
+                .then(|| c.score.eval(values, &sym.crosses))
+                .filter(|s| s.is_finite());
+        }
+    }
+
+    /// The indicators scan `i` names and their values on the symbol's last bar, in the
+    /// order written (a result's `values`).
+    pub fn values<'a>(
+        &'a self,
+        i: usize,
+        sym: &'a SymbolScans,
+    ) -> impl Iterator<Item = (Indicator, f64)> + 'a {
+        let values = sym.studies.values();
+        self.scans[i].named.iter().map(move |&slot| {
+            let slot = usize::from(slot);
+            (self.needs.indicators[slot], values[slot])
+        })
+    }
+}
+
+/// Appends what `more` holds that `list` does not.
+fn add_new(list: &mut Vec<Indicator>, more: &[Indicator]) {
+    for n in more {
+        if !list.contains(n) {
+            list.push(*n);
+        }
+    }
+}
+
+/// The eight market scans as definitions, with `t`'s thresholds and `p`'s windows.
+///
+/// | scan | when | score |
+/// |---|---|---|
+/// | `price_change` | `abs(change_pct) >= T` | `abs(change_pct) / T` |
+/// | `volume_spike` | `volume_ratio(V) >= T` | `volume_ratio(V) / T` |
+/// | `rsi_overbought` | `rsi(R) >= T` | `1 + (rsi(R) - T) / 10` |
+/// | `rsi_oversold` | `rsi(R) <= T` | `1 + (T - rsi(R)) / 10` |
+/// | `new_high` | `highest(N) > 0`, `close > highest(N)` | `1 + (close / highest(N) - 1) * 100` |
+/// | `new_low` | `lowest(N) > 0`, `close < lowest(N)` | `1 + (1 - close / lowest(N)) * 100` |
+/// | `sma_cross_up` | `sma(S) > 0`, `crosses_above(sma(F), sma(S), C)` | `1 + 10 * abs((sma(F) - sma(S)) / sma(S) * 100)` |
+/// | `sma_cross_down` | `sma(S) > 0`, `crosses_below(sma(F), sma(S), C)` | the same |
+pub fn builtin(t: &Thresholds, p: &IndicatorParams) -> Vec<Definition> {
+    let def = |scan, when: &[String], score: String| Definition {
+        scan,
+        when: when.to_vec(),
+        score,
+    };
+    // `{}` prints the shortest form that reads back as the same f64.
+    let (pc, vr, ob, os) = (
+        t.price_change_pct,
+        t.volume_ratio,
+        t.rsi_overbought,
+        t.rsi_oversold,
+    );
+    let (r, v, n, f, s, c) = (
+        p.rsi,
+        p.volume,
+        p.range,
+        p.sma_fast,
+        p.sma_slow,
+        t.cross_bars,
+    );
+    let gap = format!("1 + 10 * abs((sma({f}) - sma({s})) / sma({s}) * 100)");
+    vec![
+        def(
+            Scan::PriceChange,
+            &[format!("abs(change_pct) >= {pc}")],
+            format!("abs(change_pct) / {pc}"),
+        ),
+        def(
+            Scan::VolumeSpike,
+            &[format!("volume_ratio({v}) >= {vr}")],
+            format!("volume_ratio({v}) / {vr}"),
+        ),
+        def(
+            Scan::RsiOverbought,
+            &[format!("rsi({r}) >= {ob}")],
+            format!("1 + (rsi({r}) - {ob}) / 10"),
+        ),
+        def(
+            Scan::RsiOversold,
+            &[format!("rsi({r}) <= {os}")],
+            format!("1 + ({os} - rsi({r})) / 10"),
+        ),
+        def(
+            Scan::NewHigh,
+            &[format!("highest({n}) > 0"), format!("close > highest({n})")],
+            format!("1 + (close / highest({n}) - 1) * 100"),
+        ),
+        def(
+            Scan::NewLow,
+            &[format!("lowest({n}) > 0"), format!("close < lowest({n})")],
+            format!("1 + (1 - close / lowest({n})) * 100"),
+        ),
+        def(
+            Scan::SmaCrossUp,
+            &[
+                format!("sma({s}) > 0"),
+                format!("crosses_above(sma({f}), sma({s}), {c})"),
+            ],
+            gap.clone(),
+        ),
+        def(
+            Scan::SmaCrossDown,
+            &[
+                format!("sma({s}) > 0"),
+                format!("crosses_below(sma({f}), sma({s}), {c})"),
+            ],
+            gap,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests;
