@@ -483,6 +483,7 @@ impl Config {
                 scan_interval: self.scan_interval.0,
                 min_scan_interval: self.min_scan_interval.0,
                 max_symbols: self.max_symbols,
+                custom: std::sync::Arc::new([]),
             },
             sim: SimOptions {
                 symbols: self.sim_symbols,

@@ -7,6 +7,7 @@
 //! last evaluation was due at least `min_scan_interval` earlier. A replay is not paced by
 //! the wall clock: each step of bars it delivers is scanned at once, symbol by symbol.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
@@ -15,7 +16,8 @@ use smol_str::SmolStr;
 
 use super::dedup::{Dedup, Materiality};
 use super::indicators::{Bar, IndicatorParams, Indicators, Reference};
-use super::scans::{MARKET_SCANS, Thresholds, evaluate};
+use super::scans::Thresholds;
+use super::scanset::{Definition, DefinitionError, ScanSet, SymbolScans, builtin};
 use super::{Counters, Progress, Source};
 use crate::event::{EventKind, ScanEvent, ScanResult};
 use crate::protocol::MAX_SYMBOL_LEN;
@@ -82,9 +84,12 @@ pub fn check_symbol(name: &str) -> Result<(), String> {
 #[derive(Debug)]
 struct Symbol {
     name: SmolStr,
+    /// The fields every result carries (price, change, volume ratio, RSI).
     ind: Indicators,
-    /// Dedup keys per market scan; 0 while the condition is off.
-    conds: [u64; 8],
+    /// What the scans read.
+    scans: SymbolScans,
+    /// Dedup keys per scan, in the scan set's order; 0 while the condition is off.
+    conds: Box<[u64]>,
     /// A bar came since the last evaluation.
     dirty: bool,
     /// Start of the cycle that last evaluated it.
@@ -97,6 +102,7 @@ pub struct Universe {
     index: AHashMap<Box<str>, u32>,
     symbols: Vec<Symbol>,
     params: IndicatorParams,
+    scans: Arc<ScanSet>,
     max_symbols: usize,
     /// Bars taken.
     pub updates: u64,
@@ -107,12 +113,25 @@ pub struct Universe {
 }
 
 impl Universe {
-    /// An empty universe of at most `max_symbols`.
+    /// An empty universe of at most `max_symbols`, running the built-in scans with their
+    /// default thresholds.
     pub fn new(params: IndicatorParams, max_symbols: usize) -> Universe {
+        let scans = ScanSet::compile(&builtin(&Thresholds::default(), &params))
+            .unwrap_or_else(|_| ScanSet::empty());
+        Universe::with_scans(params, max_symbols, Arc::new(scans))
+    }
+
+    /// An empty universe of at most `max_symbols`, running `scans`.
+    pub fn with_scans(
+        params: IndicatorParams,
+        max_symbols: usize,
+        scans: Arc<ScanSet>,
+    ) -> Universe {
         Universe {
             index: AHashMap::new(),
             symbols: Vec::new(),
             params,
+            scans,
             max_symbols,
             updates: 0,
             refused: 0,
@@ -150,7 +169,8 @@ impl Universe {
         self.symbols.push(Symbol {
             name,
             ind: Indicators::new(self.params),
-            conds: [0; 8],
+            scans: self.scans.symbol(self.params.reference),
+            conds: vec![0; self.scans.len()].into(),
             dirty: false,
             last_eval: None,
         });
@@ -175,6 +195,7 @@ impl Universe {
             return false;
         };
         sym.ind.update(bar);
+        self.scans.update(&mut sym.scans, bar);
         if !sym.dirty {
             sym.dirty = true;
             self.touched.push(id);
@@ -215,7 +236,7 @@ impl Universe {
 }
 
 /// How the market scanner scans.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScanSettings {
     /// Indicator windows (the reference comes from the feed).
     pub indicators: IndicatorParams,
@@ -229,6 +250,18 @@ pub struct ScanSettings {
     pub min_scan_interval: Duration,
     /// Symbols at most.
     pub max_symbols: usize,
+    /// Scans from the config file, run after the built-in ones.
+    pub custom: Arc<[Definition]>,
+}
+
+impl ScanSettings {
+    /// Every scan these settings run, compiled: the built-in ones with these thresholds
+    /// and windows, then the custom ones.
+    pub fn scan_set(&self) -> Result<ScanSet, DefinitionError> {
+        let mut defs = builtin(&self.thresholds, &self.indicators);
+        defs.extend(self.custom.iter().cloned());
+        ScanSet::compile(&defs)
+    }
 }
 
 impl Default for ScanSettings {
@@ -240,6 +273,7 @@ impl Default for ScanSettings {
             scan_interval: Duration::from_secs(1),
             min_scan_interval: Duration::from_secs(1),
             max_symbols: 100_000,
+            custom: Arc::new([]),
         }
     }
 }
@@ -269,16 +303,42 @@ pub struct MarketScanner<F> {
     last_cycle_ms: f64,
     evaluated: u64,
     announced: usize,
+    /// Each scan's score on the symbol in hand, reused.
+    scores: Vec<Option<f64>>,
 }
 
 impl<F: Feed> MarketScanner<F> {
     /// A scanner over `feed` whose first cycle is due at `now`.
-    pub fn new(feed: F, mut settings: ScanSettings, now: Instant) -> MarketScanner<F> {
+    ///
+    /// # Panics
+    ///
+    /// When a scan definition does not compile; [`try_new`](Self::try_new) says why
+    /// instead (the config checks them when it loads).
+    pub fn new(feed: F, settings: ScanSettings, now: Instant) -> MarketScanner<F> {
+        match MarketScanner::try_new(feed, settings, now) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A scanner over `feed` whose first cycle is due at `now`, or why its scans do not
+    /// compile.
+    pub fn try_new(
+        feed: F,
+        mut settings: ScanSettings,
+        now: Instant,
+    ) -> Result<MarketScanner<F>, DefinitionError> {
         settings.indicators.reference = feed.reference();
+        let scans = Arc::new(settings.scan_set()?);
         let mut feed = feed;
-        let mut universe = Universe::new(settings.indicators, settings.max_symbols);
+        let mut universe = Universe::with_scans(
+            settings.indicators,
+            settings.max_symbols,
+            Arc::clone(&scans),
+        );
         feed.begin(&mut universe);
-        MarketScanner {
+        Ok(MarketScanner {
+            scores: vec![None; scans.len()],
             universe,
             dedup: Dedup::new(settings.materiality),
             feed,
@@ -290,7 +350,7 @@ impl<F: Feed> MarketScanner<F> {
             last_cycle_ms: 0.0,
             evaluated: 0,
             announced: 0,
-        }
+        })
     }
 
     /// The symbols and their indicators.
@@ -311,7 +371,8 @@ impl<F: Feed> MarketScanner<F> {
             .map_or(self.universe.symbols.len(), Vec::len);
         let end = (cycle.pos + CHUNK).min(len);
         let min_gap = self.settings.min_scan_interval;
-        while cycle.pos < end && out.len() + MARKET_SCANS.len() <= max {
+        let set = Arc::clone(&self.universe.scans);
+        while cycle.pos < end && out.len() + set.len() <= max {
             let id = match &cycle.ids {
                 Some(ids) => ids[cycle.pos] as usize,
                 None => cycle.pos,
@@ -331,11 +392,12 @@ impl<F: Feed> MarketScanner<F> {
             sym.dirty = false;
             sym.last_eval = Some(cycle.start);
             self.evaluated += 1;
-            let scores = evaluate(&sym.ind, &self.settings.thresholds);
+            set.evaluate(&sym.scans, &mut self.scores);
             let price = sym.ind.close().unwrap_or(0.0);
-            for (i, scan) in MARKET_SCANS.into_iter().enumerate() {
-                if let Some(event) = self.dedup.step(&mut sym.conds[i], scan, scores[i], price) {
-                    out.push(result(&sym.name, &sym.ind, scan, event, scores[i], false));
+            for (i, scan) in set.scans().enumerate() {
+                let score = self.scores[i];
+                if let Some(event) = self.dedup.step(&mut sym.conds[i], scan, score, price) {
+                    out.push(result(&sym.name, &sym.ind, scan, event, score, false));
                 }
             }
         }
@@ -397,7 +459,7 @@ fn round4(x: f64) -> f64 {
 impl<F: Feed> Source for MarketScanner<F> {
     fn restore(&mut self, open: &[&ScanEvent]) {
         for ev in open {
-            let Some(i) = MARKET_SCANS.iter().position(|s| *s == ev.scan) else {
+            let Some(i) = self.universe.scans.scans().position(|s| s == ev.scan) else {
                 continue;
             };
             let id = self.universe.get(&ev.symbol_key);
@@ -466,8 +528,9 @@ impl<F: Feed> Source for MarketScanner<F> {
                 continue;
             };
             let sym = &self.universe.symbols[id as usize];
-            let scores = evaluate(&sym.ind, &self.settings.thresholds);
-            for (scan, score) in MARKET_SCANS.into_iter().zip(scores) {
+            let set = &self.universe.scans;
+            set.evaluate(&sym.scans, &mut self.scores);
+            for (scan, &score) in set.scans().zip(&self.scores) {
                 if score.is_some() {
                     out.push(result(
                         &sym.name,

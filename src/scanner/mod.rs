@@ -237,23 +237,27 @@ pub struct ScannerOptions {
 /// Builds the source a spec names, scanning as `settings` say.
 pub fn source_for(spec: &SourceSpec, settings: &SourceSettings) -> io::Result<Box<dyn Source>> {
     let now = Instant::now();
-    let scan = settings.scan;
+    let scan = settings.scan.clone();
+    // The config compiled every definition when it loaded; this only says so again.
+    let bad = |e: scanset::DefinitionError| io::Error::new(io::ErrorKind::InvalidInput, e);
     Ok(match spec {
         SourceSpec::Firehose { rate } => Box::new(Firehose::new(*rate, now)),
-        SourceSpec::Sim => Box::new(MarketScanner::new(Sim::new(settings.sim, now), scan, now)),
+        SourceSpec::Sim => {
+            Box::new(MarketScanner::try_new(Sim::new(settings.sim, now), scan, now).map_err(bad)?)
+        }
         SourceSpec::Csv { path } => {
             let feed = CsvReplay::open(path, settings.replay_speed, now)?;
-            Box::new(MarketScanner::new(feed, scan, now))
+            Box::new(MarketScanner::try_new(feed, scan, now).map_err(bad)?)
         }
         SourceSpec::Jsonl { path } => {
             let feed = JsonlFeed::open(path, settings.jsonl_follow)?;
-            Box::new(MarketScanner::new(feed, scan, now))
+            Box::new(MarketScanner::try_new(feed, scan, now).map_err(bad)?)
         }
     })
 }
 
 /// What building a source needs beyond its spec.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SourceSettings {
     /// Indicators, thresholds, dedup and pacing.
     pub scan: ScanSettings,

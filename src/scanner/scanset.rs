@@ -108,6 +108,15 @@ impl ScanSet {
         })
     }
 
+    /// No scans.
+    pub fn empty() -> ScanSet {
+        ScanSet {
+            scans: Box::new([]),
+            needs: Needs::default(),
+            definitions: Box::new([]),
+        }
+    }
+
     /// The scans, in definition order.
     pub fn scans(&self) -> impl Iterator<Item = Scan> + '_ {
         self.scans.iter().map(|c| c.scan)
