@@ -1,5 +1,5 @@
-//! Scanner micro-benchmarks: the per-update hot path, a full cycle over 100,000 symbols,
-//! and JSONL ingest. Run with `cargo bench --bench scanner`; figures and targets are in
+//! Scanner micro-benchmarks: the per-update hot path, a full cycle over 100,000 symbols
+//! (with the 8 built-in scans, and with 28), and JSONL ingest. Run with `cargo bench --bench scanner`; figures and targets are in
 //! perf/RESULTS.md.
 //!
 //! Prices follow a seeded, mean-reverting random walk with trends, jumps and volume
@@ -13,12 +13,12 @@ use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use scanstream::ScanResult;
 use scanstream::scanner::indicators::{Bar, IndicatorParams, Indicators, Reference};
 use scanstream::scanner::{
-    Dedup, Feed, MARKET_SCANS, MarketScanner, Materiality, ScanSettings, Source, Thresholds,
-    Universe, evaluate, parse_line, ticker,
+    Dedup, Definition, Feed, MARKET_SCANS, MarketScanner, Materiality, ScanSettings, Source,
+    Thresholds, Universe, evaluate, parse_line, ticker,
 };
+use scanstream::{Scan, ScanResult};
 
 /// Steps in the shared price path; a power of two so indexing is a mask.
 const PATH: usize = 4096;
@@ -408,5 +408,169 @@ fn bench_jsonl(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_indicators, bench_cycle, bench_jsonl);
+/// Twenty scans a trader might write, over a spread of indicators, for the 28-scan runs.
+const CUSTOM: [(&str, &[&str]); 20] = [
+    (
+        "b_oversold_bounce",
+        &[
+            "rsi(14) < 35",
+            "close > bb_lower(20, 2)",
+            "volume_ratio(20) >= 1.5",
+        ],
+    ),
+    (
+        "b_macd_up",
+        &["crosses_above(macd(12, 26, 9), macd_signal(12, 26, 9))"],
+    ),
+    ("b_gap_up", &["gap_pct >= 2"]),
+    ("b_above_vwap", &["close > vwap", "volume_ratio(20) > 2"]),
+    ("b_band_break_up", &["bb_pct(20, 2) > 1"]),
+    ("b_band_break_down", &["bb_pct(20, 2) < 0"]),
+    ("b_ema_cross_up", &["crosses_above(ema(9), ema(21))"]),
+    ("b_ema_cross_down", &["crosses_below(ema(9), ema(21))"]),
+    ("b_wide_range", &["atr(14) / close * 100 > 3"]),
+    ("b_breakout_55", &["close > highest(55)"]),
+    ("b_breakdown_55", &["close < lowest(55)"]),
+    ("b_rsi7_high", &["rsi(7) > 80"]),
+    ("b_rsi7_low", &["rsi(7) < 20"]),
+    (
+        "b_volume_move",
+        &["change_pct > 1.5", "volume > avg_volume(50) * 2"],
+    ),
+    ("b_sma200_up", &["crosses_above(close, sma(200))"]),
+    ("b_sma200_down", &["crosses_below(close, sma(200))"]),
+    ("b_momentum", &["macd_hist(12, 26, 9) > 0", "rsi(14) > 50"]),
+    (
+        "b_stretched",
+        &["abs(change_pct) > 2", "bb_pct(20, 2.5) > 0.9"],
+    ),
+    (
+        "b_trend_pullback",
+        &["ema(50) > sma(200)", "crosses_above(close, ema(50), 3)"],
+    ),
+    ("b_big_bar", &["(high - low) / close * 100 > 4"]),
+];
+
+/// The built-in eight and, with `custom`, the twenty above (28 in all).
+fn settings(custom: bool) -> ScanSettings {
+    let defs: Vec<Definition> = if custom {
+        CUSTOM
+            .iter()
+            .map(|(name, when)| Definition {
+                scan: Scan::register(name).expect("a valid name"),
+                when: when.iter().map(|w| (*w).to_owned()).collect(),
+                score: "1".to_owned(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ScanSettings {
+        custom: defs.into(),
+        ..ScanSettings::default()
+    }
+}
+
+/// One symbol update through the scan set, as the scanner runs it: the result fields'
+/// indicators, the scans' studies and crosses, every scan evaluated and deduplicated;
+/// with the 8 built-in scans, and with 28.
+fn bench_scanset(c: &mut Criterion) {
+    let p = path(PATH, 7);
+    let bars: Vec<Bar> = p
+        .iter()
+        .map(|s| {
+            let close = cents(120.0 * s.price);
+            Bar {
+                open: close,
+                high: close * 1.004,
+                low: close * 0.996,
+                close,
+                volume: (10_000.0 * s.volume) as u64,
+                ts: None,
+            }
+        })
+        .collect();
+    let dedup = Dedup::new(Materiality::default());
+    let mut g = c.benchmark_group("scanset");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(4));
+    g.warm_up_time(Duration::from_secs(1));
+    for (name, custom) in [("update_and_scan_8", false), ("update_and_scan_28", true)] {
+        let settings = settings(custom);
+        let set = settings.scan_set().expect("the scans compile");
+        let mut ind = Indicators::new(settings.indicators);
+        let mut sym = set.symbol(Reference::SessionOpen);
+        let mut scores = vec![None; set.len()];
+        let mut slots = vec![0u64; set.len()];
+        let scans: Vec<Scan> = set.scans().collect();
+        let mut fired = 0usize;
+        for bar in &bars {
+            ind.update(bar);
+            set.update(&mut sym, bar);
+            set.evaluate(&sym, &mut scores);
+            fired += scores.iter().filter(|s| s.is_some()).count();
+        }
+        eprintln!(
+            "scanset: {} scans, {} indicators kept per symbol, {:.3} fire per bar",
+            set.len(),
+            set.indicators().len(),
+            fired as f64 / PATH as f64
+        );
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let bar = &bars[i];
+                i = (i + 1) % PATH;
+                ind.update(black_box(bar));
+                set.update(&mut sym, black_box(bar));
+                set.evaluate(&sym, &mut scores);
+                let mut events = 0u32;
+                for (k, scan) in scans.iter().enumerate() {
+                    events += dedup
+                        .step(&mut slots[k], *scan, scores[k], bar.close)
+                        .is_some() as u32;
+                }
+                events
+            })
+        });
+    }
+    g.finish();
+
+    // A full cycle over 100,000 symbols with 28 scans.
+    let t0 = Instant::now();
+    let mut scanner = MarketScanner::new(BenchFeed::new(SYMBOLS, WARMUP), settings(true), t0);
+    let mut out = Vec::new();
+    let mut now = t0;
+    run_cycle(&mut scanner, now, &mut out);
+    let mut g = c.benchmark_group("cycle");
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(10));
+    g.warm_up_time(Duration::from_secs(2));
+    g.throughput(Throughput::Elements(SYMBOLS as u64));
+    let before = scanner.progress();
+    let mut cycles = 0u64;
+    g.bench_function("100k_symbols_28_scans", |b| {
+        b.iter(|| {
+            now += Duration::from_secs(1);
+            cycles += 1;
+            run_cycle(&mut scanner, now, &mut out)
+        })
+    });
+    let after = scanner.progress();
+    assert_eq!(
+        after.counters.evaluated - before.counters.evaluated,
+        cycles * SYMBOLS as u64,
+        "every cycle evaluated every symbol"
+    );
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_indicators,
+    bench_cycle,
+    bench_scanset,
+    bench_jsonl
+);
 criterion_main!(benches);

@@ -30,6 +30,7 @@ fn result(i: u64) -> ScanResult {
         Scan::RsiOverbought,
     ];
     ScanResult {
+        values: Vec::new(),
         symbol: format!("S{:03}", i % 500).into(),
         scan: scans[(i % 4) as usize],
         event: [EventKind::New, EventKind::Update, EventKind::Clear][(i % 3) as usize],

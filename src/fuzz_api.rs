@@ -95,6 +95,7 @@ pub fn client_message(data: &[u8]) {
 
 fn sample_event() -> ScanEvent {
     let result = ScanResult {
+        values: Vec::new(),
         symbol: "AAPL".into(),
         scan: Scan::PriceChange,
         event: EventKind::New,

@@ -1,6 +1,7 @@
-//! The `scanstream` binary: flags and config file in, server run, exit code out; and
-//! `scanstream client`, a live view of a server's stream.
+//! The `scanstream` binary: flags and config file in, server run, exit code out;
+//! `scanstream client`, a live view of a server's stream; and `scanstream check-config`.
 
+mod check_config;
 mod client_cli;
 
 use std::io::IsTerminal;
@@ -24,16 +25,22 @@ struct Cli {
     settings: Overrides,
 }
 
+// One value per process: the client's many flags make it large, and that costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Connect to a server and show its results live (reconnects and resumes by itself).
     Client(client_cli::ClientArgs),
+    /// Check a config file and print the scans and alert rules it would run (exit 1 on an
+    /// error).
+    CheckConfig(check_config::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Client(args)) => client_cli::run(args),
+        Some(Command::CheckConfig(args)) => check_config::run(args),
         None => run(cli),
     };
     match outcome {

@@ -557,6 +557,7 @@ mod tests {
 
     fn event(symbol: &str, seq: u64, change_pct: f64) -> ScanEvent {
         let r = ScanResult {
+            values: Vec::new(),
             symbol: symbol.into(),
             scan: Scan::PriceChange,
             event: EventKind::New,

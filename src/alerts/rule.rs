@@ -501,6 +501,7 @@ mod tests {
 
     fn event(kind: EventKind, change_pct: f64, volume_ratio: f64, rsi: Option<f64>) -> ScanEvent {
         let r = ScanResult {
+            values: Vec::new(),
             symbol: "tsla".into(),
             scan: Scan::PriceChange,
             event: kind,

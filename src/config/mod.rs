@@ -17,9 +17,23 @@ pub use crate::scanner::{
     Materiality, ScanSettings, SimOptions, SourceSettings, SourceSpec, Speed, Thresholds,
 };
 
+mod scans;
 mod values;
 
+pub use scans::ScanSpec;
 pub use values::{AllowedHost, BusSpec, Origin, Role, Token};
+
+/// A config file's parts: its settings, its `[[rules]]` when it has that key (`rules =
+/// []` turns alerts off), and its `[[scans]]`.
+#[derive(Debug, Default)]
+pub struct FileParts {
+    /// The settings it sets.
+    pub settings: Overrides,
+    /// Its alert rules, when it has the key.
+    pub rules: Option<Vec<crate::alerts::RuleSpec>>,
+    /// Its scans.
+    pub scans: Vec<ScanSpec>,
+}
 
 /// The longest duration any setting takes.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -33,6 +47,8 @@ macro_rules! settings {
             $( $(#[doc = $doc])* pub $name: $ty, )*
             /// Alert rules: the config file's `[[rules]]`, or the defaults when it has none.
             pub rules: Vec<crate::alerts::RuleSpec>,
+            /// Scans beside the built-in ones: the config file's `[[scans]]`.
+            pub scans: Vec<ScanSpec>,
         }
 
         /// Settings as given on the command line or in the config file; `None` is unset.
@@ -49,11 +65,17 @@ macro_rules! settings {
             $( #[serde(default)] $name: Option<$ty>, )*
             #[serde(default)]
             rules: Option<Vec<crate::alerts::RuleSpec>>,
+            #[serde(default)]
+            scans: Vec<ScanSpec>,
         }
 
         impl FileSettings {
-            fn split(self) -> (Overrides, Option<Vec<crate::alerts::RuleSpec>>) {
-                (Overrides { $( $name: self.$name, )* }, self.rules)
+            fn split(self) -> FileParts {
+                FileParts {
+                    settings: Overrides { $( $name: self.$name, )* },
+                    rules: self.rules,
+                    scans: self.scans,
+                }
             }
         }
 
@@ -67,6 +89,7 @@ macro_rules! settings {
                 Config {
                     $( $name: self.$name.unwrap_or_else(|| $default), )*
                     rules: crate::alerts::default_rules(),
+                    scans: Vec::new(),
                 }
             }
         }
@@ -232,31 +255,45 @@ pub enum ConfigError {
         /// What is allowed.
         message: String,
     },
+    /// A scan does not compile: the message names it, the field and the column.
+    #[error("{0}")]
+    Scan(String),
 }
 
 impl Config {
     /// Merges `flags` over the file at `path` (if any) over the defaults, and checks ranges.
     pub fn load(path: Option<&Path>, flags: Overrides) -> Result<Config, ConfigError> {
-        let (file, rules) = match path {
-            None => (Overrides::default(), None),
+        let parts = match path {
+            None => FileParts::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                Config::parse_file_with_rules(&text).map_err(|message| ConfigError::Parse {
+                Config::parse_file_parts(&text).map_err(|message| ConfigError::Parse {
                     path: path.to_owned(),
                     message,
                 })?
             }
         };
-        Config::assemble(flags.or(file), rules)
+        let parts = FileParts {
+            settings: flags.or(parts.settings),
+            ..parts
+        };
+        Config::assemble(parts).map_err(|e| match (e, path) {
+            // A scan is the file's: say which file.
+            (ConfigError::Scan(message), Some(path)) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            (e, _) => e,
+        })
     }
 
     /// A config file's text over the defaults, checked as at start, its rules compiled.
     pub fn from_text(text: &str) -> Result<Config, String> {
-        let (file, rules) = Config::parse_file_with_rules(text)?;
-        let config = Config::assemble(file, rules).map_err(|e| e.to_string())?;
+        let parts = Config::parse_file_parts(text)?;
+        let config = Config::assemble(parts).map_err(|e| e.to_string())?;
         for spec in &config.rules {
             crate::alerts::Rule::from_spec(spec, config.alert_throttle.0)
                 .map_err(|e| e.to_string())?;
@@ -264,30 +301,34 @@ impl Config {
         Ok(config)
     }
 
-    fn assemble(
-        settings: Overrides,
-        rules: Option<Vec<crate::alerts::RuleSpec>>,
-    ) -> Result<Config, ConfigError> {
-        let mut config = settings.resolve();
-        if let Some(rules) = rules {
+    fn assemble(parts: FileParts) -> Result<Config, ConfigError> {
+        let mut config = parts.settings.resolve();
+        if let Some(rules) = parts.rules {
             config.rules = rules;
         }
+        config.scans = parts.scans;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses the text of a config file.
     pub fn parse_file(text: &str) -> Result<Overrides, String> {
-        Config::parse_file_with_rules(text).map(|(settings, _)| settings)
+        Config::parse_file_parts(text).map(|parts| parts.settings)
     }
 
-    /// Parses the text of a config file: its settings, and its `[[rules]]` when it has
-    /// that key (`rules = []` turns alerts off).
-    pub fn parse_file_with_rules(
-        text: &str,
-    ) -> Result<(Overrides, Option<Vec<crate::alerts::RuleSpec>>), String> {
+    /// Parses the text of a config file into its parts.
+    pub fn parse_file_parts(text: &str) -> Result<FileParts, String> {
         toml::from_str::<FileSettings>(text)
             .map(FileSettings::split)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every scan a market source runs: the built-in ones with these thresholds and
+    /// windows, then the `[[scans]]`.
+    pub fn scan_set(&self) -> Result<crate::scanner::ScanSet, String> {
+        self.source_settings()
+            .scan
+            .scan_set()
             .map_err(|e| e.to_string())
     }
 
@@ -423,6 +464,23 @@ impl Config {
                 "needs 0 < rsi_oversold < rsi_overbought < 100",
             ));
         }
+        // The built-in scans are definitions in the scan language, which keeps windows
+        // of at most MAX_PERIOD bars, and an RSI or SMA of at least 2.
+        let max = crate::expr::MAX_PERIOD as usize;
+        for (name, value, min) in [
+            ("rsi_period", self.rsi_period, 2),
+            ("sma_fast", self.sma_fast, 2),
+            ("sma_slow", self.sma_slow, 2),
+            ("range_bars", self.range_bars, 1),
+            ("volume_bars", self.volume_bars, 1),
+            ("cross_bars", self.cross_bars as usize, 1),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(name, &format!("must be {min} to {max}")));
+            }
+        }
+        scans::definitions(&self.scans).map_err(ConfigError::Scan)?;
+        self.scan_set().map_err(ConfigError::Scan)?;
         Ok(())
     }
 }
@@ -483,7 +541,8 @@ impl Config {
                 scan_interval: self.scan_interval.0,
                 min_scan_interval: self.min_scan_interval.0,
                 max_symbols: self.max_symbols,
-                custom: std::sync::Arc::new([]),
+                // Checked by `validate`: what is left here cannot fail.
+                custom: scans::definitions(&self.scans).unwrap_or_default().into(),
             },
             sim: SimOptions {
                 symbols: self.sim_symbols,

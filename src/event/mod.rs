@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+use crate::expr::Indicator;
 use crate::timefmt::write_rfc3339;
 
 mod scan;
@@ -55,6 +56,9 @@ pub struct ScanResult {
     pub source_ts: Option<SystemTime>,
     /// Produced by an ad-hoc scan request rather than the paced cycle.
     pub adhoc: bool,
+    /// Every indicator the scan's definition names, as computed at this bar, so a user
+    /// sees why it fired (custom scans; empty for the built-in ones).
+    pub values: Vec<(Indicator, f64)>,
 }
 
 impl ScanResult {
@@ -66,6 +70,9 @@ impl ScanResult {
         self.change_pct = round4(self.change_pct);
         self.volume_ratio = round4(self.volume_ratio);
         self.rsi = self.rsi.map(round4);
+        for (_, v) in &mut self.values {
+            *v = round4(*v);
+        }
         self
     }
 }
@@ -159,6 +166,29 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     source_ts: Option<Timestamp>,
     adhoc: bool,
+    #[serde(skip_serializing_if = "Values::is_empty")]
+    values: Values<'a>,
+}
+
+/// A result's indicator values, as an object keyed by each indicator as written
+/// (`"rsi(14)"`); a value not defined yet is `null`.
+struct Values<'a>(&'a [(Indicator, f64)]);
+
+impl Values<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Values<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (ind, v) in self.0 {
+            map.serialize_entry(&ind.to_string(), &v.is_finite().then_some(*v))?;
+        }
+        map.end()
+    }
 }
 
 /// A `SystemTime` that serialises as an RFC 3339 string.
@@ -193,6 +223,7 @@ impl ScanEvent {
             rsi: result.rsi,
             source_ts: result.source_ts.map(Timestamp),
             adhoc: result.adhoc,
+            values: Values(&result.values),
         };
         // Serialising plain numbers, strings and bools into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut encoded, &body);
@@ -272,6 +303,7 @@ mod tests {
 
     pub(crate) fn sample() -> ScanResult {
         ScanResult {
+            values: Vec::new(),
             symbol: "aapl".into(),
             scan: Scan::VolumeSpike,
             event: EventKind::New,

@@ -206,6 +206,7 @@ mod tests {
 
     fn event(adhoc: bool, rsi: Option<f64>, prior: bool) -> ScanEvent {
         let result = ScanResult {
+            values: Vec::new(),
             symbol: "brk.b".into(),
             scan: Scan::RsiOversold,
             event: EventKind::Update,

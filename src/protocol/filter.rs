@@ -198,6 +198,7 @@ mod tests {
 
     fn event(symbol: &str, scan: Scan, kind: EventKind, score: f64, price: f64) -> ScanEvent {
         let r = ScanResult {
+            values: Vec::new(),
             symbol: symbol.into(),
             scan,
             event: kind,

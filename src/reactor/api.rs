@@ -3,7 +3,7 @@
 //! It returns a value and never touches the connection: the reactor encodes the
 //! response, performs the upgrade or renders metrics.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::access::Access;
 use super::app::App;
@@ -11,9 +11,11 @@ use super::http::{Request, Response};
 use super::websocket::check_upgrade;
 use crate::alerts::{Query, Severity};
 use crate::bus::Command;
+use crate::config::Config;
+use crate::event::Scan;
 use crate::protocol::ErrorCode;
 use crate::protocol::MAX_SYMBOL_LEN;
-use crate::scanner::RunState;
+use crate::scanner::{RunState, SourceSpec};
 
 /// What the reactor does with a request.
 #[derive(Debug)]
@@ -54,9 +56,8 @@ pub fn route(req: &Request<'_, '_>, app: &mut App) -> Action {
     }
     let allowed = match req.path {
         "/stream" => return upgrade(req, &app.access),
-        "/" | "/dashboard.css" | "/dashboard.js" | "/healthz" | "/metrics" | "/stream/status" => {
-            "GET"
-        }
+        "/" | "/dashboard.css" | "/dashboard.js" | "/healthz" | "/metrics" | "/stream/status"
+        | "/scans" => "GET",
         "/stream/start" | "/stream/stop" | "/scan" => "POST",
         "/alerts" => "GET",
         path if ack_target(path).is_some() => "POST",
@@ -83,7 +84,8 @@ pub fn route(req: &Request<'_, '_>, app: &mut App) -> Action {
     }
     // PROTOCOL.md leaves only `/`, `/healthz` and `/metrics` open: `/stream/status` is
     // under `/stream`.
-    if req.method == "POST" || req.path == "/alerts" || req.path == "/stream/status" {
+    let private = ["/alerts", "/stream/status", "/scans"];
+    if req.method == "POST" || private.contains(&req.path) {
         if let Some(refusal) = app.access.check_token(req, false) {
             return Action::Respond(refusal);
         }
@@ -102,8 +104,45 @@ pub fn route(req: &Request<'_, '_>, app: &mut App) -> Action {
         "/stream/stop" => control(app, Command::Stop, RunState::Stopped),
         "/scan" => scan(req, app),
         "/alerts" => list_alerts(req, app),
+        "/scans" => Response::raw_json(200, &app.scans),
         path => return Action::Ack(ack_target(path).unwrap_or_default().to_owned()),
     })
+}
+
+/// `GET /scans`: every scan a market source runs, with its definition, in the order it
+/// runs them; the benchmark source runs `firehose` alone, which has none.
+pub fn scan_list(config: &Config) -> String {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        name: &'static str,
+        builtin: bool,
+        when: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        score: Option<&'a str>,
+    }
+    let set = match config.source {
+        SourceSpec::Firehose { .. } => None,
+        _ => config.scan_set().ok(),
+    };
+    let scans: Vec<Entry<'_>> = match &set {
+        None => vec![Entry {
+            name: Scan::Firehose.name(),
+            builtin: true,
+            when: &[],
+            score: None,
+        }],
+        Some(set) => set
+            .definitions()
+            .iter()
+            .map(|d| Entry {
+                name: d.scan.name(),
+                builtin: !d.scan.is_custom(),
+                when: &d.when,
+                score: Some(&d.score),
+            })
+            .collect(),
+    };
+    serde_json::json!({ "scans": scans }).to_string()
 }
 
 /// One of the dashboard's files. `no-cache` lets a browser keep it but check with each

@@ -54,6 +54,8 @@ pub struct App {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// See [`Shared::tls_since`](super::shared::Shared::tls_since).
     pub tls_generation: u64,
+    /// The body of `GET /scans`, encoded once.
+    pub scans: Arc<str>,
 }
 
 impl App {

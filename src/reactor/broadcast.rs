@@ -157,6 +157,7 @@ mod tests {
 
     fn result(symbol: &str) -> ScanResult {
         ScanResult {
+            values: Vec::new(),
             symbol: symbol.into(),
             scan: Scan::NewHigh,
             event: EventKind::New,

@@ -205,6 +205,7 @@ impl Reactor {
                 deep_history: config.deep_history(),
                 tls,
                 tls_generation: 0,
+                scans: api::scan_list(&config).into(),
             },
             conns: Conns::default(),
             turn_published: Vec::new(),

@@ -61,6 +61,7 @@ impl Firehose {
         let r = mix(index);
         let unit = |shift: u32| ((r >> shift) & 0xffff) as f64 / 65_535.0;
         ScanResult {
+            values: Vec::new(),
             symbol,
             scan: Scan::Firehose,
             event,

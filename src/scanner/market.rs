@@ -397,7 +397,7 @@ impl<F: Feed> MarketScanner<F> {
             for (i, scan) in set.scans().enumerate() {
                 let score = self.scores[i];
                 if let Some(event) = self.dedup.step(&mut sym.conds[i], scan, score, price) {
-                    out.push(result(&sym.name, &sym.ind, scan, event, score, false));
+                    out.push(result(sym, &set, i, event, score, false));
                 }
             }
         }
@@ -421,17 +421,28 @@ impl<F: Feed> MarketScanner<F> {
     }
 }
 
-/// A result for `scan` on the symbol's last bar.
+/// A result for scan `i` of `set` on the symbol's last bar.
 fn result(
-    name: &SmolStr,
-    ind: &Indicators,
-    scan: crate::event::Scan,
+    sym: &Symbol,
+    set: &ScanSet,
+    i: usize,
     event: EventKind,
     score: Option<f64>,
     adhoc: bool,
 ) -> ScanResult {
+    let (name, ind) = (&sym.name, &sym.ind);
+    let scan = set.scan(i);
     let bar = ind.last;
+    // Custom scans say why they fired; the built-in ones' fields already do.
+    let values = if scan.is_custom() {
+        set.values(i, &sym.scans)
+            .map(|(ind, v)| (ind, round4(v)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     ScanResult {
+        values,
         symbol: name.clone(),
         scan,
         event,
@@ -530,16 +541,9 @@ impl<F: Feed> Source for MarketScanner<F> {
             let sym = &self.universe.symbols[id as usize];
             let set = &self.universe.scans;
             set.evaluate(&sym.scans, &mut self.scores);
-            for (scan, &score) in set.scans().zip(&self.scores) {
+            for (i, &score) in self.scores.iter().enumerate() {
                 if score.is_some() {
-                    out.push(result(
-                        &sym.name,
-                        &sym.ind,
-                        scan,
-                        EventKind::New,
-                        score,
-                        true,
-                    ));
+                    out.push(result(sym, set, i, EventKind::New, score, true));
                 }
             }
         }

@@ -53,6 +53,7 @@ mod tests {
 
     fn result(symbol: &str, event: EventKind, score: f64) -> ScanResult {
         ScanResult {
+            values: Vec::new(),
             symbol: symbol.into(),
             scan: Scan::NewHigh,
             event,

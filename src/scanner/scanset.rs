@@ -122,6 +122,11 @@ impl ScanSet {
         self.scans.iter().map(|c| c.scan)
     }
 
+    /// Scan `i`.
+    pub fn scan(&self, i: usize) -> Scan {
+        self.scans[i].scan
+    }
+
     /// How many scans.
     pub fn len(&self) -> usize {
         self.scans.len()

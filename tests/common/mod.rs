@@ -268,6 +268,7 @@ pub fn snapshot_rows_at(addr: SocketAddr, filters: Value) -> HashMap<(String, St
 /// A plain result to push.
 pub fn result(symbol: &str, scan: Scan, event: EventKind) -> ScanResult {
     ScanResult {
+        values: Vec::new(),
         symbol: symbol.into(),
         scan,
         event,
