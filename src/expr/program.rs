@@ -133,7 +133,18 @@ impl Program {
     /// condition).
     #[inline]
     pub fn eval(&self, values: &[f64], crosses: &[CrossState]) -> f64 {
-        let mut stack = [0.0f64; MAX_DEPTH];
+        self.eval_on(values, crosses, &mut [0.0; MAX_DEPTH])
+    }
+
+    /// [`eval`](Self::eval) on a caller's stack, so a run of programs clears one stack
+    /// rather than one each.
+    #[inline]
+    pub fn eval_on(
+        &self,
+        values: &[f64],
+        crosses: &[CrossState],
+        stack: &mut [f64; MAX_DEPTH],
+    ) -> f64 {
         let mut top = 0usize;
         for op in self.ops.iter() {
             match *op {
@@ -188,6 +199,17 @@ impl Program {
     #[inline]
     pub fn holds(&self, values: &[f64], crosses: &[CrossState]) -> bool {
         self.eval(values, crosses) == 1.0
+    }
+
+    /// [`holds`](Self::holds) on a caller's stack.
+    #[inline]
+    pub fn holds_on(
+        &self,
+        values: &[f64],
+        crosses: &[CrossState],
+        stack: &mut [f64; MAX_DEPTH],
+    ) -> bool {
+        self.eval_on(values, crosses, stack) == 1.0
     }
 
     /// Steps in the program.

@@ -10,7 +10,7 @@ use super::indicators::{Bar, IndicatorParams, Reference};
 use super::scans::Thresholds;
 use super::ta::Studies;
 use crate::event::Scan;
-use crate::expr::{self, CrossState, Indicator, Needs, Program};
+use crate::expr::{self, CrossState, Indicator, MAX_DEPTH, Needs, Program};
 
 /// A scan as written: its conditions (all must hold) and its score.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,9 +159,13 @@ impl ScanSet {
     #[inline]
     pub fn update(&self, sym: &mut SymbolScans, bar: &Bar) {
         sym.studies.update(bar);
+        if self.needs.crosses.is_empty() {
+            return;
+        }
         let values = sym.studies.values();
+        let stack = &mut [0.0; MAX_DEPTH];
         for (cross, diff) in sym.crosses.iter_mut().zip(&self.needs.crosses) {
-            cross.push(diff.eval(values, &[]));
+            cross.push(diff.eval_on(values, &[], stack));
         }
     }
 
@@ -170,10 +174,11 @@ impl ScanSet {
     #[inline]
     pub fn evaluate(&self, sym: &SymbolScans, out: &mut [Option<f64>]) {
         let values = sym.studies.values();
+        let stack = &mut [0.0; MAX_DEPTH];
         for (c, slot) in self.scans.iter().zip(out.iter_mut()) {
-            let fires = c.when.iter().all(|w| w.holds(values, &sym.crosses));
+            let fires = c.when.iter().all(|w| w.holds_on(values, &sym.crosses, stack));
             *slot = fires
-                .then(|| c.score.eval(values, &sym.crosses))
+                .then(|| c.score.eval_on(values, &sym.crosses, stack))
                 .filter(|s| s.is_finite());
         }
     }
