@@ -176,7 +176,10 @@ impl ScanSet {
         let values = sym.studies.values();
         let stack = &mut [0.0; MAX_DEPTH];
         for (c, slot) in self.scans.iter().zip(out.iter_mut()) {
-            let fires = c.when.iter().all(|w| w.holds_on(values, &sym.crosses, stack));
+            let fires = c
+                .when
+                .iter()
+                .all(|w| w.holds_on(values, &sym.crosses, stack));
             *slot = fires
                 .then(|| c.score.eval_on(values, &sym.crosses, stack))
                 .filter(|s| s.is_finite());

@@ -80,11 +80,17 @@ struct Window {
     building: Box<[Part]>,
     mean: f64,
     std_dev: f64,
+    /// Without a deviation: the running sum of the last n closes, and the pushes since
+    /// it was last summed again from the ring.
+    sum: f64,
+    since_exact: usize,
 }
 
 impl Window {
     fn new(n: usize, spread: bool) -> Window {
-        let h = n / 2;
+        // Only the deviation needs blocks: a running sum cannot lose a mean's digits the
+        // way it loses a small variance's, and it is summed again exactly once per window.
+        let h = if spread { n / 2 } else { 0 };
         Window {
             n,
             h,
@@ -97,7 +103,29 @@ impl Window {
             building: vec![Part::default(); h].into_boxed_slice(),
             mean: f64::NAN,
             std_dev: f64::NAN,
+            sum: 0.0,
+            since_exact: 0,
         }
+    }
+
+    /// The mean, from a running sum summed again from the ring once per window (so
+    /// rounding never gathers over more than n closes).
+    #[inline(always)]
+    fn push_mean(&mut self, ring: &Ring<f64>) {
+        let n = self.n;
+        self.sum += ring.back(1);
+        if ring.len() > n {
+            self.sum -= ring.back(n + 1);
+        }
+        if ring.len() < n {
+            return;
+        }
+        self.since_exact += 1;
+        if self.since_exact >= n {
+            self.since_exact = 0;
+            self.sum = (1..=n).map(|k| ring.back(k)).sum();
+        }
+        self.mean = self.sum * self.inv_n;
     }
 
     /// Takes the close just pushed onto `ring` (whose capacity is at least n).
@@ -108,6 +136,12 @@ impl Window {
         if n == 1 {
             // The window is the close itself.
             (self.mean, self.std_dev) = (x, 0.0);
+            return;
+        }
+        // The mean comes from the running sum whether or not a band shares the window,
+        // so `sma(n)` reads the same with or without `bb_*(n, k)` beside it.
+        self.push_mean(ring);
+        if !spread {
             return;
         }
         self.prefix = self.prefix.add(j, x, spread);
@@ -137,10 +171,7 @@ impl Window {
                 j + 1,
                 spread,
             );
-            self.mean = total.sum * self.inv_n;
-            if spread {
-                self.std_dev = (total.m2 * self.inv_n).sqrt();
-            }
+            self.std_dev = (total.m2 * self.inv_n).sqrt();
         }
         self.at += 1;
         if self.at == h {
@@ -166,7 +197,8 @@ impl Closes {
     pub(super) fn new(windows: &[(usize, bool)]) -> Closes {
         let longest = windows.iter().map(|&(n, _)| n).max().unwrap_or(0);
         Closes {
-            ring: Ring::new(longest),
+            // One more than the longest: a running sum takes out the close that left.
+            ring: Ring::new(longest + 1),
             windows: windows.iter().map(|&(n, s)| Window::new(n, s)).collect(),
             last: f64::NAN,
             flat: 0,
@@ -241,6 +273,29 @@ mod tests {
                 assert!(
                     (closes.std_dev(i) - sd).abs() <= 1e-12 * mean,
                     "sd {n} at {t}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_mean_alone_matches_two_passes_at_every_bar() {
+        let xs: Vec<f64> = (0..700u32)
+            .map(|i| 50.0 + f64::from(i.wrapping_mul(2_654_435_761) % 1_000) / 100.0)
+            .collect();
+        let lengths: Vec<(usize, bool)> = [2, 3, 7, 20, 50, 199].map(|n| (n, false)).to_vec();
+        let mut closes = Closes::new(&lengths);
+        for (t, &x) in xs.iter().enumerate() {
+            closes.push(x);
+            for (i, &(n, _)) in lengths.iter().enumerate() {
+                if t + 1 < n {
+                    assert!(closes.mean(i).is_nan(), "{n} at {t}");
+                    continue;
+                }
+                let (mean, _) = plain(&xs[t + 1 - n..=t]);
+                assert!(
+                    (closes.mean(i) - mean).abs() <= 1e-12 * mean,
+                    "mean {n} at {t}"
                 );
             }
         }
