@@ -207,6 +207,8 @@ struct State {
     rsi_period: u32,
     rsi_gain: f64,
     rsi_loss: f64,
+    /// SMAs, their cross and the prior range too, not only what every result carries.
+    full: bool,
     closes: Window,
     highs: Extreme<true>,
     lows: Extreme<false>,
@@ -248,7 +250,27 @@ pub struct Indicators {
 impl Indicators {
     /// Empty state for `params`.
     pub fn new(params: IndicatorParams) -> Indicators {
+        Indicators::with(params, true)
+    }
+
+    /// Empty state for the fields every result carries alone: `last`, `change_pct`,
+    /// `rsi`, `avg_volume` and `volume_ratio`. The SMAs, their cross and the prior range
+    /// stay `None`; the scans read theirs from the scan set.
+    pub fn fields(params: IndicatorParams) -> Indicators {
+        Indicators::with(
+            IndicatorParams {
+                sma_fast: 1,
+                sma_slow: 1,
+                range: 1,
+                ..params
+            },
+            false,
+        )
+    }
+
+    fn with(params: IndicatorParams, full: bool) -> Indicators {
         let state = State {
+            full,
             reference: f64::NAN,
             percent_per_unit: 0.0,
             reference_kind: params.reference,
@@ -304,6 +326,27 @@ impl Indicators {
             self.update_rsi(bar.close - prev, index);
         }
 
+        if self.state.full {
+            self.update_trend(bar, index);
+        }
+
+        self.avg_volume = (self.state.volumes.len > 0).then(|| match self.state.volumes.mean() {
+            Some(mean) => mean,
+            None => self.state.volumes.sum / self.state.volumes.len as f64,
+        });
+        self.volume_full = self.state.volumes.full();
+        self.volume_ratio = match self.avg_volume {
+            Some(avg) => bar.volume as f64 / avg.max(1.0),
+            None => 1.0,
+        };
+        self.state.volumes.push(bar.volume as f64);
+
+        self.last = Some(*bar);
+        self.bars += 1;
+    }
+
+    /// The SMAs, their cross and the prior range, from bar `index`.
+    fn update_trend(&mut self, bar: &Bar, index: u64) {
         let prev_diff = self.sma_fast.zip(self.sma_slow).map(|(f, s)| f - s);
         self.state.closes.push(bar.close);
         self.sma_fast = self.state.closes.short_mean();
@@ -319,20 +362,6 @@ impl Indicators {
         self.prior_low = self.state.lows.prior(index);
         self.state.highs.push(index, bar.high);
         self.state.lows.push(index, bar.low);
-
-        self.avg_volume = (self.state.volumes.len > 0).then(|| match self.state.volumes.mean() {
-            Some(mean) => mean,
-            None => self.state.volumes.sum / self.state.volumes.len as f64,
-        });
-        self.volume_full = self.state.volumes.full();
-        self.volume_ratio = match self.avg_volume {
-            Some(avg) => bar.volume as f64 / avg.max(1.0),
-            None => 1.0,
-        };
-        self.state.volumes.push(bar.volume as f64);
-
-        self.last = Some(*bar);
-        self.bars += 1;
     }
 
     /// `change` is the close-to-close change ending at bar `index` (the `index`-th change).
@@ -526,6 +555,30 @@ mod tests {
                 || ind.cross.is_some_and(|(_, age)| age < 200)
             {
                 assert_eq!(ind.cross, naive_cross, "cross at {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fields_alone_read_what_the_full_set_reads() {
+        for reference in [Reference::PrevClose, Reference::SessionOpen] {
+            let params = IndicatorParams {
+                reference,
+                ..IndicatorParams::default()
+            };
+            let (mut full, mut fields) = (Indicators::new(params), Indicators::fields(params));
+            for bar in series(3000, 11) {
+                full.update(&bar);
+                fields.update(&bar);
+                assert_eq!(fields.last, full.last);
+                assert_eq!(fields.change_pct.to_bits(), full.change_pct.to_bits());
+                assert_eq!(fields.rsi, full.rsi);
+                assert_eq!(fields.volume_ratio.to_bits(), full.volume_ratio.to_bits());
+                assert_eq!(fields.avg_volume, full.avg_volume);
+                assert_eq!(
+                    (fields.sma_fast, fields.cross, fields.prior_high),
+                    (None, None, None)
+                );
             }
         }
     }

@@ -168,7 +168,7 @@ impl Universe {
         self.index.insert(Box::from(&*name), id);
         self.symbols.push(Symbol {
             name,
-            ind: Indicators::new(self.params),
+            ind: Indicators::fields(self.params),
             scans: self.scans.symbol(self.params.reference),
             conds: vec![0; self.scans.len()].into(),
             dirty: false,

@@ -1,4 +1,6 @@
-//! The eight scans: when each fires, and its score.
+//! The eight scans in their fixed form: when each fires, and its score. The scanner runs
+//! them as definitions in the scan language (`scanset::builtin`); this form stays as the
+//! reference those definitions are checked against, and as the benches' baseline.
 //!
 //! A score is 1 at the scan's threshold and grows by 1 for each unit past it, so a
 //! `min_score` filter means the same distance past the line for every scan:
