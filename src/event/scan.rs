@@ -139,16 +139,27 @@ impl Scan {
     }
 
     /// This scan's bit in a filter's scan set.
+    #[inline]
     pub fn bit(self) -> u64 {
         1 << self.code()
     }
 
     /// A small number for this scan, below 64: the built-in ones in protocol order, then
     /// the custom ones.
+    #[inline]
     pub fn code(self) -> u8 {
+        // A match, not a search of `ALL`: filters take a scan's bit for every delivery.
         match self {
+            Scan::PriceChange => 0,
+            Scan::VolumeSpike => 1,
+            Scan::RsiOverbought => 2,
+            Scan::RsiOversold => 3,
+            Scan::NewHigh => 4,
+            Scan::NewLow => 5,
+            Scan::SmaCrossUp => 6,
+            Scan::SmaCrossDown => 7,
+            Scan::Firehose => 8,
             Scan::Custom(n) => Scan::ALL.len() as u8 + n,
-            builtin => Scan::ALL.iter().position(|s| *s == builtin).unwrap_or(0) as u8,
         }
     }
 
@@ -187,6 +198,9 @@ mod tests {
         assert_ne!(a.bit() & b.bit(), a.bit(), "distinct bits");
         assert_eq!(Scan::from_name("new_high"), Some(Scan::NewHigh));
         assert_eq!(Scan::NewHigh.bit(), 1 << 4);
+        for (i, scan) in Scan::ALL.iter().enumerate() {
+            assert_eq!(usize::from(scan.code()), i, "{scan}");
+        }
         assert_eq!(Scan::from_name("test_never_registered"), None);
     }
 
