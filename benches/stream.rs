@@ -31,6 +31,7 @@ fn result(i: u64) -> ScanResult {
     ];
     ScanResult {
         values: Vec::new(),
+        rule_frame: None,
         symbol: format!("S{:03}", i % 500).into(),
         scan: scans[(i % 4) as usize],
         event: [EventKind::New, EventKind::Update, EventKind::Clear][(i % 3) as usize],

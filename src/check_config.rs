@@ -17,10 +17,9 @@ pub struct CheckArgs {
 /// Prints what `args.file` would run, or fails with the first problem in it.
 pub fn run(args: CheckArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(Some(&args.file), Overrides::default())?;
-    for spec in &config.rules {
-        scanstream::alerts::Rule::from_spec(spec, config.alert_throttle.0)
-            .map_err(|e| format!("config file {}: {e}", args.file.display()))?;
-    }
+    config
+        .rule_set()
+        .map_err(|e| format!("config file {}: {e}", args.file.display()))?;
     let set = config.scan_set()?;
     let mut out = io::stdout().lock();
     writeln!(out, "{}: ok", args.file.display())?;

@@ -96,6 +96,7 @@ pub fn client_message(data: &[u8]) {
 fn sample_event() -> ScanEvent {
     let result = ScanResult {
         values: Vec::new(),
+        rule_frame: None,
         symbol: "AAPL".into(),
         scan: Scan::PriceChange,
         event: EventKind::New,

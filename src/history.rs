@@ -212,6 +212,7 @@ mod tests {
     fn ev(seq: u64, symbol: &str, kind: EventKind) -> Arc<ScanEvent> {
         let r = ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: symbol.into(),
             scan: Scan::Firehose,
             event: kind,

@@ -12,6 +12,7 @@ mod journal;
 mod log;
 mod rule;
 mod webhook;
+mod when;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,11 +24,13 @@ use serde::{Deserialize, Serialize};
 pub use journal::{Journal, Loaded};
 pub use log::{Acked, AlertLog, Query};
 pub use rule::{
-    Condition, Field, HandlerKind, Kind, Op, Rule, RuleError, RuleSpec, Severity, default_rules,
+    HandlerKind, Kind, Rule, RuleError, RuleSet, RuleSpec, Severity, default_rules,
 };
+pub use when::{VARS, When};
 pub use webhook::{Webhook, WebhookSettings, WebhookStats};
 
 use crate::event::ScanEvent;
+use crate::expr::{Frame, Needs};
 use crate::timefmt::{parse_time, rfc3339};
 
 /// One alert.
@@ -252,6 +255,8 @@ pub struct AlertCounters {
 /// The alert engine.
 pub struct Alerts {
     rules: Vec<Rule>,
+    /// What the rules read per symbol: the slots of a result's frame.
+    needs: Needs,
     /// When each (rule, symbol) last raised an alert.
     last: AHashMap<(usize, Box<str>), Instant>,
     log: AlertLog,
@@ -296,27 +301,16 @@ pub enum AlertError {
 impl Alerts {
     /// Checks the rules, loads the journal in `data_dir` (if any), and starts the handlers.
     pub fn start(settings: &AlertSettings, data_dir: Option<&Path>) -> Result<Alerts, AlertError> {
-        let mut names = ahash::AHashSet::new();
-        let mut rules = Vec::with_capacity(settings.rules.len());
-        for spec in &settings.rules {
-            let rule = Rule::from_spec(spec, settings.throttle)?;
-            if !names.insert(rule.name.clone()) {
-                return Err(RuleError {
-                    rule: rule.name,
-                    field: "name",
-                    message: "another rule has this name".into(),
-                }
-                .into());
-            }
+        let RuleSet { rules, needs } = RuleSet::compile(&settings.rules, settings.throttle)?;
+        for rule in &rules {
             if rule.handlers.contains(&HandlerKind::Webhook) && settings.webhook.is_none() {
                 return Err(RuleError {
-                    rule: rule.name,
+                    rule: rule.name.clone(),
                     field: "handlers",
                     message: "`webhook` needs the webhook_url setting".into(),
                 }
                 .into());
             }
-            rules.push(rule);
         }
         // The `websocket` handler is the edges' broadcast, marked on each note.
         let mut handlers: Vec<Box<dyn Handler>> = vec![Box::new(LogHandler)];
@@ -347,6 +341,7 @@ impl Alerts {
         };
         Ok(Alerts {
             rules,
+            needs,
             last: AHashMap::new(),
             log,
             next_id,
@@ -370,12 +365,22 @@ impl Alerts {
         self.next_id = self.next_id.max(newest.saturating_add(1));
     }
 
-    /// Runs the rules over a published result at `now` (the throttle's clock); returns how
-    /// many alerts it raised. Alerts are stamped with the wall clock, read only then.
-    pub fn on_result(&mut self, ev: &ScanEvent, now: Instant) -> usize {
+    /// Runs the rules over a published result at `now` (the throttle's clock), on
+    /// `frame`, what the rules read of its symbol on its bar (built from the result's own
+    /// fields when the source has no bars); returns how many alerts it raised. Alerts are
+    /// stamped with the wall clock, read only then.
+    pub fn on_result(&mut self, ev: &ScanEvent, frame: Option<&Frame>, now: Instant) -> usize {
+        let own;
+        let frame = match frame {
+            Some(f) => f,
+            None => {
+                own = when::frame_of(ev, &self.needs);
+                &own
+            }
+        };
         let mut raised = 0;
         for i in 0..self.rules.len() {
-            let Some(values) = self.rules[i].matches(ev) else {
+            let Some(values) = self.rules[i].matches(ev, frame) else {
                 continue;
             };
             let rule = &self.rules[i];
@@ -492,34 +497,44 @@ impl Alerts {
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
+
+    /// What the rules read per symbol, each once: a frame's slots.
+    pub fn needs(&self) -> &Needs {
+        &self.needs
+    }
 }
 
-/// `TSLA change_pct 7.9 >= 5`, or for a rule without conditions `TSLA entered
-/// price_change (score 2.3)`.
-fn message(rule: &Rule, ev: &ScanEvent, values: &[(Condition, f64)]) -> String {
+/// `TSLA abs(change_pct) >= 5 (price_change; change_pct -7.9)`, or for a rule without
+/// conditions `TSLA entered price_change (score 2.3)`.
+fn message(rule: &Rule, ev: &ScanEvent, values: &[(String, f64)]) -> String {
     let symbol = &*ev.symbol_key;
-    if values.is_empty() || rule.kind == Kind::NewOpportunity {
+    let seen = values
+        .iter()
+        .map(|(name, x)| format!("{name} {}", round(*x)))
+        .collect::<Vec<_>>();
+    if rule.when.is_empty() || rule.kind == Kind::NewOpportunity {
         let mut m = format!(
             "{symbol} entered {} (score {:.2})",
             ev.scan.name(),
             ev.score
         );
-        for (c, x) in values.iter().filter(|(c, _)| c.field != Field::Score) {
-            m.push_str(&format!(", {} {}", c.field.name(), round(*x)));
+        for part in seen {
+            m.push_str(", ");
+            m.push_str(&part);
         }
         return m;
     }
-    let parts: Vec<String> = values
-        .iter()
-        .map(|(c, x)| format!("{} {} {}", c.field.name(), round(*x), rest(c)))
-        .collect();
-    format!("{symbol} {} ({})", parts.join(", "), ev.scan.name())
-}
-
-fn rest(c: &Condition) -> String {
-    let text = c.to_string();
-    text.split_once(' ')
-        .map_or(text.clone(), |(_, r)| r.to_owned())
+    let mut m = format!(
+        "{symbol} {} ({}",
+        rule.when.texts.join(" and "),
+        ev.scan.name()
+    );
+    if !seen.is_empty() {
+        m.push_str("; ");
+        m.push_str(&seen.join(", "));
+    }
+    m.push(')');
+    m
 }
 
 fn round(x: f64) -> f64 {
@@ -558,6 +573,7 @@ mod tests {
     fn event(symbol: &str, seq: u64, change_pct: f64) -> ScanEvent {
         let r = ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: symbol.into(),
             scan: Scan::PriceChange,
             event: EventKind::New,
@@ -577,21 +593,24 @@ mod tests {
     fn throttling_follows_the_injected_clock_per_rule_and_symbol() {
         let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
         let t0 = Instant::now();
-        assert_eq!(alerts.on_result(&event("TSLA", 1, 7.9), t0), 1);
+        assert_eq!(alerts.on_result(&event("TSLA", 1, 7.9), None, t0), 1);
         // Within 30 s: held back, counted.
         let t = t0 + Duration::from_secs(29);
-        assert_eq!(alerts.on_result(&event("TSLA", 2, 8.0), t), 0);
+        assert_eq!(alerts.on_result(&event("TSLA", 2, 8.0), None, t), 0);
         assert_eq!(alerts.counters.throttled, 1);
         // Another symbol has its own throttle.
-        assert_eq!(alerts.on_result(&event("AAPL", 3, 6.0), t), 1);
+        assert_eq!(alerts.on_result(&event("AAPL", 3, 6.0), None, t), 1);
         // Past 30 s the symbol may alert again.
         let t = t0 + Duration::from_secs(30);
-        assert_eq!(alerts.on_result(&event("TSLA", 4, 9.0), t), 1);
+        assert_eq!(alerts.on_result(&event("TSLA", 4, 9.0), None, t), 1);
         let ids: Vec<u64> = alerts.log().iter().map(|a| a.id).collect();
         assert_eq!(ids, [1, 2, 3]);
         assert_eq!(alerts.counters.raised, [0, 0, 3]);
         let last = alerts.log().iter().last().unwrap();
-        assert_eq!(last.message, "TSLA abs_change_pct 9 >= 5 (price_change)");
+        assert_eq!(
+            last.message,
+            "TSLA abs_change_pct >= 5 (price_change; abs_change_pct 9)"
+        );
         assert_eq!(last.result_seq, 4);
         // One note per alert for the edges, in order, to broadcast (the rule names the
         // `websocket` handler).
@@ -610,7 +629,7 @@ mod tests {
     #[test]
     fn acks_are_recorded_once_and_broadcast_once() {
         let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
-        alerts.on_result(&event("TSLA", 1, 7.9), Instant::now());
+        alerts.on_result(&event("TSLA", 1, 7.9), None, Instant::now());
         let _ = alerts.take_notes();
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let Acked::Now(a) = alerts.ack("a-1", at) else {
@@ -632,7 +651,7 @@ mod tests {
         let mut alerts = Alerts::start(&settings(vec![movers()]), None).unwrap();
         let t0 = Instant::now();
         for (i, s) in ["A", "B", "C", "D"].into_iter().enumerate() {
-            alerts.on_result(&event(s, i as u64 + 1, 6.0), t0);
+            alerts.on_result(&event(s, i as u64 + 1, 6.0), None, t0);
         }
         alerts.ack("a-3", SystemTime::now());
         let log = alerts.log();

@@ -1,12 +1,13 @@
 //! Alert rules: what the config file says, checked once at start into what matching runs.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::when::When;
 use crate::dur::Dur;
 use crate::event::{EventKind, Scan, ScanEvent};
+use crate::expr::{Frame, Needs};
 
 /// What kind of alert a rule raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -99,7 +100,8 @@ pub struct RuleSpec {
     /// Events watched, `new` and/or `update` [default: new].
     #[serde(default)]
     pub events: Option<Vec<String>>,
-    /// Conditions that must all hold, like `change_pct >= 5`.
+    /// Conditions in the scan language that must all hold, like `abs(change_pct) >= 5`
+    /// or `rsi(14) < 30`.
     #[serde(default)]
     pub when: Vec<String>,
     /// At most one alert per symbol this often [default: the `alert_throttle` setting].
@@ -131,143 +133,6 @@ fn default_severity() -> Severity {
     Severity::Info
 }
 
-/// A field of a result a condition can test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// `score`.
-    Score,
-    /// `price`.
-    Price,
-    /// `change_pct`.
-    ChangePct,
-    /// `|change_pct|`.
-    AbsChangePct,
-    /// `volume_ratio`.
-    VolumeRatio,
-    /// `rsi` (a result without one never matches).
-    Rsi,
-}
-
-const FIELDS: &str = "score, price, change_pct, abs_change_pct, volume_ratio, rsi";
-
-impl Field {
-    fn parse(s: &str) -> Option<Field> {
-        Some(match s {
-            "score" => Field::Score,
-            "price" => Field::Price,
-            "change_pct" => Field::ChangePct,
-            "abs_change_pct" => Field::AbsChangePct,
-            "volume_ratio" => Field::VolumeRatio,
-            "rsi" => Field::Rsi,
-            _ => return None,
-        })
-    }
-
-    /// The name conditions use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Score => "score",
-            Field::Price => "price",
-            Field::ChangePct => "change_pct",
-            Field::AbsChangePct => "abs_change_pct",
-            Field::VolumeRatio => "volume_ratio",
-            Field::Rsi => "rsi",
-        }
-    }
-
-    fn of(self, ev: &ScanEvent) -> Option<f64> {
-        Some(match self {
-            Field::Score => ev.score,
-            Field::Price => ev.price,
-            Field::ChangePct => ev.change_pct,
-            Field::AbsChangePct => ev.change_pct.abs(),
-            Field::VolumeRatio => ev.volume_ratio,
-            Field::Rsi => ev.rsi?,
-        })
-    }
-}
-
-/// A comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// `>=`
-    Ge,
-    /// `>`
-    Gt,
-    /// `<=`
-    Le,
-    /// `<`
-    Lt,
-}
-
-impl Op {
-    fn symbol(self) -> &'static str {
-        match self {
-            Op::Ge => ">=",
-            Op::Gt => ">",
-            Op::Le => "<=",
-            Op::Lt => "<",
-        }
-    }
-}
-
-/// `field op value`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Condition {
-    /// What is tested.
-    pub field: Field,
-    /// How.
-    pub op: Op,
-    /// Against what.
-    pub value: f64,
-}
-
-impl Condition {
-    /// Parses `change_pct >= 5`.
-    pub fn parse(s: &str) -> Result<Condition, String> {
-        let ops = [(">=", Op::Ge), ("<=", Op::Le), (">", Op::Gt), ("<", Op::Lt)];
-        let (at, text, op) = ops
-            .iter()
-            .filter_map(|(text, op)| s.find(text).map(|at| (at, *text, *op)))
-            .min_by_key(|(at, text, _)| (*at, std::cmp::Reverse(text.len())))
-            .ok_or_else(|| format!("`{s}`: expected FIELD OP NUMBER, with OP one of >= > <= <"))?;
-        let field = s[..at].trim();
-        let value = s[at + text.len()..].trim();
-        let field = Field::parse(field)
-            .ok_or_else(|| format!("`{s}`: unknown field `{field}`; known: {FIELDS}"))?;
-        let value: f64 = value
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| format!("`{s}`: `{value}` is not a number"))?;
-        Ok(Condition { field, op, value })
-    }
-
-    /// The value it saw, when it holds.
-    pub fn holds(&self, ev: &ScanEvent) -> Option<f64> {
-        let x = self.field.of(ev)?;
-        let ok = match self.op {
-            Op::Ge => x >= self.value,
-            Op::Gt => x > self.value,
-            Op::Le => x <= self.value,
-            Op::Lt => x < self.value,
-        };
-        ok.then_some(x)
-    }
-}
-
-impl fmt::Display for Condition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {}",
-            self.field.name(),
-            self.op.symbol(),
-            self.value
-        )
-    }
-}
-
 /// A checked rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -284,7 +149,7 @@ pub struct Rule {
     on_new: bool,
     on_update: bool,
     /// All must hold.
-    pub when: Vec<Condition>,
+    pub when: When,
     /// At most one alert per symbol this often.
     pub throttle: Duration,
     /// Where its alerts go.
@@ -303,9 +168,42 @@ pub struct RuleError {
     pub message: String,
 }
 
+/// The rules, checked, and what their conditions read per symbol.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    /// In config order.
+    pub rules: Vec<Rule>,
+    /// Every indicator and cross the rules read, each once: the frame's slots.
+    pub needs: Needs,
+}
+
+impl RuleSet {
+    /// Checks `specs`, each name once; `throttle` is the default throttle.
+    pub fn compile(specs: &[RuleSpec], throttle: Duration) -> Result<RuleSet, RuleError> {
+        let mut set = RuleSet::default();
+        for spec in specs {
+            let rule = Rule::from_spec(spec, throttle, &mut set.needs)?;
+            if set.rules.iter().any(|r| r.name == rule.name) {
+                return Err(RuleError {
+                    rule: rule.name,
+                    field: "name",
+                    message: "another rule has this name".into(),
+                });
+            }
+            set.rules.push(rule);
+        }
+        Ok(set)
+    }
+}
+
 impl Rule {
-    /// Checks a spec; `throttle` is the default throttle.
-    pub fn from_spec(spec: &RuleSpec, throttle: Duration) -> Result<Rule, RuleError> {
+    /// Checks a spec, compiling its conditions against `needs`; `throttle` is the
+    /// default throttle.
+    pub fn from_spec(
+        spec: &RuleSpec,
+        throttle: Duration,
+        needs: &mut Needs,
+    ) -> Result<Rule, RuleError> {
         let err = |field: &'static str, message: String| RuleError {
             rule: spec.name.clone(),
             field,
@@ -364,12 +262,7 @@ impl Rule {
                 }
             }
         }
-        let when = spec
-            .when
-            .iter()
-            .map(|c| Condition::parse(c).map_err(|m| err("when", m)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let tests = |fields: &[Field]| when.iter().any(|c| fields.contains(&c.field));
+        let when = When::compile(&spec.when, needs).map_err(|m| err("when", m))?;
         match spec.kind {
             Kind::NewOpportunity if on_update => {
                 return Err(err(
@@ -380,16 +273,17 @@ impl Rule {
             Kind::Threshold if when.is_empty() => {
                 return Err(err("when", "a threshold rule needs a condition".into()));
             }
-            Kind::PriceChange if !tests(&[Field::ChangePct, Field::AbsChangePct]) => {
+            Kind::PriceChange if !when.reads_change() => {
                 return Err(err(
                     "when",
                     "a price_change rule needs a condition on change_pct or abs_change_pct".into(),
                 ));
             }
-            Kind::VolumeSpike if !tests(&[Field::VolumeRatio]) => {
+            Kind::VolumeSpike if !when.reads_volume_ratio() => {
                 return Err(err(
                     "when",
-                    "a volume_spike rule needs a condition on volume_ratio".into(),
+                    "a volume_spike rule needs a condition on volume_ratio or volume_ratio(n)"
+                        .into(),
                 ));
             }
             _ => {}
@@ -419,8 +313,9 @@ impl Rule {
         })
     }
 
-    /// The conditions' values when `ev` matches the rule (empty for a rule without any).
-    pub fn matches(&self, ev: &ScanEvent) -> Option<Vec<(Condition, f64)>> {
+    /// What the conditions read, by name, when `ev` matches the rule on `frame` (the
+    /// symbol's indicators on the result's bar).
+    pub fn matches(&self, ev: &ScanEvent, frame: &Frame) -> Option<Vec<(String, f64)>> {
         let event_ok = match ev.kind {
             EventKind::New => self.on_new,
             EventKind::Update => self.on_update,
@@ -443,10 +338,7 @@ impl Rule {
                 return None;
             }
         }
-        self.when
-            .iter()
-            .map(|c| c.holds(ev).map(|x| (*c, x)))
-            .collect()
+        self.when.holds(ev, frame)
     }
 }
 
@@ -462,7 +354,7 @@ pub fn default_rules() -> Vec<RuleSpec> {
             "big-movers",
             Kind::PriceChange,
             Severity::Warning,
-            &["abs_change_pct >= 5"],
+            &["abs(change_pct) >= 5"],
             &["new", "update"],
         ),
         rule(
@@ -499,9 +391,16 @@ mod tests {
         RuleSpec::new("r", kind, Severity::Warning, when)
     }
 
+    fn rule(spec: &RuleSpec) -> Result<(Rule, Needs), RuleError> {
+        let mut needs = Needs::default();
+        let rule = Rule::from_spec(spec, Duration::from_secs(30), &mut needs)?;
+        Ok((rule, needs))
+    }
+
     fn event(kind: EventKind, change_pct: f64, volume_ratio: f64, rsi: Option<f64>) -> ScanEvent {
         let r = ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: "tsla".into(),
             scan: Scan::PriceChange,
             event: kind,
@@ -517,47 +416,43 @@ mod tests {
         ScanEvent::publish(&r, 1, SystemTime::now())
     }
 
-    #[test]
-    fn conditions_parse_and_say_what_is_wrong() {
-        let c = Condition::parse(" change_pct>=-5.5 ").unwrap();
-        assert_eq!((c.field, c.op, c.value), (Field::ChangePct, Op::Ge, -5.5));
-        assert_eq!(Condition::parse("rsi < 30").unwrap().op, Op::Lt);
-        assert_eq!(Condition::parse("score > 2").unwrap().op, Op::Gt);
-        assert_eq!(Condition::parse("score<=2").unwrap().op, Op::Le);
-        assert!(
-            Condition::parse("volume >= 3")
-                .unwrap_err()
-                .contains("unknown field")
-        );
-        assert!(
-            Condition::parse("score >= x")
-                .unwrap_err()
-                .contains("not a number")
-        );
-        assert!(
-            Condition::parse("score >= inf")
-                .unwrap_err()
-                .contains("not a number")
-        );
-        assert!(
-            Condition::parse("score = 2")
-                .unwrap_err()
-                .contains("expected FIELD OP")
-        );
+    /// `rule` judged on `ev` with indicator values `given` by slot.
+    fn judge(rule: &(Rule, Needs), ev: &ScanEvent, given: &[f64]) -> Option<Vec<(String, f64)>> {
+        let frame = Frame {
+            values: given.into(),
+            crosses: vec![Default::default(); rule.1.crosses.len()].into(),
+        };
+        rule.0.matches(ev, &frame)
     }
 
     #[test]
     fn bad_rules_name_the_rule_and_the_field() {
-        let cases: [(RuleSpec, &str); 6] = [
-            (spec(Kind::Threshold, &[]), "when"),
-            (spec(Kind::PriceChange, &["score >= 2"]), "when"),
-            (spec(Kind::VolumeSpike, &["rsi >= 2"]), "when"),
+        let cases: [(RuleSpec, &str, &str); 9] = [
+            (spec(Kind::Threshold, &[]), "when", "needs a condition"),
+            (spec(Kind::PriceChange, &["score >= 2"]), "when", "change_pct"),
+            (spec(Kind::VolumeSpike, &["rsi >= 2"]), "when", "volume_ratio"),
+            (
+                spec(Kind::Threshold, &["score >= 1", "rsl(14) < 30"]),
+                "when",
+                "when[1], col 1: unknown indicator rsl (did you mean rsi?)",
+            ),
+            (
+                spec(Kind::Threshold, &["scor >= 1"]),
+                "when",
+                "(did you mean score?)",
+            ),
+            (
+                spec(Kind::Threshold, &["crosses_above(score, 2)"]),
+                "when",
+                "col 15: a cross compares indicators",
+            ),
             (
                 RuleSpec {
                     scans: Some(vec!["nope".into()]),
                     ..spec(Kind::Threshold, &["score >= 1"])
                 },
                 "scans",
+                "unknown scan",
             ),
             (
                 RuleSpec {
@@ -565,6 +460,7 @@ mod tests {
                     ..spec(Kind::NewOpportunity, &[])
                 },
                 "events",
+                "new",
             ),
             (
                 RuleSpec {
@@ -572,76 +468,88 @@ mod tests {
                     ..spec(Kind::Threshold, &["score >= 1"])
                 },
                 "handlers",
+                "nowhere",
             ),
         ];
-        for (spec, field) in cases {
-            let err = Rule::from_spec(&spec, Duration::from_secs(30)).unwrap_err();
+        for (spec, field, needle) in cases {
+            let err = rule(&spec).unwrap_err();
             assert_eq!((err.rule.as_str(), err.field), ("r", field), "{err}");
             assert!(err.to_string().starts_with("rule `r`, field `"));
+            assert!(err.message.contains(needle), "{err}");
         }
     }
 
     #[test]
     fn kinds_match_their_events_and_conditions() {
-        let t = Duration::from_secs(30);
-        let price = Rule::from_spec(&spec(Kind::PriceChange, &["abs_change_pct >= 5"]), t).unwrap();
-        let hit = price
-            .matches(&event(EventKind::New, -6.0, 1.0, None))
-            .unwrap();
-        assert_eq!(hit[0].1, 6.0, "the value seen is reported");
-        assert!(
-            price
-                .matches(&event(EventKind::New, 2.0, 1.0, None))
-                .is_none()
-        );
+        let price = rule(&spec(Kind::PriceChange, &["abs_change_pct >= 5"])).unwrap();
+        let hit = judge(&price, &event(EventKind::New, -6.0, 1.0, None), &[]).unwrap();
+        assert_eq!(hit, [("abs_change_pct".to_owned(), 6.0)]);
+        assert!(judge(&price, &event(EventKind::New, 2.0, 1.0, None), &[]).is_none());
         // Default events: `new` only; `clear` never.
-        assert!(
-            price
-                .matches(&event(EventKind::Update, -6.0, 1.0, None))
-                .is_none()
-        );
-        assert!(
-            price
-                .matches(&event(EventKind::Clear, -6.0, 1.0, None))
-                .is_none()
-        );
+        assert!(judge(&price, &event(EventKind::Update, -6.0, 1.0, None), &[]).is_none());
+        assert!(judge(&price, &event(EventKind::Clear, -6.0, 1.0, None), &[]).is_none());
 
-        let opportunity = Rule::from_spec(&spec(Kind::NewOpportunity, &[]), t).unwrap();
-        assert_eq!(
-            opportunity.matches(&event(EventKind::New, 0.0, 1.0, None)),
-            Some(vec![])
-        );
+        let opportunity = rule(&spec(Kind::NewOpportunity, &[])).unwrap();
+        let ev = event(EventKind::New, 0.0, 1.0, None);
+        assert_eq!(judge(&opportunity, &ev, &[]), Some(vec![]));
 
         let rsi = RuleSpec {
             events: Some(vec!["new".into(), "update".into()]),
             symbols: Some(vec!["TSLA".into()]),
             ..spec(Kind::Threshold, &["rsi >= 80"])
         };
-        let rsi = Rule::from_spec(&rsi, t).unwrap();
-        assert!(
-            rsi.matches(&event(EventKind::Update, 0.0, 1.0, Some(85.0)))
-                .is_some()
-        );
-        assert!(
-            rsi.matches(&event(EventKind::Update, 0.0, 1.0, None))
-                .is_none()
-        );
+        let rsi = rule(&rsi).unwrap();
+        let ev = event(EventKind::Update, 0.0, 1.0, Some(85.0));
+        assert!(judge(&rsi, &ev, &[]).is_some());
+        // A result without an RSI: undefined, so the condition does not hold.
+        let ev = event(EventKind::Update, 0.0, 1.0, None);
+        assert!(judge(&rsi, &ev, &[]).is_none());
         let other = RuleSpec {
             symbols: Some(vec!["AAPL".into()]),
             ..spec(Kind::VolumeSpike, &["volume_ratio >= 3"])
         };
-        let other = Rule::from_spec(&other, t).unwrap();
-        assert!(
-            other
-                .matches(&event(EventKind::New, 0.0, 4.0, None))
-                .is_none()
+        let other = rule(&other).unwrap();
+        assert!(judge(&other, &event(EventKind::New, 0.0, 4.0, None), &[]).is_none());
+    }
+
+    #[test]
+    fn conditions_read_indicators_from_the_frame_and_fields_from_the_result() {
+        let spec = spec(
+            Kind::VolumeSpike,
+            &["rsi(14) < 30", "volume_ratio(50) >= 2 * score", "price > sma(200)"],
         );
+        let r = rule(&spec).unwrap();
+        let slots = r.1.indicators.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(slots, ["rsi(14)", "volume_ratio(50)", "price", "sma(200)"]);
+        let ev = event(EventKind::New, 1.0, 9.0, Some(80.0));
+        // The frame's rsi(14) is what counts, not the result's own `rsi`.
+        let seen = judge(&r, &ev, &[25.0, 4.5, 101.0, 100.0]).unwrap();
+        let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["rsi(14)", "volume_ratio(50)", "price", "sma(200)"]);
+        assert_eq!(seen[1].1, 4.5);
+        assert!(judge(&r, &ev, &[35.0, 4.5, 101.0, 100.0]).is_none());
+        assert!(judge(&r, &ev, &[25.0, 3.9, 101.0, 100.0]).is_none(), "4.5 < 2 * score");
+        assert!(judge(&r, &ev, &[25.0, 4.5, 101.0, f64::NAN]).is_none(), "undefined");
+    }
+
+    #[test]
+    fn a_rule_set_shares_what_its_rules_read_and_refuses_a_name_twice() {
+        let a = RuleSpec::new("a", Kind::Threshold, Severity::Info, &["rsi(14) > 70"]);
+        let b = RuleSpec::new(
+            "b",
+            Kind::Threshold,
+            Severity::Info,
+            &["rsi(14) < 30", "crosses_above(ema(12), ema(26))"],
+        );
+        let set = RuleSet::compile(&[a.clone(), b], Duration::from_secs(1)).unwrap();
+        assert_eq!(set.needs.indicators.len(), 3, "rsi(14) once, the two EMAs");
+        assert_eq!(set.needs.crosses.len(), 1);
+        let err = RuleSet::compile(&[a.clone(), a], Duration::from_secs(1)).unwrap_err();
+        assert_eq!((err.rule.as_str(), err.field), ("a", "name"));
     }
 
     #[test]
     fn the_default_rules_are_valid() {
-        for spec in default_rules() {
-            Rule::from_spec(&spec, Duration::from_secs(30)).unwrap();
-        }
+        RuleSet::compile(&default_rules(), Duration::from_secs(30)).unwrap();
     }
 }

@@ -294,10 +294,7 @@ impl Config {
     pub fn from_text(text: &str) -> Result<Config, String> {
         let parts = Config::parse_file_parts(text)?;
         let config = Config::assemble(parts).map_err(|e| e.to_string())?;
-        for spec in &config.rules {
-            crate::alerts::Rule::from_spec(spec, config.alert_throttle.0)
-                .map_err(|e| e.to_string())?;
-        }
+        config.rule_set().map_err(|e| e.to_string())?;
         Ok(config)
     }
 
@@ -321,6 +318,11 @@ impl Config {
         toml::from_str::<FileSettings>(text)
             .map(FileSettings::split)
             .map_err(|e| e.to_string())
+    }
+
+    /// The alert rules, checked and compiled.
+    pub fn rule_set(&self) -> Result<crate::alerts::RuleSet, crate::alerts::RuleError> {
+        crate::alerts::RuleSet::compile(&self.rules, self.alert_throttle.0)
     }
 
     /// Every scan a market source runs: the built-in ones with these thresholds and
@@ -543,6 +545,7 @@ impl Config {
                 max_symbols: self.max_symbols,
                 // Checked by `validate`: what is left here cannot fail.
                 custom: scans::definitions(&self.scans).unwrap_or_default().into(),
+                rules: std::sync::Arc::new(self.rule_set().map(|r| r.needs).unwrap_or_default()),
             },
             sim: SimOptions {
                 symbols: self.sim_symbols,

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
-use crate::expr::Indicator;
+use crate::expr::{Frame, Indicator};
 use crate::timefmt::write_rfc3339;
 
 mod scan;
@@ -59,6 +59,9 @@ pub struct ScanResult {
     /// Every indicator the scan's definition names, as computed at this bar, so a user
     /// sees why it fired (custom scans; empty for the built-in ones).
     pub values: Vec<(Indicator, f64)>,
+    /// What the alert rules read of the symbol on this bar (a market scanner's results;
+    /// never sent).
+    pub rule_frame: Option<Frame>,
 }
 
 impl ScanResult {
@@ -72,6 +75,11 @@ impl ScanResult {
         self.rsi = self.rsi.map(round4);
         for (_, v) in &mut self.values {
             *v = round4(*v);
+        }
+        if let Some(frame) = &mut self.rule_frame {
+            for v in &mut frame.values {
+                *v = round4(*v);
+            }
         }
         self
     }
@@ -304,6 +312,7 @@ mod tests {
     pub(crate) fn sample() -> ScanResult {
         ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: "aapl".into(),
             scan: Scan::VolumeSpike,
             event: EventKind::New,

@@ -207,6 +207,7 @@ mod tests {
     fn event(adhoc: bool, rsi: Option<f64>, prior: bool) -> ScanEvent {
         let result = ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: "brk.b".into(),
             scan: Scan::RsiOversold,
             event: EventKind::Update,

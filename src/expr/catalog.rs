@@ -156,7 +156,7 @@ pub fn is_indicator(name: &str) -> bool {
 /// The indicator `name` with `args` (each with its column), checked; `col` is the name's.
 pub fn indicator(name: &str, args: &[(f64, usize)], col: usize) -> Result<Indicator, Error> {
     let Some((_, params)) = SPECS.iter().find(|(n, _)| *n == name) else {
-        return Err(unknown(name, col));
+        return Err(unknown(name, col, &[]));
     };
     if args.len() != params.len() {
         return Err(Error::at(
@@ -249,9 +249,15 @@ fn signature(name: &str, params: &[Param]) -> String {
     }
 }
 
-/// An unknown name, with the nearest known one when it is a likely typo.
-pub fn unknown(name: &str, col: usize) -> Error {
-    let known = SPECS.iter().map(|(n, _)| *n).chain(CROSSES).chain([ABS]);
+/// An unknown name, with the nearest known one (an indicator, a function or one of
+/// `vars`) when it is a likely typo.
+pub fn unknown(name: &str, col: usize, vars: &[&str]) -> Error {
+    let known = SPECS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(CROSSES)
+        .chain([ABS])
+        .chain(vars.iter().copied());
     let nearest = known
         .map(|k| (distance(name, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
@@ -364,7 +370,7 @@ mod tests {
             ("volume_ration", Some("volume_ratio")),
             ("momentum", None),
         ] {
-            let message = unknown(typo, 1).message;
+            let message = unknown(typo, 1, &[]).message;
             match hint {
                 Some(h) => assert!(
                     message.ends_with(&format!("(did you mean {h}?)")),

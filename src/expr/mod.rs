@@ -14,7 +14,7 @@ mod program;
 
 pub use catalog::{Factor, Indicator, MAX_PERIOD, Macd};
 pub use parse::{Dir, Type};
-pub use program::{CrossState, MAX_DEPTH, Needs, Program};
+pub use program::{CrossState, Frame, MAX_DEPTH, Needs, Program};
 
 /// Why an expression was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,12 +37,18 @@ impl Error {
 
 /// A condition (`when`): a comparison or a cross, compiled.
 pub fn condition(text: &str, needs: &mut Needs) -> Result<Compiled, Error> {
-    compile(text, Type::Condition, needs)
+    compile(text, Type::Condition, &[], needs)
+}
+
+/// A condition in which the names `vars` are the caller's variables, read from the
+/// `vars` of [`Program::eval_with`] in this order.
+pub fn condition_with(text: &str, vars: &[&str], needs: &mut Needs) -> Result<Compiled, Error> {
+    compile(text, Type::Condition, vars, needs)
 }
 
 /// A number (`score`), compiled.
 pub fn number(text: &str, needs: &mut Needs) -> Result<Compiled, Error> {
-    compile(text, Type::Number, needs)
+    compile(text, Type::Number, &[], needs)
 }
 
 /// A compiled expression and the indicators it names (a result's `values`).
@@ -52,10 +58,12 @@ pub struct Compiled {
     pub program: Program,
     /// Every indicator named, in the order written, each once.
     pub named: Vec<Indicator>,
+    /// Every variable read, in the order written, each once.
+    pub vars: Vec<u8>,
 }
 
-fn compile(text: &str, want: Type, needs: &mut Needs) -> Result<Compiled, Error> {
-    let expr = parse::parse(text)?;
+fn compile(text: &str, want: Type, vars: &[&str], needs: &mut Needs) -> Result<Compiled, Error> {
+    let expr = parse::parse_with(text, vars)?;
     if expr.ty() != want {
         let message = match want {
             Type::Condition => {
@@ -69,7 +77,13 @@ fn compile(text: &str, want: Type, needs: &mut Needs) -> Result<Compiled, Error>
     let program = Program::compile(&expr, needs)?;
     let mut named = Vec::new();
     program::named(&expr, &mut named);
-    Ok(Compiled { program, named })
+    let mut read = Vec::new();
+    program::vars(&expr, &mut read);
+    Ok(Compiled {
+        program,
+        named,
+        vars: read,
+    })
 }
 
 #[cfg(test)]

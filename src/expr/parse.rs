@@ -11,7 +11,7 @@
 //!
 //! The functions: `crosses_above(a, b)` and `crosses_below(a, b)`, with an optional
 //! third argument (bars the cross holds for), and `abs(x)`; every other name is an
-//! indicator.
+//! indicator, or one of the variables the caller offers (an alert rule's `score`).
 
 use super::Error;
 use super::catalog::{self, ABS, CROSSES, Indicator, MAX_PERIOD};
@@ -55,6 +55,8 @@ pub enum Node {
     Cross(Dir, u32, Box<Expr>, Box<Expr>),
     /// The absolute value.
     Abs(Box<Expr>),
+    /// The caller's variable `n`.
+    Var(u8),
 }
 
 /// An expression's type.
@@ -76,10 +78,11 @@ impl Expr {
     }
 }
 
-/// Parses `text` as one expression.
-pub fn parse(text: &str) -> Result<Expr, Error> {
+/// Parses `text` as one expression in which the names `vars` are variables (before any
+/// indicator of the same name written without arguments).
+pub fn parse_with(text: &str, vars: &[&str]) -> Result<Expr, Error> {
     let toks = tokens(text)?;
-    let mut p = Parser { toks, at: 0 };
+    let mut p = Parser { toks, at: 0, vars };
     let expr = p.expr()?;
     match p.peek() {
         Tok::End => Ok(expr),
@@ -97,12 +100,13 @@ pub fn parse(text: &str) -> Result<Expr, Error> {
     }
 }
 
-struct Parser {
+struct Parser<'v> {
     toks: Vec<(Tok, usize)>,
     at: usize,
+    vars: &'v [&'v str],
 }
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> &Tok {
         &self.toks[self.at].0
     }
@@ -235,6 +239,14 @@ impl Parser {
 
     /// `name`, `name()` or `name(args)`, whose name was just read at `col`.
     fn call(&mut self, name: &str, col: usize) -> Result<Expr, Error> {
+        if *self.peek() != Tok::LParen {
+            if let Some(k) = self.vars.iter().position(|v| *v == name) {
+                return Ok(Expr {
+                    col,
+                    node: Node::Var(k as u8),
+                });
+            }
+        }
         if let Some(dir) = cross_dir(name) {
             self.expect(Tok::LParen, &format!("`(` after {name}"))?;
             let a = self.expr()?;
@@ -279,7 +291,7 @@ impl Parser {
             });
         }
         if !catalog::is_indicator(name) {
-            return Err(catalog::unknown(name, col));
+            return Err(catalog::unknown(name, col, self.vars));
         }
         let mut args = Vec::new();
         if *self.peek() == Tok::LParen {

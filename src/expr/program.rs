@@ -22,6 +22,8 @@ enum Op {
     /// Whether cross slot `n` crossed in direction `Dir` within the last `u32` bars and
     /// still holds.
     Cross(u16, Dir, u32),
+    /// The caller's variable `n`.
+    Var(u8),
     Neg,
     Abs,
     Arith(Arith),
@@ -29,7 +31,7 @@ enum Op {
 }
 
 /// What a set of programs reads per symbol: each indicator and each cross once.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Needs {
     /// The indicators, by slot.
     pub indicators: Vec<Indicator>,
@@ -37,7 +39,34 @@ pub struct Needs {
     pub crosses: Vec<Program>,
 }
 
+/// A symbol's indicator values and cross states on one bar, by the slots of some
+/// [`Needs`]: what programs compiled against those needs read, away from the symbol.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frame {
+    /// The indicators' values, by slot.
+    pub values: Box<[f64]>,
+    /// The crosses' states, by slot.
+    pub crosses: Box<[CrossState]>,
+}
+
 impl Needs {
+    /// Takes in what `other` reads; returns where each of its indicators and crosses now
+    /// sits, for [`Program::remap`].
+    pub fn merge(&mut self, other: &Needs) -> (Vec<u16>, Vec<u16>) {
+        let slots: Vec<u16> = other
+            .indicators
+            .iter()
+            .map(|ind| self.indicator(*ind))
+            .collect();
+        // A cross's `a - b` reads only indicators, never a cross.
+        let crosses = other
+            .crosses
+            .iter()
+            .map(|diff| self.cross(diff.remap(&slots, &[])))
+            .collect();
+        (slots, crosses)
+    }
+
     fn indicator(&mut self, ind: Indicator) -> u16 {
         let at = match self.indicators.iter().position(|i| *i == ind) {
             Some(at) => at,
@@ -145,6 +174,19 @@ impl Program {
         crosses: &[CrossState],
         stack: &mut [f64; MAX_DEPTH],
     ) -> f64 {
+        self.eval_with(values, crosses, &[], stack)
+    }
+
+    /// [`eval_on`](Self::eval_on) with the caller's variables (a variable not given
+    /// reads NaN).
+    #[inline]
+    pub fn eval_with(
+        &self,
+        values: &[f64],
+        crosses: &[CrossState],
+        vars: &[f64],
+        stack: &mut [f64; MAX_DEPTH],
+    ) -> f64 {
         let mut top = 0usize;
         for op in self.ops.iter() {
             match *op {
@@ -161,6 +203,10 @@ impl Program {
                         .get(usize::from(slot))
                         .is_some_and(|c| c.crossed(dir, within));
                     stack[top] = f64::from(u8::from(crossed));
+                    top += 1;
+                }
+                Op::Var(n) => {
+                    stack[top] = vars.get(usize::from(n)).copied().unwrap_or(f64::NAN);
                     top += 1;
                 }
                 Op::Neg => stack[top - 1] = -stack[top - 1],
@@ -212,6 +258,17 @@ impl Program {
         self.eval_on(values, crosses, stack) == 1.0
     }
 
+    /// The same program reading indicator `n` from slot `slots[n]` and cross `n` from
+    /// slot `crosses[n]`: a program compiled against one [`Needs`] run against another.
+    pub fn remap(&self, slots: &[u16], crosses: &[u16]) -> Program {
+        let ops = self.ops.iter().map(|op| match *op {
+            Op::Ind(n) => Op::Ind(slots[usize::from(n)]),
+            Op::Cross(n, dir, within) => Op::Cross(crosses[usize::from(n)], dir, within),
+            op => op,
+        });
+        Program { ops: ops.collect() }
+    }
+
     /// Steps in the program.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -232,6 +289,10 @@ fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> 
         }
         Node::Ind(ind) => {
             ops.push(Op::Ind(needs.indicator(*ind)));
+            1
+        }
+        Node::Var(n) => {
+            ops.push(Op::Var(*n));
             1
         }
         Node::Neg(inner) => {
@@ -255,6 +316,13 @@ fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> 
             da.max(db + 1)
         }
         Node::Cross(dir, within, a, b) => {
+            // A cross follows `a - b` bar by bar, where only indicators exist.
+            if let Some(col) = first_var(a).or_else(|| first_var(b)) {
+                return Err(Error::at(
+                    col,
+                    "a cross compares indicators bar by bar; this name is not one",
+                ));
+            }
             let diff = Expr {
                 col: e.col,
                 node: Node::Arith(Arith::Sub, a.clone(), b.clone()),
@@ -266,10 +334,39 @@ fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> 
     })
 }
 
+/// The column of the first variable in `e`.
+fn first_var(e: &Expr) -> Option<usize> {
+    match &e.node {
+        Node::Var(_) => Some(e.col),
+        Node::Num(_) | Node::Ind(_) => None,
+        Node::Neg(inner) | Node::Abs(inner) => first_var(inner),
+        Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Cross(_, _, a, b) => {
+            first_var(a).or_else(|| first_var(b))
+        }
+    }
+}
+
+/// Every variable `e` reads, in the order written, each once.
+pub fn vars(e: &Expr, out: &mut Vec<u8>) {
+    match &e.node {
+        Node::Var(n) => {
+            if !out.contains(n) {
+                out.push(*n);
+            }
+        }
+        Node::Num(_) | Node::Ind(_) => {}
+        Node::Neg(inner) | Node::Abs(inner) => vars(inner, out),
+        Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Cross(_, _, a, b) => {
+            vars(a, out);
+            vars(b, out);
+        }
+    }
+}
+
 /// Every indicator `e` names, in the order written, each once.
 pub fn named(e: &Expr, out: &mut Vec<Indicator>) {
     match &e.node {
-        Node::Num(_) => {}
+        Node::Num(_) | Node::Var(_) => {}
         Node::Ind(ind) => {
             if !out.contains(ind) {
                 out.push(*ind);

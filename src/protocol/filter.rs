@@ -199,6 +199,7 @@ mod tests {
     fn event(symbol: &str, scan: Scan, kind: EventKind, score: f64, price: f64) -> ScanEvent {
         let r = ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: symbol.into(),
             scan,
             event: kind,

@@ -158,6 +158,7 @@ mod tests {
     fn result(symbol: &str) -> ScanResult {
         ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: symbol.into(),
             scan: Scan::NewHigh,
             event: EventKind::New,

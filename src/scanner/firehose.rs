@@ -62,6 +62,7 @@ impl Firehose {
         let unit = |shift: u32| ((r >> shift) & 0xffff) as f64 / 65_535.0;
         ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol,
             scan: Scan::Firehose,
             event,

@@ -20,6 +20,7 @@ use super::scans::Thresholds;
 use super::scanset::{Definition, DefinitionError, ScanSet, SymbolScans, builtin};
 use super::{Counters, Progress, Source};
 use crate::event::{EventKind, ScanEvent, ScanResult};
+use crate::expr::Needs;
 use crate::protocol::MAX_SYMBOL_LEN;
 
 /// Symbols visited per slice of a cycle.
@@ -252,6 +253,9 @@ pub struct ScanSettings {
     pub max_symbols: usize,
     /// Scans from the config file, run after the built-in ones.
     pub custom: Arc<[Definition]>,
+    /// What the alert rules read per symbol (their indicators and crosses), kept beside
+    /// the scans' own and handed over with each result.
+    pub rules: Arc<Needs>,
 }
 
 impl ScanSettings {
@@ -260,7 +264,7 @@ impl ScanSettings {
     pub fn scan_set(&self) -> Result<ScanSet, DefinitionError> {
         let mut defs = builtin(&self.thresholds, &self.indicators);
         defs.extend(self.custom.iter().cloned());
-        ScanSet::compile(&defs)
+        Ok(ScanSet::compile(&defs)?.with_rules(&self.rules))
     }
 }
 
@@ -274,6 +278,7 @@ impl Default for ScanSettings {
             min_scan_interval: Duration::from_secs(1),
             max_symbols: 100_000,
             custom: Arc::new([]),
+            rules: Arc::default(),
         }
     }
 }
@@ -443,6 +448,7 @@ fn result(
     };
     ScanResult {
         values,
+        rule_frame: set.rule_frame(&sym.scans),
         symbol: name.clone(),
         scan,
         event,

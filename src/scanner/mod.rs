@@ -569,7 +569,8 @@ impl Scanner {
             self.seq += 1;
             let prior = self.priors.observe(&result);
             let event = ScanEvent::publish(&result, self.seq, SystemTime::now()).with_prior(prior);
-            let raised = self.alerts.on_result(&event, event.published);
+            let frame = result.rule_frame.as_ref();
+            let raised = self.alerts.on_result(&event, frame, event.published);
             let event = Arc::new(event);
             self.history.push(Arc::clone(&event));
             self.bus.send(Event::Result(event))?;

@@ -54,6 +54,7 @@ mod tests {
     fn result(symbol: &str, event: EventKind, score: f64) -> ScanResult {
         ScanResult {
             values: Vec::new(),
+            rule_frame: None,
             symbol: symbol.into(),
             scan: Scan::NewHigh,
             event,

@@ -10,7 +10,7 @@ use super::indicators::{Bar, IndicatorParams, Reference};
 use super::scans::Thresholds;
 use super::ta::Studies;
 use crate::event::Scan;
-use crate::expr::{self, CrossState, Indicator, MAX_DEPTH, Needs, Program};
+use crate::expr::{self, CrossState, Frame, Indicator, MAX_DEPTH, Needs, Program};
 
 /// A scan as written: its conditions (all must hold) and its score.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +58,10 @@ pub struct ScanSet {
     scans: Box<[Compiled]>,
     needs: Needs,
     definitions: Box<[Definition]>,
+    /// Where each indicator and cross the alert rules read sits in `needs`: a result's
+    /// frame, in the rules' own slot order.
+    rule_slots: Box<[u16]>,
+    rule_crosses: Box<[u16]>,
 }
 
 /// A symbol's side of a scan set: its indicators and its crosses.
@@ -105,6 +109,8 @@ impl ScanSet {
             scans: scans.into(),
             needs,
             definitions: definitions.into(),
+            rule_slots: Box::new([]),
+            rule_crosses: Box::new([]),
         })
     }
 
@@ -114,7 +120,35 @@ impl ScanSet {
             scans: Box::new([]),
             needs: Needs::default(),
             definitions: Box::new([]),
+            rule_slots: Box::new([]),
+            rule_crosses: Box::new([]),
         }
+    }
+
+    /// Also keeps, per symbol, what the alert rules read (`rules`, the rule set's
+    /// needs), so each result carries it in a [`Frame`] by the rules' slots.
+    pub fn with_rules(mut self, rules: &Needs) -> ScanSet {
+        let (slots, crosses) = self.needs.merge(rules);
+        self.rule_slots = slots.into();
+        self.rule_crosses = crosses.into();
+        self
+    }
+
+    /// What the alert rules read of the symbol on its last bar; `None` when they read
+    /// no indicator.
+    pub fn rule_frame(&self, sym: &SymbolScans) -> Option<Frame> {
+        if self.rule_slots.is_empty() && self.rule_crosses.is_empty() {
+            return None;
+        }
+        let values = sym.studies.values();
+        Some(Frame {
+            values: self.rule_slots.iter().map(|&s| values[usize::from(s)]).collect(),
+            crosses: self
+                .rule_crosses
+                .iter()
+                .map(|&c| sym.crosses[usize::from(c)])
+                .collect(),
+        })
     }
 
     /// The scans, in definition order.

@@ -269,6 +269,7 @@ pub fn snapshot_rows_at(addr: SocketAddr, filters: Value) -> HashMap<(String, St
 pub fn result(symbol: &str, scan: Scan, event: EventKind) -> ScanResult {
     ScanResult {
         values: Vec::new(),
+        rule_frame: None,
         symbol: symbol.into(),
         scan,
         event,
