@@ -1,15 +1,18 @@
 //! Scans written in the config file, end to end: one replayed over IBM's daily bars fires
 //! on exactly the bars where its condition starts (recomputed here from the CSV), carries
 //! the values that explain it, is listed by `GET /scans`, and `scanstream check-config`
-//! prints it or refuses a bad one with its column.
+//! prints it or refuses a bad one with its column. An alert rule written in the same
+//! language raises alerts on exactly the results whose bars meet it.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{TempDir, TestServer, connect, http, next_message, scanstream, subscribe};
+use common::alerts::{events, list, rule};
+use common::{TempDir, TestServer, connect, eventually, http, next_message, scanstream, subscribe};
 use scanstream::SourceSpec;
-use scanstream::config::ScanSpec;
+use scanstream::alerts::{Kind, Severity};
+use scanstream::config::{Dur, ScanSpec};
 use serde_json::{Value, json};
 
 const NAME: &str = "ibm_volume_cross";
@@ -70,22 +73,24 @@ fn expected(rows: &[Row]) -> Vec<(String, f64, f64, f64)> {
         .collect()
 }
 
-#[test]
-fn a_custom_scan_fires_on_exactly_the_bars_its_condition_starts_on() {
-    let rows = rows();
-    let want = expected(&rows);
-    assert!(want.len() >= 5, "too few to prove much: {}", want.len());
-    let server = TestServer::with(|c| {
+/// A server replaying IBM's bars at full speed with the scan (and `tweak`).
+fn replay(tweak: impl FnOnce(&mut scanstream::Config)) -> TestServer {
+    TestServer::with(|c| {
         c.source = SourceSpec::Csv { path: ibm() };
         c.replay_speed = "max".parse().unwrap();
         c.history_size = 100_000;
         c.scans = vec![spec()];
-    });
-    let mut ws = connect(&server);
+        tweak(c);
+    })
+}
+
+/// The scan's first `n` `new` results, from the start of the history.
+fn new_results(server: &TestServer, n: usize) -> Vec<Value> {
+    let mut ws = connect(server);
     // Everything since the start, from history: the replay may be over already.
     subscribe(&mut ws, json!({"since": 0, "filters": {"scans": [NAME]}}));
     let mut got: Vec<Value> = Vec::new();
-    while got.len() < want.len() {
+    while got.len() < n {
         let msg = next_message(&mut ws);
         if msg["type"] != "result" {
             continue;
@@ -96,10 +101,21 @@ fn a_custom_scan_fires_on_exactly_the_bars_its_condition_starts_on() {
             got.push(data);
         }
     }
-    let dates: Vec<&str> = got
-        .iter()
-        .map(|d| &d["source_ts"].as_str().unwrap()[..10])
-        .collect();
+    got
+}
+
+fn date(result: &Value) -> &str {
+    &result["source_ts"].as_str().unwrap()[..10]
+}
+
+#[test]
+fn a_custom_scan_fires_on_exactly_the_bars_its_condition_starts_on() {
+    let rows = rows();
+    let want = expected(&rows);
+    assert!(want.len() >= 5, "too few to prove much: {}", want.len());
+    let server = replay(|_| {});
+    let got = new_results(&server, want.len());
+    let dates: Vec<&str> = got.iter().map(date).collect();
     let want_dates: Vec<&str> = want.iter().map(|w| w.0.as_str()).collect();
     assert_eq!(dates, want_dates);
     for (data, (date, close, sma, ratio)) in got.iter().zip(&want) {
@@ -117,6 +133,70 @@ fn a_custom_scan_fires_on_exactly_the_bars_its_condition_starts_on() {
         assert_eq!(values.as_object().unwrap().len(), 3, "{values}");
         assert!((data["score"].as_f64().unwrap() - ratio).abs() < 1e-4);
     }
+}
+
+/// Where `close > sma(50)` and `sma(3)` crossed above `sma(10)` within the last 5 bars
+/// and is still above, recomputed from the file.
+fn trend_holds(rows: &[Row], t: usize) -> bool {
+    let sma = |n: usize, t: usize| -> Option<f64> {
+        (t + 1 >= n).then(|| rows[t + 1 - n..=t].iter().map(|r| r.close).sum::<f64>() / n as f64)
+    };
+    let diff = |t: usize| Some(sma(3, t)? - sma(10, t)?);
+    let Some(above) = sma(50, t).map(|s| rows[t].close > s) else {
+        return false;
+    };
+    let crossed_at = (1..=t).rev().find(|&s| {
+        matches!((diff(s - 1), diff(s)), (Some(a), Some(b)) if a <= 0.0 && b > 0.0)
+    });
+    above && diff(t).is_some_and(|d| d > 0.0) && crossed_at.is_some_and(|s| t - s < 5)
+}
+
+#[test]
+fn an_alert_rule_in_the_scan_language_fires_on_exactly_the_results_whose_bars_meet_it() {
+    let rows = rows();
+    let want = expected(&rows);
+    let index: std::collections::HashMap<&str, usize> =
+        rows.iter().enumerate().map(|(i, r)| (r.date.as_str(), i)).collect();
+    let trend = scanstream::alerts::RuleSpec {
+        scans: Some(vec![NAME.into()]),
+        events: events(&["new"]),
+        throttle: Some(Dur(std::time::Duration::ZERO)),
+        ..rule(
+            "ibm-trend",
+            Kind::Threshold,
+            Severity::Warning,
+            &["close > sma(50)", "crosses_above(sma(3), sma(10), 5)"],
+        )
+    };
+    let server = replay(|c| c.rules = vec![trend]);
+    let results = new_results(&server, want.len());
+    let hits: Vec<&Value> = results
+        .iter()
+        .filter(|r| trend_holds(&rows, index[date(r)]))
+        .collect();
+    assert!(
+        hits.len() >= 2 && hits.len() < results.len(),
+        "the rule should pick some results, not all: {} of {}",
+        hits.len(),
+        results.len()
+    );
+    let mut alerts = Vec::new();
+    eventually("the alerts", || {
+        alerts = list(server.addr, "?limit=1000");
+        alerts.len() >= hits.len()
+    });
+    alerts.reverse();
+    let seqs: Vec<&Value> = alerts.iter().map(|a| &a["result_seq"]).collect();
+    let want_seqs: Vec<&Value> = hits.iter().map(|r| &r["seq"]).collect();
+    assert_eq!(seqs, want_seqs);
+    let message = alerts[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "IBM close > sma(50) and crosses_above(sma(3), sma(10), 5) (ibm_volume_cross; close "
+        ),
+        "{message}"
+    );
+    assert!(message.contains(", sma(50) "), "{message}");
 }
 
 #[test]
@@ -181,6 +261,16 @@ fn check_config_prints_the_scans_and_rules_or_fails_with_the_column() {
         "{err}"
     );
     assert!(err.contains("scanstream.toml"), "{err}");
+
+    let bad_rule = check_config(
+        "[[rules]]\nname = \"dip\"\nkind = \"threshold\"\nwhen = [\"rsi(14) < 3O\"]\n",
+    );
+    let err = String::from_utf8_lossy(&bad_rule.stderr);
+    assert_eq!(bad_rule.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rule `dip`, field `when`: when[0], col 12: "),
+        "{err}"
+    );
 }
 
 #[test]
