@@ -142,7 +142,12 @@ pub fn scan_expression(data: &[u8]) {
         return;
     };
     let chars = text.chars().count();
-    for compile in [expr::condition, expr::number] {
+    // As a rule's condition, too, with the result's fields as variables.
+    fn rule(text: &str, needs: &mut Needs) -> Result<expr::Compiled, expr::Error> {
+        expr::condition_with(text, &crate::alerts::VARS, needs)
+    }
+    let compilers: [fn(&str, &mut Needs) -> _; 3] = [expr::condition, expr::number, rule];
+    for compile in compilers {
         let mut needs = Needs::default();
         match compile(text, &mut needs) {
             Err(e) => assert!(e.col >= 1 && e.col <= chars + 1, "{e} in {text:?}"),
@@ -157,7 +162,10 @@ pub fn scan_expression(data: &[u8]) {
                     cross.push(diff.eval(&values, &[]));
                     cross.push(-diff.eval(&values, &[]));
                 }
-                let _ = c.program.eval(&values, &crosses);
+                let vars = [2.5, f64::NAN, -1.0, f64::INFINITY];
+                let _ = c
+                    .program
+                    .eval_with(&values, &crosses, &vars, &mut [0.0; expr::MAX_DEPTH]);
                 for ind in &c.named {
                     let again = expr::number(&ind.to_string(), &mut Needs::default())
                         .unwrap_or_else(|e| panic!("{ind} does not read back: {e}"));

@@ -145,9 +145,9 @@ fn trend_holds(rows: &[Row], t: usize) -> bool {
     let Some(above) = sma(50, t).map(|s| rows[t].close > s) else {
         return false;
     };
-    let crossed_at = (1..=t).rev().find(|&s| {
-        matches!((diff(s - 1), diff(s)), (Some(a), Some(b)) if a <= 0.0 && b > 0.0)
-    });
+    let crossed_at = (1..=t)
+        .rev()
+        .find(|&s| matches!((diff(s - 1), diff(s)), (Some(a), Some(b)) if a <= 0.0 && b > 0.0));
     above && diff(t).is_some_and(|d| d > 0.0) && crossed_at.is_some_and(|s| t - s < 5)
 }
 
@@ -155,8 +155,11 @@ fn trend_holds(rows: &[Row], t: usize) -> bool {
 fn an_alert_rule_in_the_scan_language_fires_on_exactly_the_results_whose_bars_meet_it() {
     let rows = rows();
     let want = expected(&rows);
-    let index: std::collections::HashMap<&str, usize> =
-        rows.iter().enumerate().map(|(i, r)| (r.date.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.date.as_str(), i))
+        .collect();
     let trend = scanstream::alerts::RuleSpec {
         scans: Some(vec![NAME.into()]),
         events: events(&["new"]),

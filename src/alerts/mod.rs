@@ -23,11 +23,9 @@ use serde::{Deserialize, Serialize};
 
 pub use journal::{Journal, Loaded};
 pub use log::{Acked, AlertLog, Query};
-pub use rule::{
-    HandlerKind, Kind, Rule, RuleError, RuleSet, RuleSpec, Severity, default_rules,
-};
-pub use when::{VARS, When};
+pub use rule::{HandlerKind, Kind, Rule, RuleError, RuleSet, RuleSpec, Severity, default_rules};
 pub use webhook::{Webhook, WebhookSettings, WebhookStats};
+pub use when::{VARS, When};
 
 use crate::event::ScanEvent;
 use crate::expr::{Frame, Needs};

@@ -429,8 +429,16 @@ mod tests {
     fn bad_rules_name_the_rule_and_the_field() {
         let cases: [(RuleSpec, &str, &str); 9] = [
             (spec(Kind::Threshold, &[]), "when", "needs a condition"),
-            (spec(Kind::PriceChange, &["score >= 2"]), "when", "change_pct"),
-            (spec(Kind::VolumeSpike, &["rsi >= 2"]), "when", "volume_ratio"),
+            (
+                spec(Kind::PriceChange, &["score >= 2"]),
+                "when",
+                "change_pct",
+            ),
+            (
+                spec(Kind::VolumeSpike, &["rsi >= 2"]),
+                "when",
+                "volume_ratio",
+            ),
             (
                 spec(Kind::Threshold, &["score >= 1", "rsl(14) < 30"]),
                 "when",
@@ -516,10 +524,18 @@ mod tests {
     fn conditions_read_indicators_from_the_frame_and_fields_from_the_result() {
         let spec = spec(
             Kind::VolumeSpike,
-            &["rsi(14) < 30", "volume_ratio(50) >= 2 * score", "price > sma(200)"],
+            &[
+                "rsi(14) < 30",
+                "volume_ratio(50) >= 2 * score",
+                "price > sma(200)",
+            ],
         );
         let r = rule(&spec).unwrap();
-        let slots = r.1.indicators.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let slots =
+            r.1.indicators
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
         assert_eq!(slots, ["rsi(14)", "volume_ratio(50)", "price", "sma(200)"]);
         let ev = event(EventKind::New, 1.0, 9.0, Some(80.0));
         // The frame's rsi(14) is what counts, not the result's own `rsi`.
@@ -528,8 +544,14 @@ mod tests {
         assert_eq!(names, ["rsi(14)", "volume_ratio(50)", "price", "sma(200)"]);
         assert_eq!(seen[1].1, 4.5);
         assert!(judge(&r, &ev, &[35.0, 4.5, 101.0, 100.0]).is_none());
-        assert!(judge(&r, &ev, &[25.0, 3.9, 101.0, 100.0]).is_none(), "4.5 < 2 * score");
-        assert!(judge(&r, &ev, &[25.0, 4.5, 101.0, f64::NAN]).is_none(), "undefined");
+        assert!(
+            judge(&r, &ev, &[25.0, 3.9, 101.0, 100.0]).is_none(),
+            "4.5 < 2 * score"
+        );
+        assert!(
+            judge(&r, &ev, &[25.0, 4.5, 101.0, f64::NAN]).is_none(),
+            "undefined"
+        );
     }
 
     #[test]

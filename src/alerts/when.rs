@@ -50,8 +50,8 @@ impl When {
         let mut programs = Vec::with_capacity(texts.len());
         let mut named = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            let c = expr::condition_with(text, &VARS, needs)
-                .map_err(|e| format!("when[{i}], {e}"))?;
+            let c =
+                expr::condition_with(text, &VARS, needs).map_err(|e| format!("when[{i}], {e}"))?;
             for ind in c.named {
                 let slot = needs.indicators.iter().position(|n| *n == ind);
                 let slot = slot.map_or(0, |s| s as u16);

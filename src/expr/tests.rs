@@ -241,3 +241,44 @@ fn an_expression_too_deep_for_the_stack_is_refused() {
     let fine = format!("{}1{}", "1 + (".repeat(20), ")".repeat(20));
     assert_eq!(value(&fine, &[]), 21.0);
 }
+
+#[test]
+fn variables_read_the_callers_values_and_stay_out_of_crosses() {
+    let vars = ["score", "rsi"];
+    let mut needs = Needs::default();
+    let c = condition_with("score * 2 > rsi(14) + rsi", &vars, &mut needs).unwrap();
+    assert_eq!(c.vars, [0, 1]);
+    assert_eq!(c.named, [Indicator::Rsi(14)]);
+    let stack = &mut [0.0; MAX_DEPTH];
+    assert_eq!(c.program.eval_with(&[10.0], &[], &[8.0, 5.0], stack), 1.0);
+    assert_eq!(c.program.eval_with(&[10.0], &[], &[7.0, 5.0], stack), 0.0);
+    assert_eq!(c.program.eval_with(&[10.0], &[], &[8.0], stack), 0.0, "NaN");
+    // A name is a variable only where the caller offers it.
+    let err = condition("score > 1", &mut Needs::default()).unwrap_err();
+    assert!(err.message.contains("unknown indicator score"), "{err}");
+    let err = condition_with("scor > 1", &vars, &mut needs).unwrap_err();
+    assert!(err.message.ends_with("(did you mean score?)"), "{err}");
+    let err = condition_with("crosses_above(sma(5), rsi)", &vars, &mut needs).unwrap_err();
+    assert_eq!(err.col, 23, "{err}");
+}
+
+#[test]
+fn merged_needs_keep_one_slot_each_and_remapped_programs_read_the_same() {
+    let mut scans = Needs::default();
+    number("sma(10) + ema(5)", &mut scans).unwrap();
+    let mut rules = Needs::default();
+    condition("crosses_above(ema(5), sma(30))", &mut rules).unwrap();
+    assert_eq!(rules.indicators, [Indicator::Ema(5), Indicator::Sma(30)]);
+    let (slots, crosses) = scans.merge(&rules);
+    assert_eq!(slots, [1, 2], "ema(5) is shared, sma(30) appended");
+    assert_eq!(crosses, [0]);
+    assert_eq!(scans.indicators.len(), 3);
+    // The rules' cross, moved into the scans' slots, computes the same difference.
+    let merged = [7.0, 20.0, 12.5];
+    let own = [merged[1], merged[2]];
+    assert_eq!(scans.crosses[0].eval(&merged, &[]), 7.5);
+    assert_eq!(rules.crosses[0].eval(&own, &[]), 7.5);
+    // Merging again adds nothing.
+    assert_eq!(scans.merge(&rules), (slots, crosses));
+    assert_eq!((scans.indicators.len(), scans.crosses.len()), (3, 1));
+}

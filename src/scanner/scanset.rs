@@ -142,7 +142,11 @@ impl ScanSet {
         }
         let values = sym.studies.values();
         Some(Frame {
-            values: self.rule_slots.iter().map(|&s| values[usize::from(s)]).collect(),
+            values: self
+                .rule_slots
+                .iter()
+                .map(|&s| values[usize::from(s)])
+                .collect(),
             crosses: self
                 .rule_crosses
                 .iter()
