@@ -553,6 +553,10 @@
   const fmt = (x, digits) => (typeof x === 'number' ? x.toFixed(digits) : '–');
 
   function fillRow(tr, r) {
+    // A custom scan's result says why it fired: its indicators, on hover.
+    tr.title = r.values
+      ? Object.entries(r.values).map(([k, v]) => `${k} ${v === null ? '–' : v}`).join('\n')
+      : '';
     tr.dataset.symbol = r.symbol;
     tr.dataset.scan = r.scan;
     tr.dataset.score = r.score;
@@ -786,6 +790,33 @@
     }
   }
 
+  // The scan boxes come from GET /scans, so scans from the config file are there too;
+  // the page's own eight stay when the list cannot be had (or the source has none).
+  async function loadScans() {
+    let list;
+    try {
+      list = (await getJson('/scans')).scans;
+    } catch (e) {
+      return;
+    }
+    if (!Array.isArray(list) || list.length === 0) return;
+    const box = $('#filters fieldset.scans');
+    const named = new Map([...box.querySelectorAll('label')].map((l) => [l.querySelector('input').value, l.textContent.trim()]));
+    for (const l of box.querySelectorAll('label')) l.remove();
+    for (const scan of list) {
+      const label = document.createElement('label');
+      const input = document.createElement('input');
+      input.type = 'checkbox';
+      input.name = 'scans';
+      input.value = scan.name;
+      label.append(input, ` ${named.get(scan.name) || scan.name.replace(/_/g, ' ')}`);
+      label.title = `${(scan.when || []).join(' and ')}\nscore ${scan.score}`;
+      if (!scan.builtin) label.classList.add('custom');
+      box.appendChild(label);
+    }
+    writeFilters($('#filters'), st.desired || {});
+  }
+
   $('#filters').addEventListener('submit', (e) => {
     e.preventDefault();
     applyFilters(readFilters(e.target));
@@ -847,4 +878,5 @@
   });
 
   connect();
+  loadScans();
 })();
