@@ -498,14 +498,16 @@ fn bench_scanset(c: &mut Criterion) {
     for (name, custom) in [("update_and_scan_8", false), ("update_and_scan_28", true)] {
         let settings = settings(custom);
         let set = settings.scan_set().expect("the scans compile");
-        let mut ind = Indicators::new(settings.indicators);
-        let mut sym = set.symbol(Reference::SessionOpen);
+        let params = IndicatorParams {
+            reference: Reference::SessionOpen,
+            ..settings.indicators
+        };
+        let mut sym = set.symbol(&params);
         let mut scores = vec![None; set.len()];
         let mut slots = vec![0u64; set.len()];
         let scans: Vec<Scan> = set.scans().collect();
         let mut fired = 0usize;
         for bar in &bars {
-            ind.update(bar);
             set.update(&mut sym, bar);
             set.evaluate(&sym, &mut scores);
             fired += scores.iter().filter(|s| s.is_some()).count();
@@ -521,7 +523,6 @@ fn bench_scanset(c: &mut Criterion) {
             b.iter(|| {
                 let bar = &bars[i];
                 i = (i + 1) % PATH;
-                ind.update(black_box(bar));
                 set.update(&mut sym, black_box(bar));
                 set.evaluate(&sym, &mut scores);
                 let mut events = 0u32;

@@ -142,6 +142,48 @@ impl CrossState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
     ops: Box<[Op]>,
+    /// The common conditions, run without the stack.
+    shape: Shape,
+}
+
+/// A condition a scan writes most (every built-in one has one of these shapes), which
+/// evaluates without walking `ops`; the same answer either way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    /// Anything: walk the steps.
+    General,
+    /// `ind op x`, or `abs(ind) op x`.
+    IndNum(u16, bool, CmpOp, f64),
+    /// `a op b`.
+    IndInd(u16, CmpOp, u16),
+    /// A cross alone.
+    Cross(u16, Dir, u32),
+}
+
+impl Shape {
+    fn of(ops: &[Op]) -> Shape {
+        match *ops {
+            [Op::Ind(a), Op::Num(x), Op::Cmp(op)] => Shape::IndNum(a, false, op, x),
+            [Op::Ind(a), Op::Abs, Op::Num(x), Op::Cmp(op)] => Shape::IndNum(a, true, op, x),
+            [Op::Ind(a), Op::Ind(b), Op::Cmp(op)] => Shape::IndInd(a, op, b),
+            [Op::Cross(c, dir, within)] => Shape::Cross(c, dir, within),
+            _ => Shape::General,
+        }
+    }
+}
+
+/// `a op b`; NaN on either side never holds.
+#[inline(always)]
+fn compare(op: CmpOp, a: f64, b: f64) -> bool {
+    match op {
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+        CmpOp::Eq => a == b,
+        // Not `a != b`, which NaN satisfies: undefined is never unequal.
+        CmpOp::Ne => a != b && !(a.is_nan() || b.is_nan()),
+    }
 }
 
 impl Program {
@@ -155,7 +197,10 @@ impl Program {
                 format!("the expression nests too deeply (more than {MAX_DEPTH} values at once)"),
             ));
         }
-        Ok(Program { ops: ops.into() })
+        Ok(Program {
+            shape: Shape::of(&ops),
+            ops: ops.into(),
+        })
     }
 
     /// The value over a symbol's indicator values and cross states (1 or 0 for a
@@ -181,6 +226,29 @@ impl Program {
     /// reads NaN).
     #[inline]
     pub fn eval_with(
+        &self,
+        values: &[f64],
+        crosses: &[CrossState],
+        vars: &[f64],
+        stack: &mut [f64; MAX_DEPTH],
+    ) -> f64 {
+        let value = |slot: u16| values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
+        let holds = match self.shape {
+            Shape::General => return self.walk(values, crosses, vars, stack),
+            Shape::IndNum(a, abs, op, x) => {
+                let a = value(a);
+                compare(op, if abs { a.abs() } else { a }, x)
+            }
+            Shape::IndInd(a, op, b) => compare(op, value(a), value(b)),
+            Shape::Cross(c, dir, within) => crosses
+                .get(usize::from(c))
+                .is_some_and(|c| c.crossed(dir, within)),
+        };
+        f64::from(u8::from(holds))
+    }
+
+    /// Evaluates step by step.
+    fn walk(
         &self,
         values: &[f64],
         crosses: &[CrossState],
@@ -224,16 +292,7 @@ impl Program {
                 }
                 Op::Cmp(op) => {
                     top -= 1;
-                    let (a, b) = (stack[top - 1], stack[top]);
-                    let holds = match op {
-                        CmpOp::Lt => a < b,
-                        CmpOp::Le => a <= b,
-                        CmpOp::Gt => a > b,
-                        CmpOp::Ge => a >= b,
-                        CmpOp::Eq => a == b,
-                        // Not `a != b`, which NaN satisfies: undefined is never unequal.
-                        CmpOp::Ne => a != b && !(a.is_nan() || b.is_nan()),
-                    };
+                    let holds = compare(op, stack[top - 1], stack[top]);
                     stack[top - 1] = f64::from(u8::from(holds));
                 }
             }
@@ -261,12 +320,19 @@ impl Program {
     /// The same program reading indicator `n` from slot `slots[n]` and cross `n` from
     /// slot `crosses[n]`: a program compiled against one [`Needs`] run against another.
     pub fn remap(&self, slots: &[u16], crosses: &[u16]) -> Program {
-        let ops = self.ops.iter().map(|op| match *op {
-            Op::Ind(n) => Op::Ind(slots[usize::from(n)]),
-            Op::Cross(n, dir, within) => Op::Cross(crosses[usize::from(n)], dir, within),
-            op => op,
-        });
-        Program { ops: ops.collect() }
+        let ops: Box<[Op]> = self
+            .ops
+            .iter()
+            .map(|op| match *op {
+                Op::Ind(n) => Op::Ind(slots[usize::from(n)]),
+                Op::Cross(n, dir, within) => Op::Cross(crosses[usize::from(n)], dir, within),
+                op => op,
+            })
+            .collect();
+        Program {
+            shape: Shape::of(&ops),
+            ops,
+        }
     }
 
     /// Steps in the program.
@@ -376,6 +442,44 @@ pub fn named(e: &Expr, out: &mut Vec<Indicator>) {
         Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Cross(_, _, a, b) => {
             named(a, out);
             named(b, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::condition;
+
+    #[test]
+    fn the_common_shapes_answer_as_the_steps_do() {
+        let cases = [
+            ("rsi(14) >= 70", false),
+            ("abs(change_pct) < 3", false),
+            ("close > highest(20)", false),
+            ("vwap != close", false),
+            ("sma(50) == 0", false),
+            ("crosses_above(sma(5), sma(20), 2)", false),
+            ("close > highest(20) * 1.01", true),
+        ];
+        let picks = [f64::NAN, -3.0, 0.0, 2.5, 3.0, 70.0, 71.0, f64::INFINITY];
+        for (text, general) in cases {
+            let mut needs = Needs::default();
+            let c = condition(text, &mut needs).unwrap();
+            assert_eq!(c.program.shape == Shape::General, general, "{text}");
+            let stack = &mut [0.0; MAX_DEPTH];
+            let mut crosses = vec![CrossState::default(); needs.crosses.len()];
+            for (i, a) in picks.iter().enumerate() {
+                for b in picks.iter().skip(i % 3) {
+                    let values = [*a, *b];
+                    for cross in &mut crosses {
+                        cross.push(a - b);
+                    }
+                    let fast = c.program.eval_with(&values, &crosses, &[], stack);
+                    let slow = c.program.walk(&values, &crosses, &[], stack);
+                    assert_eq!(fast, slow, "{text} on {a}, {b}");
+                }
+            }
         }
     }
 }

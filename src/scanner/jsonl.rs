@@ -521,7 +521,10 @@ mod tests {
             "two AAPL and one MSFT, the last without a newline"
         );
         assert_eq!(u.len(), 2);
-        assert_eq!(u.indicators(u.get("AAPL").unwrap()).close(), Some(11.0));
+        assert_eq!(
+            u.last_bar(u.get("AAPL").unwrap()).map(|b| b.close),
+            Some(11.0)
+        );
         assert_eq!(feed.bad_input(), 3, "garbage, the long line, the bad UTF-8");
     }
 
@@ -534,7 +537,10 @@ mod tests {
         let (u, feed) = ingest(text);
         assert_eq!(u.updates, 10_000);
         assert_eq!(feed.bad_input(), 0);
-        assert_eq!(u.indicators(u.get("S6").unwrap()).close(), Some(9_995.0));
+        assert_eq!(
+            u.last_bar(u.get("S6").unwrap()).map(|b| b.close),
+            Some(9_995.0)
+        );
     }
 
     #[test]
@@ -581,7 +587,7 @@ mod tests {
         append(&path, b"more\",\"price\":1,\"volume\":1}\n");
         append(&path, b"{\"symbol\":\"B\",\"price\":2,\"volume\":1}\n");
         wait_for(&mut feed, &mut u, 1);
-        assert_eq!(u.indicators(u.get("B").unwrap()).close(), Some(2.0));
+        assert_eq!(u.last_bar(u.get("B").unwrap()).map(|b| b.close), Some(2.0));
         assert_eq!(feed.bad_input(), 1, "one long line, counted once");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -622,7 +628,7 @@ mod tests {
         wait_for(&mut feed, &mut u, 3);
         std::fs::write(&path, line(7)).unwrap();
         wait_for(&mut feed, &mut u, 4);
-        assert_eq!(u.indicators(0).close(), Some(7.0));
+        assert_eq!(u.last_bar(0).map(|b| b.close), Some(7.0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -654,7 +660,7 @@ mod tests {
             .unwrap();
         f.write_all(b"\"price\":2,\"volume\":1}\n").unwrap();
         wait_for(&mut feed, &mut u, 2);
-        assert_eq!(u.indicators(0).close(), Some(2.0));
+        assert_eq!(u.last_bar(0).map(|b| b.close), Some(2.0));
         assert_eq!(
             feed.bad_input(),
             0,

@@ -15,7 +15,7 @@ use crossbeam_channel::Receiver;
 use smol_str::SmolStr;
 
 use super::dedup::{Dedup, Materiality};
-use super::indicators::{Bar, IndicatorParams, Indicators, Reference};
+use super::indicators::{Bar, IndicatorParams, Reference};
 use super::scans::Thresholds;
 use super::scanset::{Definition, DefinitionError, ScanSet, SymbolScans, builtin};
 use super::{Counters, Progress, Source};
@@ -85,9 +85,7 @@ pub fn check_symbol(name: &str) -> Result<(), String> {
 #[derive(Debug)]
 struct Symbol {
     name: SmolStr,
-    /// The fields every result carries (price, change, volume ratio, RSI).
-    ind: Indicators,
-    /// What the scans read.
+    /// What the scans and rules read, and the fields every result carries.
     scans: SymbolScans,
     /// Dedup keys per scan, in the scan set's order; 0 while the condition is off.
     conds: Box<[u64]>,
@@ -102,8 +100,9 @@ struct Symbol {
 pub struct Universe {
     index: AHashMap<Box<str>, u32>,
     symbols: Vec<Symbol>,
-    params: IndicatorParams,
     scans: Arc<ScanSet>,
+    /// A new symbol's state, cloned: what every symbol shares is built once.
+    fresh: SymbolScans,
     max_symbols: usize,
     /// Bars taken.
     pub updates: u64,
@@ -131,7 +130,7 @@ impl Universe {
         Universe {
             index: AHashMap::new(),
             symbols: Vec::new(),
-            params,
+            fresh: scans.symbol(&params),
             scans,
             max_symbols,
             updates: 0,
@@ -169,8 +168,7 @@ impl Universe {
         self.index.insert(Box::from(&*name), id);
         self.symbols.push(Symbol {
             name,
-            ind: Indicators::fields(self.params),
-            scans: self.scans.symbol(self.params.reference),
+            scans: self.fresh.clone(),
             conds: vec![0; self.scans.len()].into(),
             dirty: false,
             last_eval: None,
@@ -195,7 +193,6 @@ impl Universe {
             self.refused += 1;
             return false;
         };
-        sym.ind.update(bar);
         self.scans.update(&mut sym.scans, bar);
         if !sym.dirty {
             sym.dirty = true;
@@ -230,9 +227,9 @@ impl Universe {
         self.symbols.get(id as usize).is_some_and(|s| s.dirty)
     }
 
-    /// The indicators of symbol `id`.
-    pub fn indicators(&self, id: u32) -> &Indicators {
-        &self.symbols[id as usize].ind
+    /// The last bar of symbol `id`.
+    pub fn last_bar(&self, id: u32) -> Option<&Bar> {
+        self.symbols.get(id as usize)?.scans.last()
     }
 }
 
@@ -398,7 +395,7 @@ impl<F: Feed> MarketScanner<F> {
             sym.last_eval = Some(cycle.start);
             self.evaluated += 1;
             set.evaluate(&sym.scans, &mut self.scores);
-            let price = sym.ind.close().unwrap_or(0.0);
+            let price = sym.scans.last().map_or(0.0, |b| b.close);
             for (i, scan) in set.scans().enumerate() {
                 let score = self.scores[i];
                 if let Some(event) = self.dedup.step(&mut sym.conds[i], scan, score, price) {
@@ -435,9 +432,10 @@ fn result(
     score: Option<f64>,
     adhoc: bool,
 ) -> ScanResult {
-    let (name, ind) = (&sym.name, &sym.ind);
+    let name = &sym.name;
     let scan = set.scan(i);
-    let bar = ind.last;
+    let bar = sym.scans.last();
+    let fields = sym.scans.fields();
     // Custom scans say why they fired; the built-in ones' fields already do.
     let values = if scan.is_custom() {
         set.values(i, &sym.scans)
@@ -454,10 +452,10 @@ fn result(
         event,
         score: round4(score.unwrap_or(0.0)),
         price: bar.map_or(0.0, |b| b.close),
-        change_pct: round4(ind.change_pct),
+        change_pct: round4(fields.change_pct),
         volume: bar.map_or(0, |b| b.volume),
-        volume_ratio: round4(ind.volume_ratio),
-        rsi: ind.rsi.map(round4),
+        volume_ratio: round4(fields.volume_ratio),
+        rsi: fields.rsi.map(round4),
         source_ts: bar.and_then(|b| b.ts),
         adhoc,
     }

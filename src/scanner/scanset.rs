@@ -6,9 +6,9 @@
 
 use std::fmt;
 
-use super::indicators::{Bar, IndicatorParams, Reference};
+use super::indicators::{Bar, IndicatorParams};
 use super::scans::Thresholds;
-use super::ta::Studies;
+use super::ta::{Fields, Studies};
 use crate::event::Scan;
 use crate::expr::{self, CrossState, Frame, Indicator, MAX_DEPTH, Needs, Program};
 
@@ -69,6 +69,18 @@ pub struct ScanSet {
 pub struct SymbolScans {
     studies: Studies,
     crosses: Box<[CrossState]>,
+}
+
+impl SymbolScans {
+    /// The last bar.
+    pub fn last(&self) -> Option<&Bar> {
+        self.studies.last()
+    }
+
+    /// The fields every result carries, on the last bar.
+    pub fn fields(&self) -> Fields {
+        self.studies.fields()
+    }
 }
 
 impl ScanSet {
@@ -185,10 +197,17 @@ impl ScanSet {
         &self.needs.indicators
     }
 
-    /// A new symbol's state.
-    pub fn symbol(&self, reference: Reference) -> SymbolScans {
+    /// A new symbol's state: what the scans read, and the fields every result carries
+    /// with `params`' RSI period, volume window and reference.
+    pub fn symbol(&self, params: &IndicatorParams) -> SymbolScans {
+        let period = |n: usize| n.clamp(1, u32::MAX as usize) as u32;
         SymbolScans {
-            studies: Studies::new(&self.needs.indicators, reference),
+            studies: Studies::with_fields(
+                &self.needs.indicators,
+                params.reference,
+                period(params.rsi),
+                period(params.volume),
+            ),
             crosses: vec![CrossState::default(); self.needs.crosses.len()].into(),
         }
     }

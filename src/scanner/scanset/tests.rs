@@ -2,7 +2,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::*;
-use crate::scanner::indicators::Indicators;
+use crate::scanner::indicators::{Indicators, Reference};
 use crate::scanner::scans::{MARKET_SCANS, evaluate};
 
 /// A random walk with trends, jumps, quiet stretches and volume bursts. Quiet, not flat:
@@ -89,13 +89,29 @@ fn the_builtin_definitions_fire_exactly_where_the_fixed_scans_do() {
         let set = ScanSet::compile(&builtin(&t, &params)).unwrap();
         assert_eq!(set.scans().collect::<Vec<_>>(), MARKET_SCANS);
         let mut old = Indicators::new(params);
-        let mut new = set.symbol(reference);
+        let mut new = set.symbol(&params);
         let mut scores = [None; 8];
         let mut fired = [0usize; 8];
         for (i, bar) in bars(seed, 5000).iter().enumerate() {
             old.update(bar);
             set.update(&mut new, bar);
             set.evaluate(&new, &mut scores);
+            // The fields every result carries read as they always did.
+            let fields = new.fields();
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
+            assert!(
+                close(fields.change_pct, old.change_pct),
+                "bar {i} change_pct"
+            );
+            assert!(
+                close(fields.volume_ratio, old.volume_ratio),
+                "bar {i} volume_ratio"
+            );
+            match (fields.rsi, old.rsi) {
+                (Some(a), Some(b)) => assert!(close(a, b), "bar {i} rsi: {a} vs {b}"),
+                (a, b) => assert_eq!(a, b, "bar {i} rsi"),
+            }
+            assert_eq!(new.last(), old.last.as_ref());
             let want = evaluate(&old, &t);
             for (k, (a, b)) in want.iter().zip(&scores).enumerate() {
                 match (a, b) {
@@ -143,7 +159,11 @@ fn values_list_what_a_scan_names_in_the_order_written() {
         score: "(35 - rsi(14)) / 5 + volume_ratio(20)".into(),
     });
     let set = ScanSet::compile(&defs).unwrap();
-    let mut sym = set.symbol(Reference::PrevClose);
+    let params = IndicatorParams {
+        reference: Reference::PrevClose,
+        ..IndicatorParams::default()
+    };
+    let mut sym = set.symbol(&params);
     for bar in bars(9, 40) {
         set.update(&mut sym, &bar);
     }

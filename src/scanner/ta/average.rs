@@ -55,12 +55,13 @@ impl Ema {
 }
 
 /// One volume window: the exact sum of the last n volumes, and the mean it had before
-/// the last bar.
+/// the last bar, over all n (`prior`) and over as many as there were (`partial`).
 #[derive(Debug, Clone)]
 struct VolumeWindow {
     n: usize,
     sum: u128,
     prior: f64,
+    partial: f64,
 }
 
 /// The volume windows asked for, sliding over one ring.
@@ -81,6 +82,7 @@ impl Volumes {
                     n,
                     sum: 0,
                     prior: f64::NAN,
+                    partial: f64::NAN,
                 })
                 .collect(),
         }
@@ -90,11 +92,17 @@ impl Volumes {
     pub(super) fn push(&mut self, volume: u64) {
         let held = self.ring.len();
         for w in self.windows.iter_mut() {
-            // The mean of the n bars before this one, then the window moves on to it.
+            // The mean of the n bars before this one (or of those there were), then the
+            // window moves on to it.
+            let count = held.min(w.n);
+            w.partial = if count > 0 {
+                to_f64(w.sum) / count as f64
+            } else {
+                f64::NAN
+            };
             w.prior = if held >= w.n {
-                let mean = to_f64(w.sum) / w.n as f64;
                 w.sum -= u128::from(self.ring.back(w.n));
-                mean
+                w.partial
             } else {
                 f64::NAN
             };
@@ -107,6 +115,13 @@ impl Volumes {
     #[inline]
     pub(super) fn prior_mean(&self, i: usize) -> f64 {
         self.windows[i].prior
+    }
+
+    /// Window `i`'s mean volume of the up to n bars before the last one (NaN before the
+    /// second bar).
+    #[inline]
+    pub(super) fn partial_mean(&self, i: usize) -> f64 {
+        self.windows[i].partial
     }
 }
 
@@ -155,10 +170,18 @@ mod tests {
     fn volume_means_cover_the_bars_before_this_one() {
         let mut volumes = Volumes::new(&[2, 1]);
         let mut seen = Vec::new();
+        let mut partial = Vec::new();
         for v in [10, 20, 0, 0, 40] {
             volumes.push(v);
             seen.push((volumes.prior_mean(0), volumes.prior_mean(1)));
+            partial.push(volumes.partial_mean(0));
         }
+        assert!(partial[0].is_nan());
+        assert_eq!(
+            &partial[1..],
+            [10.0, 15.0, 10.0, 0.0],
+            "up to 2 bars before"
+        );
         assert!(seen[0].0.is_nan() && seen[0].1.is_nan() && seen[1].0.is_nan());
         assert_eq!(
             &seen[1..].iter().map(|s| s.1).collect::<Vec<_>>(),

@@ -38,6 +38,8 @@ mod tests;
 pub(in crate::scanner) use range::Extreme;
 pub(in crate::scanner) use ring::wrap;
 
+use std::sync::Arc;
+
 use crate::expr::Indicator;
 use crate::scanner::indicators::{Bar, Reference};
 use atr::{Atr, true_range};
@@ -56,11 +58,29 @@ use window::Closes;
 /// periods are computed once, `sma(n)` and every `bb_*(n, k)` of the same n read one
 /// window, and all close windows (or volume windows) slide over one ring sized to the
 /// longest.
+///
+/// Built with [`with_fields`](Self::with_fields), it also keeps what every result
+/// carries beside its scan's values ([`Fields`]), sharing the RSI and the volume window
+/// with any scan that reads the same.
 #[derive(Debug, Clone)]
 pub struct Studies {
     values: Box<[f64]>,
-    reads: Box<[Read]>,
+    /// The same for every symbol of a scan set: shared, not copied.
+    reads: Arc<[Read]>,
+    /// The RSI and the volume window (indices in `State`) behind the result's fields.
+    fields: Option<(u32, u32)>,
     state: State,
+}
+
+/// What every result carries, as the market scanner has always computed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fields {
+    /// Change against the reference, in percent; NaN against a price of 0.
+    pub change_pct: f64,
+    /// The RSI, once defined.
+    pub rsi: Option<f64>,
+    /// Volume over the mean of up to n bars before (at least 1 share); 1 on the first bar.
+    pub volume_ratio: f64,
 }
 
 /// Where a slot's value comes from: a computation (by its index in `State`) and how it
@@ -126,6 +146,25 @@ impl Studies {
     /// indicator gets its own slot, computed once); `reference` is what `change_pct`
     /// is measured against. Every value reads NaN until the first bar.
     pub fn new(indicators: &[Indicator], reference: Reference) -> Studies {
+        Studies::build(indicators, reference, None)
+    }
+
+    /// [`new`](Self::new), and the result's [`Fields`] with `rsi(rsi)` and a volume
+    /// window of `volume` bars.
+    pub fn with_fields(
+        indicators: &[Indicator],
+        reference: Reference,
+        rsi: u32,
+        volume: u32,
+    ) -> Studies {
+        Studies::build(indicators, reference, Some((rsi, volume)))
+    }
+
+    fn build(
+        indicators: &[Indicator],
+        reference: Reference,
+        fields: Option<(u32, u32)>,
+    ) -> Studies {
         // What to compute, each once, by key.
         let mut closes: Vec<(usize, bool)> = Vec::new();
         let mut volumes = Vec::new();
@@ -176,6 +215,12 @@ impl Studies {
                 Indicator::Volume => Read::Volume,
             })
             .collect();
+        let fields = fields.map(|(rsi, volume)| {
+            (
+                index_of(&mut rsis, rsi),
+                index_of(&mut volumes, len(volume)),
+            )
+        });
         let state = State {
             bars: 0,
             last: None,
@@ -191,7 +236,8 @@ impl Studies {
         };
         Studies {
             values: vec![f64::NAN; reads.len()].into_boxed_slice(),
-            reads,
+            reads: reads.into(),
+            fields,
             state,
         }
     }
@@ -212,6 +258,44 @@ impl Studies {
     /// Bars taken so far.
     pub fn bars(&self) -> u64 {
         self.state.bars
+    }
+
+    /// The last bar.
+    pub fn last(&self) -> Option<&Bar> {
+        self.state.last.as_ref()
+    }
+
+    /// The result's own fields on the last bar (with no RSI, and a volume ratio of 1,
+    /// unless built [`with_fields`](Self::with_fields)).
+    pub fn fields(&self) -> Fields {
+        let st = &self.state;
+        let Some(bar) = &st.last else {
+            return Fields {
+                change_pct: f64::NAN,
+                rsi: None,
+                volume_ratio: 1.0,
+            };
+        };
+        let (rsi, volume_ratio) = match self.fields {
+            Some((rsi, volume)) => {
+                let mean = st.volumes.partial_mean(volume as usize);
+                let ratio = if mean.is_nan() {
+                    1.0
+                } else {
+                    // An average under one share counts as one: the ratio stays finite
+                    // after silent bars.
+                    bar.volume as f64 / mean.max(1.0)
+                };
+                let rsi = st.rsis[rsi as usize].value();
+                (rsi.is_finite().then_some(rsi), ratio)
+            }
+            None => (None, 1.0),
+        };
+        Fields {
+            change_pct: st.session.change_pct(bar),
+            rsi,
+            volume_ratio,
+        }
     }
 }
 
