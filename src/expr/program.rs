@@ -146,8 +146,9 @@ pub struct Program {
     shape: Shape,
 }
 
-/// A condition a scan writes most (every built-in one has one of these shapes), which
-/// evaluates without walking `ops`; the same answer either way.
+/// An expression a scan writes most (every built-in condition has one of these shapes,
+/// every cross follows a `Diff`), which evaluates without walking `ops`; the same answer
+/// either way.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Shape {
     /// Anything: walk the steps.
@@ -158,6 +159,12 @@ enum Shape {
     IndInd(u16, CmpOp, u16),
     /// A cross alone.
     Cross(u16, Dir, u32),
+    /// A number: a constant score.
+    Const(f64),
+    /// An indicator's value.
+    Value(u16),
+    /// `a - b`: what a cross follows.
+    Diff(u16, u16),
 }
 
 impl Shape {
@@ -167,6 +174,9 @@ impl Shape {
             [Op::Ind(a), Op::Abs, Op::Num(x), Op::Cmp(op)] => Shape::IndNum(a, true, op, x),
             [Op::Ind(a), Op::Ind(b), Op::Cmp(op)] => Shape::IndInd(a, op, b),
             [Op::Cross(c, dir, within)] => Shape::Cross(c, dir, within),
+            [Op::Num(x)] => Shape::Const(x),
+            [Op::Ind(a)] => Shape::Value(a),
+            [Op::Ind(a), Op::Ind(b), Op::Arith(Arith::Sub)] => Shape::Diff(a, b),
             _ => Shape::General,
         }
     }
@@ -243,6 +253,9 @@ impl Program {
             Shape::Cross(c, dir, within) => crosses
                 .get(usize::from(c))
                 .is_some_and(|c| c.crossed(dir, within)),
+            Shape::Const(x) => return x,
+            Shape::Value(a) => return value(a),
+            Shape::Diff(a, b) => return value(a) - value(b),
         };
         f64::from(u8::from(holds))
     }
@@ -453,6 +466,22 @@ mod tests {
 
     #[test]
     fn the_common_shapes_answer_as_the_steps_do() {
+        use crate::expr::number;
+        let numbers = ["1", "rsi(14)", "sma(5) - sma(20)", "sma(5) - 1"];
+        let picks = [f64::NAN, -3.0, 0.0, 2.5, f64::INFINITY];
+        for (k, text) in numbers.into_iter().enumerate() {
+            let mut needs = Needs::default();
+            let c = number(text, &mut needs).unwrap();
+            assert_eq!(c.program.shape == Shape::General, k == 3, "{text}");
+            for a in picks {
+                for b in picks {
+                    let stack = &mut [0.0; MAX_DEPTH];
+                    let fast = c.program.eval_with(&[a, b], &[], &[], stack);
+                    let slow = c.program.walk(&[a, b], &[], &[], stack);
+                    assert!(fast == slow || fast.is_nan() && slow.is_nan(), "{text}");
+                }
+            }
+        }
         let cases = [
             ("rsi(14) >= 70", false),
             ("abs(change_pct) < 3", false),
