@@ -11,10 +11,12 @@ mod catalog;
 mod lex;
 mod parse;
 mod program;
+mod table;
 
 pub use catalog::{Factor, Indicator, MAX_PERIOD, Macd};
 pub use parse::{Dir, Type};
 pub use program::{CrossState, Frame, MAX_DEPTH, Needs, Program};
+pub use table::{Conditions, Held, MAX_CONDITIONS, Mask, WORDS};
 
 /// Why an expression was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

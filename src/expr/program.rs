@@ -10,7 +10,7 @@ use super::catalog::Indicator;
 use super::lex::CmpOp;
 use super::parse::{Arith, Dir, Expr, Node};
 
-/// The deepest stack a program may need.
+/// The deepest stack a program may need (a power of two: positions are masked into it).
 pub const MAX_DEPTH: usize = 32;
 
 /// One step.
@@ -28,6 +28,50 @@ enum Op {
     Abs,
     Arith(Arith),
     Cmp(CmpOp),
+    /// The top `op` a number: `Num` then `Arith` in one step.
+    ArithNum(Arith, f64),
+    /// The top `op` an indicator's value: `Ind` then `Arith` in one step.
+    ArithInd(Arith, u16),
+    /// The top compared with a number: `Num` then `Cmp` in one step.
+    CmpNum(CmpOp, f64),
+}
+
+/// `ops` with an operand that is pushed only to be taken by the next step merged into
+/// that step: half the steps for the usual `atr(14) / close * 100 > 3`.
+fn fuse(ops: &[Op]) -> Box<[Op]> {
+    let mut out = Vec::with_capacity(ops.len());
+    let mut i = 0;
+    while i < ops.len() {
+        let fused = match (ops[i], ops.get(i + 1)) {
+            (Op::Num(x), Some(&Op::Arith(op))) => Some(Op::ArithNum(op, x)),
+            (Op::Ind(slot), Some(&Op::Arith(op))) => Some(Op::ArithInd(op, slot)),
+            (Op::Num(x), Some(&Op::Cmp(op))) => Some(Op::CmpNum(op, x)),
+            _ => None,
+        };
+        match fused {
+            Some(op) => {
+                out.push(op);
+                i += 2;
+            }
+            None => {
+                out.push(ops[i]);
+                i += 1;
+            }
+        }
+    }
+    out.into()
+}
+
+/// `a op b`.
+#[inline(always)]
+fn arith(op: Arith, a: f64, b: f64) -> f64 {
+    match op {
+        Arith::Add => a + b,
+        Arith::Sub => a - b,
+        Arith::Mul => a * b,
+        // x / 0 is infinite or NaN: neither passes a comparison by chance.
+        Arith::Div => a / b,
+    }
 }
 
 /// What a set of programs reads per symbol: each indicator and each cross once.
@@ -150,11 +194,12 @@ pub struct Program {
 /// every cross follows a `Diff`), which evaluates without walking `ops`; the same answer
 /// either way.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Shape {
+pub(super) enum Shape {
     /// Anything: walk the steps.
     General,
-    /// `ind op x`, or `abs(ind) op x`.
-    IndNum(u16, bool, CmpOp, f64),
+    /// `ind op x` (`abs(ind) op x` with the flag) for every `op` but `!=`, as
+    /// `lo <= ind <= hi`: no branch on `op`, and NaN is inside no range.
+    IndIn(u16, bool, f64, f64),
     /// `a op b`.
     IndInd(u16, CmpOp, u16),
     /// A cross alone.
@@ -168,10 +213,39 @@ enum Shape {
 }
 
 impl Shape {
+    /// The same shape reading other slots (see [`Program::remap`]).
+    fn remap(self, slots: &[u16], crosses: &[u16]) -> Shape {
+        let at = |n: u16| slots[usize::from(n)];
+        match self {
+            Shape::IndIn(a, abs, lo, hi) => Shape::IndIn(at(a), abs, lo, hi),
+            Shape::IndInd(a, op, b) => Shape::IndInd(at(a), op, at(b)),
+            Shape::Cross(c, dir, within) => Shape::Cross(crosses[usize::from(c)], dir, within),
+            Shape::Value(a) => Shape::Value(at(a)),
+            Shape::Diff(a, b) => Shape::Diff(at(a), at(b)),
+            shape @ (Shape::General | Shape::Const(_)) => shape,
+        }
+    }
+
+    /// `ind op x` as a range, when it is one.
+    fn range(a: u16, abs: bool, op: CmpOp, x: f64) -> Shape {
+        if !x.is_finite() {
+            return Shape::General;
+        }
+        let (lo, hi) = match op {
+            CmpOp::Lt => (f64::NEG_INFINITY, -next_up(-x)),
+            CmpOp::Le => (f64::NEG_INFINITY, x),
+            CmpOp::Gt => (next_up(x), f64::INFINITY),
+            CmpOp::Ge => (x, f64::INFINITY),
+            CmpOp::Eq => (x, x),
+            CmpOp::Ne => return Shape::General,
+        };
+        Shape::IndIn(a, abs, lo, hi)
+    }
+
     fn of(ops: &[Op]) -> Shape {
         match *ops {
-            [Op::Ind(a), Op::Num(x), Op::Cmp(op)] => Shape::IndNum(a, false, op, x),
-            [Op::Ind(a), Op::Abs, Op::Num(x), Op::Cmp(op)] => Shape::IndNum(a, true, op, x),
+            [Op::Ind(a), Op::Num(x), Op::Cmp(op)] => Shape::range(a, false, op, x),
+            [Op::Ind(a), Op::Abs, Op::Num(x), Op::Cmp(op)] => Shape::range(a, true, op, x),
             [Op::Ind(a), Op::Ind(b), Op::Cmp(op)] => Shape::IndInd(a, op, b),
             [Op::Cross(c, dir, within)] => Shape::Cross(c, dir, within),
             [Op::Num(x)] => Shape::Const(x),
@@ -182,9 +256,19 @@ impl Shape {
     }
 }
 
+/// The least number above finite `x` (`f64::next_up`, which is newer than our MSRV).
+fn next_up(x: f64) -> f64 {
+    if x == 0.0 {
+        // Above both zeros: the least positive number.
+        return f64::from_bits(1);
+    }
+    let bits = x.to_bits();
+    f64::from_bits(if x > 0.0 { bits + 1 } else { bits - 1 })
+}
+
 /// `a op b`; NaN on either side never holds.
 #[inline(always)]
-fn compare(op: CmpOp, a: f64, b: f64) -> bool {
+pub(super) fn compare(op: CmpOp, a: f64, b: f64) -> bool {
     match op {
         CmpOp::Lt => a < b,
         CmpOp::Le => a <= b,
@@ -209,7 +293,7 @@ impl Program {
         }
         Ok(Program {
             shape: Shape::of(&ops),
-            ops: ops.into(),
+            ops: fuse(&ops),
         })
     }
 
@@ -243,21 +327,36 @@ impl Program {
         stack: &mut [f64; MAX_DEPTH],
     ) -> f64 {
         let value = |slot: u16| values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
-        let holds = match self.shape {
-            Shape::General => return self.walk(values, crosses, vars, stack),
-            Shape::IndNum(a, abs, op, x) => {
+        match self.shape {
+            Shape::General => self.walk(values, crosses, vars, stack),
+            Shape::Const(x) => x,
+            Shape::Value(a) => value(a),
+            Shape::Diff(a, b) => value(a) - value(b),
+            _ => f64::from(u8::from(self.test(values, crosses).unwrap_or(false))),
+        }
+    }
+
+    /// A condition of a common shape, answered directly (`None` for any other program).
+    #[inline(always)]
+    fn test(&self, values: &[f64], crosses: &[CrossState]) -> Option<bool> {
+        let value = |slot: u16| values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
+        Some(match self.shape {
+            Shape::IndIn(a, abs, lo, hi) => {
                 let a = value(a);
-                compare(op, if abs { a.abs() } else { a }, x)
+                let a = if abs { a.abs() } else { a };
+                (a >= lo) & (a <= hi)
             }
             Shape::IndInd(a, op, b) => compare(op, value(a), value(b)),
             Shape::Cross(c, dir, within) => crosses
                 .get(usize::from(c))
                 .is_some_and(|c| c.crossed(dir, within)),
-            Shape::Const(x) => return x,
-            Shape::Value(a) => return value(a),
-            Shape::Diff(a, b) => return value(a) - value(b),
-        };
-        f64::from(u8::from(holds))
+            _ => return None,
+        })
+    }
+
+    /// Its shape.
+    pub(super) fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// Evaluates step by step.
@@ -268,47 +367,57 @@ impl Program {
         vars: &[f64],
         stack: &mut [f64; MAX_DEPTH],
     ) -> f64 {
+        // Positions are masked into the stack: `compile` bounds the depth by MAX_DEPTH,
+        // a power of two, so the mask changes nothing and spares every bounds check.
+        const M: usize = MAX_DEPTH - 1;
         let mut top = 0usize;
         for op in self.ops.iter() {
-            match *op {
-                Op::Num(x) => {
-                    stack[top] = x;
-                    top += 1;
-                }
-                Op::Ind(slot) => {
-                    stack[top] = values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
-                    top += 1;
-                }
+            let push = match *op {
+                Op::Num(x) => x,
+                Op::Ind(slot) => values.get(usize::from(slot)).copied().unwrap_or(f64::NAN),
                 Op::Cross(slot, dir, within) => {
                     let crossed = crosses
                         .get(usize::from(slot))
                         .is_some_and(|c| c.crossed(dir, within));
-                    stack[top] = f64::from(u8::from(crossed));
-                    top += 1;
+                    f64::from(u8::from(crossed))
                 }
-                Op::Var(n) => {
-                    stack[top] = vars.get(usize::from(n)).copied().unwrap_or(f64::NAN);
-                    top += 1;
+                Op::Var(n) => vars.get(usize::from(n)).copied().unwrap_or(f64::NAN),
+                Op::Neg => {
+                    stack[(top - 1) & M] = -stack[(top - 1) & M];
+                    continue;
                 }
-                Op::Neg => stack[top - 1] = -stack[top - 1],
-                Op::Abs => stack[top - 1] = stack[top - 1].abs(),
+                Op::Abs => {
+                    stack[(top - 1) & M] = stack[(top - 1) & M].abs();
+                    continue;
+                }
                 Op::Arith(op) => {
                     top -= 1;
-                    let (a, b) = (stack[top - 1], stack[top]);
-                    stack[top - 1] = match op {
-                        Arith::Add => a + b,
-                        Arith::Sub => a - b,
-                        Arith::Mul => a * b,
-                        // x / 0 is infinite or NaN: neither passes a comparison by chance.
-                        Arith::Div => a / b,
-                    };
+                    stack[(top - 1) & M] = arith(op, stack[(top - 1) & M], stack[top & M]);
+                    continue;
+                }
+                Op::ArithNum(op, x) => {
+                    stack[(top - 1) & M] = arith(op, stack[(top - 1) & M], x);
+                    continue;
+                }
+                Op::ArithInd(op, slot) => {
+                    let b = values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
+                    stack[(top - 1) & M] = arith(op, stack[(top - 1) & M], b);
+                    continue;
+                }
+                Op::CmpNum(op, x) => {
+                    let holds = compare(op, stack[(top - 1) & M], x);
+                    stack[(top - 1) & M] = f64::from(u8::from(holds));
+                    continue;
                 }
                 Op::Cmp(op) => {
                     top -= 1;
-                    let holds = compare(op, stack[top - 1], stack[top]);
-                    stack[top - 1] = f64::from(u8::from(holds));
+                    let holds = compare(op, stack[(top - 1) & M], stack[top & M]);
+                    stack[(top - 1) & M] = f64::from(u8::from(holds));
+                    continue;
                 }
-            }
+            };
+            stack[top & M] = push;
+            top += 1;
         }
         stack[0]
     }
@@ -327,7 +436,11 @@ impl Program {
         crosses: &[CrossState],
         stack: &mut [f64; MAX_DEPTH],
     ) -> bool {
-        self.eval_on(values, crosses, stack) == 1.0
+        // The common shapes answer directly, without a detour through 1.0 and 0.0.
+        match self.test(values, crosses) {
+            Some(holds) => holds,
+            None => self.eval_on(values, crosses, stack) == 1.0,
+        }
     }
 
     /// The same program reading indicator `n` from slot `slots[n]` and cross `n` from
@@ -338,12 +451,13 @@ impl Program {
             .iter()
             .map(|op| match *op {
                 Op::Ind(n) => Op::Ind(slots[usize::from(n)]),
+                Op::ArithInd(a, n) => Op::ArithInd(a, slots[usize::from(n)]),
                 Op::Cross(n, dir, within) => Op::Cross(crosses[usize::from(n)], dir, within),
                 op => op,
             })
             .collect();
         Program {
-            shape: Shape::of(&ops),
+            shape: self.shape.remap(slots, crosses),
             ops,
         }
     }
@@ -375,6 +489,11 @@ fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> 
             1
         }
         Node::Neg(inner) => {
+            // A negative number is a number, not a step.
+            if let Node::Num(x) = inner.node {
+                ops.push(Op::Num(-x));
+                return Ok(1);
+            }
             let d = emit(inner, needs, ops)?;
             ops.push(Op::Neg);
             d
@@ -465,6 +584,28 @@ mod tests {
     use crate::expr::condition;
 
     #[test]
+    fn next_up_is_the_next_number() {
+        for x in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            3.5e-310,
+            -3.5e-310,
+            f64::MAX,
+            -f64::MAX,
+            1e300,
+        ] {
+            let up = next_up(x);
+            assert!(up > x, "{x}");
+            assert_eq!(f64::from_bits(up.to_bits()), up);
+            // Nothing between.
+            assert!(!(x < (x + up) / 2.0 && (x + up) / 2.0 < up), "{x}");
+        }
+        assert_eq!(next_up(-f64::from_bits(1)), -0.0);
+    }
+
+    #[test]
     fn the_common_shapes_answer_as_the_steps_do() {
         use crate::expr::number;
         let numbers = ["1", "rsi(14)", "sma(5) - sma(20)", "sma(5) - 1"];
@@ -488,8 +629,14 @@ mod tests {
             ("close > highest(20)", false),
             ("vwap != close", false),
             ("sma(50) == 0", false),
+            ("rsi(14) != 3", true),
+            ("rsi(14) < -3", false),
+            ("rsi(14) > 1e999", true),
             ("crosses_above(sma(5), sma(20), 2)", false),
             ("close > highest(20) * 1.01", true),
+            ("atr(14) / close * 100 > 3", true),
+            ("2 * rsi(14) - close >= -1", true),
+            ("(rsi(14) + 1) / (close - 3) < 0.5", true),
         ];
         let picks = [f64::NAN, -3.0, 0.0, 2.5, 3.0, 70.0, 71.0, f64::INFINITY];
         for (text, general) in cases {

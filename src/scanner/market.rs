@@ -89,6 +89,8 @@ struct Symbol {
     scans: SymbolScans,
     /// Dedup keys per scan, in the scan set's order; 0 while the condition is off.
     conds: Box<[u64]>,
+    /// The bits of the scans whose condition is on (`conds[i] != 0`).
+    active: u64,
     /// A bar came since the last evaluation.
     dirty: bool,
     /// Start of the cycle that last evaluated it.
@@ -170,6 +172,7 @@ impl Universe {
             name,
             scans: self.fresh.clone(),
             conds: vec![0; self.scans.len()].into(),
+            active: 0,
             dirty: false,
             last_eval: None,
         });
@@ -394,11 +397,24 @@ impl<F: Feed> MarketScanner<F> {
             sym.dirty = false;
             sym.last_eval = Some(cycle.start);
             self.evaluated += 1;
-            set.evaluate(&sym.scans, &mut self.scores);
+            let fired = set.evaluate(&sym.scans, &mut self.scores);
             let price = sym.scans.last().map_or(0.0, |b| b.close);
-            for (i, scan) in set.scans().enumerate() {
+            // Only the scans that fire now or were on can have news.
+            let mut todo = fired | sym.active;
+            while todo != 0 {
+                let i = todo.trailing_zeros() as usize;
+                todo &= todo - 1;
                 let score = self.scores[i];
-                if let Some(event) = self.dedup.step(&mut sym.conds[i], scan, score, price) {
+                let step = self
+                    .dedup
+                    .step(&mut sym.conds[i], set.scan(i), score, price);
+                let bit = 1u64 << i;
+                sym.active = if sym.conds[i] != 0 {
+                    sym.active | bit
+                } else {
+                    sym.active & !bit
+                };
+                if let Some(event) = step {
                     out.push(result(sym, &set, i, event, score, false));
                 }
             }
@@ -480,6 +496,7 @@ impl<F: Feed> Source for MarketScanner<F> {
             let id = self.universe.get(&ev.symbol_key);
             if let Some(sym) = id.and_then(|id| self.universe.symbols.get_mut(id as usize)) {
                 sym.conds[i] = self.dedup.key(ev.scan, ev.score, ev.price);
+                sym.active |= 1 << i;
             }
         }
     }

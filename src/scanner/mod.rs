@@ -33,7 +33,7 @@ pub use jsonl::{JsonlFeed, parse_line};
 pub use market::{Feed, MarketScanner, ScanSettings, Universe};
 pub use replay::CsvReplay;
 pub use scans::{MARKET_SCANS, Thresholds, evaluate};
-pub use scanset::{Definition, DefinitionError, ScanSet};
+pub use scanset::{Definition, DefinitionError, ScanSet, SymbolScans};
 pub use sim::{Sim, SimOptions, ticker};
 pub use spec::{SourceSpec, Speed};
 

@@ -10,7 +10,9 @@ use super::indicators::{Bar, IndicatorParams};
 use super::scans::Thresholds;
 use super::ta::{Fields, Studies};
 use crate::event::Scan;
-use crate::expr::{self, CrossState, Frame, Indicator, MAX_DEPTH, Needs, Program};
+use crate::expr::{
+    self, Conditions, CrossState, Frame, Held, Indicator, MAX_DEPTH, Mask, Needs, Program, WORDS,
+};
 
 /// A scan as written: its conditions (all must hold) and its score.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +48,8 @@ impl std::error::Error for DefinitionError {}
 #[derive(Debug, Clone)]
 struct Compiled {
     scan: Scan,
-    when: Box<[Program]>,
+    /// The bits of its conditions in the set's table: all must be held.
+    when: Mask,
     score: Program,
     /// The slots of every indicator its `when` and `score` name, in the order written.
     named: Box<[u16]>,
@@ -56,6 +59,8 @@ struct Compiled {
 #[derive(Debug, Clone)]
 pub struct ScanSet {
     scans: Box<[Compiled]>,
+    /// Every scan's conditions, each distinct one once.
+    conditions: Conditions,
     needs: Needs,
     definitions: Box<[Definition]>,
     /// Where each indicator and cross the alert rules read sits in `needs`: a result's
@@ -87,6 +92,7 @@ impl ScanSet {
     /// Compiles `definitions`; the first that does not compile is the error.
     pub fn compile(definitions: &[Definition]) -> Result<ScanSet, DefinitionError> {
         let mut needs = Needs::default();
+        let mut conditions = Conditions::default();
         let mut scans = Vec::with_capacity(definitions.len());
         for def in definitions {
             let fail = |field: String, error| DefinitionError {
@@ -97,10 +103,14 @@ impl ScanSet {
             let mut named: Vec<Indicator> = Vec::new();
             let mut when = Vec::with_capacity(def.when.len());
             for (i, text) in def.when.iter().enumerate() {
-                let c =
-                    expr::condition(text, &mut needs).map_err(|e| fail(format!("when[{i}]"), e))?;
+                let field = || format!("when[{i}]");
+                let c = expr::condition(text, &mut needs).map_err(|e| fail(field(), e))?;
                 add_new(&mut named, &c.named);
-                when.push(c.program);
+                when.push(
+                    conditions
+                        .add(&c.program, 1)
+                        .map_err(|e| fail(field(), e))?,
+                );
             }
             let score =
                 expr::number(&def.score, &mut needs).map_err(|e| fail("score".to_owned(), e))?;
@@ -112,13 +122,14 @@ impl ScanSet {
                 .collect();
             scans.push(Compiled {
                 scan: def.scan,
-                when: when.into(),
+                when: Mask::of(&when),
                 score: score.program,
                 named,
             });
         }
         Ok(ScanSet {
             scans: scans.into(),
+            conditions,
             needs,
             definitions: definitions.into(),
             rule_slots: Box::new([]),
@@ -130,6 +141,7 @@ impl ScanSet {
     pub fn empty() -> ScanSet {
         ScanSet {
             scans: Box::new([]),
+            conditions: Conditions::default(),
             needs: Needs::default(),
             definitions: Box::new([]),
             rule_slots: Box::new([]),
@@ -227,20 +239,27 @@ impl ScanSet {
     }
 
     /// Each scan's score on the symbol's last bar, `None` where it does not fire (or its
-    /// score is not a number), in definition order into `out`.
+    /// score is not a number), in definition order into `out`; returns the bits (by
+    /// scan index) of those that fire, so a caller visits only them and those that were
+    /// on.
     #[inline]
-    pub fn evaluate(&self, sym: &SymbolScans, out: &mut [Option<f64>]) {
+    pub fn evaluate(&self, sym: &SymbolScans, out: &mut [Option<f64>]) -> u64 {
         let values = sym.studies.values();
         let stack = &mut [0.0; MAX_DEPTH];
-        for (c, slot) in self.scans.iter().zip(out.iter_mut()) {
-            let fires = c
+        // Every distinct condition once, each shape in its own loop; then each scan
+        // fires when its conditions' bits are all set.
+        let held: &mut Held = &mut [0; WORDS];
+        self.conditions.eval(values, &sym.crosses, held);
+        let mut fired = 0;
+        for (i, (c, slot)) in self.scans.iter().zip(out.iter_mut()).enumerate() {
+            *slot = c
                 .when
-                .iter()
-                .all(|w| w.holds_on(values, &sym.crosses, stack));
-            *slot = fires
+                .all_held(held)
                 .then(|| c.score.eval_on(values, &sym.crosses, stack))
                 .filter(|s| s.is_finite());
+            fired |= u64::from(slot.is_some()) << i;
         }
+        fired
     }
 
     /// The indicators scan `i` names and their values on the symbol's last bar, in the
