@@ -1,5 +1,7 @@
 //! Incremental indicators over a symbol's bars: O(1) work per bar, fixed memory per
-//! symbol.
+//! symbol. This fixed set feeds the eight scans' fixed form (`scans.rs`), the reference
+//! the scanner's own path (`ta::Studies` under a scan set) is checked against; `Bar`,
+//! `Reference` and `IndicatorParams` are everyone's.
 //!
 //! Every update is a bar close. Definitions (the tests recompute each one naively):
 //!
@@ -207,8 +209,6 @@ struct State {
     rsi_period: u32,
     rsi_gain: f64,
     rsi_loss: f64,
-    /// SMAs, their cross and the prior range too, not only what every result carries.
-    full: bool,
     closes: Window,
     highs: Extreme<true>,
     lows: Extreme<false>,
@@ -250,27 +250,7 @@ pub struct Indicators {
 impl Indicators {
     /// Empty state for `params`.
     pub fn new(params: IndicatorParams) -> Indicators {
-        Indicators::with(params, true)
-    }
-
-    /// Empty state for the fields every result carries alone: `last`, `change_pct`,
-    /// `rsi`, `avg_volume` and `volume_ratio`. The SMAs, their cross and the prior range
-    /// stay `None`; the scans read theirs from the scan set.
-    pub fn fields(params: IndicatorParams) -> Indicators {
-        Indicators::with(
-            IndicatorParams {
-                sma_fast: 1,
-                sma_slow: 1,
-                range: 1,
-                ..params
-            },
-            false,
-        )
-    }
-
-    fn with(params: IndicatorParams, full: bool) -> Indicators {
         let state = State {
-            full,
             reference: f64::NAN,
             percent_per_unit: 0.0,
             reference_kind: params.reference,
@@ -326,9 +306,7 @@ impl Indicators {
             self.update_rsi(bar.close - prev, index);
         }
 
-        if self.state.full {
-            self.update_trend(bar, index);
-        }
+        self.update_trend(bar, index);
 
         self.avg_volume = (self.state.volumes.len > 0).then(|| match self.state.volumes.mean() {
             Some(mean) => mean,
@@ -555,30 +533,6 @@ mod tests {
                 || ind.cross.is_some_and(|(_, age)| age < 200)
             {
                 assert_eq!(ind.cross, naive_cross, "cross at {t}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_fields_alone_read_what_the_full_set_reads() {
-        for reference in [Reference::PrevClose, Reference::SessionOpen] {
-            let params = IndicatorParams {
-                reference,
-                ..IndicatorParams::default()
-            };
-            let (mut full, mut fields) = (Indicators::new(params), Indicators::fields(params));
-            for bar in series(3000, 11) {
-                full.update(&bar);
-                fields.update(&bar);
-                assert_eq!(fields.last, full.last);
-                assert_eq!(fields.change_pct.to_bits(), full.change_pct.to_bits());
-                assert_eq!(fields.rsi, full.rsi);
-                assert_eq!(fields.volume_ratio.to_bits(), full.volume_ratio.to_bits());
-                assert_eq!(fields.avg_volume, full.avg_volume);
-                assert_eq!(
-                    (fields.sma_fast, fields.cross, fields.prior_high),
-                    (None, None, None)
-                );
             }
         }
     }
