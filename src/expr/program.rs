@@ -256,6 +256,27 @@ impl Shape {
     }
 }
 
+/// Indicator slot `slot`'s value; NaN past the end.
+#[inline(always)]
+pub(super) fn value(values: &[f64], slot: u16) -> f64 {
+    values.get(usize::from(slot)).copied().unwrap_or(f64::NAN)
+}
+
+/// `lo <= x <= hi` (of `|x|` with `abs`); NaN is in no range.
+#[inline(always)]
+pub(super) fn in_range(x: f64, abs: bool, lo: f64, hi: f64) -> bool {
+    let x = if abs { x.abs() } else { x };
+    (x >= lo) & (x <= hi)
+}
+
+/// Cross slot `c` crossed in `dir` within `within` bars and still holds.
+#[inline(always)]
+pub(super) fn crossed(crosses: &[CrossState], c: u16, dir: Dir, within: u32) -> bool {
+    crosses
+        .get(usize::from(c))
+        .is_some_and(|c| c.crossed(dir, within))
+}
+
 /// The least number above finite `x` (`f64::next_up`, which is newer than our MSRV).
 fn next_up(x: f64) -> f64 {
     if x == 0.0 {
@@ -326,12 +347,11 @@ impl Program {
         vars: &[f64],
         stack: &mut [f64; MAX_DEPTH],
     ) -> f64 {
-        let value = |slot: u16| values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
         match self.shape {
             Shape::General => self.walk(values, crosses, vars, stack),
             Shape::Const(x) => x,
-            Shape::Value(a) => value(a),
-            Shape::Diff(a, b) => value(a) - value(b),
+            Shape::Value(a) => value(values, a),
+            Shape::Diff(a, b) => value(values, a) - value(values, b),
             _ => f64::from(u8::from(self.test(values, crosses).unwrap_or(false))),
         }
     }
@@ -339,17 +359,10 @@ impl Program {
     /// A condition of a common shape, answered directly (`None` for any other program).
     #[inline(always)]
     fn test(&self, values: &[f64], crosses: &[CrossState]) -> Option<bool> {
-        let value = |slot: u16| values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
         Some(match self.shape {
-            Shape::IndIn(a, abs, lo, hi) => {
-                let a = value(a);
-                let a = if abs { a.abs() } else { a };
-                (a >= lo) & (a <= hi)
-            }
-            Shape::IndInd(a, op, b) => compare(op, value(a), value(b)),
-            Shape::Cross(c, dir, within) => crosses
-                .get(usize::from(c))
-                .is_some_and(|c| c.crossed(dir, within)),
+            Shape::IndIn(a, abs, lo, hi) => in_range(value(values, a), abs, lo, hi),
+            Shape::IndInd(a, op, b) => compare(op, value(values, a), value(values, b)),
+            Shape::Cross(c, dir, within) => crossed(crosses, c, dir, within),
             _ => return None,
         })
     }
@@ -374,12 +387,9 @@ impl Program {
         for op in self.ops.iter() {
             let push = match *op {
                 Op::Num(x) => x,
-                Op::Ind(slot) => values.get(usize::from(slot)).copied().unwrap_or(f64::NAN),
+                Op::Ind(slot) => value(values, slot),
                 Op::Cross(slot, dir, within) => {
-                    let crossed = crosses
-                        .get(usize::from(slot))
-                        .is_some_and(|c| c.crossed(dir, within));
-                    f64::from(u8::from(crossed))
+                    f64::from(u8::from(crossed(crosses, slot, dir, within)))
                 }
                 Op::Var(n) => vars.get(usize::from(n)).copied().unwrap_or(f64::NAN),
                 Op::Neg => {
@@ -400,7 +410,7 @@ impl Program {
                     continue;
                 }
                 Op::ArithInd(op, slot) => {
-                    let b = values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
+                    let b = value(values, slot);
                     stack[(top - 1) & M] = arith(op, stack[(top - 1) & M], b);
                     continue;
                 }

@@ -6,7 +6,7 @@
 use super::Error;
 use super::lex::CmpOp;
 use super::parse::Dir;
-use super::program::{CrossState, MAX_DEPTH, Program, Shape, compare};
+use super::program::{CrossState, MAX_DEPTH, Program, Shape, compare, crossed, in_range, value};
 
 /// The most distinct conditions one table holds.
 pub const MAX_CONDITIONS: usize = 64 * WORDS;
@@ -67,23 +67,17 @@ impl Conditions {
     pub fn eval(&self, values: &[f64], crosses: &[CrossState], held: &mut Held) {
         let words = self.all.len().div_ceil(64);
         held[..words].fill(0);
-        let value = |slot: u16| values.get(usize::from(slot)).copied().unwrap_or(f64::NAN);
         let mut set = |at: u16, holds: bool| {
             held[usize::from(at) / 64] |= u64::from(holds) << (at % 64);
         };
         for &(a, abs, lo, hi, at) in self.ranges.iter() {
-            let a = value(a);
-            let a = if abs { a.abs() } else { a };
-            set(at, (a >= lo) & (a <= hi));
+            set(at, in_range(value(values, a), abs, lo, hi));
         }
         for &(a, op, b, at) in self.pairs.iter() {
-            set(at, compare(op, value(a), value(b)));
+            set(at, compare(op, value(values, a), value(values, b)));
         }
         for &(c, dir, within, at) in self.crosses.iter() {
-            let crossed = crosses
-                .get(usize::from(c))
-                .is_some_and(|c| c.crossed(dir, within));
-            set(at, crossed);
+            set(at, crossed(crosses, c, dir, within));
         }
         if !self.general.is_empty() {
             let stack = &mut [0.0; MAX_DEPTH];
