@@ -188,7 +188,6 @@ pub fn accept_key(key: &[u8]) -> String {
 /// A test server's side of the upgrade: reads the request's head, answers `101`.
 #[cfg(test)]
 pub fn answer_upgrade(s: &mut (impl std::io::Read + std::io::Write)) -> std::io::Result<()> {
-    use std::io::{Read, Write};
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
