@@ -368,17 +368,18 @@ impl Alerts {
     /// fields when the source has no bars); returns how many alerts it raised. Alerts are
     /// stamped with the wall clock, read only then.
     pub fn on_result(&mut self, ev: &ScanEvent, frame: Option<&Frame>, now: Instant) -> usize {
-        let own;
-        let frame = match frame {
-            Some(f) => f,
-            None => {
-                own = when::frame_of(ev, &self.needs);
-                &own
-            }
-        };
+        // Built from the result's fields only when a rule watches it and none came.
+        let mut own: Option<Frame> = None;
         let mut raised = 0;
         for i in 0..self.rules.len() {
-            let Some(values) = self.rules[i].matches(ev, frame) else {
+            if !self.rules[i].watches(ev) {
+                continue;
+            }
+            let frame = match frame {
+                Some(f) => f,
+                None => own.get_or_insert_with(|| when::frame_of(ev, &self.needs)),
+            };
+            let Some(values) = self.rules[i].when.holds(ev, frame) else {
                 continue;
             };
             let rule = &self.rules[i];

@@ -316,13 +316,20 @@ impl Rule {
     /// What the conditions read, by name, when `ev` matches the rule on `frame` (the
     /// symbol's indicators on the result's bar).
     pub fn matches(&self, ev: &ScanEvent, frame: &Frame) -> Option<Vec<(String, f64)>> {
+        self.watches(ev)
+            .then(|| self.when.holds(ev, frame))
+            .flatten()
+    }
+
+    /// Is `ev` of an event, a scan and a symbol this rule watches (its conditions aside)?
+    pub fn watches(&self, ev: &ScanEvent) -> bool {
         let event_ok = match ev.kind {
             EventKind::New => self.on_new,
             EventKind::Update => self.on_update,
             EventKind::Clear => false,
         };
         if !event_ok || ev.adhoc && self.kind == Kind::NewOpportunity {
-            return None;
+            return false;
         }
         // The benchmark firehose's synthetic results raise alerts only for a rule that
         // names its scan: a benchmark measures the stream, not alerts on noise.
@@ -330,15 +337,11 @@ impl Rule {
             Some(bits) => bits & ev.scan.bit() != 0,
             None => ev.scan != Scan::Firehose,
         };
-        if !scan_ok {
-            return None;
-        }
-        if let Some(symbols) = &self.symbols {
-            if !symbols.iter().any(|s| **s == *ev.symbol_key) {
-                return None;
-            }
-        }
-        self.when.holds(ev, frame)
+        scan_ok
+            && self
+                .symbols
+                .as_ref()
+                .is_none_or(|symbols| symbols.iter().any(|s| **s == *ev.symbol_key))
     }
 }
 
