@@ -60,7 +60,7 @@ pub struct ScanResult {
     /// sees why it fired (custom scans; empty for the built-in ones).
     pub values: Vec<(Indicator, f64)>,
     /// What the alert rules read of the symbol on this bar (a market scanner's results;
-    /// never sent).
+    /// never sent, never rounded: rules judge the exact values, as scans do).
     pub rule_frame: Option<Frame>,
 }
 
@@ -76,11 +76,7 @@ impl ScanResult {
         for (_, v) in &mut self.values {
             *v = round4(*v);
         }
-        if let Some(frame) = &mut self.rule_frame {
-            for v in &mut frame.values {
-                *v = round4(*v);
-            }
-        }
+
         self
     }
 }
@@ -307,6 +303,16 @@ mod tests {
         assert!(r.change_pct.is_sign_positive());
         assert_eq!(r.volume_ratio, 1e300);
         assert!(r.rsi.is_some_and(f64::is_nan));
+        // What alert rules read stays exact: `close > 0.00003` must see 0.00004.
+        let mut r = sample();
+        r.values = vec![(Indicator::Close, 0.000_04)];
+        r.rule_frame = Some(Frame {
+            values: vec![0.000_04].into(),
+            crosses: Box::new([]),
+        });
+        let r = r.rounded();
+        assert_eq!(r.values[0].1, 0.0, "values are sent at 4 decimals");
+        assert_eq!(r.rule_frame.unwrap().values[0], 0.000_04);
     }
 
     pub(crate) fn sample() -> ScanResult {

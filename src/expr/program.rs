@@ -499,10 +499,13 @@ fn emit(e: &Expr, needs: &mut Needs, ops: &mut Vec<Op>) -> Result<usize, Error> 
             1
         }
         Node::Neg(inner) => {
-            // A negative number is a number, not a step.
+            // A negative number is a number, not a step; but not -0, which would then
+            // equal 0 to `==` and share a condition with it (x / -0 is not x / 0).
             if let Node::Num(x) = inner.node {
-                ops.push(Op::Num(-x));
-                return Ok(1);
+                if x != 0.0 {
+                    ops.push(Op::Num(-x));
+                    return Ok(1);
+                }
             }
             let d = emit(inner, needs, ops)?;
             ops.push(Op::Neg);

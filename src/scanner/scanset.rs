@@ -91,6 +91,17 @@ impl SymbolScans {
 impl ScanSet {
     /// Compiles `definitions`; the first that does not compile is the error.
     pub fn compile(definitions: &[Definition]) -> Result<ScanSet, DefinitionError> {
+        // Whether each scan fires is a bit of a u64 (`evaluate`, the scanner's dedup).
+        if let Some(def) = definitions.get(64) {
+            return Err(DefinitionError {
+                scan: def.scan.name().to_owned(),
+                field: "name".to_owned(),
+                error: expr::Error {
+                    col: 1,
+                    message: "more than 64 scans in one set".to_owned(),
+                },
+            });
+        }
         let mut needs = Needs::default();
         let mut conditions = Conditions::default();
         let mut scans = Vec::with_capacity(definitions.len());

@@ -150,6 +150,40 @@ fn a_definition_error_names_the_scan_the_field_and_the_column() {
 }
 
 #[test]
+fn a_set_holds_at_most_64_scans() {
+    // Whether each fires is one bit of a u64; the registry allows 63 market scans, but
+    // the set checks for itself. The same scan repeated is enough to count.
+    let def = Definition {
+        scan: Scan::PriceChange,
+        when: vec!["close > 0".into()],
+        score: "1".into(),
+    };
+    assert!(ScanSet::compile(&vec![def.clone(); 64]).is_ok());
+    let err = ScanSet::compile(&vec![def; 65]).unwrap_err();
+    assert!(err.to_string().contains("more than 64 scans"), "{err}");
+}
+
+#[test]
+fn conditions_that_differ_only_by_the_sign_of_zero_stay_apart() {
+    let def = |scan, when: &str| Definition {
+        scan,
+        when: vec![when.into()],
+        score: "1".into(),
+    };
+    let set = ScanSet::compile(&[
+        def(Scan::PriceChange, "close / 0 > 1"),
+        def(Scan::VolumeSpike, "close / -0 > 1"),
+    ])
+    .unwrap();
+    let params = IndicatorParams::default();
+    let mut sym = set.symbol(&params);
+    set.update(&mut sym, &bars(3, 1)[0]);
+    let mut scores = [None; 2];
+    // close / 0 is +inf, close / -0 is -inf.
+    assert_eq!(set.evaluate(&sym, &mut scores), 0b01);
+}
+
+#[test]
 fn values_list_what_a_scan_names_in_the_order_written() {
     let scan = Scan::register("values_order_test").unwrap();
     let mut defs = builtin(&Thresholds::default(), &IndicatorParams::default());
