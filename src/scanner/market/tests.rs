@@ -207,19 +207,11 @@ fn restored_conditions_clear_when_they_end_and_stay_quiet_while_they_hold() {
     assert!(run(&mut sc, s(0)).is_empty(), "no move yet");
     let open = |symbol: &str, score: f64, price: f64| {
         let r = ScanResult {
-            values: Vec::new(),
-            rule_frame: None,
             symbol: symbol.into(),
             scan: Scan::PriceChange,
-            event: EventKind::New,
             score,
             price,
-            change_pct: 4.0,
-            volume: 100,
-            volume_ratio: 1.0,
-            rsi: None,
-            source_ts: None,
-            adhoc: false,
+            ..crate::event::tests::sample()
         };
         ScanEvent::publish(&r, 1, std::time::SystemTime::now())
     };
