@@ -16,7 +16,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use scanstream::scanner::indicators::{Bar, IndicatorParams, Indicators, Reference};
 use scanstream::scanner::{
     Dedup, Definition, Feed, MARKET_SCANS, MarketScanner, Materiality, ScanSet, ScanSettings,
-    Source, SymbolScans, Thresholds, Universe, evaluate, parse_line, ticker,
+    Source, SymbolConds, SymbolScans, Thresholds, Universe, evaluate, parse_line, ticker,
 };
 use scanstream::{Scan, ScanResult};
 
@@ -476,9 +476,7 @@ struct Lane {
     set: ScanSet,
     sym: SymbolScans,
     scores: Vec<Option<f64>>,
-    slots: Vec<u64>,
-    /// The bits of the scans whose condition is on.
-    active: u64,
+    conds: SymbolConds,
     scans: Vec<Scan>,
     i: usize,
 }
@@ -496,8 +494,7 @@ impl Lane {
         let mut lane = Lane {
             sym: set.symbol(&params),
             scores: vec![None; set.len()],
-            slots: vec![0u64; set.len()],
-            active: 0,
+            conds: SymbolConds::new(set.len()),
             scans: set.scans().collect(),
             set,
             i: 0,
@@ -523,22 +520,18 @@ impl Lane {
         self.i = (self.i + 1) % bars.len();
         self.set.update(&mut self.sym, black_box(bar));
         let fired = self.set.evaluate(&self.sym, &mut self.scores);
-        // As the scanner does: only the scans that fire or were on.
         let mut events = 0u32;
-        let mut todo = fired | self.active;
-        while todo != 0 {
-            let k = todo.trailing_zeros() as usize;
-            todo &= todo - 1;
-            events += dedup
-                .step(&mut self.slots[k], self.scans[k], self.scores[k], bar.close)
-                .is_some() as u32;
-            let bit = 1u64 << k;
-            self.active = if self.slots[k] != 0 {
-                self.active | bit
-            } else {
-                self.active & !bit
-            };
-        }
+        let scans = &self.scans;
+        self.conds.step(
+            dedup,
+            fired,
+            &self.scores,
+            |k| scans[k],
+            bar.close,
+            |_, _| {
+                events += 1;
+            },
+        );
         events
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::when::When;
 use crate::dur::Dur;
 use crate::event::{EventKind, Scan, ScanEvent};
-use crate::expr::{Frame, Needs};
+use crate::expr::Needs;
 
 /// What kind of alert a rule raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -313,14 +313,6 @@ impl Rule {
         })
     }
 
-    /// What the conditions read, by name, when `ev` matches the rule on `frame` (the
-    /// symbol's indicators on the result's bar).
-    pub fn matches(&self, ev: &ScanEvent, frame: &Frame) -> Option<Vec<(String, f64)>> {
-        self.watches(ev)
-            .then(|| self.when.holds(ev, frame))
-            .flatten()
-    }
-
     /// Is `ev` of an event, a scan and a symbol this rule watches (its conditions aside)?
     pub fn watches(&self, ev: &ScanEvent) -> bool {
         let event_ok = match ev.kind {
@@ -388,6 +380,7 @@ pub fn default_rules() -> Vec<RuleSpec> {
 mod tests {
     use super::*;
     use crate::event::ScanResult;
+    use crate::expr::Frame;
     use std::time::SystemTime;
 
     fn spec(kind: Kind, when: &[&str]) -> RuleSpec {
@@ -425,7 +418,10 @@ mod tests {
             values: given.into(),
             crosses: vec![Default::default(); rule.1.crosses.len()].into(),
         };
-        rule.0.matches(ev, &frame)
+        let rule = &rule.0;
+        rule.watches(ev)
+            .then(|| rule.when.holds(ev, &frame))
+            .flatten()
     }
 
     #[test]

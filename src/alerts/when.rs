@@ -7,7 +7,7 @@
 //! undefined, so a condition on it does not hold.
 
 use crate::event::ScanEvent;
-use crate::expr::{self, Frame, Indicator, MAX_DEPTH, Needs, Program};
+use crate::expr::{self, Frame, Indicator, MAX_DEPTH, Needs, Program, slot_of};
 
 /// The result's own fields a condition may read by name, in the order of
 /// [`vars`]. `rsi` and `volume_ratio` are the result's, over the scanner's configured
@@ -55,10 +55,10 @@ impl When {
             for ind in c.named {
                 let slot = needs.indicators.iter().position(|n| *n == ind);
                 let slot = slot.map_or(0, |s| s as u16);
-                add(&mut named, Named::Indicator(ind, slot));
+                slot_of(&mut named, Named::Indicator(ind, slot));
             }
             for var in c.vars {
-                add(&mut named, Named::Var(var));
+                slot_of(&mut named, Named::Var(var));
             }
             programs.push(c.program);
         }
@@ -115,12 +115,6 @@ impl When {
             Named::Var(v) => Some((VARS[usize::from(v)].to_owned(), vars[usize::from(v)])),
         });
         Some(seen.collect())
-    }
-}
-
-fn add(named: &mut Vec<Named>, n: Named) {
-    if !named.contains(&n) {
-        named.push(n);
     }
 }
 

@@ -18,6 +18,15 @@ pub use parse::{Dir, Type};
 pub use program::{CrossState, Frame, MAX_DEPTH, Needs, Program};
 pub use table::{Conditions, Held, MAX_CONDITIONS, Mask, WORDS};
 
+/// Where `item` sits in `list`, appended if it is not there yet: how a set of programs
+/// gives each thing it reads one slot, and how a list keeps each name once.
+pub(crate) fn slot_of<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
+    list.iter().position(|x| *x == item).unwrap_or_else(|| {
+        list.push(item);
+        list.len() - 1
+    })
+}
+
 /// Why an expression was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("col {col}: {message}")]

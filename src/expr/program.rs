@@ -5,10 +5,10 @@
 //! every comparison false and every number NaN, so a scan cannot fire on a value it does
 //! not have yet.
 
-use super::Error;
 use super::catalog::Indicator;
 use super::lex::CmpOp;
 use super::parse::{Arith, Dir, Expr, Node};
+use super::{Error, slot_of};
 
 /// The deepest stack a program may need (a power of two: positions are masked into it).
 pub const MAX_DEPTH: usize = 32;
@@ -112,25 +112,11 @@ impl Needs {
     }
 
     fn indicator(&mut self, ind: Indicator) -> u16 {
-        let at = match self.indicators.iter().position(|i| *i == ind) {
-            Some(at) => at,
-            None => {
-                self.indicators.push(ind);
-                self.indicators.len() - 1
-            }
-        };
-        at as u16
+        slot_of(&mut self.indicators, ind) as u16
     }
 
     fn cross(&mut self, diff: Program) -> u16 {
-        let at = match self.crosses.iter().position(|p| *p == diff) {
-            Some(at) => at,
-            None => {
-                self.crosses.push(diff);
-                self.crosses.len() - 1
-            }
-        };
-        at as u16
+        slot_of(&mut self.crosses, diff) as u16
     }
 }
 
@@ -561,9 +547,7 @@ fn first_var(e: &Expr) -> Option<usize> {
 pub fn vars(e: &Expr, out: &mut Vec<u8>) {
     match &e.node {
         Node::Var(n) => {
-            if !out.contains(n) {
-                out.push(*n);
-            }
+            slot_of(out, *n);
         }
         Node::Num(_) | Node::Ind(_) => {}
         Node::Neg(inner) | Node::Abs(inner) => vars(inner, out),
@@ -579,9 +563,7 @@ pub fn named(e: &Expr, out: &mut Vec<Indicator>) {
     match &e.node {
         Node::Num(_) | Node::Var(_) => {}
         Node::Ind(ind) => {
-            if !out.contains(ind) {
-                out.push(*ind);
-            }
+            slot_of(out, *ind);
         }
         Node::Neg(inner) | Node::Abs(inner) => named(inner, out),
         Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Cross(_, _, a, b) => {

@@ -116,6 +116,63 @@ impl Dedup {
     }
 }
 
+/// One symbol's conditions, one per scan of a set: the key each last had (0 while off)
+/// and the bits of those that are on, so a bar visits only the scans that fire or were
+/// on. Scan `i` is bit `i` (a set holds at most 64).
+#[derive(Debug, Clone)]
+pub struct SymbolConds {
+    keys: Box<[u64]>,
+    on: u64,
+}
+
+impl SymbolConds {
+    /// Every condition off, for `scans` scans.
+    pub fn new(scans: usize) -> SymbolConds {
+        SymbolConds {
+            keys: vec![0; scans].into(),
+            on: 0,
+        }
+    }
+
+    /// Takes an earlier run's open condition of scan `i`, keyed as it was published.
+    pub fn restore(&mut self, i: usize, key: u64) {
+        if let Some(slot) = self.keys.get_mut(i) {
+            *slot = key;
+            self.on |= 1 << i;
+        }
+    }
+
+    /// Steps the scans that fire now (the bits of `fired`, each with its score in
+    /// `scores`) and those that were on; `emit` gets each event to publish, with its
+    /// scan's index, in index order.
+    #[inline]
+    pub fn step(
+        &mut self,
+        dedup: &Dedup,
+        fired: u64,
+        scores: &[Option<f64>],
+        scan: impl Fn(usize) -> Scan,
+        price: f64,
+        mut emit: impl FnMut(usize, EventKind),
+    ) {
+        let mut todo = fired | self.on;
+        while todo != 0 {
+            let i = todo.trailing_zeros() as usize;
+            todo &= todo - 1;
+            let event = dedup.step(&mut self.keys[i], scan(i), scores[i], price);
+            let bit = 1u64 << i;
+            self.on = if self.keys[i] != 0 {
+                self.on | bit
+            } else {
+                self.on & !bit
+            };
+            if let Some(event) = event {
+                emit(i, event);
+            }
+        }
+    }
+}
+
 /// `x.floor() as i64` without the library call that baseline x86-64 makes of `floor`.
 #[inline]
 fn floor(x: f64) -> i64 {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Select, TryRecvError, never};
 use serde::{Deserialize, Serialize};
 
-pub use dedup::{Dedup, Materiality};
+pub use dedup::{Dedup, Materiality, SymbolConds};
 pub use firehose::Firehose;
 pub use jsonl::{JsonlFeed, parse_line};
 pub use market::{Feed, MarketScanner, ScanSettings, Universe};

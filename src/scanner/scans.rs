@@ -22,17 +22,16 @@
 use super::indicators::{Cross, Indicators};
 use crate::event::Scan;
 
-/// The scans the market scanner runs (all but the firehose).
-pub const MARKET_SCANS: [Scan; 8] = [
-    Scan::PriceChange,
-    Scan::VolumeSpike,
-    Scan::RsiOverbought,
-    Scan::RsiOversold,
-    Scan::NewHigh,
-    Scan::NewLow,
-    Scan::SmaCrossUp,
-    Scan::SmaCrossDown,
-];
+/// The scans the market scanner runs: the built-in ones but the firehose, which is last.
+pub const MARKET_SCANS: [Scan; 8] = {
+    let mut scans = [Scan::Firehose; 8];
+    let mut i = 0;
+    while i < scans.len() {
+        scans[i] = Scan::ALL[i];
+        i += 1;
+    }
+    scans
+};
 
 /// Scan thresholds.
 #[derive(Debug, Clone, Copy, PartialEq)]

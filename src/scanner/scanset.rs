@@ -291,9 +291,7 @@ impl ScanSet {
 /// Appends what `more` holds that `list` does not.
 fn add_new(list: &mut Vec<Indicator>, more: &[Indicator]) {
     for n in more {
-        if !list.contains(n) {
-            list.push(*n);
-        }
+        expr::slot_of(list, *n);
     }
 }
 

@@ -14,7 +14,7 @@ use ahash::AHashMap;
 use crossbeam_channel::Receiver;
 use smol_str::SmolStr;
 
-use super::dedup::{Dedup, Materiality};
+use super::dedup::{Dedup, Materiality, SymbolConds};
 use super::indicators::{Bar, IndicatorParams, Reference};
 use super::scans::Thresholds;
 use super::scanset::{Definition, DefinitionError, ScanSet, SymbolScans, builtin};
@@ -87,10 +87,8 @@ struct Symbol {
     name: SmolStr,
     /// What the scans and rules read, and the fields every result carries.
     scans: SymbolScans,
-    /// Dedup keys per scan, in the scan set's order; 0 while the condition is off.
-    conds: Box<[u64]>,
-    /// The bits of the scans whose condition is on (`conds[i] != 0`).
-    active: u64,
+    /// Where each scan's condition stands, in the scan set's order.
+    conds: SymbolConds,
     /// A bar came since the last evaluation.
     dirty: bool,
     /// Start of the cycle that last evaluated it.
@@ -171,8 +169,7 @@ impl Universe {
         self.symbols.push(Symbol {
             name,
             scans: self.fresh.clone(),
-            conds: vec![0; self.scans.len()].into(),
-            active: 0,
+            conds: SymbolConds::new(self.scans.len()),
             dirty: false,
             last_eval: None,
         });
@@ -399,25 +396,17 @@ impl<F: Feed> MarketScanner<F> {
             self.evaluated += 1;
             let fired = set.evaluate(&sym.scans, &mut self.scores);
             let price = sym.scans.last().map_or(0.0, |b| b.close);
-            // Only the scans that fire now or were on can have news.
-            let mut todo = fired | sym.active;
-            while todo != 0 {
-                let i = todo.trailing_zeros() as usize;
-                todo &= todo - 1;
-                let score = self.scores[i];
-                let step = self
-                    .dedup
-                    .step(&mut sym.conds[i], set.scan(i), score, price);
-                let bit = 1u64 << i;
-                sym.active = if sym.conds[i] != 0 {
-                    sym.active | bit
-                } else {
-                    sym.active & !bit
-                };
-                if let Some(event) = step {
-                    out.push(result(sym, &set, i, event, score, false));
-                }
-            }
+            let (name, scans, scores) = (&sym.name, &sym.scans, &self.scores);
+            sym.conds.step(
+                &self.dedup,
+                fired,
+                scores,
+                |i| set.scan(i),
+                price,
+                |i, event| {
+                    out.push(result(name, scans, &set, i, event, scores[i], false));
+                },
+            );
         }
         cycle.work += began.elapsed();
         self.scanned = cycle.pos as u64;
@@ -441,20 +430,20 @@ impl<F: Feed> MarketScanner<F> {
 
 /// A result for scan `i` of `set` on the symbol's last bar.
 fn result(
-    sym: &Symbol,
+    name: &SmolStr,
+    sym: &SymbolScans,
     set: &ScanSet,
     i: usize,
     event: EventKind,
     score: Option<f64>,
     adhoc: bool,
 ) -> ScanResult {
-    let name = &sym.name;
     let scan = set.scan(i);
-    let bar = sym.scans.last();
-    let fields = sym.scans.fields();
+    let bar = sym.last();
+    let fields = sym.fields();
     // Custom scans say why they fired; the built-in ones' fields already do.
     let values = if scan.is_custom() {
-        set.values(i, &sym.scans)
+        set.values(i, sym)
             .map(|(ind, v)| (ind, round4(v)))
             .collect()
     } else {
@@ -462,7 +451,7 @@ fn result(
     };
     ScanResult {
         values,
-        rule_frame: set.rule_frame(&sym.scans),
+        rule_frame: set.rule_frame(sym),
         symbol: name.clone(),
         scan,
         event,
@@ -495,8 +484,8 @@ impl<F: Feed> Source for MarketScanner<F> {
             };
             let id = self.universe.get(&ev.symbol_key);
             if let Some(sym) = id.and_then(|id| self.universe.symbols.get_mut(id as usize)) {
-                sym.conds[i] = self.dedup.key(ev.scan, ev.score, ev.price);
-                sym.active |= 1 << i;
+                sym.conds
+                    .restore(i, self.dedup.key(ev.scan, ev.score, ev.price));
             }
         }
     }
@@ -564,7 +553,15 @@ impl<F: Feed> Source for MarketScanner<F> {
             set.evaluate(&sym.scans, &mut self.scores);
             for (i, &score) in self.scores.iter().enumerate() {
                 if score.is_some() {
-                    out.push(result(sym, set, i, EventKind::New, score, true));
+                    out.push(result(
+                        &sym.name,
+                        &sym.scans,
+                        set,
+                        i,
+                        EventKind::New,
+                        score,
+                        true,
+                    ));
                 }
             }
         }

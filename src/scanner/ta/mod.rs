@@ -129,11 +129,7 @@ struct State {
 
 /// `key`'s index in `keys`, added at the end if new.
 fn index_of<K: PartialEq>(keys: &mut Vec<K>, key: K) -> u32 {
-    let at = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
-        keys.push(key);
-        keys.len() - 1
-    });
-    at as u32
+    crate::expr::slot_of(keys, key) as u32
 }
 
 /// A period as a window length (at least 1: the catalog refuses less anyway).
