@@ -120,11 +120,10 @@ impl Needs {
     }
 }
 
-/// A cross's state per symbol: `a - b` on the last two bars, and the last cross with
-/// the bars since it.
+/// A cross's state per symbol: `a - b` on the last bar, and the last cross with the
+/// bars since it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CrossState {
-    prev: f64,
     last: f64,
     /// The last cross's direction and its age in bars (0 on the bar it happened).
     cross: Option<(Dir, u32)>,
@@ -133,7 +132,6 @@ pub struct CrossState {
 impl Default for CrossState {
     fn default() -> Self {
         CrossState {
-            prev: f64::NAN,
             last: f64::NAN,
             cross: None,
         }
@@ -145,11 +143,10 @@ impl CrossState {
     /// (above) or from `>= 0` to `< 0` (below); never while either bar's value is
     /// undefined.
     pub fn push(&mut self, diff: f64) {
-        self.prev = self.last;
-        self.last = diff;
-        if self.prev <= 0.0 && diff > 0.0 {
+        let prev = std::mem::replace(&mut self.last, diff);
+        if prev <= 0.0 && diff > 0.0 {
             self.cross = Some((Dir::Above, 0));
-        } else if self.prev >= 0.0 && diff < 0.0 {
+        } else if prev >= 0.0 && diff < 0.0 {
             self.cross = Some((Dir::Below, 0));
         } else if let Some((_, age)) = &mut self.cross {
             *age = age.saturating_add(1);
@@ -366,10 +363,13 @@ impl Program {
         vars: &[f64],
         stack: &mut [f64; MAX_DEPTH],
     ) -> f64 {
-        // Positions are masked into the stack: `compile` bounds the depth by MAX_DEPTH,
-        // a power of two, so the mask changes nothing and spares every bounds check.
+        // The top of the stack lives in `acc` and the rest in `stack`, so a step that
+        // works on the top (most do, once fused) touches no memory. Positions are masked
+        // into the stack: `compile` bounds the depth by MAX_DEPTH, a power of two, so the
+        // mask changes nothing and spares every bounds check.
         const M: usize = MAX_DEPTH - 1;
-        let mut top = 0usize;
+        let mut acc = f64::NAN;
+        let mut below = 0usize;
         for op in self.ops.iter() {
             let push = match *op {
                 Op::Num(x) => x,
@@ -379,43 +379,42 @@ impl Program {
                 }
                 Op::Var(n) => vars.get(usize::from(n)).copied().unwrap_or(f64::NAN),
                 Op::Neg => {
-                    stack[(top - 1) & M] = -stack[(top - 1) & M];
+                    acc = -acc;
                     continue;
                 }
                 Op::Abs => {
-                    stack[(top - 1) & M] = stack[(top - 1) & M].abs();
+                    acc = acc.abs();
                     continue;
                 }
                 Op::Arith(op) => {
-                    top -= 1;
-                    stack[(top - 1) & M] = arith(op, stack[(top - 1) & M], stack[top & M]);
+                    below = below.wrapping_sub(1);
+                    acc = arith(op, stack[below & M], acc);
                     continue;
                 }
                 Op::ArithNum(op, x) => {
-                    stack[(top - 1) & M] = arith(op, stack[(top - 1) & M], x);
+                    acc = arith(op, acc, x);
                     continue;
                 }
                 Op::ArithInd(op, slot) => {
-                    let b = value(values, slot);
-                    stack[(top - 1) & M] = arith(op, stack[(top - 1) & M], b);
+                    acc = arith(op, acc, value(values, slot));
                     continue;
                 }
                 Op::CmpNum(op, x) => {
-                    let holds = compare(op, stack[(top - 1) & M], x);
-                    stack[(top - 1) & M] = f64::from(u8::from(holds));
+                    acc = f64::from(u8::from(compare(op, acc, x)));
                     continue;
                 }
                 Op::Cmp(op) => {
-                    top -= 1;
-                    let holds = compare(op, stack[(top - 1) & M], stack[top & M]);
-                    stack[(top - 1) & M] = f64::from(u8::from(holds));
+                    below = below.wrapping_sub(1);
+                    acc = f64::from(u8::from(compare(op, stack[below & M], acc)));
                     continue;
                 }
             };
-            stack[top & M] = push;
-            top += 1;
+            // The first push has nothing below it to spill.
+            stack[below & M] = acc;
+            below += 1;
+            acc = push;
         }
-        stack[0]
+        acc
     }
 
     /// Does a condition hold?
