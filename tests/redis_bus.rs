@@ -367,9 +367,10 @@ fn edges_say_when_redis_or_the_producer_is_away_and_keep_serving() {
     });
     let unreachable = r#"scanstream_bus_problems_total{problem="unreachable"}"#;
     assert!(metric(edge.addr, unreachable) >= 1.0);
-    // Results flow again.
+    // Results flow again, in order (what waited in Redis past `max_lag` may be
+    // conflated, so not necessarily every `seq`).
     let before = next_result(&mut ws)["seq"].as_u64().unwrap();
-    assert_eq!(next_result(&mut ws)["seq"], before + 1);
+    assert!(next_result(&mut ws)["seq"].as_u64().unwrap() > before);
 
     // The producer gone with no standby: its lease runs out, and the edge says so.
     let no_producer = r#"scanstream_bus_problems_total{problem="no_producer"}"#;

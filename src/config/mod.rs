@@ -127,6 +127,8 @@ settings! {
     max_message_bytes: usize = 64 * 1024;
     /// Unsent bytes per connection at most; past it: slow_consumer, close 4008 [default: 1048576]
     out_buffer_cap: usize = 1024 * 1024;
+    /// An edge whose results wait longer than this skips the superseded ones (conflation); 0 never skips [default: 100ms]
+    max_lag: Dur = Dur(Duration::from_millis(100));
     /// WebSocket ping interval [default: 25s]
     ping_interval: Dur = Dur(Duration::from_secs(25));
     /// Close a WebSocket that sent nothing for this long [default: 60s]
@@ -385,6 +387,7 @@ impl Config {
             ("ping_interval", self.ping_interval),
             ("idle_timeout", self.idle_timeout),
             ("close_timeout", self.close_timeout),
+            ("max_lag", self.max_lag),
             ("shutdown_timeout", self.shutdown_timeout),
             ("sweep_interval", self.sweep_interval),
             ("progress_interval", self.progress_interval),

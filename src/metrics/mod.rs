@@ -47,6 +47,8 @@ pub struct Metrics {
     pub events_published: Counter,
     /// Result frames queued (one per connection per result).
     pub deliveries: Counter,
+    /// Results a lagging edge skipped as superseded (PROTOCOL.md, "Overload").
+    pub conflated: Counter,
     /// Results replayed from history.
     pub replayed: Counter,
     /// Connections closed with 4008.
@@ -87,6 +89,7 @@ impl Default for Metrics {
             write_calls: Counter::default(),
             events_published: Counter::default(),
             deliveries: Counter::default(),
+            conflated: Counter::default(),
             replayed: Counter::default(),
             slow_consumer_closes: Counter::default(),
             messages_received: Counter::default(),

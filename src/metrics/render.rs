@@ -111,6 +111,11 @@ pub fn render(edges: &[&Metrics], g: &Gauges, tls_failures: &[&str]) -> String {
             total(|m| &m.deliveries),
         ),
         (
+            "results_conflated_total",
+            "Results a lagging edge skipped as superseded by a later event of their key.",
+            total(|m| &m.conflated),
+        ),
+        (
             "replayed_total",
             "Results replayed from history.",
             total(|m| &m.replayed),

@@ -147,7 +147,13 @@ impl Filter {
     /// previous published state matched (PROTOCOL.md, "Leaving a filter"): the
     /// subscription's table holds a row this result must remove.
     pub fn leaves(&self, ev: &ScanEvent) -> bool {
-        match ev.prior {
+        self.leaves_from(ev, ev.prior)
+    }
+
+    /// [`leaves`](Self::leaves), from `prior` rather than the state just before `ev`: a
+    /// lagging edge that skipped updates judges from what the subscription last saw.
+    pub fn leaves_from(&self, ev: &ScanEvent, prior: Option<FilterValues>) -> bool {
+        match prior {
             Some(prior) if ev.may_leave() => {
                 self.matches_values(&prior)
                     && self.matches_key(ev)

@@ -128,14 +128,14 @@ pub fn write_result(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::event::{EventKind, FilterValues, Scan, ScanResult};
     use crate::protocol::json_string;
     use serde_json::{Value, json};
     use std::time::SystemTime;
 
-    fn sub(name: &str, filters: Value) -> Subscription {
+    pub(in crate::reactor) fn sub(name: &str, filters: Value) -> Subscription {
         Subscription {
             name: name.into(),
             name_json: json_string(name),
@@ -155,7 +155,7 @@ mod tests {
         ScanEvent::publish(&result(symbol), 9, SystemTime::now())
     }
 
-    fn result(symbol: &str) -> ScanResult {
+    pub(in crate::reactor) fn result(symbol: &str) -> ScanResult {
         ScanResult {
             values: Vec::new(),
             rule_frame: None,

@@ -10,14 +10,15 @@ use std::time::Instant;
 use crossbeam_channel::TryRecvError;
 
 use super::app::{App, Caller};
-use super::broadcast::{delivery, write_result};
+use super::broadcast::write_result;
+use super::conflate::{Plan, planned_delivery};
 use super::conn::Phase;
 use super::conns::{ConnId, Replayed};
 use super::http;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
 use super::session::{AdhocDoneView, ShownPhase, WsSession};
-use super::{MAX_DRAIN, REPLAY_VISITS, Reactor, session};
+use super::{MAX_DRAIN, MAX_HOLD, REPLAY_VISITS, Reactor, session};
 use crate::alerts::{AlertNote, Change};
 use crate::bus::{Cut, Event, Tag};
 use crate::event::ScanEvent;
@@ -52,11 +53,22 @@ impl Reactor {
         }
     }
 
+    /// Takes the producer's events, at most a turn's worth of results. Once results have
+    /// waited longer than `max_lag`, the whole input is taken and conflated first
+    /// (PROTOCOL.md, "Overload").
     pub(super) fn drain_scanner(&mut self) {
         self.conns.purge_subscribers();
+        let now = Instant::now();
+        let max_lag = self.config.max_lag.0;
+        let lagging = |published: Instant| {
+            !max_lag.is_zero() && now.saturating_duration_since(published) > max_lag
+        };
         let mut results = 0;
         self.more_results = false;
         self.turn_full = false;
+        if self.backlog.oldest_result().is_some_and(lagging) {
+            self.hold_input();
+        }
         loop {
             // A burst stops short of what one turn may add to a connection (see
             // `publish`), so it alone never makes a reader that keeps up look slow.
@@ -64,52 +76,94 @@ impl Reactor {
                 self.more_results = true;
                 break;
             }
-            match self.app.bus.events.try_recv() {
-                Ok(Event::Result(ev)) => {
-                    results += 1;
-                    self.publish(ev);
-                }
-                Ok(Event::Cut(cut)) => self.on_cut(*cut),
-                Ok(Event::Status(status)) => self.on_status(status),
-                Ok(Event::Symbols(names)) => self.app.adhoc.learn(&names),
-                Ok(Event::AdhocDone {
-                    requester,
-                    symbols,
-                    results,
-                }) => self.adhoc_done(&requester, symbols, results),
-                Ok(Event::Alert(note)) => self.on_alert(&note),
-                Ok(Event::AlertStats(stats)) => self.app.alerts.stats = stats,
-                Ok(Event::AckDone {
-                    requester,
-                    alert_id,
-                    alert,
-                }) => {
-                    self.ack_done(&requester, &alert_id, alert.as_deref(), Instant::now());
-                }
-                Ok(Event::Failed(message)) => self.scanner_failed(&message),
-                Ok(Event::Older { requester, results }) => self.older(&requester, &results),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    if !self.scanner_gone {
-                        self.scanner_failed("the scanner thread ended");
+            let (event, plan) = match self.backlog.pop() {
+                Some(held) => (held.event, held.plan),
+                None => match self.app.bus.events.try_recv() {
+                    Ok(Event::Result(ev)) if lagging(ev.published) => {
+                        self.backlog.push(Event::Result(ev));
+                        self.hold_input();
+                        continue;
                     }
-                    break;
+                    Ok(event) => (event, Plan::Send),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if !self.scanner_gone {
+                            self.scanner_failed("the scanner thread ended");
+                        }
+                        break;
+                    }
+                },
+            };
+            match event {
+                Event::Result(ev) => {
+                    results += usize::from(plan != Plan::Skip);
+                    self.lag_peak = self
+                        .lag_peak
+                        .max(now.saturating_duration_since(ev.published));
+                    self.publish(ev, &plan);
                 }
+                other => self.on_event(other),
             }
         }
+        self.app
+            .metrics
+            .conflated
+            .add(self.backlog.take_conflated());
         if results > 0 {
             self.app.metrics.batch_sizes.observe(results as f64);
         }
     }
 
+    /// Takes everything waiting in the channel into the backlog, conflating it.
+    fn hold_input(&mut self) {
+        // The channel is bounded; the cap only guards against a producer that keeps up
+        // with this loop.
+        for _ in 0..MAX_HOLD {
+            match self.app.bus.events.try_recv() {
+                Ok(event) => self.backlog.push(event),
+                // A gone producer is noticed once the backlog is sent.
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Acts on an event that is not a result.
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Result(ev) => self.publish(ev, &Plan::Send),
+            Event::Cut(cut) => self.on_cut(*cut),
+            Event::Status(status) => self.on_status(status),
+            Event::Symbols(names) => self.app.adhoc.learn(&names),
+            Event::AdhocDone {
+                requester,
+                symbols,
+                results,
+            } => self.adhoc_done(&requester, symbols, results),
+            Event::Alert(note) => self.on_alert(&note),
+            Event::AlertStats(stats) => self.app.alerts.stats = stats,
+            Event::AckDone {
+                requester,
+                alert_id,
+                alert,
+            } => {
+                self.ack_done(&requester, &alert_id, alert.as_deref(), Instant::now());
+            }
+            Event::Failed(message) => self.scanner_failed(&message),
+            Event::Older { requester, results } => self.older(&requester, &results),
+        }
+    }
+
     /// Records a result and appends it to every live connection whose subscriptions
-    /// match it. Replaying connections take it from the ring later, in order.
-    pub(super) fn publish(&mut self, ev: Arc<ScanEvent>) {
+    /// match it under `plan`. Replaying connections take it from the ring later, in order.
+    pub(super) fn publish(&mut self, ev: Arc<ScanEvent>, plan: &Plan) {
         self.app.metrics.events_published.inc();
         // Statuses come at the progress interval; the count is exact between them.
         self.app.status.scanner.results_total = ev.seq;
-        self.turn_published.push(ev.published);
         self.app.history.push(Arc::clone(&ev));
+        if *plan == Plan::Skip {
+            return;
+        }
+        self.turn_published.push(ev.published);
         let cap = self.config.out_buffer_cap;
         let (metrics, turn_full) = (&self.app.metrics, &mut self.turn_full);
         self.conns.each_subscriber(|conn| {
@@ -119,7 +173,7 @@ impl Reactor {
             if session.is_replaying() {
                 return false;
             }
-            let d = delivery(&session.subs, &ev);
+            let d = planned_delivery(&session.subs, session.live_from(), &ev, plan);
             if d.is_empty() {
                 return false;
             }
@@ -253,6 +307,9 @@ impl Reactor {
         }
         self.status_changed = false;
         self.next_status = now + self.config.progress_interval.0;
+        // To a tenth of a millisecond: finer is noise.
+        let lag = std::mem::take(&mut self.lag_peak).as_secs_f64() * 1000.0;
+        self.app.status.lag_ms = (lag * 10.0).round() / 10.0;
         self.scratch.clear();
         session::reply(&mut self.scratch, "status", Some(&self.app.status()), None);
         self.send_scratch_to_subscribers();

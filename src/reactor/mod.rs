@@ -15,6 +15,7 @@ mod adhoc;
 mod api;
 mod app;
 pub(crate) mod broadcast;
+mod conflate;
 mod conn;
 mod conns;
 mod fanout;
@@ -64,6 +65,8 @@ const WAKER: Token = Token(usize::MAX - 1);
 /// Results taken from the channel per turn at most, so sockets are served in between
 /// and one turn adds at most this many frames to an out buffer before it is written.
 const MAX_DRAIN: usize = 1024;
+/// Events a lagging edge takes from the channel at once at most (the channel holds 8192).
+const MAX_HOLD: usize = 65_536;
 /// Unsent bytes an HTTP connection may have before its requests are no longer read:
 /// a client that pipelines without reading its responses waits for them.
 const HTTP_OUT_CAP: usize = 64 * 1024;
@@ -145,6 +148,10 @@ struct Reactor {
     more_results: bool,
     /// A connection took a quarter of its cap this turn: drain no more until written.
     turn_full: bool,
+    /// Input taken while lagging, conflated, sent from before the channel.
+    backlog: conflate::Backlog,
+    /// The longest a result taken had waited, since the last status broadcast.
+    lag_peak: Duration,
     /// The scanner's status changed since it was last broadcast.
     status_changed: bool,
     /// The bus health's changes as of the last status broadcast.
@@ -188,6 +195,7 @@ impl Reactor {
                     subscribers: 0,
                     health: session::Health::Ok,
                     reason: None,
+                    lag_ms: 0.0,
                 },
                 bus,
                 adhoc: adhoc::Adhoc::new(index, Arc::clone(&shared), config.adhoc_queue),
@@ -211,6 +219,8 @@ impl Reactor {
             turn_published: Vec::new(),
             more_results: false,
             turn_full: false,
+            backlog: conflate::Backlog::default(),
+            lag_peak: Duration::ZERO,
             status_changed: false,
             bus_changes: 0,
             next_status: now,

@@ -82,6 +82,9 @@ pub struct StatusView {
     /// Why it is degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// The edge's input lag: how long the oldest result it took since the last status
+    /// had waited, in milliseconds.
+    pub lag_ms: f64,
 }
 
 /// Whether every part of the server works.
@@ -164,6 +167,9 @@ pub struct WsSession {
     /// replays, not one subscription, so each result still goes out once, naming every
     /// subscription that takes it.
     cursor: Option<u64>,
+    /// The first `seq` it took live rather than from a replay (0: it never replayed):
+    /// what it saw before came from the history, skipped results included.
+    live_from: u64,
     /// A `status` is due once the replay is done.
     status_owed: bool,
     /// The `subscriptions` tail of the last result delivered.
@@ -193,6 +199,7 @@ impl WsSession {
                 strikes: 0.0,
             },
             cursor: None,
+            live_from: 0,
             status_owed: false,
             tail: Tail::default(),
             deferred: Vec::new(),
@@ -215,6 +222,11 @@ impl WsSession {
     /// Is the connection replaying history (live results wait in the ring meanwhile)?
     pub fn is_replaying(&self) -> bool {
         self.cursor.is_some()
+    }
+
+    /// The first `seq` the connection took live, after its last replay.
+    pub fn live_from(&self) -> u64 {
+        self.live_from
     }
 
     /// Answers one text message.
@@ -570,6 +582,7 @@ impl WsSession {
         }
         if next > history.head() {
             self.cursor = None;
+            self.live_from = next;
             if std::mem::take(&mut self.status_owed) {
                 reply(out.vec(), "status", Some(status), None);
             }
