@@ -10,6 +10,16 @@ wait_port() {
     return 1
 }
 
+# metric_sum URL NAME [curl flags...]: the sum of the Prometheus samples of NAME (any
+# labels) at URL, as an integer; nothing when the page or the metric is missing.
+metric_sum() {
+    local url=$1 name=$2
+    shift 2
+    { curl -fsS --max-time 5 "$@" "$url" 2>/dev/null || true; } | awk -v m="$name" '
+        $1 == m || index($1, m "{") == 1 { s += $NF; n++ }
+        END { if (n) printf "%.0f\n", s }'
+}
+
 # make_cert DIR: a throwaway self-signed certificate for 127.0.0.1 and localhost in
 # DIR/cert.pem, its key in DIR/key.pem (EC P-256, valid for 2 days). CA:FALSE, for the
 # client that takes it as its own CA (loadgen --ca-file): webpki refuses a certificate

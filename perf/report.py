@@ -8,7 +8,11 @@
     report.py markdown DIR [tls]                   every scenario found in DIR as tables
                                                    (tls: scanstream over TLS vs plain)
     report.py splice RESULTS.md TABLES.md          puts the tables between the markers
+    report.py step RATE NAME FILE.json             one line on a step of the ladder
+    report.py ladder DIR FIRST SECOND [LABEL_A LABEL_B]
+                                                   the ladder's table and each server's ceilings
 """
+import glob
 import json
 import os
 import statistics
@@ -64,6 +68,12 @@ def load(path):
         row = json.loads(lines[-1]) if lines else None
     except (OSError, ValueError):
         return None
+    # run.sh saves the results the server conflated during a ladder step beside the row.
+    try:
+        with open(path[: -len(".json")] + ".conflated") as f:
+            row["conflated"] = int(f.read().strip())
+    except (OSError, ValueError, TypeError):
+        pass
     # run.sh saves the server's RSS before any client beside the row.
     try:
         with open(path[: -len(".json")] + ".rss0") as f:
@@ -145,6 +155,113 @@ RATIOS = {
 }
 
 
+# The ladder: 1,000 subscribers taking every result, the firehose rate rising step by step.
+LADDER = [
+    ("msgs_per_s", "delivered msg/s", "{:,.0f}"),
+    ("p50_ms", "p50 ms", "{:.3f}"),
+    ("p99_ms", "p99 ms", "{:.3f}"),
+    ("gaps", "seq gaps", "{:,d}"),
+    ("lost", "skipped seqs", "{:,d}"),
+    ("skipped_per_client", "skipped/client", "{:,.0f}"),
+    ("conflated", "conflated", "{:,d}"),
+    ("duplicated", "dup", "{:d}"),
+    ("disconnects", "disconnects", "{:d}"),
+    ("table_check", "table check", "{}"),
+    ("server_cpu_pct", "server CPU %", "{:.0f}"),
+    ("loadgen_busy_pct", "loadgen busy %", "{:.0f}"),
+]
+
+
+def ladder_row(row):
+    """A step's row with the ladder's derived figures."""
+    if row is None:
+        return None
+    row = dict(row)
+    clients = row.get("fairness_clients") or row.get("connected")
+    if clients and row.get("lost") is not None:
+        row["skipped_per_client"] = row["lost"] / clients
+    if row.get("server_cpu_s") is not None and row.get("duration_s"):
+        row["server_cpu_pct"] = 100.0 * row["server_cpu_s"] / row["duration_s"]
+    if row.get("table_check") not in (None, "off", "pass"):
+        checked, sampled = row.get("tables_checked"), row.get("tables_sampled")
+        if row["table_check"] != "unsupported" and sampled:
+            row["table_check"] = "{} ({}/{})".format(row["table_check"], checked, sampled)
+    return row
+
+
+def ladder_rates(d, name):
+    """The rates of the ladder steps of server NAME found in D, in order."""
+    rates = []
+    for p in glob.glob(os.path.join(d, "ladder-*-" + name + ".json")):
+        rate = os.path.basename(p)[len("ladder-") : -len("-" + name + ".json")]
+        if rate.isdigit():
+            rates.append(int(rate))
+    return sorted(rates)
+
+
+def step_ok(row, p99_max, conflation):
+    """Whether a step counts towards a ceiling: results came, no connection failed or was
+    dropped, no table differed, p99 within P99_MAX. Without CONFLATION no seq was
+    skipped and nothing conflated. With it, skipped seqs are allowed as far as the
+    server's conflation counter explains them: each conflated result is at most one
+    skipped seq per subscriber (a bound that holds whether the counter counts results or
+    deliveries); a server without the counter (the peer) may skip none."""
+    if row is None or not row.get("messages") or row.get("p99_ms") is None:
+        return False
+    if row.get("connect_failures") or row.get("disconnects") or row["p99_ms"] > p99_max:
+        return False
+    if str(row.get("table_check", "off")).startswith("fail"):
+        return False
+    lost, conflated = row.get("lost") or 0, row.get("conflated")
+    if not conflation:
+        return lost == 0 and not conflated
+    return lost <= (conflated or 0) * (row.get("connected") or 0)
+
+
+def ceiling(rows, p99_max, conflation):
+    """The highest rate whose step is good (None: none is), and the lower rates whose
+    steps are not."""
+    good = [rate for rate, row in rows if step_ok(row, p99_max, conflation)]
+    if not good:
+        return None, []
+    return good[-1], [rate for rate, _ in rows if rate < good[-1] and rate not in good]
+
+
+def ladder(d, names, labels):
+    rates = sorted(set(ladder_rates(d, names[0])) | set(ladder_rates(d, names[1])))
+    if not rates:
+        return None
+    out = ["| rate/s | server | {} |".format(" | ".join(label for _, label, _ in LADDER))]
+    out.append("|" + "---|" * (len(LADDER) + 2))
+    per_server = {name: [] for name in names}
+    for rate in rates:
+        for name, label in zip(names, labels):
+            row = ladder_row(load(os.path.join(d, "ladder-{}-{}.json".format(rate, name))))
+            per_server[name].append((rate, row))
+            cells = " | ".join(cell(row, k, f) for k, _, f in LADDER)
+            out.append("| {:,} | {} | {} |".format(rate, label, cells))
+    out.append("")
+    for name, label in zip(names, labels):
+        rows = per_server[name]
+        clean = ceiling(rows, 50, False)
+        loose = ceiling(rows, 100, True)
+
+        def say(c):
+            best, below = c
+            if best is None:
+                return "no rate"
+            text = "{:,} results/s".format(best)
+            if below:
+                text += " (but not {})".format(", ".join("{:,}".format(r) for r in below))
+            return text
+
+        out.append(
+            "- {}: {} with nothing conflated or skipped and p99 <= 50 ms; "
+            "{} with p99 <= 100 ms at any conflation.".format(label, say(clean), say(loose))
+        )
+    return "\n".join(out)
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -164,6 +281,33 @@ def main(argv):
             and row.get("messages", 0) > 0
         )
         return 0 if good else 1
+    if cmd == "step" and len(argv) == 5:
+        row = ladder_row(load(argv[4]))
+        if row is None:
+            print("ladder {}/s {}: no row".format(argv[2], argv[3]))
+            return 0
+        print(
+            "ladder {:>5}/s {:<14} {} msg/s  p50 {} p99 {} ms  gaps {} ({} skipped)  conflated {}  "
+            "disconnects {}  table check {}  server CPU {} %".format(
+                argv[2],
+                argv[3],
+                cell(row, "msgs_per_s", "{:,.0f}"),
+                cell(row, "p50_ms", "{:.3f}"),
+                cell(row, "p99_ms", "{:.3f}"),
+                cell(row, "gaps", "{:,d}"),
+                cell(row, "lost", "{:,d}"),
+                cell(row, "conflated", "{:,d}"),
+                cell(row, "disconnects", "{:d}"),
+                cell(row, "table_check", "{}"),
+                cell(row, "server_cpu_pct", "{:.0f}"),
+            )
+        )
+        return 0
+    if cmd == "ladder" and len(argv) in (5, 7):
+        labels = tuple(argv[5:7]) if len(argv) == 7 else tuple(argv[3:5])
+        text = ladder(argv[2], (argv[3], argv[4]), labels)
+        print(text if text else "no ladder rows in " + argv[2])
+        return 0
     if cmd == "median" and len(argv) >= 4:
         return median(argv[2], argv[3:])
     if cmd == "splice" and len(argv) == 4:
@@ -192,6 +336,10 @@ def main(argv):
             if a or b:
                 print("### " + name + title + "\n")
                 print(table(name, a, b, labels) + "\n")
+        text = ladder(d, pair, labels)
+        if text:
+            print("### ladder" + title + "\n")
+            print(text + "\n")
         return 0
     print(__doc__)
     return 2

@@ -3,18 +3,22 @@
 # other under identical load, and prints both rows and their ratios.
 #
 #   perf/run.sh SCENARIO        latency | latency-1k | fanout-1k | saturate | idle-10k | churn | all
+#   perf/run.sh ladder          1,000 subscribers at rising rates, conflation and table check
 #   perf/run.sh tls-vs-plain    latency and fanout-1k, each scanstream plain then over TLS
 #   DURATION=10 perf/run.sh fanout-1k     # a shorter measured window (default 30 s)
 #   TLS=1 perf/run.sh idle-10k            # scanstream plain vs scanstream over TLS (wss://)
-#   ROUNDS=3                              # alternate the two servers 3 times, then medians (not saturate)
+#   ROUNDS=3                              # alternate the two servers 3 times, then medians (not saturate, ladder)
 #   SATURATE_DURATION=10                  # the window of each saturate step (default 10 s)
+#   LADDER_DURATION=10 LADDER_RATES="1000 2000"   # ladder: window per step, rates (results/s)
+#   LADDER_CHECK_SAMPLE=20                # ladder: connections that keep a table (0: all)
 #   PEER_THREADS=2 SERVER_CORES=0,1       # the peer on two worker threads, servers on both cores
 #   SERVER_FLAGS="--threads 2"            # more flags for scanstream
 #
 # The server runs on core 0 and the load generator on core 1 (taskset); the file limit is
 # raised for the idle and churn scenarios. Rows are saved in perf/results/*.json; `all`
 # rewrites the scenario tables in perf/RESULTS.md (between its markers; with TLS=1 it
-# writes perf/results/tables-tls.md instead). TLS=1 makes a throwaway certificate for
+# writes perf/results/tables-tls.md instead); `all` does not run `ladder` (some 4 minutes),
+# but puts the last ladder's table in too. TLS=1 makes a throwaway certificate for
 # 127.0.0.1 in perf/results/tls/ and compares scanstream over TLS with scanstream plain
 # instead of with the peer; loadgen trusts the certificate with --ca-file.
 set -euo pipefail
@@ -34,7 +38,7 @@ CERT_DIR=$OUT/tls
 mkdir -p "$OUT"
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 [ -n "$SCENARIO" ] || usage
@@ -97,16 +101,63 @@ stop_server() {
 
 # measure NAME RATE CLIENTS [loadgen flags...]: one row of JSON into $OUT/SCENARIO-NAME.json
 measure() {
-    local name=$1 rate=$2 clients=$3
-    shift 3
+    local name=$1 rate=$2
+    shift 2
     start_server "$name" "$rate"
     sleep 0.5
+    run_loadgen "$name" "$@"
+    stop_server
+}
+
+# run_loadgen NAME CLIENTS [loadgen flags...]: the server's idle RSS, then loadgen against it.
+run_loadgen() {
+    local name=$1 clients=$2
+    shift 2
     # The server's RSS before any client, for the per-connection figure.
     awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status" >"$OUT/$SCENARIO_NAME-$name.rss0"
     taskset -c 1 "$BIN/loadgen" --url "$URL" "${TRUST[@]}" --clients "$clients" \
         --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" --json "$@" \
         >"$OUT/$SCENARIO_NAME-$name.json" || true
+}
+
+# conflated NAME: the server's scanstream_results_conflated_total now; nothing when it
+# has no such counter (the peer, a server without conflation).
+conflated() {
+    case $1 in
+        scanstream) metric_sum "http://127.0.0.1:$PORT_SCAN/metrics" scanstream_results_conflated_total ;;
+        scanstream-tls)
+            metric_sum "https://127.0.0.1:$PORT_TLS/metrics" scanstream_results_conflated_total \
+                --cacert "$CERT_DIR/cert.pem"
+            ;;
+    esac
+}
+
+# ladder_step NAME RATE: 1,000 subscribers taking every result at RATE, with the table
+# check; the row in $OUT/ladder-RATE-NAME.json and, when the server counts them, the
+# results it conflated during the step in ladder-RATE-NAME.conflated.
+ladder_step() {
+    local name=$1 rate=$2 before after
+    SCENARIO_NAME=ladder-$rate
+    start_server "$name" "$rate"
+    sleep 0.5
+    before=$(conflated "$name" || true)
+    DURATION=${LADDER_DURATION:-10} run_loadgen "$name" 1000 --check-table \
+        --check-sample "${LADDER_CHECK_SAMPLE:-20}" --check-timeout "${LADDER_CHECK_TIMEOUT:-10}"
+    after=$(conflated "$name" || true)
     stop_server
+    if [ -n "$before" ] && [ -n "$after" ]; then
+        echo $((after - before)) >"$OUT/$SCENARIO_NAME-$name.conflated"
+    fi
+    python3 perf/report.py step "$rate" "$name" "$OUT/$SCENARIO_NAME-$name.json"
+}
+
+ladder() {
+    local rate name
+    rm -f "$OUT"/ladder-*
+    for rate in ${LADDER_RATES:-1000 1250 1500 1750 2000 2500 3000}; do
+        for name in "$FIRST" "$SECOND"; do ladder_step "$name" "$rate"; done
+    done
+    python3 perf/report.py ladder "$OUT" "$FIRST" "$SECOND" "${LABELS[@]}"
 }
 
 # compare NAME: the row of each server under NAME and their ratios.
@@ -172,6 +223,7 @@ run() {
             both 0 10000 --ramp 2000
             ;;
         churn) both 100 1000 --churn ;;
+        ladder) ladder ;;
         *) usage ;;
     esac
 }

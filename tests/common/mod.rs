@@ -2,8 +2,8 @@
 //! scripted source the test feeds, WebSocket and raw HTTP clients with timeouts. Beside
 //! it: the `scanstream` program as a child process (`binary`), WebSocket frames by hand
 //! (`frames`), scratch directories (`temp_dir`), a redis-server of the test's own
-//! (`redis_server`), the client library with quick reconnects (`client`) and a proxy
-//! that cuts or switches connections (`proxy`).
+//! (`redis_server`), the client library with quick reconnects (`client`), tables kept
+//! by it (`tables`) and a proxy that cuts or switches connections (`proxy`).
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod alerts;
@@ -12,6 +12,7 @@ pub mod client;
 mod frames;
 pub mod proxy;
 pub mod redis_server;
+pub mod tables;
 mod temp_dir;
 pub mod tls;
 

@@ -29,6 +29,8 @@
 //! - [`ws`]: RFC 6455 framing for a client, the upgrade request and its answer.
 //! - [`msg`]: a message's `type`, `seq` and `timestamp` by byte search.
 //! - [`seq`]: `seq` continuity of one connection, and the tally of gaps and duplicates.
+//! - [`table`]: a subscription's table kept from delivered events, compared with a
+//!   snapshot (the engine's `--check-table`).
 //! - [`rng`]: the seedable generator of choices, masks and nonces.
 //! - [`stats`]: the latency histogram.
 //! - [`sys`]: /proc readers, the clock, file limits, CPU affinity, SO_LINGER.
@@ -42,6 +44,7 @@ pub mod seq;
 pub mod soak;
 pub mod stats;
 pub mod sys;
+pub mod table;
 pub mod tls;
 pub mod transport;
 pub mod ws;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use loadgen::engine::{Churn, Config, Engine};
+use loadgen::engine::{Churn, Config, Engine, TableCheckConfig};
 use loadgen::tls::{Tls, Trust};
 use loadgen::{selftest, soak, sys};
 
@@ -96,6 +96,17 @@ struct Args {
     /// Churn: seconds to wait for the server to close after our close frame
     #[arg(long, default_value_t = 1.0)]
     close_wait: f64,
+    /// Keep each connection's table (symbol, scan) from a first snapshot and the results
+    /// after it; after the window, compare it with a fresh snapshot of a second
+    /// subscription with the same filters. Adds `"snapshot": true` to the subscribe
+    #[arg(long)]
+    check_table: bool,
+    /// Table check: how many connections keep a table (the first to open); 0 for all
+    #[arg(long, default_value_t = 0)]
+    check_sample: usize,
+    /// Table check: seconds to wait after the window for the fresh snapshots
+    #[arg(long, default_value_t = 10.0)]
+    check_timeout: f64,
     /// Soak: clients subscribe with empty filters, then at random disconnect and resume,
     /// unsubscribe and subscribe again, scan, ack and ping; checks every result's `seq`,
     /// every reply and the server's RSS, and exits 1 unless all is well
@@ -180,7 +191,21 @@ fn run(args: &Args) -> Result<(), String> {
         server_pid: args.server_pid,
         max_frame: args.max_frame,
         churn: None,
+        check: None,
     };
+    if args.check_table {
+        if args.churn || args.selftest || cfg.subscribe.is_none() {
+            return Err(
+                "--check-table needs a subscribe message (no --idle, empty --subscribe, --churn or --selftest)"
+                    .into(),
+            );
+        }
+        cfg.check = Some(TableCheckConfig::from_subscribe(
+            &args.subscribe,
+            args.check_sample,
+            secs(args.check_timeout, "check-timeout")?,
+        )?);
+    }
     if args.churn {
         if args.selftest {
             return Err("--churn and --selftest do not go together".into());
@@ -244,9 +269,19 @@ fn run(args: &Args) -> Result<(), String> {
     if !args.json {
         print!("{}", report.table(&url));
     }
+    if let Some(ex) = report.table_check.as_ref().and_then(|t| t.example.as_ref()) {
+        eprintln!("loadgen: table check: {ex}");
+    }
     println!("{}", report.json_line(&url, args.selftest));
     if report.connected == 0 {
         return Err("no connection was opened".into());
+    }
+    if report
+        .table_check
+        .as_ref()
+        .is_some_and(|t| t.verdict() == "fail")
+    {
+        return Err("the table check failed".into());
     }
     if report.churn.as_ref().is_some_and(|c| c.cycles_total == 0) {
         return Err("no churn cycle completed".into());
@@ -260,8 +295,8 @@ fn run(args: &Args) -> Result<(), String> {
 /// `--soak`: runs the soak driver, prints its table (unless --json) and its JSON line,
 /// writes the RSS curve when asked; an error when the verdict is a failure.
 fn run_soak(args: &Args) -> Result<(), String> {
-    if args.selftest || args.churn || args.idle {
-        return Err("--soak does not go with --selftest, --churn or --idle".into());
+    if args.selftest || args.churn || args.idle || args.check_table {
+        return Err("--soak does not go with --selftest, --churn, --idle or --check-table".into());
     }
     let nofile = sys::raise_nofile();
     let t = target(args)?;

@@ -10,10 +10,13 @@ pub enum Outcome {
     /// It started the chain.
     First,
     InOrder,
-    /// This many values were skipped before it.
+    /// This many values were skipped before it: lost, or (under overload) conflated by
+    /// the server, which skips results a later one supersedes.
     Gap(u64),
-    /// Not above the last one: a duplicate or out of order.
+    /// The last value again.
     Duplicate,
+    /// Below the last value: out of order.
+    OutOfOrder,
 }
 
 /// One chain of `seq` values.
@@ -43,7 +46,8 @@ impl Seq {
                 Outcome::First
             }
             // A value at or below the last one never moves the chain back.
-            Some(last) if seq <= last => Outcome::Duplicate,
+            Some(last) if seq == last => Outcome::Duplicate,
+            Some(last) if seq < last => Outcome::OutOfOrder,
             Some(last) => {
                 self.last = Some(seq);
                 if seq == last + 1 {
@@ -56,13 +60,17 @@ impl Seq {
     }
 }
 
-/// Values lost and duplicated, over any number of chains.
+/// Gaps, duplicates and values out of order, over any number of chains.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
-    /// `seq` values skipped.
+    /// `seq` values skipped, summed over all gaps.
     pub lost: u64,
-    /// Values at or below the last one of their chain.
+    /// Gaps: jumps of more than one, however many values each skipped.
+    pub gaps: u64,
+    /// Values at or below the last one of their chain: repeated or out of order.
     pub duplicated: u64,
+    /// Those of `duplicated` that were below the last one.
+    pub out_of_order: u64,
 }
 
 impl Tally {
@@ -70,8 +78,15 @@ impl Tally {
     pub fn add(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::First | Outcome::InOrder => {}
-            Outcome::Gap(n) => self.lost += n,
+            Outcome::Gap(n) => {
+                self.lost += n;
+                self.gaps += 1;
+            }
             Outcome::Duplicate => self.duplicated += 1,
+            Outcome::OutOfOrder => {
+                self.duplicated += 1;
+                self.out_of_order += 1;
+            }
         }
     }
 }
@@ -94,7 +109,7 @@ mod tests {
                 Outcome::InOrder,
                 Outcome::Gap(2),
                 Outcome::Duplicate,
-                Outcome::Duplicate,
+                Outcome::OutOfOrder,
                 Outcome::InOrder,
                 Outcome::Gap(3),
             ]
@@ -105,7 +120,9 @@ mod tests {
             tally,
             Tally {
                 lost: 5,
-                duplicated: 2
+                gaps: 2,
+                duplicated: 2,
+                out_of_order: 1,
             }
         );
     }
@@ -124,7 +141,7 @@ mod tests {
                 Outcome::InOrder,
                 Outcome::Gap(2),
                 Outcome::Duplicate,
-                Outcome::Duplicate,
+                Outcome::OutOfOrder,
                 Outcome::InOrder,
                 Outcome::Gap(3),
             ]
@@ -134,7 +151,7 @@ mod tests {
         assert_eq!(Seq::after(7).observe(7), Outcome::Duplicate);
         // The top of the range neither wraps nor overflows.
         let mut top = Seq::after(u64::MAX);
-        assert_eq!(top.observe(0), Outcome::Duplicate);
+        assert_eq!(top.observe(0), Outcome::OutOfOrder);
         assert_eq!(top.observe(u64::MAX), Outcome::Duplicate);
     }
 }

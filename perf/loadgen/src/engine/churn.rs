@@ -390,6 +390,7 @@ mod tests {
             server_pid: None,
             max_frame: 1 << 20,
             churn: Some(CHURN),
+            check: None,
         };
         let r = Engine::new(cfg).unwrap().run(false).unwrap();
         let c = r.churn.unwrap();

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::check::{CheckTally, TableCheck};
 use crate::msg::{self, Kind};
 use crate::seq::{Seq, Tally};
 use crate::stats::Histogram;
@@ -31,6 +32,8 @@ pub(super) struct Counters {
     pub(super) cycle_hist: Histogram,
     pub(super) churn_errors: BTreeMap<String, u64>,
     pub(super) churn_errors_in_window: u64,
+    /// The table check (`--check-table`).
+    pub(super) check: CheckTally,
 }
 
 /// What the benchmark follows on one connection, apart from its socket.
@@ -43,6 +46,8 @@ pub(super) struct Track {
     pub(super) fragmented: bool,
     /// A `subscribed` reply arrived.
     pub(super) subscribed: bool,
+    /// The connection's table, when it is in the table check's sample.
+    pub(super) table: Option<Box<TableCheck>>,
 }
 
 /// Counts one frame received at `now_ns` (wall clock); results count for rates and
@@ -61,6 +66,9 @@ pub(super) fn on_frame(
         Frame::Text { fin: true, payload } if !t.fragmented => match msg::classify(payload) {
             Kind::Result { seq, ts_ns } => {
                 c.seq.add(t.seq.observe(seq));
+                if let Some(tc) = t.table.as_deref_mut() {
+                    tc.on_result(payload, &mut c.check);
+                }
                 if in_window {
                     c.messages += 1;
                     t.window_msgs += 1;
@@ -71,10 +79,18 @@ pub(super) fn on_frame(
                     c.hist.record(lat.max(0) as u64);
                 }
             }
-            Kind::BadResult => c.bad_results += 1,
+            Kind::BadResult => {
+                c.bad_results += 1;
+                if let Some(tc) = t.table.as_deref_mut() {
+                    tc.on_result(payload, &mut c.check);
+                }
+            }
             Kind::Other(ty) => {
                 if ty == b"subscribed" {
                     t.subscribed = true;
+                }
+                if let Some(tc) = t.table.as_deref_mut() {
+                    tc.on_other(ty, payload, &mut c.check);
                 }
                 count_other(c, ty)
             }

@@ -6,9 +6,12 @@
 //! when connections open, end and count, and never parses a frame itself.
 //!
 //! `count` says what a frame means to the benchmark, `churn` runs churn mode, `window`
-//! measures the window, `report` holds the figures handed to the caller and `output`
-//! prints them.
+//! measures the window, `check` keeps and checks the tables of `--check-table`, `report`
+//! holds the figures handed to the caller and `output` prints them.
 
+mod check;
+#[cfg(test)]
+mod check_tests;
 mod churn;
 mod count;
 mod output;
@@ -28,6 +31,7 @@ use count::{Counters, Track, on_frame};
 use report::summary;
 use window::Window;
 
+pub use check::{TableCheckConfig, TableCheckReport};
 pub use report::{ChurnReport, LatencySummary, Report, ServerUsage};
 
 /// What to run.
@@ -54,6 +58,9 @@ pub struct Config {
     pub max_frame: usize,
     /// Churn mode: each connection leaves once subscribed and its slot starts over.
     pub churn: Option<Churn>,
+    /// The table check: after the window, sampled connections compare the table they
+    /// kept with a fresh snapshot. `subscribe` must then ask for a snapshot.
+    pub check: Option<TableCheckConfig>,
 }
 
 /// How churn slots behave.
@@ -77,6 +84,8 @@ enum Stage {
     Ramp,
     Warmup(Instant),
     Measure(Instant),
+    /// The table check, after the window, until this deadline.
+    Check(Instant),
 }
 
 /// One connection of the run and what the engine follows on it.
@@ -202,8 +211,22 @@ impl Engine {
                 }
                 Stage::Measure(end) if now >= end => {
                     window.finish(&self, now);
+                    if let Some(timeout) = self.cfg.check.as_ref().map(|c| c.timeout) {
+                        self.in_window = false;
+                        if self.start_table_check() {
+                            if progress {
+                                eprintln!(
+                                    "loadgen: table check: {} connections ask for a fresh snapshot",
+                                    self.table_checks_in_flight()
+                                );
+                            }
+                            stage = Stage::Check(now + timeout);
+                            continue;
+                        }
+                    }
                     break;
                 }
+                Stage::Check(end) if now >= end || self.table_checks_in_flight() == 0 => break,
                 _ => {}
             }
 
@@ -212,7 +235,7 @@ impl Engine {
                 Stage::Ramp if next_open < self.cfg.clients => {
                     deadline = deadline.min(start + ramp_interval.mul_f64(next_open as f64));
                 }
-                Stage::Warmup(end) => deadline = deadline.min(end),
+                Stage::Warmup(end) | Stage::Check(end) => deadline = deadline.min(end),
                 Stage::Measure(end) => {
                     deadline = deadline.min(end);
                     if let Some(next) = window.next_interval {
@@ -380,7 +403,12 @@ impl Engine {
         self.pending -= 1;
         self.c.connected += 1;
         if let Some(sub) = &self.cfg.subscribe {
-            client.conn.out().text(sub);
+            let check = self.cfg.check.as_ref();
+            client.track.table = check::sampled(check, &mut self.c.check);
+            match check.filter(|_| client.track.table.is_some()) {
+                Some(c) => client.conn.out().text(c.first_message()),
+                None => client.conn.out().text(sub),
+            }
         }
         // Frames that came with the 101 response; the socket may hold more.
         let in_window = self.in_window;
@@ -443,6 +471,9 @@ impl Engine {
     fn end(&mut self, i: usize, client: Option<Client>, why: End) {
         let Some(mut client) = client else { return };
         self.c.disconnects += 1;
+        if let Some(tc) = client.track.table.as_deref_mut() {
+            tc.abandon(&mut self.c.check);
+        }
         let reply = match why {
             End::CloseFrame(code) => {
                 let code = code.unwrap_or(1005);
@@ -469,6 +500,7 @@ impl Engine {
     }
 
     fn report(mut self, ramp_s: f64, window: Window) -> Report {
+        self.abandon_table_checks();
         // Close what is still open, politely but without waiting for the answer.
         for i in 0..self.conns.len() {
             if let Some(mut client) = self.conns[i].take() {
@@ -515,7 +547,9 @@ impl Engine {
             max_per_client: fair.iter().copied().max().unwrap_or(0),
             fairness_clients: fair.len() as u64,
             lost: self.c.seq.lost,
+            gaps: self.c.seq.gaps,
             duplicated: self.c.seq.duplicated,
+            out_of_order: self.c.seq.out_of_order,
             bad_results: self.c.bad_results,
             other_messages: others.into_iter().collect(),
             disconnects: self.c.disconnects,
@@ -526,6 +560,11 @@ impl Engine {
             server: window.server,
             loadgen_cpu_ns: window.loadgen_cpu_ns,
             churn,
+            table_check: self
+                .cfg
+                .check
+                .is_some()
+                .then(|| self.c.check.report.clone()),
         }
     }
 }

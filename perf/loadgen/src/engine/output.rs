@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
+use super::check::TableCheckReport;
 use super::report::{LatencySummary, Report};
 
 impl Report {
@@ -56,7 +57,9 @@ impl Report {
             json!(steady.then_some(r.fairness_clients)),
         );
         put("lost", json!(r.lost));
+        put("gaps", json!(r.gaps));
         put("duplicated", json!(r.duplicated));
+        put("out_of_order", json!(r.out_of_order));
         put("bad_results", json!(r.bad_results));
         put("other_messages", json!(r.other_messages));
         put("disconnects", json!(r.disconnects));
@@ -98,6 +101,7 @@ impl Report {
         );
         put("loadgen_busy_pct", json!((busy(r) * 1000.0).round() / 10.0));
         put("msgs_per_s_by_second", json!(r.intervals));
+        table_check_json(r.table_check.as_ref(), &mut put);
         if let Some(c) = churn {
             put("cycles", json!(c.cycles));
             put("cycles_per_s", json!(rate(c.cycles, r.duration_s).round()));
@@ -220,10 +224,13 @@ impl Report {
             &mut out,
             "seq",
             format!(
-                "lost {}  duplicated {}  unreadable results {}",
-                r.lost, r.duplicated, r.bad_results
+                "gaps {} ({} values skipped: lost, or conflated)  duplicated {} ({} out of order)  unreadable results {}",
+                r.gaps, r.lost, r.duplicated, r.out_of_order, r.bad_results
             ),
         );
+        if let Some(t) = &r.table_check {
+            row(&mut out, "table check", table_check_line(t));
+        }
         let codes: Vec<String> = r
             .close_codes
             .iter()
@@ -325,6 +332,41 @@ impl Report {
             group(target as u64)
         )
     }
+}
+
+/// The table check's JSON fields: `table_check` is its verdict, or `off` (and the
+/// counts `null`) without `--check-table`.
+fn table_check_json(t: Option<&TableCheckReport>, put: &mut impl FnMut(&str, Value)) {
+    put("table_check", json!(t.map_or("off", |t| t.verdict())));
+    let n = |f: fn(&TableCheckReport) -> u64| json!(t.map(f));
+    put("tables_sampled", n(|t| t.sampled));
+    put("tables_checked", n(|t| t.checked));
+    put("tables_equal", n(|t| t.equal));
+    put("tables_different", n(|t| t.different));
+    put("tables_unsupported", n(|t| t.unsupported));
+    put("tables_unanswered", n(|t| t.unanswered));
+    put("tables_errors", n(|t| t.errors));
+    put("table_rows", n(|t| t.rows));
+    put(
+        "table_check_example",
+        json!(t.and_then(|t| t.example.clone())),
+    );
+}
+
+fn table_check_line(t: &TableCheckReport) -> String {
+    format!(
+        "{}: {} of {} tables checked, {} equal to a fresh snapshot ({} rows), {} different, \
+         {} unsupported, {} unanswered, {} errors",
+        t.verdict(),
+        t.checked,
+        t.sampled,
+        t.equal,
+        group(t.rows),
+        t.different,
+        t.unsupported,
+        t.unanswered,
+        t.errors
+    )
 }
 
 /// One row of the table: the key padded to 16 columns, then the value.

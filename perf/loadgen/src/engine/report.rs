@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::check::TableCheckReport;
 use crate::stats::Histogram;
 
 /// Churn figures for the report.
@@ -43,8 +44,14 @@ pub struct Report {
     pub max_per_client: u64,
     /// Connections counted for fairness: open when the window started.
     pub fairness_clients: u64,
+    /// `seq` values skipped, summed over all gaps (lost, or conflated by the server).
     pub lost: u64,
+    /// Jumps in `seq`, however many values each skipped.
+    pub gaps: u64,
+    /// Values at or below the last one: repeated or out of order.
     pub duplicated: u64,
+    /// Those of `duplicated` below the last one.
+    pub out_of_order: u64,
     pub bad_results: u64,
     /// Non-result messages by `type`, whole run.
     pub other_messages: BTreeMap<String, u64>,
@@ -57,6 +64,8 @@ pub struct Report {
     pub server: Option<ServerUsage>,
     pub loadgen_cpu_ns: u64,
     pub churn: Option<ChurnReport>,
+    /// `--check-table`: the tables compared with fresh snapshots.
+    pub table_check: Option<TableCheckReport>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
