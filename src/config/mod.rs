@@ -604,6 +604,9 @@ mod tests {
         assert_eq!(config.ping_interval, Dur(Duration::from_secs(5)));
         assert_eq!(config.history_size, 20);
         assert_eq!(config.idle_timeout, Dur(Duration::from_secs(60)));
+        assert_eq!(config.max_lag, Dur(Duration::from_millis(100)));
+        let off = Config::parse_file("max_lag = \"0\"").unwrap().resolve();
+        assert_eq!(off.max_lag, Dur(Duration::ZERO));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::http;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
 use super::session::{AdhocDoneView, ShownPhase, WsSession};
-use super::{MAX_DRAIN, MAX_HOLD, REPLAY_VISITS, Reactor, session};
+use super::{MAX_DRAIN, MAX_HOLD, MAX_TURN_DELIVERIES, REPLAY_VISITS, Reactor, session};
 use crate::alerts::{AlertNote, Change};
 use crate::bus::{Cut, Event, Tag};
 use crate::event::ScanEvent;
@@ -66,13 +66,15 @@ impl Reactor {
         let mut results = 0;
         self.more_results = false;
         self.turn_full = false;
+        self.turn_deliveries = 0;
         if self.backlog.oldest_result().is_some_and(lagging) {
             self.hold_input();
         }
         loop {
             // A burst stops short of what one turn may add to a connection (see
             // `publish`), so it alone never makes a reader that keeps up look slow.
-            if results == MAX_DRAIN || self.turn_full {
+            if results == MAX_DRAIN || self.turn_full || self.turn_deliveries >= MAX_TURN_DELIVERIES
+            {
                 self.more_results = true;
                 break;
             }
@@ -166,6 +168,7 @@ impl Reactor {
         self.turn_published.push(ev.published);
         let cap = self.config.out_buffer_cap;
         let (metrics, turn_full) = (&self.app.metrics, &mut self.turn_full);
+        let deliveries = &mut self.turn_deliveries;
         self.conns.each_subscriber(|conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
                 return false;
@@ -184,6 +187,7 @@ impl Reactor {
             *turn_full |= conn.turn_bytes > cap / 4;
             metrics.deliveries.inc();
             metrics.frames_sent.inc();
+            *deliveries += 1;
             true
         });
     }

@@ -65,6 +65,10 @@ const WAKER: Token = Token(usize::MAX - 1);
 /// Results taken from the channel per turn at most, so sockets are served in between
 /// and one turn adds at most this many frames to an out buffer before it is written.
 const MAX_DRAIN: usize = 1024;
+/// Result frames one turn queues at most, over all connections, before writing them:
+/// at saturation a turn of MAX_DRAIN results to a thousand subscribers would hold the
+/// first of them back for half a second.
+const MAX_TURN_DELIVERIES: usize = 65_536;
 /// Events a lagging edge takes from the channel at once at most (the channel holds 8192).
 const MAX_HOLD: usize = 65_536;
 /// Unsent bytes an HTTP connection may have before its requests are no longer read:
@@ -148,6 +152,8 @@ struct Reactor {
     more_results: bool,
     /// A connection took a quarter of its cap this turn: drain no more until written.
     turn_full: bool,
+    /// Result frames queued this turn.
+    turn_deliveries: usize,
     /// Input taken while lagging, conflated, sent from before the channel.
     backlog: conflate::Backlog,
     /// The longest a result taken had waited, since the last status broadcast.
@@ -219,6 +225,7 @@ impl Reactor {
             turn_published: Vec::new(),
             more_results: false,
             turn_full: false,
+            turn_deliveries: 0,
             backlog: conflate::Backlog::default(),
             lag_peak: Duration::ZERO,
             status_changed: false,

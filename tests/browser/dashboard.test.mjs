@@ -62,6 +62,7 @@ describe('dashboard', () => {
         progress.value >= 0 && progress.value <= progress.max &&
         /\d/.test(text('#lat-p50')) && /ms/.test(text('#lat-p50')) &&
         /\d/.test(text('#lat-p99')) && /ms/.test(text('#lat-p99')) &&
+        /^\d+(\.\d)? ms$/.test(text('#lag')) &&
         /\d/.test(text('#rate-now')) &&
         document.querySelector('canvas#rate') !== null &&
         document.querySelectorAll('#feed li[data-seq][data-event]').length > 0
@@ -76,7 +77,7 @@ describe('dashboard', () => {
           cycle: text('#cycle'), cycleMs: text('#cycle-ms'), resultsTotal: text('#results-total'),
           subscribers: text('#subscribers'),
           progress: p ? { tag: p.tagName, value: p.value, max: p.max } : null,
-          latP50: text('#lat-p50'), latP99: text('#lat-p99'), rateNow: text('#rate-now'),
+          latP50: text('#lat-p50'), latP99: text('#lat-p99'), lag: text('#lag'), rateNow: text('#rate-now'),
           canvas: !!document.querySelector('canvas#rate'),
           feedItems: document.querySelectorAll('#feed li[data-seq][data-event]').length,
         };

@@ -548,6 +548,12 @@
     if (d.last_cycle_ms !== undefined) $('#cycle-ms').textContent = Number(d.last_cycle_ms).toFixed(2);
     if (d.results_total !== undefined) $('#results-total').textContent = d.results_total.toLocaleString();
     if (d.subscribers !== undefined) $('#subscribers').textContent = d.subscribers;
+    if (Number.isFinite(d.lag_ms)) {
+      const lag = $('#lag');
+      lag.textContent = d.lag_ms < 10 ? `${d.lag_ms.toFixed(1)} ms` : `${Math.round(d.lag_ms)} ms`;
+      // The server's default max_lag: past it, updates are being conflated.
+      lag.dataset.state = d.lag_ms > 100 ? 'lagging' : 'ok';
+    }
   }
 
   const fmt = (x, digits) => (typeof x === 'number' ? x.toFixed(digits) : '–');
