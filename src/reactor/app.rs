@@ -56,6 +56,8 @@ pub struct App {
     pub tls_generation: u64,
     /// The body of `GET /scans`, encoded once.
     pub scans: Arc<str>,
+    /// The updates this edge sent in place of skipped ones, for replays.
+    pub superseded: super::conflate::Superseded,
 }
 
 impl App {

@@ -14,7 +14,7 @@
 //! taken while the backlog was being sent) is told what it needs: it is "live from" a
 //! later `seq`, and the plans below answer by that.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +36,8 @@ pub enum Plan {
     /// that `new` can hold the row.
     ClearAfter(u64),
     /// An `update` that took over skipped updates: each one's `seq` and previous state,
-    /// oldest first.
+    /// oldest first. A subscription whose row any of those states (or this one's own
+    /// previous state) matched is told it `left` when this one does not match.
     Superseding(Vec<(u64, Option<FilterValues>)>),
 }
 
@@ -89,6 +90,11 @@ pub struct Backlog {
 }
 
 impl Backlog {
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Results skipped since the last call.
     pub fn take_conflated(&mut self) -> u64 {
         std::mem::take(&mut self.conflated)
@@ -107,6 +113,12 @@ impl Backlog {
         let at = self.front + self.queue.len() as u64;
         let plan = match &event {
             Event::Result(ev) if !ev.adhoc => self.conflate(ev, at),
+            // A late edge's start (or a bus that skipped ahead): what came before it is
+            // another stretch of the run, never superseded from across it.
+            Event::Cut(_) => {
+                self.open.clear();
+                Plan::Send
+            }
             _ => Plan::Send,
         };
         self.queue.push_back(Held { event, plan });
@@ -201,6 +213,39 @@ impl Backlog {
     }
 }
 
+/// The updates that took skipped ones over, while the history holds them, with the
+/// states they took over: a replay from the history (another subscription of the
+/// connection resumed, or the client itself) judges their `left` as the live stream did.
+#[derive(Debug, Default)]
+pub struct Superseded {
+    priors: BTreeMap<u64, Box<[Option<FilterValues>]>>,
+}
+
+impl Superseded {
+    /// `ev` went out under `plan`; the history now starts at `oldest`.
+    pub fn record(&mut self, ev: &ScanEvent, plan: &Plan, oldest: u64) {
+        if let Plan::Superseding(chain) = plan {
+            let priors = chain.iter().map(|(_, prior)| *prior).collect();
+            self.priors.insert(ev.seq, priors);
+        }
+        while self
+            .priors
+            .first_key_value()
+            .is_some_and(|(&seq, _)| seq < oldest)
+        {
+            self.priors.pop_first();
+        }
+    }
+
+    /// Which of `subs` a result replayed from the history goes to.
+    pub fn delivery(&self, subs: &[Subscription], ev: &ScanEvent) -> Delivery {
+        match self.priors.get(&ev.seq) {
+            Some(priors) => superseding(subs, ev, priors.iter().copied()),
+            None => delivery(subs, ev),
+        }
+    }
+}
+
 /// Which of a connection's subscriptions `ev` goes to under `plan`; the connection has
 /// taken results live (not from a replay) from `seq` `live_from` on.
 pub fn planned_delivery(
@@ -224,24 +269,34 @@ pub fn planned_delivery(
             }
         }
         Plan::Superseding(chain) => {
-            for (i, sub) in subs.iter().enumerate() {
-                if sub.start > ev.seq {
-                    continue;
-                }
-                if sub.filter.matches(ev) {
-                    d.takes |= 1 << i;
-                    continue;
-                }
-                // The state before the first skipped update it did not see.
-                let from = since(sub);
-                let prior = chain
-                    .iter()
-                    .find(|(seq, _)| *seq >= from)
-                    .map_or(ev.prior, |(_, prior)| *prior);
-                if sub.filter.leaves_from(ev, prior) {
-                    d.left |= 1 << i;
-                }
-            }
+            return superseding(subs, ev, chain.iter().map(|(_, prior)| *prior));
+        }
+    }
+    d
+}
+
+/// [`delivery`] for an update that took over skipped ones whose previous states were
+/// `priors`. The subscription last saw one of those states (the one before the skipped
+/// updates, or one it had from the history: a snapshot or a replay taken meanwhile), or
+/// this update's own previous state. If any held its row, it leaves; a `left` for a row a
+/// client does not hold removes nothing.
+fn superseding(
+    subs: &[Subscription],
+    ev: &ScanEvent,
+    priors: impl Iterator<Item = Option<FilterValues>> + Clone,
+) -> Delivery {
+    let mut d = Delivery::default();
+    for (i, sub) in subs.iter().enumerate() {
+        if sub.start > ev.seq {
+            continue;
+        }
+        if sub.filter.matches(ev) {
+            d.takes |= 1 << i;
+        } else if std::iter::once(ev.prior)
+            .chain(priors.clone())
+            .any(|prior| sub.filter.leaves_from(ev, prior))
+        {
+            d.left |= 1 << i;
         }
     }
     d
@@ -365,6 +420,50 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_judges_a_superseding_update_as_the_live_stream_did() {
+        use EventKind::*;
+        let subs = vec![sub("big", json!({"min_score": 2}))];
+        let mut b = Backlog::default();
+        b.push(ev(1, "A", Update, 1.0, Some(4.0)));
+        b.push(ev(2, "A", Update, 1.5, Some(1.0)));
+        let mut superseded = Superseded::default();
+        let mut replayed = Vec::new();
+        while let Some(held) = b.pop() {
+            let Event::Result(e) = held.event else {
+                unreachable!()
+            };
+            superseded.record(&e, &held.plan, 1);
+            replayed.push(e);
+        }
+        // From the history: the skipped update as it was, and the last with `left`
+        // for a subscription that held the row at 4.
+        assert_eq!(superseded.delivery(&subs, &replayed[0]).left, 1);
+        assert_eq!(superseded.delivery(&subs, &replayed[1]).left, 1);
+        assert_eq!(delivery(&subs, &replayed[1]).left, 0);
+        // Once the history no longer holds it, it is forgotten.
+        superseded.record(&replayed[0], &Plan::Send, 3);
+        assert_eq!(superseded.delivery(&subs, &replayed[1]).left, 0);
+    }
+
+    #[test]
+    fn a_cut_parts_what_came_before_it_from_what_follows() {
+        use EventKind::*;
+        let mut b = Backlog::default();
+        b.push(ev(1, "A", Update, 2.0, Some(1.0)));
+        b.push(Event::Cut(Box::new(crate::bus::Cut {
+            history: crate::history::History::new(16, "next".into()),
+            status: crate::scanner::ScannerStatus::initial(),
+            alerts: Vec::new(),
+            alert_stats: Default::default(),
+            symbols: Vec::new(),
+        })));
+        b.push(ev(2, "A", Update, 3.0, Some(2.0)));
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.take_conflated(), 0);
+        assert_eq!(plans(&mut b), vec![Plan::Send; 3]);
+    }
+
+    #[test]
     fn left_is_judged_from_what_each_subscription_last_saw() {
         use EventKind::*;
         let subs = vec![sub("all", json!({})), sub("big", json!({"min_score": 2}))];
@@ -377,8 +476,9 @@ mod tests {
         assert_eq!((d.takes, d.left), (0b01, 0b10));
         // Against its own prior it would leave nothing: the row would stay.
         assert_eq!(delivery(&subs, &last).left, 0);
-        // A connection live from after the skipped update saw its 1.0 already.
-        assert_eq!(planned_delivery(&subs, 7, &last, &plan).left, 0);
+        // Whatever the connection saw in between, the row goes: a client without it
+        // removes nothing.
+        assert_eq!(planned_delivery(&subs, 7, &last, &plan).left, 0b10);
     }
 
     #[test]
@@ -401,7 +501,20 @@ mod tests {
     struct Client {
         sub: Subscription,
         live_from: u64,
+        /// Taking results from the history, not live: another subscription of its
+        /// connection resumed.
+        replaying: bool,
         table: Table,
+    }
+
+    impl Client {
+        fn apply(&mut self, e: &ScanEvent, d: Delivery) {
+            if d.left != 0 || (d.takes != 0 && e.kind == EventKind::Clear) {
+                self.table.remove(&*e.symbol_key);
+            } else if d.takes != 0 {
+                self.table.insert(e.symbol_key.to_string(), e.score);
+            }
+        }
     }
 
     /// The rows a fresh snapshot with `filter` holds, from each key's last event.
@@ -454,10 +567,12 @@ mod tests {
                 .map(|f| Client {
                     sub: sub("s", f.clone()),
                     live_from: 0,
+                    replaying: false,
                     table: Table::new(),
                 })
                 .collect();
             let mut head = 0;
+            let mut superseded = Superseded::default();
             while let Some(held) = b.pop() {
                 if rng.random_bool(0.1) {
                     let mut s = sub("s", filters[rng.random_range(0..filters.len())].clone());
@@ -467,20 +582,34 @@ mod tests {
                         table: snapshot(&last, &s),
                         sub: s,
                         live_from: if by_replay { head + 1 } else { 0 },
+                        replaying: false,
                     });
+                }
+                // A live client's connection starts replaying (another subscription of
+                // it resumed): it takes what comes from the history, every result with
+                // its own previous state, until the replay catches up.
+                if let Some(c) = clients.get_mut(rng.random_range(0..filters.len() * 4)) {
+                    if c.replaying {
+                        c.replaying = false;
+                        c.live_from = head + 1;
+                    } else {
+                        c.replaying = true;
+                        c.sub.start = c.sub.start.max(head + 1);
+                    }
                 }
                 let Event::Result(e) = held.event else {
                     continue;
                 };
                 head = e.seq;
+                superseded.record(&e, &held.plan, 1);
                 for c in &mut clients {
                     let subs = std::slice::from_ref(&c.sub);
-                    let d = planned_delivery(subs, c.live_from, &e, &held.plan);
-                    if d.left != 0 || (d.takes != 0 && e.kind == Clear) {
-                        c.table.remove(&*e.symbol_key);
-                    } else if d.takes != 0 {
-                        c.table.insert(e.symbol_key.to_string(), e.score);
-                    }
+                    let d = if c.replaying {
+                        superseded.delivery(subs, &e)
+                    } else {
+                        planned_delivery(subs, c.live_from, &e, &held.plan)
+                    };
+                    c.apply(&e, d);
                 }
                 last.insert(e.symbol_key.to_string(), e);
             }

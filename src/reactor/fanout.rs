@@ -18,7 +18,9 @@ use super::http;
 use super::mirror::AlertMirror;
 use super::requester::Requester;
 use super::session::{AdhocDoneView, ShownPhase, WsSession};
-use super::{MAX_DRAIN, MAX_HOLD, MAX_TURN_DELIVERIES, REPLAY_VISITS, Reactor, session};
+use super::{
+    MAX_BACKLOG, MAX_DRAIN, MAX_HOLD, MAX_TURN_DELIVERIES, REPLAY_VISITS, Reactor, session,
+};
 use crate::alerts::{AlertNote, Change};
 use crate::bus::{Cut, Event, Tag};
 use crate::event::ScanEvent;
@@ -63,7 +65,7 @@ impl Reactor {
         let lagging = |published: Instant| {
             !max_lag.is_zero() && now.saturating_duration_since(published) > max_lag
         };
-        let mut results = 0;
+        let (mut results, mut taken) = (0, 0);
         self.more_results = false;
         self.turn_full = false;
         self.turn_deliveries = 0;
@@ -73,7 +75,12 @@ impl Reactor {
         loop {
             // A burst stops short of what one turn may add to a connection (see
             // `publish`), so it alone never makes a reader that keeps up look slow.
-            if results == MAX_DRAIN || self.turn_full || self.turn_deliveries >= MAX_TURN_DELIVERIES
+            // Skipped results cost little, but each moves the history ring on: a turn
+            // takes a bounded number, so a replaying cursor is not overtaken at once.
+            if results == MAX_DRAIN
+                || taken == MAX_HOLD
+                || self.turn_full
+                || self.turn_deliveries >= MAX_TURN_DELIVERIES
             {
                 self.more_results = true;
                 break;
@@ -99,6 +106,7 @@ impl Reactor {
             match event {
                 Event::Result(ev) => {
                     results += usize::from(plan != Plan::Skip);
+                    taken += 1;
                     self.lag_peak = self
                         .lag_peak
                         .max(now.saturating_duration_since(ev.published));
@@ -116,11 +124,11 @@ impl Reactor {
         }
     }
 
-    /// Takes everything waiting in the channel into the backlog, conflating it.
+    /// Takes what waits in the channel into the backlog, conflating it, up to
+    /// `MAX_BACKLOG` held: past it the producer waits on the channel, as it does for an
+    /// edge that keeps up.
     fn hold_input(&mut self) {
-        // The channel is bounded; the cap only guards against a producer that keeps up
-        // with this loop.
-        for _ in 0..MAX_HOLD {
+        while self.backlog.len() < MAX_BACKLOG {
             match self.app.bus.events.try_recv() {
                 Ok(event) => self.backlog.push(event),
                 // A gone producer is noticed once the backlog is sent.
@@ -165,6 +173,9 @@ impl Reactor {
         if *plan == Plan::Skip {
             return;
         }
+        self.app
+            .superseded
+            .record(&ev, plan, self.app.history.oldest());
         self.turn_published.push(ev.published);
         let cap = self.config.out_buffer_cap;
         let (metrics, turn_full) = (&self.app.metrics, &mut self.turn_full);
@@ -439,7 +450,7 @@ impl Reactor {
         let budget = self.config.out_buffer_cap / 2;
         let (mut lost, mut held) = (Vec::new(), Vec::new());
         let status = self.app.status();
-        let (history, metrics) = (&self.app.history, &self.app.metrics);
+        let app = &self.app;
         self.conns.retain_replaying(|id, conn| {
             let Phase::WebSocket(session) = &mut conn.phase else {
                 conn.replay_listed = false;
@@ -449,14 +460,7 @@ impl Reactor {
                 };
             };
             let before = conn.out.pending();
-            let pumped = session.pump_replay(
-                &mut conn.out,
-                history,
-                budget,
-                REPLAY_VISITS,
-                &status,
-                metrics,
-            );
+            let pumped = session.pump_replay(&mut conn.out, app, budget, REPLAY_VISITS, &status);
             if pumped.is_err() {
                 lost.push(id.key);
             } else if session.holds_subscribes() {

@@ -69,8 +69,10 @@ const MAX_DRAIN: usize = 1024;
 /// at saturation a turn of MAX_DRAIN results to a thousand subscribers would hold the
 /// first of them back for half a second.
 const MAX_TURN_DELIVERIES: usize = 65_536;
-/// Events a lagging edge takes from the channel at once at most (the channel holds 8192).
-const MAX_HOLD: usize = 65_536;
+/// Results one turn takes from a lagging edge's backlog at most, skipped ones included.
+const MAX_HOLD: usize = 8 * MAX_DRAIN;
+/// Events a lagging edge holds at most (the channel holds 8,192 more).
+const MAX_BACKLOG: usize = 65_536;
 /// Unsent bytes an HTTP connection may have before its requests are no longer read:
 /// a client that pipelines without reading its responses waits for them.
 const HTTP_OUT_CAP: usize = 64 * 1024;
@@ -220,6 +222,7 @@ impl Reactor {
                 tls,
                 tls_generation: 0,
                 scans: api::scan_list(&config).into(),
+                superseded: conflate::Superseded::default(),
             },
             conns: Conns::default(),
             turn_published: Vec::new(),

@@ -544,12 +544,12 @@ impl WsSession {
     pub fn pump_replay(
         &mut self,
         out: &mut OutBuf,
-        history: &History,
+        app: &App,
         budget: usize,
         visits: usize,
         status: &StatusView,
-        metrics: &Metrics,
     ) -> Result<(), FellBehind> {
+        let (history, metrics) = (&app.history, &app.metrics);
         let Some(mut next) = self.cursor else {
             return Ok(());
         };
@@ -572,7 +572,8 @@ impl WsSession {
             if out.pending() >= budget {
                 break;
             }
-            let d = delivery(&self.subs, ev);
+            // An update this edge sent in place of skipped ones leaves as it did live.
+            let d = app.superseded.delivery(&self.subs, ev);
             if !d.is_empty() {
                 write_result(out.vec(), ev, &self.subs, d, &mut self.tail);
                 metrics.replayed.inc();

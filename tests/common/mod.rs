@@ -55,13 +55,16 @@ pub struct TestServer {
     maker: Option<EdgeMaker>,
 }
 
-/// Defaults for tests: port 0, a firehose that emits nothing, and the edges this test
-/// runs with (see [`with_edges`]).
+/// Defaults for tests: port 0, a firehose that emits nothing, the edges this test runs
+/// with (see [`with_edges`]), and no conflation: whether an edge lags past `max_lag`
+/// depends on the machine, and the tests that push bursts count on every `seq` (the
+/// overload tests turn it on).
 pub fn test_config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         source: SourceSpec::Firehose { rate: 0 },
         threads: edges(),
+        max_lag: scanstream::config::Dur(Duration::ZERO),
         ..Config::default()
     }
 }
