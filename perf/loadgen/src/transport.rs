@@ -146,7 +146,7 @@ impl Write for Transport {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{SocketAddr, TcpListener};
     use std::path::PathBuf;
     use std::sync::Arc;
@@ -199,33 +199,6 @@ mod tests {
             let _ = run(&mut s);
         });
         (addr, t)
-    }
-
-    /// Reads one masked client frame whole: its opcode and unmasked payload.
-    fn client_frame(s: &mut Server) -> std::io::Result<(u8, Vec<u8>)> {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h)?;
-        let len = match h[1] & 0x7F {
-            126 => {
-                let mut b = [0u8; 2];
-                s.read_exact(&mut b)?;
-                u64::from(u16::from_be_bytes(b))
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                s.read_exact(&mut b)?;
-                u64::from_be_bytes(b)
-            }
-            n => u64::from(n),
-        };
-        let mut mask = [0u8; 4];
-        s.read_exact(&mut mask)?;
-        let mut payload = vec![0u8; len as usize];
-        s.read_exact(&mut payload)?;
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= mask[i & 3];
-        }
-        Ok((h[0] & 0x0F, payload))
     }
 
     /// What a client saw: the text messages, and how it ended.
@@ -314,7 +287,7 @@ mod tests {
             let mut out = ws::server_frame(ws::OP_TEXT, b"early", true);
             out.extend(ws::server_frame(9, b"hb", true));
             s.write_all(&out)?;
-            assert_eq!(client_frame(s)?, (ws::OP_PONG, b"hb".to_vec()));
+            assert_eq!(ws::read_client_frame(s)?, (ws::OP_PONG, b"hb".to_vec()));
             // A frame over several TLS records, then many small ones in one write.
             let mut out = ws::server_frame(ws::OP_TEXT, &big, true);
             for i in 0..100 {
@@ -351,7 +324,7 @@ mod tests {
             thread::sleep(Duration::from_millis(300));
             let mut bytes = 0;
             for i in 0..FRAMES {
-                let (op, payload) = client_frame(s)?;
+                let (op, payload) = ws::read_client_frame(s)?;
                 assert_eq!(op, ws::OP_TEXT);
                 assert!(payload.iter().all(|&b| b == i as u8), "frame {i} garbled");
                 bytes += payload.len();

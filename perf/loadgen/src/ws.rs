@@ -287,6 +287,35 @@ pub fn read_handshake(
     }
 }
 
+/// Reads one masked client frame whole, as a test's server does: its opcode and
+/// unmasked payload.
+#[cfg(test)]
+pub(crate) fn read_client_frame(s: &mut impl std::io::Read) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h)?;
+    let len = match h[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b)?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b)?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut mask = [0u8; 4];
+    s.read_exact(&mut mask)?;
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload)?;
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+    Ok((h[0] & 0x0F, payload))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,28 +12,11 @@ use serde_json::{Value, json};
 use super::{Config, Engine, TableCheckConfig};
 use crate::ws;
 
-/// Reads one masked client text frame and unmasks it.
+/// Reads one masked client text frame as JSON.
 fn read_client_text(s: &mut TcpStream) -> io::Result<Value> {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h)?;
-    let len = match h[1] & 0x7F {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b)?;
-            usize::from(u16::from_be_bytes(b))
-        }
-        127 => return Err(io::Error::other("frame too big for the test")),
-        n => usize::from(n),
-    };
-    let mut mask = [0u8; 4];
-    s.read_exact(&mut mask)?;
-    let mut p = vec![0u8; len];
-    s.read_exact(&mut p)?;
-    for (i, b) in p.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    assert_eq!(h[0] & 0x0F, ws::OP_TEXT);
-    serde_json::from_slice(&p).map_err(io::Error::other)
+    let (op, payload) = ws::read_client_frame(s)?;
+    assert_eq!(op, ws::OP_TEXT);
+    serde_json::from_slice(&payload).map_err(io::Error::other)
 }
 
 fn send(s: &mut TcpStream, v: Value) -> io::Result<()> {

@@ -326,23 +326,6 @@ mod tests {
         assert!(finish(false, true, true)(tick(closing(), 0, 1_001)));
     }
 
-    /// Reads one masked client frame; returns its opcode.
-    fn read_client_frame(s: &mut std::net::TcpStream) -> io::Result<u8> {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h)?;
-        let len = match h[1] & 0x7F {
-            126 => {
-                let mut b = [0u8; 2];
-                s.read_exact(&mut b)?;
-                usize::from(u16::from_be_bytes(b))
-            }
-            n => usize::from(n),
-        };
-        let mut rest = vec![0u8; 4 + len];
-        s.read_exact(&mut rest)?;
-        Ok(h[0] & 0x0F)
-    }
-
     /// A server that does one connection at a time: handshake, `subscribed` for the
     /// subscribe, close for close, then closes its side first. Stops after `life`.
     fn churn_server(life: Duration) -> SocketAddr {
@@ -360,9 +343,9 @@ mod tests {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let _ = (|| -> io::Result<()> {
                     ws::answer_upgrade(&mut s)?;
-                    assert_eq!(read_client_frame(&mut s)?, ws::OP_TEXT);
+                    assert_eq!(ws::read_client_frame(&mut s)?.0, ws::OP_TEXT);
                     s.write_all(&text(br#"{"type":"subscribed","data":{}}"#, true, 1))?;
-                    assert_eq!(read_client_frame(&mut s)?, ws::OP_CLOSE);
+                    assert_eq!(ws::read_client_frame(&mut s)?.0, ws::OP_CLOSE);
                     s.write_all(&text(&1000u16.to_be_bytes(), true, 8))?;
                     s.shutdown(std::net::Shutdown::Write)?;
                     let _ = s.read(&mut [0u8; 1])?;
