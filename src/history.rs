@@ -116,13 +116,25 @@ impl History {
     /// Appends a newly published result and updates the active set. Sequence numbers
     /// arrive consecutively from the scanner; after a gap the ring starts again.
     pub fn push(&mut self, ev: Arc<ScanEvent>) {
+        self.append(ev, true);
+    }
+
+    /// Appends a result a lagging edge skipped (PROTOCOL.md, "Overload"): the ring keeps
+    /// it for resumes, but the active set stays as live subscribers hold it, so a
+    /// snapshot taken before the result that supersedes this one goes out still equals
+    /// their tables.
+    pub fn push_skipped(&mut self, ev: Arc<ScanEvent>) {
+        self.append(ev, false);
+    }
+
+    fn append(&mut self, ev: Arc<ScanEvent>, shown: bool) {
         // A result after a gap (a bus that lost some) cannot be replayed from before it.
         if self.ring.back().is_some_and(|last| last.seq + 1 != ev.seq) {
             self.ring.clear();
         }
         self.head = ev.seq;
         // Ad-hoc results are answers to a request, not state: they never open or close rows.
-        if !ev.adhoc {
+        if shown && !ev.adhoc {
             let key = (ev.symbol_key.clone(), ev.scan);
             match ev.kind {
                 EventKind::New | EventKind::Update => {
@@ -281,6 +293,29 @@ mod tests {
         let rows: Vec<u64> = h.active_matching(&all).iter().map(|e| e.seq).collect();
         assert_eq!(rows, [3]);
         assert_eq!(h.active_len(), 1);
+    }
+
+    #[test]
+    fn a_skipped_result_is_replayed_but_changes_no_row() {
+        let mut h = History::new(100, "e".into());
+        h.push(ev(1, "A", EventKind::New));
+        h.push_skipped(ev(2, "A", EventKind::Update));
+        h.push_skipped(ev(3, "B", EventKind::New));
+        let all = Filter::default();
+        let rows =
+            |h: &History| -> Vec<u64> { h.active_matching(&all).iter().map(|e| e.seq).collect() };
+        assert_eq!(
+            rows(&h),
+            [1],
+            "live subscribers still hold A from 1, and no B"
+        );
+        assert_eq!(h.head(), 3);
+        let replayed: Vec<u64> = h.range(1, 3).map(|e| e.seq).collect();
+        assert_eq!(replayed, [1, 2, 3]);
+        // What superseded them goes out and brings the rows to the present.
+        h.push(ev(4, "A", EventKind::Update));
+        h.push(ev(5, "B", EventKind::Clear));
+        assert_eq!(rows(&h), [4]);
     }
 
     #[test]

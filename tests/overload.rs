@@ -1,6 +1,7 @@
 //! Overload (PROTOCOL.md): an edge whose input waits longer than `max_lag` skips the
 //! results a later event of their key supersedes, and a table kept from what it
-//! delivers still equals a fresh snapshot; with `max_lag = 0` it delivers everything.
+//! delivers still equals a fresh snapshot, even one taken in the middle of a backlog;
+//! with `max_lag = 0` it delivers everything.
 //!
 //! The edge is held back the way a busy one is: a scripted source publishes a burst
 //! far faster than the edge can fan it out to its many subscribers, each a client
@@ -8,6 +9,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::tables::*;
@@ -35,6 +37,8 @@ fn server(max_lag: Duration) -> TestServer {
         c.history_size = 2 * ROUNDS * BURST as usize;
         // The clients read as fast as they can; no one is closed for being slow.
         c.out_buffer_cap = 64 << 20;
+        // A client asks for a snapshot after every slice of a burst.
+        c.message_rate = 10_000;
     })
 }
 
@@ -75,25 +79,30 @@ fn readers(server: &TestServer) -> Vec<Reader> {
 /// The scripted source's side: the conditions open now, and the results published.
 struct Feed {
     rng: Xoshiro256PlusPlus,
-    open: [bool; 12],
+    /// Per symbol: is its condition open?
+    open: Vec<bool>,
     published: u64,
+    /// Every result published, `seq` 1 first: (symbol, event, score).
+    log: Vec<(String, EventKind, f64)>,
 }
 
 impl Feed {
-    fn new() -> Feed {
+    /// A feed over `symbols` symbols.
+    fn new(symbols: usize) -> Feed {
         Feed {
             rng: Xoshiro256PlusPlus::seed_from_u64(19),
-            open: [false; 12],
+            open: vec![false; symbols],
             published: 0,
+            log: Vec::new(),
         }
     }
 
-    /// Publishes `n` results over a dozen symbols, each condition opening, moving up
-    /// and down across `min_score` 2 and closing; then one more, a `new` nothing
-    /// supersedes and every filter takes, whose `seq` it returns.
+    /// Publishes `n` results over its symbols, each condition opening, moving up and
+    /// down across `min_score` 2 and closing; then one more, a `new` nothing supersedes
+    /// and every filter takes, whose `seq` it returns.
     fn burst(&mut self, server: &TestServer, n: u64) -> u64 {
-        let rng = &mut self.rng;
         for _ in 0..n {
+            let rng = &mut self.rng;
             let i = rng.random_range(0..self.open.len());
             let kind = match self.open[i] {
                 false => EventKind::New,
@@ -101,20 +110,79 @@ impl Feed {
                 true => EventKind::Update,
             };
             self.open[i] = kind != EventKind::Clear;
-            let mut r = result(&format!("S{i}"), Scan::VolumeSpike, kind);
-            r.score = [1.0, 2.5, 4.0][rng.random_range(0..3)];
-            server.push(r);
+            let score = [1.0, 2.5, 4.0][rng.random_range(0..3)];
+            self.push(server, format!("S{i}"), kind, score);
         }
-        self.published += n + 1;
-        let mut last = result(
-            &format!("LAST{}", self.published),
-            Scan::VolumeSpike,
-            EventKind::New,
-        );
-        last.score = 5.0;
-        server.push(last);
+        let last = format!("LAST{}", self.published + 1);
+        self.push(server, last, EventKind::New, 5.0);
         self.published
     }
+
+    fn push(&mut self, server: &TestServer, symbol: String, kind: EventKind, score: f64) {
+        let mut r = result(&symbol, Scan::VolumeSpike, kind);
+        r.score = score;
+        server.push(r);
+        self.log.push((symbol, kind, score));
+        self.published += 1;
+    }
+
+    /// The rows open after result `seq`, as (`seq`, score) by symbol.
+    fn rows_at(&self, seq: u64) -> Rows {
+        let mut rows = Rows::new();
+        for (at, (symbol, kind, score)) in (1..=seq).zip(&self.log) {
+            match kind {
+                EventKind::Clear => rows.remove(symbol),
+                _ => rows.insert(symbol.clone(), (at, *score)),
+            };
+        }
+        rows
+    }
+}
+
+/// A row's (`seq`, score).
+type Row = (u64, f64);
+
+/// A table's rows by symbol (every result is of one scan).
+type Rows = HashMap<String, Row>;
+
+/// A `snapshot` message's rows.
+fn snapshot_of(msg: &Value) -> Rows {
+    let rows = msg["data"]["results"].as_array().expect("snapshot rows");
+    rows.iter()
+        .map(|r| (text(&r["symbol"]), (r["seq"].as_u64().unwrap(), score(r))))
+        .collect()
+}
+
+/// Applies a `result` message to the table of subscription `name`.
+fn apply(rows: &mut Rows, msg: &Value, name: &str) {
+    let d = &msg["data"];
+    let names = |k: &str| d[k].as_array().is_some_and(|a| a.iter().any(|n| n == name));
+    let symbol = text(&d["symbol"]);
+    if names("left") || (names("subscriptions") && d["event"] == "clear") {
+        rows.remove(&symbol);
+    } else if names("subscriptions") {
+        rows.insert(symbol, (d["seq"].as_u64().unwrap(), score(d)));
+    }
+}
+
+/// The first few rows where `a` and `b` differ: (symbol, row in a, row in b).
+fn differences(a: &Rows, b: &Rows) -> Vec<(String, Option<Row>, Option<Row>)> {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .take(5)
+        .map(|k| (k.clone(), a.get(k).copied(), b.get(k).copied()))
+        .collect()
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().expect("a string").to_owned()
+}
+
+fn score(v: &Value) -> f64 {
+    v["score"].as_f64().expect("a score")
 }
 
 /// Reads a client's events up to result `last`; the `seq`s it was sent, in order.
@@ -158,7 +226,7 @@ fn read_and_check(server: &TestServer, readers: &[Reader], last: u64) -> Vec<Vec
 fn a_lagging_edge_conflates_and_every_table_still_equals_a_fresh_snapshot() {
     let server = server(Duration::from_millis(2));
     let readers = readers(&server);
-    let mut feed = Feed::new();
+    let mut feed = Feed::new(12);
     let mut read = 0;
     let mut last = 0;
     for _ in 0..ROUNDS {
@@ -186,7 +254,7 @@ fn a_lagging_edge_conflates_and_every_table_still_equals_a_fresh_snapshot() {
 fn with_max_lag_zero_every_result_is_delivered() {
     let server = server(Duration::ZERO);
     let readers = readers(&server);
-    let mut feed = Feed::new();
+    let mut feed = Feed::new(12);
     let mut first = 1;
     for _ in 0..ROUNDS {
         let last = feed.burst(&server, BURST);
@@ -203,5 +271,62 @@ fn with_max_lag_zero_every_result_is_delivered() {
     assert_eq!(
         metric(server.addr, "scanstream_results_conflated_total"),
         0.0
+    );
+}
+
+/// While the edge sends a backlog, a result it skipped is already in the history but
+/// what supersedes it is not yet sent. A snapshot asked for then, on the connection that
+/// keeps a table, equals that table all the same: it shows the rows as live subscribers
+/// hold them.
+#[test]
+fn a_snapshot_taken_while_a_backlog_goes_out_equals_the_live_table() {
+    let server = server(Duration::from_millis(2));
+    // The fan-out that holds the edge back.
+    let _load = readers(&server);
+    let mut ws = connect(&server);
+    subscribe(&mut ws, json!({"subscription": "live", "snapshot": true}));
+    let mut table = snapshot_of(&expect_message(&mut ws, "snapshot"));
+    // More keys than one turn sends once conflated, so the edge reads its sockets while
+    // a backlog is half sent.
+    let mut feed = Feed::new(3_000);
+    // Snapshots compared, and those taken while the stream was behind the history.
+    let (mut checks, mut behind) = (0, 0);
+    for _ in 0..ROUNDS {
+        let last = feed.burst(&server, 2 * BURST);
+        let (mut seen, mut since_asked, mut asking) = (0, 0, false);
+        while seen < last || asking {
+            let msg = next_non_status(&mut ws);
+            match msg["type"].as_str() {
+                Some("result") => {
+                    apply(&mut table, &msg, "live");
+                    seen = msg["data"]["seq"].as_u64().unwrap();
+                    since_asked += 1;
+                    if !asking && since_asked >= 20 {
+                        let data = json!({"subscription": "check", "snapshot": true});
+                        send(&mut ws, json!({"type": "subscribe", "data": data}));
+                        asking = true;
+                    }
+                }
+                Some("snapshot") => {
+                    let at = msg["data"]["seq"].as_u64().unwrap();
+                    let diff = differences(&table, &snapshot_of(&msg));
+                    assert!(
+                        diff.is_empty(),
+                        "the live table at {at}, against the snapshot: {diff:?}"
+                    );
+                    behind += usize::from(table != feed.rows_at(at));
+                    checks += 1;
+                    let data = json!({"subscription": "check"});
+                    send(&mut ws, json!({"type": "unsubscribe", "data": data}));
+                    (since_asked, asking) = (0, false);
+                }
+                Some("subscribed" | "unsubscribed" | "alert") => {}
+                _ => panic!("unexpected {msg}"),
+            }
+        }
+    }
+    assert!(
+        behind > 0,
+        "none of {checks} snapshots came while skipped results waited: it tests nothing"
     );
 }

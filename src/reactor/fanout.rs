@@ -169,10 +169,11 @@ impl Reactor {
         self.app.metrics.events_published.inc();
         // Statuses come at the progress interval; the count is exact between them.
         self.app.status.scanner.results_total = ev.seq;
-        self.app.history.push(Arc::clone(&ev));
         if *plan == Plan::Skip {
+            self.app.history.push_skipped(ev);
             return;
         }
+        self.app.history.push(Arc::clone(&ev));
         self.app
             .superseded
             .record(&ev, plan, self.app.history.oldest());
