@@ -137,7 +137,7 @@ pub fn config_file(data: &[u8]) {
 /// (or just past its end), a compiled program evaluates over any values without a panic,
 /// and every indicator it names reads back as itself from its canonical form.
 pub fn scan_expression(data: &[u8]) {
-    use crate::expr::{self, CrossState, Needs};
+    use crate::expr::{self, Needs, cross_states, push_cross};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -157,10 +157,10 @@ pub fn scan_expression(data: &[u8]) {
                 let values: Vec<f64> = (0..needs.indicators.len())
                     .map(|i| pick[data.get(i).map_or(0, |b| usize::from(*b)) % pick.len()])
                     .collect();
-                let mut crosses = vec![CrossState::default(); needs.crosses.len()];
-                for (cross, diff) in crosses.iter_mut().zip(&needs.crosses) {
-                    cross.push(diff.eval(&values, &[]));
-                    cross.push(-diff.eval(&values, &[]));
+                let mut crosses = cross_states(needs.crosses.len());
+                for (c, diff) in needs.crosses.iter().enumerate() {
+                    push_cross(&mut crosses, c, diff.eval(&values, &[]));
+                    push_cross(&mut crosses, c, -diff.eval(&values, &[]));
                 }
                 let vars = [2.5, f64::NAN, -1.0, f64::INFINITY];
                 let _ = c

@@ -416,7 +416,7 @@ mod tests {
     fn judge(rule: &(Rule, Needs), ev: &ScanEvent, given: &[f64]) -> Option<Vec<(String, f64)>> {
         let frame = Frame {
             values: given.into(),
-            crosses: vec![Default::default(); rule.1.crosses.len()].into(),
+            crosses: crate::expr::cross_states(rule.1.crosses.len()).into(),
         };
         let rule = &rule.0;
         rule.watches(ev)

@@ -89,8 +89,8 @@ pub struct Needs {
 pub struct Frame {
     /// The indicators' values, by slot.
     pub values: Box<[f64]>,
-    /// The crosses' states, by slot.
-    pub crosses: Box<[CrossState]>,
+    /// The crosses' states, [`CROSS_SLOTS`] numbers each, by slot.
+    pub crosses: Box<[f64]>,
 }
 
 impl Needs {
@@ -120,49 +120,40 @@ impl Needs {
     }
 }
 
-/// A cross's state per symbol: `a - b` on the last bar, and the last cross with the
-/// bars since it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CrossState {
-    last: f64,
-    /// The last cross's direction and its age in bars (0 on the bar it happened).
-    cross: Option<(Dir, u32)>,
+/// Numbers one cross keeps per symbol: `a - b` on the last bar, and the last cross with
+/// the bars since it, as `age + 1` above, `-(age + 1)` below, 0 before any. A symbol's
+/// crosses sit in one slice right after its indicator values, so evaluating it reads
+/// one block of memory rather than two.
+pub const CROSS_SLOTS: usize = 2;
+
+/// The oldest age a cross keeps counting to, plus one.
+const AGE_CAP: f64 = u32::MAX as f64 + 1.0;
+
+/// The states of `n` crosses before the first bar.
+pub fn cross_states(n: usize) -> Vec<f64> {
+    [f64::NAN, 0.0].repeat(n)
 }
 
-impl Default for CrossState {
-    fn default() -> Self {
-        CrossState {
-            last: f64::NAN,
-            cross: None,
-        }
-    }
-}
-
-impl CrossState {
-    /// Takes the new bar's `a - b`. A cross is `a - b` going from `<= 0` to `> 0`
-    /// (above) or from `>= 0` to `< 0` (below); never while either bar's value is
-    /// undefined.
-    pub fn push(&mut self, diff: f64) {
-        let prev = std::mem::replace(&mut self.last, diff);
-        if prev <= 0.0 && diff > 0.0 {
-            self.cross = Some((Dir::Above, 0));
-        } else if prev >= 0.0 && diff < 0.0 {
-            self.cross = Some((Dir::Below, 0));
-        } else if let Some((_, age)) = &mut self.cross {
-            *age = age.saturating_add(1);
-        }
-    }
-
-    /// Did `a` pass `b` in `dir` within the last `within` bars (1: on the last bar), and
-    /// is it still past it?
-    pub fn crossed(&self, dir: Dir, within: u32) -> bool {
-        let recent = matches!(self.cross, Some((d, age)) if d == dir && age < within);
-        let holds = match dir {
-            Dir::Above => self.last > 0.0,
-            Dir::Below => self.last < 0.0,
-        };
-        recent && holds
-    }
+/// Takes cross `c`'s `a - b` on a new bar. A cross is `a - b` going from `<= 0` to `> 0`
+/// (above) or from `>= 0` to `< 0` (below); never while either bar's value is undefined.
+#[inline]
+pub fn push_cross(states: &mut [f64], c: usize, diff: f64) {
+    let at = c * CROSS_SLOTS;
+    let Some([last, cross]) = states.get_mut(at..at + CROSS_SLOTS) else {
+        return;
+    };
+    let prev = std::mem::replace(last, diff);
+    *cross = if prev <= 0.0 && diff > 0.0 {
+        1.0
+    } else if prev >= 0.0 && diff < 0.0 {
+        -1.0
+    } else if *cross > 0.0 {
+        (*cross + 1.0).min(AGE_CAP)
+    } else if *cross < 0.0 {
+        (*cross - 1.0).max(-AGE_CAP)
+    } else {
+        0.0
+    };
 }
 
 /// A compiled expression.
@@ -252,12 +243,19 @@ pub(super) fn in_range(x: f64, abs: bool, lo: f64, hi: f64) -> bool {
     (x >= lo) & (x <= hi)
 }
 
-/// Cross slot `c` crossed in `dir` within `within` bars and still holds.
+/// Cross slot `c` crossed in `dir` within `within` bars (1: on the last bar), and is
+/// still past it.
 #[inline(always)]
-pub(super) fn crossed(crosses: &[CrossState], c: u16, dir: Dir, within: u32) -> bool {
-    crosses
-        .get(usize::from(c))
-        .is_some_and(|c| c.crossed(dir, within))
+pub(super) fn crossed(crosses: &[f64], c: u16, dir: Dir, within: u32) -> bool {
+    let at = usize::from(c) * CROSS_SLOTS;
+    let Some(&[last, cross]) = crosses.get(at..at + CROSS_SLOTS) else {
+        return false;
+    };
+    let within = f64::from(within);
+    match dir {
+        Dir::Above => cross > 0.0 && cross - 1.0 < within && last > 0.0,
+        Dir::Below => cross < 0.0 && -cross - 1.0 < within && last < 0.0,
+    }
 }
 
 /// The least number above finite `x` (`f64::next_up`, which is newer than our MSRV).
@@ -304,19 +302,14 @@ impl Program {
     /// The value over a symbol's indicator values and cross states (1 or 0 for a
     /// condition).
     #[inline]
-    pub fn eval(&self, values: &[f64], crosses: &[CrossState]) -> f64 {
+    pub fn eval(&self, values: &[f64], crosses: &[f64]) -> f64 {
         self.eval_on(values, crosses, &mut [0.0; MAX_DEPTH])
     }
 
     /// [`eval`](Self::eval) on a caller's stack, so a run of programs clears one stack
     /// rather than one each.
     #[inline]
-    pub fn eval_on(
-        &self,
-        values: &[f64],
-        crosses: &[CrossState],
-        stack: &mut [f64; MAX_DEPTH],
-    ) -> f64 {
+    pub fn eval_on(&self, values: &[f64], crosses: &[f64], stack: &mut [f64; MAX_DEPTH]) -> f64 {
         self.eval_with(values, crosses, &[], stack)
     }
 
@@ -326,7 +319,7 @@ impl Program {
     pub fn eval_with(
         &self,
         values: &[f64],
-        crosses: &[CrossState],
+        crosses: &[f64],
         vars: &[f64],
         stack: &mut [f64; MAX_DEPTH],
     ) -> f64 {
@@ -341,7 +334,7 @@ impl Program {
 
     /// A condition of a common shape, answered directly (`None` for any other program).
     #[inline(always)]
-    fn test(&self, values: &[f64], crosses: &[CrossState]) -> Option<bool> {
+    fn test(&self, values: &[f64], crosses: &[f64]) -> Option<bool> {
         Some(match self.shape {
             Shape::IndIn(a, abs, lo, hi) => in_range(value(values, a), abs, lo, hi),
             Shape::IndInd(a, op, b) => compare(op, value(values, a), value(values, b)),
@@ -359,7 +352,7 @@ impl Program {
     fn walk(
         &self,
         values: &[f64],
-        crosses: &[CrossState],
+        crosses: &[f64],
         vars: &[f64],
         stack: &mut [f64; MAX_DEPTH],
     ) -> f64 {
@@ -419,18 +412,13 @@ impl Program {
 
     /// Does a condition hold?
     #[inline]
-    pub fn holds(&self, values: &[f64], crosses: &[CrossState]) -> bool {
+    pub fn holds(&self, values: &[f64], crosses: &[f64]) -> bool {
         self.eval(values, crosses) == 1.0
     }
 
     /// [`holds`](Self::holds) on a caller's stack.
     #[inline]
-    pub fn holds_on(
-        &self,
-        values: &[f64],
-        crosses: &[CrossState],
-        stack: &mut [f64; MAX_DEPTH],
-    ) -> bool {
+    pub fn holds_on(&self, values: &[f64], crosses: &[f64], stack: &mut [f64; MAX_DEPTH]) -> bool {
         // The common shapes answer directly, without a detour through 1.0 and 0.0.
         match self.test(values, crosses) {
             Some(holds) => holds,
@@ -575,6 +563,30 @@ pub fn named(e: &Expr, out: &mut Vec<Indicator>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cross_counts_its_age_up_to_a_cap_in_either_direction() {
+        let mut s = cross_states(2);
+        for (c, diffs) in [(0, [-1.0, 2.0, 3.0, 4.0]), (1, [1.0, -2.0, -3.0, -4.0])] {
+            for d in diffs {
+                push_cross(&mut s, c, d);
+            }
+        }
+        // Each crossed two bars before the last: age 2.
+        assert_eq!(s, [4.0, 3.0, -4.0, -3.0]);
+        assert!(crossed(&s, 0, Dir::Above, 3) && !crossed(&s, 0, Dir::Above, 2));
+        assert!(crossed(&s, 1, Dir::Below, 3) && !crossed(&s, 1, Dir::Above, 3));
+        // A cross that old stays that old, and never counts as recent.
+        let mut s = vec![5.0, AGE_CAP, -5.0, -AGE_CAP];
+        push_cross(&mut s, 0, 6.0);
+        push_cross(&mut s, 1, -6.0);
+        assert_eq!(s, [6.0, AGE_CAP, -6.0, -AGE_CAP]);
+        assert!(!crossed(&s, 0, Dir::Above, u32::MAX) && !crossed(&s, 1, Dir::Below, u32::MAX));
+        // A slot past the end holds nothing and takes nothing.
+        assert!(!crossed(&s, 2, Dir::Above, 1));
+        push_cross(&mut s, 2, 1.0);
+        assert_eq!(s.len(), 4);
+    }
     use crate::expr::condition;
 
     #[test]
@@ -638,12 +650,12 @@ mod tests {
             let c = condition(text, &mut needs).unwrap();
             assert_eq!(c.program.shape == Shape::General, general, "{text}");
             let stack = &mut [0.0; MAX_DEPTH];
-            let mut crosses = vec![CrossState::default(); needs.crosses.len()];
+            let mut crosses = cross_states(needs.crosses.len());
             for (i, a) in picks.iter().enumerate() {
                 for b in picks.iter().skip(i % 3) {
                     let values = [*a, *b];
-                    for cross in &mut crosses {
-                        cross.push(a - b);
+                    for c in 0..needs.crosses.len() {
+                        push_cross(&mut crosses, c, a - b);
                     }
                     let fast = c.program.eval_with(&values, &crosses, &[], stack);
                     let slow = c.program.walk(&values, &crosses, &[], stack);

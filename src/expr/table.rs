@@ -6,7 +6,7 @@
 use super::Error;
 use super::lex::CmpOp;
 use super::parse::Dir;
-use super::program::{CrossState, MAX_DEPTH, Program, Shape, compare, crossed, in_range, value};
+use super::program::{MAX_DEPTH, Program, Shape, compare, crossed, in_range, value};
 
 /// The most distinct conditions one table holds.
 pub const MAX_CONDITIONS: usize = 64 * WORDS;
@@ -64,7 +64,7 @@ impl Conditions {
     /// Sets in `held` the bit of every condition that holds on `values` and `crosses`,
     /// and clears the others.
     #[inline]
-    pub fn eval(&self, values: &[f64], crosses: &[CrossState], held: &mut Held) {
+    pub fn eval(&self, values: &[f64], crosses: &[f64], held: &mut Held) {
         let words = self.all.len().div_ceil(64);
         held[..words].fill(0);
         let mut set = |at: u16, holds: bool| {
@@ -157,14 +157,14 @@ mod tests {
         );
         assert_eq!(table.len(), 6);
         let picks = [f64::NAN, -5.0, 0.0, 3.0, 29.0, 31.0, 250.0];
-        let mut crosses = vec![CrossState::default(); needs.crosses.len()];
+        let mut crosses = crate::expr::cross_states(needs.crosses.len());
         let mut held = [u64::MAX; WORDS];
         for round in 0..200usize {
             let values: Vec<f64> = (0..needs.indicators.len())
                 .map(|i| picks[(round * 7 + i * 3 + round / 7) % picks.len()])
                 .collect();
-            for (cross, diff) in crosses.iter_mut().zip(&needs.crosses) {
-                cross.push(diff.eval(&values, &[]));
+            for (c, diff) in needs.crosses.iter().enumerate() {
+                crate::expr::push_cross(&mut crosses, c, diff.eval(&values, &[]));
             }
             table.eval(&values, &crosses, &mut held);
             for (i, p) in programs.iter().enumerate() {

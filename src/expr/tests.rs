@@ -88,7 +88,7 @@ fn a_cross_holds_on_the_bar_where_it_happens_only() {
     let above = condition("crosses_above(ema(12), ema(26))", &mut needs).unwrap();
     let below = condition("crosses_below(ema(12), ema(26))", &mut needs).unwrap();
     assert_eq!(needs.crosses.len(), 1, "one series for both directions");
-    let mut state = [CrossState::default()];
+    let mut state = cross_states(1);
     let mut fired = Vec::new();
     // ema(12) - ema(26) over the bars: undefined, then -1, 0, 2, 3, -1, -2.
     for (fast, slow) in [
@@ -102,7 +102,7 @@ fn a_cross_holds_on_the_bar_where_it_happens_only() {
     ] {
         let slots = values(&needs, &[("ema(12)", fast), ("ema(26)", slow)]);
         let diff = needs.crosses[0].eval(&slots, &[]);
-        state[0].push(diff);
+        push_cross(&mut state, 0, diff);
         fired.push((
             above.program.holds(&slots, &state),
             below.program.holds(&slots, &state),
@@ -124,12 +124,12 @@ fn a_cross_holds_on_the_bar_where_it_happens_only() {
 fn a_cross_with_bars_holds_that_long_while_it_stays_past() {
     let mut needs = Needs::default();
     let above = condition("crosses_above(sma(20), sma(50), 3)", &mut needs).unwrap();
-    let mut state = [CrossState::default()];
+    let mut state = cross_states(1);
     let mut fired = Vec::new();
     // sma(20) - sma(50): -1, 1, 2, 3, 4 (three bars from the cross), then -1, 1, 0, 1.
     for diff in [-1.0, 1.0, 2.0, 3.0, 4.0, -1.0, 1.0, 0.0, 1.0] {
         let slots = values(&needs, &[("sma(20)", 10.0 + diff), ("sma(50)", 10.0)]);
-        state[0].push(needs.crosses[0].eval(&slots, &[]));
+        push_cross(&mut state, 0, needs.crosses[0].eval(&slots, &[]));
         fired.push(above.program.holds(&slots, &state));
     }
     let want = [false, true, true, true, false, false, true, false, true];

@@ -11,7 +11,7 @@ use super::scans::Thresholds;
 use super::ta::{Fields, Studies};
 use crate::event::Scan;
 use crate::expr::{
-    self, Conditions, CrossState, Frame, Held, Indicator, MAX_DEPTH, Mask, Needs, Program, WORDS,
+    self, CROSS_SLOTS, Conditions, Frame, Held, Indicator, MAX_DEPTH, Mask, Needs, Program, WORDS,
 };
 
 /// A scan as written: its conditions (all must hold) and its score.
@@ -69,11 +69,11 @@ pub struct ScanSet {
     rule_crosses: Box<[u16]>,
 }
 
-/// A symbol's side of a scan set: its indicators and its crosses.
+/// A symbol's side of a scan set: its indicators, and its crosses' states kept beside
+/// their values.
 #[derive(Debug, Clone)]
 pub struct SymbolScans {
     studies: Studies,
-    crosses: Box<[CrossState]>,
 }
 
 impl SymbolScans {
@@ -175,7 +175,7 @@ impl ScanSet {
         if self.rule_slots.is_empty() && self.rule_crosses.is_empty() {
             return None;
         }
-        let values = sym.studies.values();
+        let (values, crosses) = sym.studies.split();
         Some(Frame {
             values: self
                 .rule_slots
@@ -185,7 +185,10 @@ impl ScanSet {
             crosses: self
                 .rule_crosses
                 .iter()
-                .map(|&c| sym.crosses[usize::from(c)])
+                .flat_map(|&c| {
+                    let at = usize::from(c) * CROSS_SLOTS;
+                    crosses[at..at + CROSS_SLOTS].iter().copied()
+                })
                 .collect(),
         })
     }
@@ -230,8 +233,8 @@ impl ScanSet {
                 params.reference,
                 period(params.rsi),
                 period(params.volume),
-            ),
-            crosses: vec![CrossState::default(); self.needs.crosses.len()].into(),
+            )
+            .with_beside(&expr::cross_states(self.needs.crosses.len())),
         }
     }
 
@@ -242,10 +245,10 @@ impl ScanSet {
         if self.needs.crosses.is_empty() {
             return;
         }
-        let values = sym.studies.values();
+        let (values, crosses) = sym.studies.split_mut();
         let stack = &mut [0.0; MAX_DEPTH];
-        for (cross, diff) in sym.crosses.iter_mut().zip(&self.needs.crosses) {
-            cross.push(diff.eval_on(values, &[], stack));
+        for (c, diff) in self.needs.crosses.iter().enumerate() {
+            expr::push_cross(crosses, c, diff.eval_on(values, &[], stack));
         }
     }
 
@@ -255,18 +258,18 @@ impl ScanSet {
     /// on.
     #[inline]
     pub fn evaluate(&self, sym: &SymbolScans, out: &mut [Option<f64>]) -> u64 {
-        let values = sym.studies.values();
+        let (values, crosses) = sym.studies.split();
         let stack = &mut [0.0; MAX_DEPTH];
         // Every distinct condition once, each shape in its own loop; then each scan
         // fires when its conditions' bits are all set.
         let held: &mut Held = &mut [0; WORDS];
-        self.conditions.eval(values, &sym.crosses, held);
+        self.conditions.eval(values, crosses, held);
         let mut fired = 0;
         for (i, (c, slot)) in self.scans.iter().zip(out.iter_mut()).enumerate() {
             *slot = c
                 .when
                 .all_held(held)
-                .then(|| c.score.eval_on(values, &sym.crosses, stack))
+                .then(|| c.score.eval_on(values, crosses, stack))
                 .filter(|s| s.is_finite());
             fired |= u64::from(slot.is_some()) << i;
         }

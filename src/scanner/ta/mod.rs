@@ -64,6 +64,8 @@ use window::Closes;
 /// with any scan that reads the same.
 #[derive(Debug, Clone)]
 pub struct Studies {
+    /// The values, by slot, then the numbers the owner keeps beside them
+    /// ([`with_beside`](Self::with_beside)).
     values: Box<[f64]>,
     /// The same for every symbol of a scan set: shared, not copied.
     reads: Arc<[Read]>,
@@ -238,6 +240,14 @@ impl Studies {
         }
     }
 
+    /// The same, with `beside` kept after the values in their block: numbers the owner
+    /// reads with them on every bar (a scan set's cross states), so one symbol's
+    /// evaluation touches one block of memory.
+    pub fn with_beside(mut self, beside: &[f64]) -> Studies {
+        self.values = self.values.iter().chain(beside).copied().collect();
+        self
+    }
+
     /// Takes one bar close (a tick is a bar with `open = high = low = close`).
     pub fn update(&mut self, bar: &Bar) {
         self.state.update(bar);
@@ -248,7 +258,20 @@ impl Studies {
 
     /// Each slot's value after the last bar, in slot order; NaN where undefined.
     pub fn values(&self) -> &[f64] {
-        &self.values
+        self.split().0
+    }
+
+    /// The values, and the numbers kept beside them.
+    #[inline]
+    pub fn split(&self) -> (&[f64], &[f64]) {
+        self.values.split_at(self.reads.len())
+    }
+
+    /// The values, and the numbers kept beside them to change.
+    #[inline]
+    pub fn split_mut(&mut self) -> (&[f64], &mut [f64]) {
+        let (values, beside) = self.values.split_at_mut(self.reads.len());
+        (values, beside)
     }
 
     /// Bars taken so far.
