@@ -128,6 +128,6 @@ pub fn frame_of(ev: &ScanEvent, needs: &Needs) -> Frame {
     });
     Frame {
         values: values.collect(),
-        crosses: vec![Default::default(); needs.crosses.len()].into(),
+        crosses: crate::expr::cross_states(needs.crosses.len()).into(),
     }
 }

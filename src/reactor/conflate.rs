@@ -10,9 +10,10 @@
 //! - Ad-hoc results and every other event pass untouched, in order; every result still
 //!   enters the history ring, so a resume replays everything.
 //!
-//! A subscription that saw a skipped event all the same (from a snapshot or a replay
-//! taken while the backlog was being sent) is told what it needs: it is "live from" a
-//! later `seq`, and the plans below answer by that.
+//! A subscription that saw a skipped event all the same (from a replay taken while the
+//! backlog was being sent; a snapshot shows only what live subscribers were sent) is told
+//! what it needs: its connection is "live from" a later `seq`, and the plans below answer
+//! by that.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -32,8 +33,8 @@ pub enum Plan {
     Send,
     /// None: a later event of its key made it moot (the history still keeps it).
     Skip,
-    /// A `clear` whose `new` (this `seq`) was skipped: only subscriptions live from after
-    /// that `new` can hold the row.
+    /// A `clear` whose `new` (this `seq`) was skipped: only a connection that replayed
+    /// past that `new` can hold the row.
     ClearAfter(u64),
     /// An `update` that took over skipped updates: each one's `seq` and previous state,
     /// oldest first. A subscription whose row any of those states (or this one's own
@@ -84,8 +85,8 @@ pub struct Backlog {
     /// Position of `queue[0]`.
     front: u64,
     open: AHashMap<Key, Open>,
-    /// Results skipped since last asked (a `clear` sent only to late subscriptions
-    /// counts).
+    /// Results skipped since last asked (a `clear` sent only to connections that
+    /// replayed past its `new` counts).
     conflated: u64,
 }
 
@@ -254,16 +255,16 @@ pub fn planned_delivery(
     ev: &ScanEvent,
     plan: &Plan,
 ) -> Delivery {
-    // What each subscription saw of this key comes from the history up to the later of
-    // its start and the connection's going live.
-    let since = |sub: &Subscription| sub.start.max(live_from);
     let mut d = Delivery::default();
     match plan {
         Plan::Send => return delivery(subs, ev),
         Plan::Skip => {}
         Plan::ClearAfter(new_seq) => {
+            // Only a replay sends a skipped `new`. Every subscription of a connection that
+            // replayed past it is told (one that took its name over holds its rows; any
+            // other removes nothing).
             for (i, sub) in subs.iter().enumerate() {
-                if sub.start <= ev.seq && since(sub) > *new_seq && sub.filter.matches(ev) {
+                if sub.start <= ev.seq && live_from > *new_seq && sub.filter.matches(ev) {
                     d.takes |= 1 << i;
                 }
             }
@@ -489,9 +490,15 @@ mod tests {
         let Event::Result(clear) = ev(8, "A", Clear, 1.0, None) else {
             unreachable!()
         };
-        let d = planned_delivery(&subs, 0, &clear, &Plan::ClearAfter(4));
-        assert_eq!((d.takes, d.left), (0b10, 0));
-        assert!(planned_delivery(&subs, 0, &clear, &Plan::Skip).is_empty());
+        // Live all along, or replayed up to before the new: nobody was sent it.
+        for live_from in [0, 3, 4] {
+            let d = planned_delivery(&subs, live_from, &clear, &Plan::ClearAfter(4));
+            assert!(d.is_empty(), "live from {live_from}");
+        }
+        // Replayed past it: the replay sent it.
+        let d = planned_delivery(&subs, 5, &clear, &Plan::ClearAfter(4));
+        assert_eq!((d.takes, d.left), (0b11, 0));
+        assert!(planned_delivery(&subs, 5, &clear, &Plan::Skip).is_empty());
     }
 
     /// Rows by symbol: the score each shows.
@@ -517,7 +524,8 @@ mod tests {
         }
     }
 
-    /// The rows a fresh snapshot with `filter` holds, from each key's last event.
+    /// The rows a snapshot with `filter` holds, from each key's last event (of those sent
+    /// live, for a fresh snapshot; of all, for a replay).
     fn snapshot(last: &BTreeMap<String, Arc<ScanEvent>>, sub: &Subscription) -> Table {
         last.iter()
             .filter(|(_, e)| e.kind != EventKind::Clear && sub.filter.matches(e))
@@ -561,7 +569,9 @@ mod tests {
             }
             // Clients that joined before any of it, and more that join while it is sent:
             // by a snapshot (their start) or by a replay (the connection goes live).
+            // Each key's last event, and its last one not skipped (what snapshots show).
             let mut last: BTreeMap<String, Arc<ScanEvent>> = BTreeMap::new();
+            let mut shown: BTreeMap<String, Arc<ScanEvent>> = BTreeMap::new();
             let mut clients: Vec<Client> = filters
                 .iter()
                 .map(|f| Client {
@@ -579,7 +589,7 @@ mod tests {
                     let by_replay = rng.random_bool(0.5);
                     s.start = if by_replay { 1 } else { head + 1 };
                     clients.push(Client {
-                        table: snapshot(&last, &s),
+                        table: snapshot(if by_replay { &last } else { &shown }, &s),
                         sub: s,
                         live_from: if by_replay { head + 1 } else { 0 },
                         replaying: false,
@@ -611,8 +621,15 @@ mod tests {
                     };
                     c.apply(&e, d);
                 }
+                if held.plan != Plan::Skip {
+                    shown.insert(e.symbol_key.to_string(), Arc::clone(&e));
+                }
                 last.insert(e.symbol_key.to_string(), e);
             }
+            assert_eq!(
+                snapshot(&last, &clients[0].sub),
+                snapshot(&shown, &clients[0].sub)
+            );
             for c in &clients {
                 assert_eq!(
                     c.table,
