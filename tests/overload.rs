@@ -147,9 +147,9 @@ type Rows = HashMap<String, Row>;
 
 /// A `snapshot` message's rows.
 fn snapshot_of(msg: &Value) -> Rows {
-    let rows = msg["data"]["results"].as_array().expect("snapshot rows");
-    rows.iter()
-        .map(|r| (text(&r["symbol"]), (r["seq"].as_u64().unwrap(), score(r))))
+    rows_of_snapshot(msg)
+        .into_iter()
+        .map(|((symbol, _), r)| (symbol, (r["seq"].as_u64().unwrap(), score(&r))))
         .collect()
 }
 
@@ -157,7 +157,7 @@ fn snapshot_of(msg: &Value) -> Rows {
 fn apply(rows: &mut Rows, msg: &Value, name: &str) {
     let d = &msg["data"];
     let names = |k: &str| d[k].as_array().is_some_and(|a| a.iter().any(|n| n == name));
-    let symbol = text(&d["symbol"]);
+    let symbol = d["symbol"].as_str().expect("a symbol").to_owned();
     if names("left") || (names("subscriptions") && d["event"] == "clear") {
         rows.remove(&symbol);
     } else if names("subscriptions") {
@@ -175,10 +175,6 @@ fn differences(a: &Rows, b: &Rows) -> Vec<(String, Option<Row>, Option<Row>)> {
         .take(5)
         .map(|k| (k.clone(), a.get(k).copied(), b.get(k).copied()))
         .collect()
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().expect("a string").to_owned()
 }
 
 fn score(v: &Value) -> f64 {

@@ -15,7 +15,9 @@ mod table;
 
 pub use catalog::{Factor, Indicator, MAX_PERIOD, Macd};
 pub use parse::{Dir, Type};
-pub use program::{CROSS_SLOTS, Frame, MAX_DEPTH, Needs, Program, cross_states, push_cross};
+pub use program::{
+    CROSS_SLOTS, Frame, MAX_DEPTH, Needs, Program, cross_at, cross_states, push_cross,
+};
 pub use table::{Conditions, Held, MAX_CONDITIONS, Mask, WORDS};
 
 /// Where `item` sits in `list`, appended if it is not there yet: how a set of programs

@@ -129,6 +129,12 @@ pub const CROSS_SLOTS: usize = 2;
 /// The oldest age a cross keeps counting to, plus one.
 const AGE_CAP: f64 = u32::MAX as f64 + 1.0;
 
+/// Where cross slot `c`'s numbers sit in a symbol's cross states.
+#[inline(always)]
+pub fn cross_at(c: usize) -> std::ops::Range<usize> {
+    c * CROSS_SLOTS..(c + 1) * CROSS_SLOTS
+}
+
 /// The states of `n` crosses before the first bar.
 pub fn cross_states(n: usize) -> Vec<f64> {
     [f64::NAN, 0.0].repeat(n)
@@ -138,8 +144,7 @@ pub fn cross_states(n: usize) -> Vec<f64> {
 /// (above) or from `>= 0` to `< 0` (below); never while either bar's value is undefined.
 #[inline]
 pub fn push_cross(states: &mut [f64], c: usize, diff: f64) {
-    let at = c * CROSS_SLOTS;
-    let Some([last, cross]) = states.get_mut(at..at + CROSS_SLOTS) else {
+    let Some([last, cross]) = states.get_mut(cross_at(c)) else {
         return;
     };
     let prev = std::mem::replace(last, diff);
@@ -247,8 +252,7 @@ pub(super) fn in_range(x: f64, abs: bool, lo: f64, hi: f64) -> bool {
 /// still past it.
 #[inline(always)]
 pub(super) fn crossed(crosses: &[f64], c: u16, dir: Dir, within: u32) -> bool {
-    let at = usize::from(c) * CROSS_SLOTS;
-    let Some(&[last, cross]) = crosses.get(at..at + CROSS_SLOTS) else {
+    let Some(&[last, cross]) = crosses.get(cross_at(usize::from(c))) else {
         return false;
     };
     let within = f64::from(within);
@@ -564,6 +568,8 @@ pub fn named(e: &Expr, out: &mut Vec<Indicator>) {
 mod tests {
     use super::*;
 
+    use crate::expr::condition;
+
     #[test]
     fn a_cross_counts_its_age_up_to_a_cap_in_either_direction() {
         let mut s = cross_states(2);
@@ -587,7 +593,6 @@ mod tests {
         push_cross(&mut s, 2, 1.0);
         assert_eq!(s.len(), 4);
     }
-    use crate::expr::condition;
 
     #[test]
     fn next_up_is_the_next_number() {

@@ -11,7 +11,7 @@ use super::scans::Thresholds;
 use super::ta::{Fields, Studies};
 use crate::event::Scan;
 use crate::expr::{
-    self, CROSS_SLOTS, Conditions, Frame, Held, Indicator, MAX_DEPTH, Mask, Needs, Program, WORDS,
+    self, Conditions, Frame, Held, Indicator, MAX_DEPTH, Mask, Needs, Program, WORDS,
 };
 
 /// A scan as written: its conditions (all must hold) and its score.
@@ -185,10 +185,7 @@ impl ScanSet {
             crosses: self
                 .rule_crosses
                 .iter()
-                .flat_map(|&c| {
-                    let at = usize::from(c) * CROSS_SLOTS;
-                    crosses[at..at + CROSS_SLOTS].iter().copied()
-                })
+                .flat_map(|&c| crosses[expr::cross_at(usize::from(c))].iter().copied())
                 .collect(),
         })
     }

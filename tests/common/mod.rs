@@ -254,7 +254,12 @@ pub fn snapshot_rows_at(addr: SocketAddr, filters: Value) -> HashMap<(String, St
     let mut ws = connect_url(&stream_url(addr), addr);
     let data = json!({"subscription": "truth", "filters": filters, "snapshot": true});
     subscribe(&mut ws, data);
-    let snapshot = expect_message(&mut ws, "snapshot");
+    rows_of_snapshot(&expect_message(&mut ws, "snapshot"))
+}
+
+/// A `snapshot` message's rows by (symbol, scan).
+#[track_caller]
+pub fn rows_of_snapshot(snapshot: &Value) -> HashMap<(String, String), Value> {
     let rows = snapshot["data"]["results"]
         .as_array()
         .expect("snapshot rows");
